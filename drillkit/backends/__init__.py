@@ -1,0 +1,1 @@
+"""Stack backends: where and how the services of a stack run."""

@@ -1,0 +1,230 @@
+"""The backend contract: how a stack's services are started, observed, disturbed and stopped.
+
+A backend turns a :class:`StackSpec` into running services and a :class:`StackState` that is
+saved to disk, so that a later command (``stack status``, ``stack down``, ``heal``) in another
+process can find and act on the same services. Backends register under the ``drillkit.backends``
+entry-point group, the same way a third-party backend would.
+
+Required methods of a backend: :meth:`Backend.up`, :meth:`Backend.down`,
+:meth:`Backend.service_alive`. The fault primitives (:meth:`Backend.kill`,
+:meth:`Backend.pause`, :meth:`Backend.resume`, :meth:`Backend.restart`) are what fault kinds
+build on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any, ClassVar
+
+from drillkit import paths
+from drillkit.errors import InputError
+from drillkit.stacks.recommender.data import CatalogSpec
+
+Progress = Callable[[str, float], None]
+"""Progress callback: a message and a completed fraction in 0..1 (or -1 when unknown)."""
+
+STATE_FILE = "stack.json"
+MAX_REPLICAS = 16
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    """Failover settings of the gateway; a drill may turn each off to show its effect."""
+
+    check_interval: float = 0.2
+    check_timeout: float = 0.2
+    fall: int = 2
+    rise: int = 2
+    passive_ejection: bool = True
+    retries: int = 2
+    try_timeout: float = 0.3
+    deadline: float = 1.0
+
+    def args(self) -> list[str]:
+        out = [
+            "--check-interval",
+            str(self.check_interval),
+            "--check-timeout",
+            str(self.check_timeout),
+            "--fall",
+            str(self.fall),
+            "--rise",
+            str(self.rise),
+            "--retries",
+            str(self.retries),
+            "--try-timeout",
+            str(self.try_timeout),
+            "--deadline",
+            str(self.deadline),
+        ]
+        if not self.passive_ejection:
+            out.append("--no-passive-ejection")
+        return out
+
+
+@dataclass(frozen=True)
+class StackSpec:
+    """What to bring up."""
+
+    replicas: int = 3
+    catalog: CatalogSpec = field(default_factory=CatalogSpec)
+    gpu: str = "auto"  # auto | on | off
+    gateway: GatewaySettings = field(default_factory=GatewaySettings)
+    store: Path | None = None  # serve this store in place instead of a copy of the cache
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.replicas <= MAX_REPLICAS:
+            raise InputError(f"replicas: expected 1..{MAX_REPLICAS}, got {self.replicas}")
+        if self.gpu not in ("auto", "on", "off"):
+            raise InputError(f"gpu: expected auto, on or off, got {self.gpu!r}")
+
+    def service_names(self) -> list[str]:
+        return [*(f"replica-{i}" for i in range(1, self.replicas + 1)), "gateway"]
+
+
+@dataclass
+class ServiceState:
+    """One running service as the backend started it."""
+
+    name: str
+    role: str  # "replica" | "gateway"
+    url: str
+    port: int
+    pid: int | None = None
+    log: str | None = None
+    container: str | None = None
+
+
+@dataclass
+class StackState:
+    """A stack that is (or was) up: everything a later command needs to find it."""
+
+    id: str
+    backend: str
+    created_at: float
+    run_dir: str
+    store: str
+    gateway_url: str
+    admin_token: str
+    gpu: bool
+    spec: dict[str, Any]
+    services: dict[str, ServiceState] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> StackState:
+        services = {k: ServiceState(**v) for k, v in data.get("services", {}).items()}
+        return cls(**{**data, "services": services})
+
+    def replicas(self) -> list[ServiceState]:
+        return [s for s in self.services.values() if s.role == "replica"]
+
+
+def state_path() -> Path:
+    return paths.state_dir() / STATE_FILE
+
+
+def save_state(state: StackState) -> None:
+    """Write the active stack's state atomically, readable by the owner only (it holds the
+    admin token)."""
+    path = state_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".stack.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(state.to_json(), handle, indent=2)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def load_state() -> StackState | None:
+    """The active stack, or None. A state file that cannot be parsed is an InputError."""
+    path = state_path()
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: stack state is not valid JSON ({exc}); remove it") from None
+    try:
+        return StackState.from_json(data)
+    except TypeError as exc:
+        raise InputError(f"{path}: stack state is malformed ({exc}); remove it") from None
+
+
+def clear_state() -> None:
+    with contextlib.suppress(FileNotFoundError):
+        state_path().unlink()
+
+
+class Backend(ABC):
+    """Runs the services of a stack somewhere."""
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def up(self, spec: StackSpec, *, progress: Progress | None = None) -> StackState:
+        """Start every service and return once all are ready; on failure leave nothing
+        running and raise an EnvironmentFailure."""
+
+    @abstractmethod
+    def down(self, state: StackState) -> None:
+        """Stop every service of the stack; idempotent."""
+
+    @abstractmethod
+    def service_alive(self, state: StackState, name: str) -> bool:
+        """Whether the service's process or container is running (not necessarily ready)."""
+
+    def kill(self, state: StackState, name: str, *, signal: str = "KILL") -> None:
+        raise NotImplementedError(f"{self.name} backend cannot kill services")
+
+    def pause(self, state: StackState, name: str) -> None:
+        raise NotImplementedError(f"{self.name} backend cannot pause services")
+
+    def resume(self, state: StackState, name: str) -> None:
+        raise NotImplementedError(f"{self.name} backend cannot resume services")
+
+    def restart(self, state: StackState, name: str) -> None:
+        raise NotImplementedError(f"{self.name} backend cannot restart services")
+
+
+_BUILTIN = {"local": "drillkit.backends.local:LocalBackend"}
+
+
+def backend_names() -> list[str]:
+    names = set(_BUILTIN)
+    names.update(ep.name for ep in entry_points(group="drillkit.backends"))
+    return sorted(names)
+
+
+def get_backend(name: str) -> Backend:
+    """Instantiate a backend by name from the ``drillkit.backends`` entry points."""
+    for ep in entry_points(group="drillkit.backends"):
+        if ep.name == name:
+            cls = ep.load()
+            break
+    else:
+        if name not in _BUILTIN:
+            raise InputError(f"unknown backend {name!r} (available: {', '.join(backend_names())})")
+        module_name, _, attr = _BUILTIN[name].partition(":")
+        import importlib
+
+        cls = getattr(importlib.import_module(module_name), attr)
+    backend = cls()
+    if not isinstance(backend, Backend):
+        raise InputError(f"backend {name!r} does not implement drillkit.backends.base.Backend")
+    return backend

@@ -1,0 +1,52 @@
+"""drillkit's command line. Commands are thin: parse, call the library, render."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from drillkit import __version__
+from drillkit.cli import model, stack
+from drillkit.cli.console import Terminal
+from drillkit.cli.state import set_terminal, terminal
+from drillkit.errors import DrillkitError
+
+app = typer.Typer(
+    name="drillkit",
+    help="Disaster-recovery drills for GPU recommender services.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=True,
+)
+app.add_typer(stack.app, name="stack")
+app.add_typer(model.app, name="model")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"drillkit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only results and errors."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="More detail."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    set_terminal(Terminal(quiet=quiet, verbose=verbose))
+
+
+def main() -> None:
+    """Console-script entry point: expected errors become one line and an exit code."""
+    try:
+        app()
+    except DrillkitError as exc:
+        terminal().error(str(exc))
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        terminal().error("interrupted")
+        sys.exit(130)

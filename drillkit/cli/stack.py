@@ -1,0 +1,190 @@
+"""``drillkit stack``: bring the reference stack up, look at it, take it down."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from drillkit.backends.base import (
+    Backend,
+    GatewaySettings,
+    StackSpec,
+    StackState,
+    clear_state,
+    get_backend,
+    load_state,
+)
+from drillkit.cli.state import terminal
+from drillkit.errors import NoStackError, StateError
+from drillkit.stacks.recommender.data import CatalogSpec
+
+app = typer.Typer(
+    help="Bring the reference recommender stack up, inspect it, tear it down.", no_args_is_help=True
+)
+
+BACKEND = typer.Option("local", "--backend", "-b", help="Where services run: local | docker.")
+ITEMS = typer.Option(20_000, "--items", help="Catalog size (items).")
+DIM = typer.Option(64, "--dim", help="Embedding dimensions.")
+SEED = typer.Option(42, "--seed", help="Seed of the synthetic catalog.")
+
+
+def active_stack() -> tuple[StackState, Backend]:
+    """The running stack and its backend; NoStackError (exit 3) when none is up."""
+    state = load_state()
+    if state is None:
+        raise NoStackError("no stack is up; start one with `drillkit stack up`")
+    return state, get_backend(state.backend)
+
+
+@app.command()
+def up(
+    backend: str = BACKEND,
+    replicas: int = typer.Option(3, "--replicas", "-n", help="Model-server replicas (1..16)."),
+    items: int = ITEMS,
+    dim: int = DIM,
+    seed: int = SEED,
+    gpu: str = typer.Option("auto", "--gpu", help="auto | on | off."),
+    store: Path | None = typer.Option(
+        None,
+        "--store",
+        help="Serve this model store in place instead of a private copy of the built artifacts.",
+    ),
+    check_interval: float = typer.Option(0.2, help="Gateway active health-check period (s)."),
+    retries: int = typer.Option(2, help="Gateway retries on another replica."),
+    passive_ejection: bool = typer.Option(True, help="Eject a replica on a failed request."),
+    deadline: float = typer.Option(1.0, help="Gateway budget per client request (s)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the stack state as JSON."),
+) -> None:
+    """Start the stack detached; returns once every service is ready."""
+    t = terminal()
+    spec = StackSpec(
+        replicas=replicas,
+        catalog=CatalogSpec(items=items, dim=dim, seed=seed).resolved(),
+        gpu=gpu,
+        store=store,
+        gateway=GatewaySettings(
+            check_interval=check_interval,
+            retries=retries,
+            passive_ejection=passive_ejection,
+            deadline=deadline,
+        ),
+    )
+    chosen = get_backend(backend)
+    existing = load_state()
+    if existing is not None:
+        old_backend = get_backend(existing.backend)
+        if any(old_backend.service_alive(existing, name) for name in existing.services):
+            raise StateError(
+                f"stack {existing.id} is already up at {existing.gateway_url}; "
+                "run `drillkit stack down` first"
+            )
+        t.warn(f"stack {existing.id} was left half-running; cleaning it up")
+        old_backend.down(existing)
+        clear_state()
+    with t.progress("stack up") as update:
+        state = chosen.up(spec, progress=update)
+    if json_out:
+        t.json(state.to_json() | {"admin_token": "<hidden>"})
+        return
+    t.info(
+        f"stack {state.id} is up: {len(state.replicas())} replicas "
+        f"({'GPU' if state.gpu else 'CPU'}), logs in {state.run_dir}/logs"
+    )
+    t.result(state.gateway_url)
+
+
+@app.command()
+def status(json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """Show each service: alive, ready, model version, and the gateway's view of it."""
+    from drillkit.observe.status import stack_status
+
+    state, backend = active_stack()
+    snapshot = stack_status(state, backend)
+    t = terminal()
+    if json_out:
+        t.json(snapshot)
+        return
+    rows = []
+    styles: list[str | None] = []
+    for s in snapshot["services"]:
+        rows.append(
+            (
+                s["name"],
+                "yes" if s["alive"] else "no",
+                "yes" if s["ready"] else "no",
+                s.get("gateway_state") or "-",
+                s["model_version"] or "-",
+                s["url"],
+            )
+        )
+        styles.append(None if s["ready"] else "red")
+    t.table(
+        f"stack {snapshot['stack']} ({snapshot['backend']}), model store CURRENT = "
+        f"{snapshot['current_version']}",
+        ["service", "alive", "ready", "gateway sees", "model", "url"],
+        rows,
+        styles,
+    )
+    t.result(
+        f"{snapshot['ready_replicas']}/{snapshot['replicas']} replicas ready; "
+        f"gateway {snapshot['gateway_url']}"
+    )
+
+
+@app.command()
+def down() -> None:
+    """Stop every service of the stack; nothing is left running."""
+    state = load_state()
+    t = terminal()
+    if state is None:
+        t.info("no stack is up")
+        return
+    get_backend(state.backend).down(state)
+    t.result(f"stack {state.id} is down")
+
+
+@app.command()
+def build(
+    items: int = ITEMS,
+    dim: int = DIM,
+    seed: int = SEED,
+    rebuild: bool = typer.Option(False, "--rebuild", help="Build again even when cached."),
+    gpu: str = typer.Option("auto", "--gpu", help="Train on: auto | on | off."),
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """Generate the catalog, train the model and build the model store (cached)."""
+    from drillkit.stacks.recommender.build import BUILD_INFO, ensure_artifacts
+
+    t = terminal()
+    spec = CatalogSpec(items=items, dim=dim, seed=seed).resolved()
+    device = {"on": "cuda", "off": "cpu"}.get(gpu, "auto")
+    with t.progress("build") as update:
+        store = ensure_artifacts(spec, device=device, rebuild=rebuild, progress=update)
+    info = json.loads((store.root / BUILD_INFO).read_text())
+    checks = store.check_all()
+    summary = {
+        "store": str(store.root),
+        "current": store.current(),
+        **info,
+        "metrics": {c.version: c.manifest.metrics for c in checks if c.manifest},
+    }
+    if json_out:
+        t.json(summary)
+        return
+    rows = []
+    for c in checks:
+        m = c.manifest.metrics if c.manifest else {}
+        idx = c.manifest.info.get("index_backend", "?") if c.manifest else "?"
+        rows.append(
+            (
+                c.version + (" (CURRENT)" if c.current else ""),
+                f"{m.get('recall_at_10', float('nan')):.4f}",
+                f"{m.get('popularity_recall_at_10', float('nan')):.4f}",
+                idx,
+            )
+        )
+    t.table(
+        f"model store {store.root}", ["version", "recall@10", "popularity recall@10", "index"], rows
+    )

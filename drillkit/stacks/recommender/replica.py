@@ -1,0 +1,498 @@
+"""The model-server replica: verifies, loads and serves one model version.
+
+Rules it keeps, whatever happens to the store under it:
+
+* nothing is loaded from a version before its manifest, signature and every file digest
+  verify (:func:`drillkit.stacks.recommender.store.verify_version`);
+* a version that verifies must also pass a load-time sanity gate: every vector finite, and
+  recall@10 on the golden sample within tolerance of the manifest's figure;
+* at start it serves CURRENT, or when CURRENT is refused the newest older version that passes
+  (last-known-good); it never serves an unverified model;
+* a hot reload (CURRENT changed, a file of the served version changed on disk, or the token
+  protected ``POST /admin/reload``) swaps models only when the new one passes; otherwise the
+  model already in memory, which was verified when it was loaded, keeps serving.
+
+Every refusal is one log line and a metric, so a drill can see when the replica noticed.
+Run as ``python -m drillkit.stacks.recommender.replica --store DIR --port N``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hmac
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from drillkit.errors import ArtifactError, SanityGateError
+from drillkit.stacks.recommender.store import (
+    Manifest,
+    ModelStore,
+    signing_key,
+    verify_version,
+)
+
+if TYPE_CHECKING:
+    from drillkit.stacks.recommender.runtime import LoadedModel
+
+log = logging.getLogger("drillkit.replica")
+
+ADMIN_TOKEN_ENV = "DRILLKIT_ADMIN_TOKEN"
+MAX_K = 1000
+SANITY_METRIC = "sample_recall_at_10"
+
+
+@dataclass(frozen=True)
+class ReplicaConfig:
+    """Settings of one replica process."""
+
+    store: Path
+    name: str = "replica"
+    device: str = "auto"
+    watch_interval: float = 0.5
+    # The sanity sample's recall may differ a little across devices (GPU vs CPU summation
+    # order); a broken model falls far below, so the gate is one-sided with a small margin.
+    sanity_tolerance: float = 0.1
+    admin_token: str | None = None
+
+
+@dataclass
+class ServedModel:
+    version: str
+    manifest: Manifest
+    digest: str
+    model: LoadedModel
+    loaded_at: float
+
+
+@dataclass
+class _Metrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.requests = Counter(
+            "drillkit_replica_requests", "Requests served, by outcome.", ["outcome"], registry=r
+        )
+        self.latency = Histogram(
+            "drillkit_replica_request_seconds",
+            "Time to answer /recommend.",
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+            registry=r,
+        )
+        self.model_info = Gauge(
+            "drillkit_replica_model_info",
+            "1 for the model version being served.",
+            ["version", "digest"],
+            registry=r,
+        )
+        self.ready = Gauge(
+            "drillkit_replica_ready", "1 when a verified model is loaded.", registry=r
+        )
+        self.integrity_failures = Counter(
+            "drillkit_replica_integrity_failures",
+            "Versions refused because the manifest, signature or a file digest failed.",
+            ["version", "reason"],
+            registry=r,
+        )
+        self.last_integrity_failure = Gauge(
+            "drillkit_replica_last_integrity_failure_timestamp_seconds",
+            "Unix time of the last refused version (0 = never).",
+            registry=r,
+        )
+        self.sanity_rejections = Counter(
+            "drillkit_replica_sanity_rejections",
+            "Versions that verified but failed the load-time sanity gate.",
+            ["version"],
+            registry=r,
+        )
+        self.reloads = Counter(
+            "drillkit_replica_reloads", "Model load attempts by outcome.", ["outcome"], registry=r
+        )
+
+
+def _reason_of(exc: ArtifactError) -> str:
+    return type(exc).__name__.removesuffix("Error").lower()
+
+
+class Replica:
+    """The model-holding state of a replica; thread-safe loading, lock-free serving."""
+
+    def __init__(self, config: ReplicaConfig) -> None:
+        self.config = config
+        self.store = ModelStore(config.store)
+        self.metrics = _Metrics()
+        self.served: ServedModel | None = None
+        self.last_error: str | None = None
+        self.last_event: dict[str, Any] | None = None
+        self._load_lock = threading.Lock()
+        self._seen: dict[str, tuple[tuple[int, int, int], ...]] = {}
+        self._stop = threading.Event()
+
+    # -- loading ---------------------------------------------------------------------------
+    def _fingerprint(self, version: str) -> tuple[tuple[int, int, int], ...]:
+        """Cheap change detector for a version folder: (inode, size, mtime) of every file."""
+        folder = self.store.version_dir(version)
+        prints: list[tuple[int, int, int]] = []
+        with contextlib.suppress(FileNotFoundError):
+            for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+                st = entry.stat()
+                prints.append((st.st_ino, st.st_size, st.st_mtime_ns))
+        return tuple(prints)
+
+    def _load(self, version: str) -> ServedModel:
+        """Verify, load and sanity-check one version, or raise an ArtifactError."""
+        from drillkit.stacks.recommender.runtime import LoadedModel
+
+        folder = self.store.version_dir(version)
+        manifest = verify_version(folder, key=signing_key())
+        expected = manifest.metrics.get(SANITY_METRIC)
+        if expected is None:
+            raise SanityGateError(f"{folder}: manifest has no {SANITY_METRIC} to check against")
+        try:
+            model = LoadedModel.load(folder, device=self.config.device)
+        except ArtifactError:
+            raise
+        except Exception as exc:  # a verified file that still cannot be loaded
+            raise SanityGateError(f"{folder}: load failed: {type(exc).__name__}: {exc}") from exc
+        result = model.sanity_check()
+        floor = expected - self.config.sanity_tolerance * max(expected, 0.1)
+        if not result.finite:
+            raise SanityGateError(f"{folder}: model produces non-finite vectors")
+        if not result.sample_recall_at_10 >= floor:
+            raise SanityGateError(
+                f"{folder}: sample recall@10 {result.sample_recall_at_10:.4f} is below "
+                f"{floor:.4f} (manifest {expected:.4f})"
+            )
+        return ServedModel(version, manifest, manifest.digest, model, time.time())
+
+    def _refuse(self, version: str, exc: ArtifactError) -> None:
+        reason = _reason_of(exc)
+        self.last_error = str(exc)
+        self.last_event = {
+            "time": time.time(),
+            "version": version,
+            "outcome": "refused",
+            "reason": reason,
+            "error": str(exc),
+        }
+        if isinstance(exc, SanityGateError):
+            self.metrics.sanity_rejections.labels(version).inc()
+        else:
+            self.metrics.integrity_failures.labels(version, reason).inc()
+            self.metrics.last_integrity_failure.set(time.time())
+        self.metrics.reloads.labels("refused").inc()
+        log.error("%s: refused model %s (%s): %s", self.config.name, version, reason, exc)
+
+    def _swap(self, served: ServedModel) -> None:
+        old = self.served
+        self.served = served
+        if old is not None:
+            self.metrics.model_info.remove(old.version, old.digest)
+        self.metrics.model_info.labels(served.version, served.digest).set(1)
+        self.metrics.ready.set(1)
+        self.metrics.reloads.labels("loaded").inc()
+        self.last_event = {"time": time.time(), "version": served.version, "outcome": "loaded"}
+        log.info(
+            "%s: serving model %s (digest %s, index %s, device %s)",
+            self.config.name,
+            served.version,
+            served.digest[:12],
+            served.model.index_backend,
+            served.model.device,
+        )
+
+    def load_initial(self) -> None:
+        """Serve CURRENT, or the newest older version that passes (last-known-good)."""
+        with self._load_lock:
+            for version in self.store.serving_candidates():
+                self._seen[version] = self._fingerprint(version)
+                try:
+                    served = self._load(version)
+                except ArtifactError as exc:
+                    self._refuse(version, exc)
+                    continue
+                self._swap(served)
+                if version != self.store.current():
+                    log.warning(
+                        "%s: CURRENT is %s but serving last-known-good %s",
+                        self.config.name,
+                        self.store.current(),
+                        version,
+                    )
+                return
+            log.error("%s: no model version passed verification; not ready", self.config.name)
+
+    def reload(self, *, force: bool = False) -> dict[str, Any]:
+        """Try CURRENT; keep the served model when it is refused. Returns what happened."""
+        with self._load_lock:
+            target = self.store.current()
+            if target is None:
+                return {"outcome": "no-current", "serving": self._serving_version()}
+            fingerprint = self._fingerprint(target)
+            served = self.served
+            unchanged = (
+                served is not None
+                and served.version == target
+                and self._seen.get(target) == fingerprint
+            )
+            if unchanged and not force:
+                return {"outcome": "unchanged", "serving": target}
+            self._seen[target] = fingerprint
+            try:
+                candidate = self._load(target)
+            except ArtifactError as exc:
+                self._refuse(target, exc)
+                if self.served is None:  # nothing in memory: fall back like at start
+                    self._lock_free_fallback(exclude=target)
+                return {
+                    "outcome": "refused",
+                    "version": target,
+                    "error": str(exc),
+                    "serving": self._serving_version(),
+                }
+            if served is not None and served.digest == candidate.digest:
+                return {"outcome": "unchanged", "serving": target}
+            self._swap(candidate)
+            return {"outcome": "loaded", "serving": target}
+
+    def _lock_free_fallback(self, *, exclude: str) -> None:
+        for version in self.store.serving_candidates():
+            if version == exclude:
+                continue
+            try:
+                served = self._load(version)
+            except ArtifactError as exc:
+                self._refuse(version, exc)
+                continue
+            self._swap(served)
+            return
+
+    def _serving_version(self) -> str | None:
+        return self.served.version if self.served is not None else None
+
+    def watch(self) -> None:
+        """Poll CURRENT and the served version's files; reload when either changes."""
+        while not self._stop.wait(self.config.watch_interval):
+            try:
+                target = self.store.current()
+                if target is None:
+                    continue
+                # A version never tried has no fingerprint yet, so a new CURRENT triggers too.
+                if self._seen.get(target) != self._fingerprint(target):
+                    self.reload()
+            except Exception:  # the watcher must never die; log and keep watching
+                log.exception("%s: model watcher error", self.config.name)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def _bad_request(message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=400)
+
+
+def _parse_int(request: Request, name: str, default: int | None) -> int | JSONResponse:
+    raw = request.query_params.get(name)
+    if raw is None:
+        if default is None:
+            return _bad_request(f"missing query parameter {name!r} (an integer)")
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        return _bad_request(f"query parameter {name!r} must be an integer, got {raw[:40]!r}")
+
+
+def create_app(config: ReplicaConfig) -> Starlette:
+    """The replica's ASGI app; loading starts in the background when the app starts."""
+    replica = Replica(config)
+    metrics = replica.metrics
+
+    async def recommend(request: Request) -> Response:
+        started = time.perf_counter()
+        user_id = _parse_int(request, "user_id", None)
+        if isinstance(user_id, Response):
+            metrics.requests.labels("client_error").inc()
+            return user_id
+        k = _parse_int(request, "k", 10)
+        if isinstance(k, Response):
+            metrics.requests.labels("client_error").inc()
+            return k
+        if not 1 <= k <= MAX_K:
+            metrics.requests.labels("client_error").inc()
+            return _bad_request(f"query parameter 'k' must be between 1 and {MAX_K}, got {k}")
+        served = replica.served
+        if served is None:
+            metrics.requests.labels("unavailable").inc()
+            return JSONResponse({"error": "no verified model loaded"}, status_code=503)
+        rec = served.model.recommend(user_id, k)
+        body = {
+            "user_id": user_id,
+            "items": [
+                {"item_id": i, "score": round(s, 6)}
+                for i, s in zip(rec.items, rec.scores, strict=True)
+            ],
+            "model_version": served.version,
+            "degraded": False,
+            "cold_start": rec.cold_start,
+        }
+        headers = {
+            "X-Model-Version": served.version,
+            "X-Model-Digest": served.digest,
+            "X-Replica": config.name,
+        }
+        metrics.requests.labels("ok").inc()
+        metrics.latency.observe(time.perf_counter() - started)
+        return Response(
+            json.dumps(body, separators=(",", ":")), media_type="application/json", headers=headers
+        )
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "alive", "replica": config.name})
+
+    async def readyz(request: Request) -> Response:
+        served = replica.served
+        if served is None:
+            return JSONResponse(
+                {"ready": False, "replica": config.name, "reason": replica.last_error or "loading"},
+                status_code=503,
+            )
+        return JSONResponse(
+            {
+                "ready": True,
+                "replica": config.name,
+                "model_version": served.version,
+                "model_digest": served.digest,
+            }
+        )
+
+    async def info(request: Request) -> Response:
+        served = replica.served
+        return JSONResponse(
+            {
+                "replica": config.name,
+                "pid": os.getpid(),
+                "store": str(config.store),
+                "current": replica.store.current(),
+                "serving": None
+                if served is None
+                else {
+                    "version": served.version,
+                    "digest": served.digest,
+                    "loaded_at": served.loaded_at,
+                    "device": served.model.device,
+                    "index_backend": served.model.index_backend,
+                    "metrics": served.manifest.metrics,
+                },
+                "last_event": replica.last_event,
+            }
+        )
+
+    async def metrics_endpoint(request: Request) -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def admin_reload(request: Request) -> Response:
+        if not config.admin_token:
+            return JSONResponse(
+                {"error": "admin endpoints are disabled (no token set)"}, status_code=403
+            )
+        given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+        if not given or not hmac.compare_digest(given.encode(), config.admin_token.encode()):
+            return JSONResponse({"error": "missing or wrong admin token"}, status_code=401)
+        outcome = await run_in_threadpool(replica.reload, force=True)
+        return JSONResponse(outcome)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        def start() -> None:
+            replica.load_initial()
+            replica.watch()
+
+        thread = threading.Thread(target=start, name="model-loader", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            replica.stop()
+
+    app = Starlette(
+        routes=[
+            Route("/recommend", recommend),
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+            Route("/info", info),
+            Route("/metrics", metrics_endpoint),
+            Route("/admin/reload", admin_reload, methods=["POST"]),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.replica = replica
+    return app
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="drillkit-replica", description=__doc__.split("\n")[0])
+    parser.add_argument("--store", type=Path, required=True, help="model store root")
+    parser.add_argument("--name", default="replica")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
+    parser.add_argument("--watch-interval", type=float, default=0.5)
+    parser.add_argument("--sanity-tolerance", type=float, default=0.1)
+    parser.add_argument("--stack-id", default="", help="recorded for process identification")
+    args = parser.parse_args(argv)
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    _limit_threads()
+    config = ReplicaConfig(
+        store=args.store,
+        name=args.name,
+        device=args.device,
+        watch_interval=args.watch_interval,
+        sanity_tolerance=args.sanity_tolerance,
+        admin_token=os.environ.get(ADMIN_TOKEN_ENV) or None,
+    )
+    import uvicorn
+
+    uvicorn.run(
+        create_app(config),
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )
+
+
+def _limit_threads() -> None:
+    # Several replicas share a few cores: one intra-op thread each avoids oversubscription,
+    # which would otherwise dominate tail latency.
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("DRILLKIT_REPLICA_THREADS", "1")))
+    with contextlib.suppress(Exception):
+        import faiss
+
+        faiss.omp_set_num_threads(int(os.environ.get("DRILLKIT_REPLICA_THREADS", "1")))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,362 @@
+"""The versioned model store and its manifests.
+
+Layout of a store::
+
+    <root>/
+      CURRENT                    the version being served, e.g. "v2\\n"; replaced atomically
+      versions/
+        v1/  manifest.json weights.safetensors tables.safetensors index.faiss popular.json
+        v2/  ...
+
+``manifest.json`` lists the SHA-256 and size of every payload file, the version, the model's
+dimensions and offline metrics, the creation time and, when ``DRILLKIT_MODEL_KEY`` is set at
+build time, an HMAC-SHA256 signature over everything else. Nothing is loaded from a version
+before :func:`verify_version` has checked the manifest, the signature and every file: neither
+``torch.load`` nor safetensors detects a flipped bit inside tensor data, so the digest is the
+only line of defence.
+
+Signature policy: when ``DRILLKIT_MODEL_KEY`` is set where a version is verified, the manifest
+must carry a matching signature. When it is unset, signatures are not checked (there is no key
+to check them with) and verification rests on the digests alone.
+
+This module depends only on the standard library and pydantic, so every process (the CLI,
+the gateway, a drill) can verify a store without importing torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from drillkit.errors import (
+    ArtifactError,
+    InputError,
+    IntegrityError,
+    ManifestError,
+    SignatureError,
+)
+
+MANIFEST_NAME = "manifest.json"
+CURRENT_NAME = "CURRENT"
+VERSIONS_DIR = "versions"
+KEY_ENV = "DRILLKIT_MODEL_KEY"
+MANIFEST_FORMAT = 1
+
+_VERSION_RE = re.compile(r"^v([1-9][0-9]{0,8})$")
+_FILE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_CHUNK = 1 << 20
+
+
+class FileEntry(BaseModel):
+    """Digest and size of one payload file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    size: int = Field(ge=0)
+
+
+class Manifest(BaseModel):
+    """The signed description of one model version."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    format: int = MANIFEST_FORMAT
+    version: str = Field(pattern=_VERSION_RE.pattern)
+    created_at: str
+    files: dict[str, FileEntry]
+    metrics: dict[str, float] = Field(default_factory=dict)
+    info: dict[str, Any] = Field(default_factory=dict)
+    signature: str | None = None
+
+    def body(self) -> dict[str, Any]:
+        """Everything the signature and the digest cover (all but the signature)."""
+        return self.model_dump(mode="json", exclude={"signature"})
+
+    def canonical_bytes(self) -> bytes:
+        return json.dumps(self.body(), sort_keys=True, separators=(",", ":")).encode()
+
+    @property
+    def digest(self) -> str:
+        """The model digest: SHA-256 of the canonical manifest body.
+
+        It changes whenever any file, metric or setting of the version changes, so a response
+        carrying it names exactly one verified artifact set.
+        """
+        return hashlib.sha256(self.canonical_bytes()).hexdigest()
+
+    def signed(self, key: bytes) -> Manifest:
+        return self.model_copy(update={"signature": sign(self.canonical_bytes(), key)})
+
+
+def sign(payload: bytes, key: bytes) -> str:
+    return "hmac-sha256:" + hmac.new(key, payload, hashlib.sha256).hexdigest()
+
+
+def signing_key(environ: Mapping[str, str] | None = None) -> bytes | None:
+    """The HMAC key from ``DRILLKIT_MODEL_KEY``, or None when unset or empty."""
+    value = (environ if environ is not None else os.environ).get(KEY_ENV, "")
+    return value.encode() if value else None
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def parse_version(name: str) -> int:
+    """The number of a version name ``v<N>``; InputError for anything else."""
+    match = _VERSION_RE.match(name)
+    if match is None:
+        raise InputError(f"{name!r} is not a model version (expected v1, v2, ...)")
+    return int(match.group(1))
+
+
+def read_manifest(version_dir: Path) -> Manifest:
+    """Parse a version's manifest; ManifestError names the file and what is wrong."""
+    path = version_dir / MANIFEST_NAME
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ManifestError(f"{path}: manifest is missing") from None
+    except OSError as exc:
+        raise ManifestError(f"{path}: cannot read manifest: {exc.strerror}") from None
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ManifestError(f"{path}: manifest is not valid JSON ({exc})") from None
+    try:
+        manifest = Manifest.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "<root>"
+        raise ManifestError(f"{path}: {where}: {first['msg']}") from None
+    if manifest.format != MANIFEST_FORMAT:
+        raise ManifestError(f"{path}: unknown manifest format {manifest.format}")
+    if manifest.version != version_dir.name:
+        raise ManifestError(
+            f"{path}: manifest names version {manifest.version!r} but lives in {version_dir.name!r}"
+        )
+    for name in manifest.files:
+        if not _FILE_NAME_RE.match(name) or name == MANIFEST_NAME:
+            raise ManifestError(f"{path}: files: {name!r} is not a plain payload file name")
+    return manifest
+
+
+def verify_version(version_dir: Path, *, key: bytes | None = None) -> Manifest:
+    """Check a version folder completely; return its manifest or raise an ArtifactError.
+
+    Checks, in order: the manifest parses; the signature matches when a key is given; every
+    listed file exists with the listed size and SHA-256. Messages name the offending file.
+    """
+    manifest = read_manifest(version_dir)
+    if key is not None:
+        if manifest.signature is None:
+            raise SignatureError(
+                f"{version_dir / MANIFEST_NAME}: unsigned manifest, but {KEY_ENV} is set"
+            )
+        expected = sign(manifest.canonical_bytes(), key)
+        if not hmac.compare_digest(expected, manifest.signature):
+            raise SignatureError(f"{version_dir / MANIFEST_NAME}: signature does not match")
+    if not manifest.files:
+        raise ManifestError(f"{version_dir / MANIFEST_NAME}: lists no files")
+    for name, entry in sorted(manifest.files.items()):
+        path = version_dir / name
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            raise IntegrityError(f"{path}: file is missing") from None
+        if size != entry.size:
+            raise IntegrityError(f"{path}: size {size} bytes, manifest says {entry.size}")
+        actual = file_sha256(path)
+        if actual != entry.sha256:
+            raise IntegrityError(
+                f"{path}: SHA-256 mismatch (file {actual[:12]}..., manifest {entry.sha256[:12]}...)"
+            )
+    return manifest
+
+
+@dataclass(frozen=True)
+class VersionCheck:
+    """The outcome of verifying one version."""
+
+    version: str
+    ok: bool
+    error: str | None
+    manifest: Manifest | None
+    current: bool
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+class ModelStore:
+    """A folder of model versions with a CURRENT pointer."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    @property
+    def versions_dir(self) -> Path:
+        return self.root / VERSIONS_DIR
+
+    def exists(self) -> bool:
+        return self.versions_dir.is_dir()
+
+    def version_dir(self, version: str) -> Path:
+        parse_version(version)
+        return self.versions_dir / version
+
+    def versions(self) -> list[str]:
+        """Version names, oldest first (by number, not by name)."""
+        if not self.versions_dir.is_dir():
+            return []
+        names = [p.name for p in self.versions_dir.iterdir() if _VERSION_RE.match(p.name)]
+        return sorted(names, key=parse_version)
+
+    def current(self) -> str | None:
+        """The version CURRENT points to, or None when there is no valid pointer."""
+        try:
+            name = (self.root / CURRENT_NAME).read_text().strip()
+        except (FileNotFoundError, UnicodeDecodeError):
+            return None
+        return name if _VERSION_RE.match(name) else None
+
+    def set_current(self, version: str) -> None:
+        """Point CURRENT at ``version`` atomically (write a temp file, then rename)."""
+        if version not in self.versions():
+            raise InputError(f"{self.root}: no model version {version!r}")
+        _atomic_write_text(self.root / CURRENT_NAME, version + "\n")
+
+    def verify(self, version: str, *, key: bytes | None = None) -> Manifest:
+        return verify_version(self.version_dir(version), key=key)
+
+    def check_all(self, *, key: bytes | None = None) -> list[VersionCheck]:
+        current = self.current()
+        results: list[VersionCheck] = []
+        for version in self.versions():
+            try:
+                manifest = self.verify(version, key=key)
+            except ArtifactError as exc:
+                results.append(VersionCheck(version, False, str(exc), None, version == current))
+            else:
+                results.append(VersionCheck(version, True, None, manifest, version == current))
+        return results
+
+    def serving_candidates(self) -> list[str]:
+        """Versions in the order a replica should try them: CURRENT, then older ones, newest
+        first. Versions newer than CURRENT are never candidates: they were not released."""
+        versions = self.versions()
+        current = self.current()
+        if current is None or current not in versions:
+            return list(reversed(versions))
+        index = versions.index(current)
+        return [versions[index], *reversed(versions[:index])]
+
+    def next_version(self) -> str:
+        existing = self.versions()
+        return f"v{parse_version(existing[-1]) + 1}" if existing else "v1"
+
+    def add_version(
+        self,
+        write_payload: Callable[[Path], Iterable[str]],
+        *,
+        metrics: Mapping[str, float],
+        info: Mapping[str, Any],
+        key: bytes | None = None,
+        make_current: bool = True,
+    ) -> Manifest:
+        """Write a new version: payload into a temp folder, manifest, then one rename.
+
+        A crash leaves at most a hidden temp folder, never a half-written version.
+        """
+        self.versions_dir.mkdir(parents=True, exist_ok=True)
+        version = self.next_version()
+        tmp = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=self.versions_dir))
+        try:
+            names = sorted(set(write_payload(tmp)))
+            files = {}
+            for name in names:
+                path = tmp / name
+                files[name] = FileEntry(sha256=file_sha256(path), size=path.stat().st_size)
+            manifest = Manifest(
+                version=version,
+                created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+                files=files,
+                metrics=dict(metrics),
+                info=dict(info),
+            )
+            if key is not None:
+                manifest = manifest.signed(key)
+            write_manifest(tmp, manifest)
+            os.replace(tmp, self.versions_dir / version)
+        except BaseException:
+            _remove_tree(tmp)
+            raise
+        if make_current:
+            self.set_current(version)
+        return manifest
+
+    def rollback(
+        self, to: str | None = None, *, key: bytes | None = None
+    ) -> tuple[str | None, str]:
+        """Point CURRENT at ``to``, or at the newest version older than CURRENT that verifies.
+
+        Returns ``(previous, new)``. The target must verify; InputError when there is none.
+        """
+        previous = self.current()
+        if to is not None:
+            if to not in self.versions():
+                raise InputError(
+                    f"{self.root}: no model version {to!r} (have: "
+                    f"{', '.join(self.versions()) or 'none'})"
+                )
+            self.verify(to, key=key)
+            self.set_current(to)
+            return previous, to
+        candidates = self.serving_candidates()
+        older = candidates[1:] if previous is not None and candidates[:1] == [previous] else []
+        for version in older:
+            try:
+                self.verify(version, key=key)
+            except ArtifactError:
+                continue
+            self.set_current(version)
+            return previous, version
+        raise InputError(f"{self.root}: no verified version older than {previous} to roll back to")
+
+
+def write_manifest(version_dir: Path, manifest: Manifest) -> None:
+    text = json.dumps(manifest.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
+    _atomic_write_text(version_dir / MANIFEST_NAME, text)
+
+
+def _remove_tree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,62 @@
+"""Shared fixtures and the skip policy for resource-marked tests.
+
+A test marked ``docker`` or ``gpu`` runs whenever the resource exists. When it does not, the
+test is skipped with the reason, unless ``DRILLKIT_REQUIRE_DOCKER=1`` / ``DRILLKIT_REQUIRE_GPU=1``
+says the resource must be there (CI sets them when it is): then the skip becomes a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+
+def _docker_reachable() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    try:
+        return subprocess.run(["docker", "info"], capture_output=True, timeout=20).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def _gpu_usable() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+_PROBES = {
+    "docker": (_docker_reachable, "DRILLKIT_REQUIRE_DOCKER"),
+    "gpu": (_gpu_usable, "DRILLKIT_REQUIRE_GPU"),
+}
+_found: dict[str, bool] = {}
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for marker, (probe, require_env) in _PROBES.items():
+        if item.get_closest_marker(marker) is None:
+            continue
+        if marker not in _found:
+            _found[marker] = probe()
+        if _found[marker]:
+            continue
+        if os.environ.get(require_env) == "1":
+            pytest.fail(f"{marker} is required ({require_env}=1) but not usable here")
+        pytest.skip(f"no usable {marker} on this machine")
+
+
+@pytest.fixture
+def drillkit_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """An isolated DRILLKIT_HOME (state and cache) for one test."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("DRILLKIT_HOME", str(home))
+    monkeypatch.delenv("DRILLKIT_MODEL_KEY", raising=False)
+    yield home

@@ -1,0 +1,78 @@
+"""The command line as a user meets it: one-line errors, exit codes, JSON output."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.unit.stacks.recommender.test_store import flip_byte, make_store
+
+
+def drillkit(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DRILLKIT_HOME": str(home)}
+    env.pop("DRILLKIT_MODEL_KEY", None)
+    return subprocess.run([sys.executable, "-m", "drillkit", *args], env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_help_is_fast_and_lists_commands(tmp_path: Path) -> None:
+    started = time.monotonic()
+    proc = drillkit("--help", home=tmp_path)
+    assert proc.returncode == 0
+    assert "stack" in proc.stdout and "model" in proc.stdout
+    # Heavy modules are imported lazily: no torch, faiss or docker for --help.
+    probe = subprocess.run(
+        [sys.executable, "-c", "import sys, drillkit.cli; "
+         "print(sorted(m for m in ('torch', 'faiss', 'docker', 'locust') if m in sys.modules))"],
+        capture_output=True, text=True, timeout=60)
+    assert probe.stdout.strip() == "[]"
+    assert time.monotonic() - started < 30
+
+
+@pytest.mark.parametrize(("args", "code", "needle"), [
+    pytest.param(["stack", "status"], 3, "no stack is up", id="status-without-stack"),
+    pytest.param(["model", "verify"], 2, "no model store", id="verify-without-store"),
+    pytest.param(["model", "verify", "--store", "/nonexistent"], 2, "not a model store",
+                 id="verify-bad-store"),
+    pytest.param(["stack", "up", "--replicas", "0"], 2, "replicas: expected 1..16",
+                 id="zero-replicas"),
+    pytest.param(["stack", "up", "--backend", "nope"], 2, "unknown backend", id="bad-backend"),
+])
+def test_expected_errors_are_one_line(tmp_path: Path, args: list[str], code: int,
+                                      needle: str) -> None:
+    proc = drillkit(*args, home=tmp_path)
+    assert proc.returncode == code, proc.stderr
+    assert proc.stderr.startswith("drillkit: error: ")
+    assert needle in proc.stderr
+    assert proc.stderr.count("\n") == 1
+    assert "Traceback" not in proc.stderr
+
+
+def test_model_verify_and_rollback_on_a_store(tmp_path: Path) -> None:
+    store = make_store(tmp_path / "store", versions=3)
+    ok = drillkit("model", "verify", "--store", str(store.root), "--json", home=tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    report = json.loads(ok.stdout)
+    assert report["ok"] is True and report["current"] == "v3"
+    assert [v["version"] for v in report["versions"]] == ["v1", "v2", "v3"]
+
+    flip_byte(store.version_dir("v3") / "weights.safetensors")
+    bad = drillkit("model", "verify", "--store", str(store.root), home=tmp_path)
+    assert bad.returncode == 1
+    assert "FAILED  v3 (CURRENT)" in bad.stdout
+    assert "weights.safetensors: SHA-256 mismatch" in bad.stdout
+
+    back = drillkit("model", "rollback", "--store", str(store.root), home=tmp_path)
+    assert back.returncode == 0, back.stderr
+    assert "v3 -> v2" in back.stdout
+    assert store.current() == "v2"
+    refused = drillkit("model", "rollback", "--to", "v3", "--store", str(store.root),
+                       home=tmp_path)
+    assert refused.returncode == 1
+    assert "v3" in refused.stderr and "SHA-256 mismatch" in refused.stderr
