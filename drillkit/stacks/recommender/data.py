@@ -283,7 +283,8 @@ def popular_items(dataset: Dataset, k: int) -> list[tuple[int, float]]:
 
 def _unit_rows(matrix: npt.NDArray[np.float64]) -> FloatArray:
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    return (matrix / np.maximum(norms, 1e-12)).astype(np.float32)
+    unit: FloatArray = (matrix / np.maximum(norms, 1e-12)).astype(np.float32)
+    return unit
 
 
 def _draw_events(
@@ -365,4 +366,5 @@ def _sample_rows(
     shifted = (normalised + np.arange(n_rows)[:, None]).ravel()
     targets = rows + rng.random(rows.size)
     flat = np.searchsorted(shifted, targets, side="right")
-    return np.minimum(flat - rows * n_cols, n_cols - 1)
+    columns: IntArray = np.minimum(flat - rows * n_cols, n_cols - 1).astype(np.int64)
+    return columns

@@ -860,6 +860,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--deadline", type=float, default=defaults.deadline)
     p.add_argument("--no-passive-ejection", action="store_true")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--stack-id", default="", help="recorded for process identification")
     return p
 
 

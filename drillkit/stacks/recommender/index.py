@@ -28,7 +28,7 @@ import torch
 
 from drillkit.errors import BackendUnavailable, InputError
 
-__all__ = ["IndexKind", "RetrievalIndex", "select_device", "set_threads"]
+__all__ = ["IndexKind", "RetrievalIndex", "get_threads", "select_device", "set_threads"]
 
 IndexKind = Literal["flat", "ivf"]
 
@@ -58,6 +58,11 @@ def set_threads(n: int) -> None:
     more than it saves, so serving sets 1; batch evaluation may use more.
     """
     faiss.omp_set_num_threads(max(1, int(n)))
+
+
+def get_threads() -> int:
+    """The number of OpenMP threads faiss uses in this process."""
+    return int(faiss.omp_get_max_threads())
 
 
 def _has_faiss_gpu() -> bool:
@@ -115,6 +120,7 @@ class RetrievalIndex:
         if matrix.ndim != 2 or matrix.shape[0] == 0:
             raise InputError(f"vectors: expected a non-empty [n, d] matrix, got {matrix.shape}")
         n, dim = matrix.shape
+        cpu_index: Any
         if kind == "flat":
             cpu_index = faiss.IndexFlatIP(dim)
         elif kind == "ivf":

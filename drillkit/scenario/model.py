@@ -1,0 +1,651 @@
+"""The scenario file, format version 1, as frozen pydantic models (contracts.md, section 2).
+
+Every model forbids unknown keys. Checks that need more than one field (a target must exist in a
+stack of N replicas, a fault must start inside the load window, ids must be unique, params must
+suit the fault kind) run as validators too, so a :class:`Scenario` that exists is valid, however
+it was made. Those checks raise :class:`~drillkit.scenario.units.FieldError` with the exact
+sub-location, which :func:`first_error` turns back into a field path.
+
+Nothing here imports heavy modules; :meth:`Scenario.stack_spec` imports the backend contract
+(and with it numpy) only when called.
+"""
+
+from __future__ import annotations
+
+import difflib
+import random
+import re
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    ValidationError,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import ErrorDetails
+
+from drillkit.errors import TargetError
+from drillkit.faults.base import ROLE_GATEWAY, ROLE_MODEL_STORE, ROLE_REPLICA, fault_kinds
+from drillkit.scenario.units import (
+    CountOrShareField,
+    Duration,
+    FieldError,
+    Loc,
+    PositiveDuration,
+    Share,
+    format_duration,
+    show_value,
+)
+
+if TYPE_CHECKING:
+    from drillkit.backends.base import StackSpec
+
+__all__ = [
+    "FORMAT_VERSION",
+    "MAX_REPLICAS",
+    "MODEL_STORE",
+    "RANDOM_TARGET",
+    "AbortSection",
+    "CatalogSection",
+    "FaultExpect",
+    "FaultSpec",
+    "GatewaySection",
+    "LoadSection",
+    "ReportSection",
+    "SLOSection",
+    "Scenario",
+    "ScoringSection",
+    "StackSection",
+    "first_error",
+    "format_loc",
+]
+
+FORMAT_VERSION = 1
+
+#: Mirrors :data:`drillkit.backends.base.MAX_REPLICAS`; importing that module would pull numpy
+#: into every ``drillkit validate`` (a unit test keeps the two equal).
+MAX_REPLICAS = 16
+
+#: The pseudo-target of ``corrupt_model`` meaning the store every replica loads from.
+MODEL_STORE = "model-store"
+
+#: ``target: random`` picks one replica with the drill's seeded random generator.
+RANDOM_TARGET = "random"
+
+_NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]*")
+_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+_REPLICA_RE = re.compile(r"replica-([1-9][0-9]*)")
+
+
+def _no_bool(value: object) -> object:
+    # YAML `true` is a Python bool, and bool is an int: `users: true` must not mean one user.
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got {show_value(value)}")
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_no_bool)]
+Number = Annotated[float, BeforeValidator(_no_bool), Field(allow_inf_nan=False)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CatalogSection(_Section):
+    """The synthetic catalog the reference stack is trained on (see ``CatalogSpec``)."""
+
+    items: Int = Field(default=20_000, ge=100, le=5_000_000, description="Items in the catalog.")
+    dim: Int = Field(default=64, ge=8, le=1024, description="Embedding dimension of the model.")
+    seed: Int = Field(default=42, ge=0, le=2**63 - 1, description="Seed of the data generator.")
+
+
+class GatewaySection(_Section):
+    """Failover settings of the gateway (``drillkit.backends.base.GatewaySettings``).
+
+    A drill can turn retries or passive ejection off to show what they are worth.
+    """
+
+    check_interval: PositiveDuration = Field(
+        default=0.2, description="Time between active health checks."
+    )
+    check_timeout: PositiveDuration = Field(default=0.2, description="Timeout of one health check.")
+    fall: Int = Field(
+        default=2, ge=1, le=100, description="Failed checks before a replica is marked down."
+    )
+    rise: Int = Field(
+        default=2, ge=1, le=100, description="Passed checks before a replica is marked up."
+    )
+    passive_ejection: bool = Field(
+        default=True, description="Mark a replica down on a failed request."
+    )
+    retries: Int = Field(
+        default=2, ge=0, le=MAX_REPLICAS, description="Retries on another replica."
+    )
+    try_timeout: PositiveDuration = Field(
+        default=0.3, description="Timeout of one try at a replica."
+    )
+    deadline: PositiveDuration = Field(
+        default=1.0, description="Deadline of a request over all tries."
+    )
+
+
+def _gpu_word(value: object) -> object:
+    # YAML 1.1 loaders read `on`/`off` as booleans; ours does not, but a dict built elsewhere may.
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return value
+
+
+class StackSection(_Section):
+    """The stack to bring up."""
+
+    preset: Literal["recommender"] = Field(default="recommender", description="The bundled stack.")
+    backend: Literal["local", "docker"] = Field(
+        default="local", description="Where services run; the CLI's --backend overrides it."
+    )
+    replicas: Int = Field(
+        default=3,
+        ge=1,
+        le=MAX_REPLICAS,
+        description="Services are replica-1..replica-N and gateway.",
+    )
+    gpu: Annotated[Literal["auto", "on", "off"], BeforeValidator(_gpu_word)] = Field(
+        default="auto", description="on fails with exit 3 when no GPU is usable."
+    )
+    catalog: CatalogSection = Field(default_factory=CatalogSection)
+    gateway: GatewaySection = Field(default_factory=GatewaySection)
+
+
+class LoadSection(_Section):
+    """The load driven at the gateway."""
+
+    rate: Number = Field(
+        default=100.0, gt=0, description="Target requests per second over all users."
+    )
+    users: Int = Field(default=20, ge=1, description="Concurrent virtual users.")
+    duration: PositiveDuration = Field(default=60.0, description="Load time after warmup.")
+    warmup: Duration = Field(default=5.0, description="Load before t=0, excluded from scoring.")
+    timeout: PositiveDuration = Field(default=2.0, description="Client timeout of one request.")
+    workers: Int = Field(default=1, ge=1, description="Load-generator processes.")
+
+
+class SLOSection(_Section):
+    """The steady-state hypothesis, checked per phase."""
+
+    availability: Share = Field(default=0.999, description="Non-failed responses / all responses.")
+    p99_ms: Number = Field(
+        default=250.0, gt=0, description="99th percentile latency in milliseconds."
+    )
+    quality: Share = Field(
+        default=0.9, description="Online recall@k as a share of offline recall@k."
+    )
+    degraded_max: Share = Field(default=0.05, description="Largest share of fallback responses.")
+
+
+class FaultExpect(_Section):
+    """What a fault's phase must show; every figure is optional."""
+
+    detect_within: PositiveDuration | None = Field(
+        default=None, description="Largest time to detect."
+    )
+    recover_within: PositiveDuration | None = Field(
+        default=None, description="Largest time to recover."
+    )
+    max_failed_requests: CountOrShareField | None = Field(
+        default=None, description='A count, or a share like "0.1%".'
+    )
+    max_wrong_model_responses: Annotated[Int, Field(ge=0)] | None = Field(
+        default=None, description="Largest number of wrong-model responses."
+    )
+
+
+def _parse_target(value: object) -> object:
+    if isinstance(value, str):
+        if not value.strip():
+            raise ValueError("expected a service name, a list of names or 'random', got ''")
+        return value.strip()
+    if isinstance(value, list | tuple):
+        if not value:
+            raise ValueError("expected at least one service name, got an empty list")
+        names: list[str] = []
+        for index, item in enumerate(value):
+            if not isinstance(item, str) or not item.strip():
+                raise FieldError(f"expected a service name, got {show_value(item)}", (index,))
+            name = item.strip()
+            if name == RANDOM_TARGET:
+                raise FieldError("'random' cannot be part of a list of targets", (index,))
+            if name in names:
+                raise FieldError(f"{name!r} is listed twice", (index,))
+            names.append(name)
+        return tuple(names)
+    raise ValueError(
+        f"expected a service name, a list of names or 'random', got {show_value(value)}"
+    )
+
+
+Target = Annotated[
+    str | tuple[str, ...],
+    BeforeValidator(_parse_target),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "minLength": 1},
+                {"type": "array", "items": {"type": "string"}, "minItems": 1},
+            ],
+            "description": 'A service name, a list of names, or "random" (seeded).',
+        }
+    ),
+]
+
+
+def _none_is_default(value: object) -> object:
+    # `params:` or `expect:` with nothing after it reads as null; it means "the defaults".
+    return {} if value is None else value
+
+
+class FaultSpec(_Section):
+    """One fault on the drill's timeline."""
+
+    id: str = Field(
+        default="",
+        description='Unique id; default "<kind>-<index>", the index 1-based among all faults.',
+    )
+    kind: str = Field(description="A registered fault kind, e.g. kill_node.")
+    target: Target
+    at: Duration = Field(description="Offset of the injection from t=0 (the end of warmup).")
+    duration: PositiveDuration | None = Field(
+        default=None,
+        description="Time until the fault is healed; omitted: heal at the end of the drill.",
+    )
+    params: Annotated[SerializeAsAny[BaseModel], WithJsonSchema({"type": "object"})] = Field(
+        default_factory=dict,
+        validate_default=True,
+        description="Kind-specific parameters, validated by the kind's own model.",
+    )
+    expect: Annotated[FaultExpect, BeforeValidator(_none_is_default)] = Field(
+        default_factory=FaultExpect
+    )
+
+    @field_validator("id", mode="before")
+    @classmethod
+    def _check_id(cls, value: object) -> object:
+        if isinstance(value, str) and not _ID_RE.fullmatch(value):
+            raise ValueError(
+                "expected letters, digits, '_' and '-', starting with a letter or digit, "
+                f"got {show_value(value)}"
+            )
+        return value
+
+    @field_validator("kind", mode="before")
+    @classmethod
+    def _check_kind(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value  # the str validator says what is wrong
+        kinds = fault_kinds()
+        if value not in kinds:
+            close = difflib.get_close_matches(value, list(kinds), n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ValueError(
+                f"unknown fault kind {value!r} ({hint}known kinds: {', '.join(sorted(kinds))})"
+            )
+        return value
+
+    @field_validator("params", mode="before")
+    @classmethod
+    def _check_params(cls, value: object, info: ValidationInfo) -> object:
+        kind = info.data.get("kind")
+        if kind is None:
+            return {}  # the kind is wrong; that error is the one worth reporting
+        model = fault_kinds()[kind].params
+        if isinstance(value, model):
+            return value
+        try:
+            return model.model_validate(_none_is_default(value))
+        except ValidationError as exc:
+            loc, message = first_error(exc, model)
+            raise FieldError(message, loc) from None
+
+    def resolved_targets(self, service_names: Sequence[str], rng: random.Random) -> list[str]:
+        """The services this fault hits, with ``random`` resolved to one replica by ``rng``.
+
+        ``service_names`` is the stack's services (:meth:`Scenario.service_names`). A name that
+        is neither one of them nor ``model-store`` raises :class:`~drillkit.errors.TargetError`.
+        """
+        if self.target == RANDOM_TARGET:
+            replicas = [name for name in service_names if _REPLICA_RE.fullmatch(name)]
+            if not replicas:
+                raise TargetError(f"fault {self.id or self.kind}: no replica to pick at random")
+            return [rng.choice(replicas)]
+        names = [self.target] if isinstance(self.target, str) else list(self.target)
+        for name in names:
+            if name not in service_names and name != MODEL_STORE:
+                raise TargetError(
+                    f"fault {self.id or self.kind}: target {name!r} is not a service of this "
+                    f"stack ({', '.join(service_names)})"
+                )
+        return names
+
+
+class AbortSection(_Section):
+    """Stop the drill early (heal, exit 1) when errors stay too high for too long.
+
+    ``error_rate_above: 100%`` never triggers, which turns the guard off.
+    """
+
+    error_rate_above: Share = Field(
+        default=0.5, description="Share of failed requests that aborts."
+    )
+    for_: PositiveDuration = Field(default=5.0, alias="for", description="How long it must hold.")
+
+
+class ScoringSection(_Section):
+    """How the score is judged."""
+
+    pass_score: Number = Field(
+        default=80.0, ge=0, le=100, description="Lowest passing score, 0..100."
+    )
+
+
+ReportFormat = Literal["terminal", "json", "junit", "html"]
+
+
+class ReportSection(_Section):
+    """Which reports are written, and where."""
+
+    formats: tuple[ReportFormat, ...] = Field(
+        default=("terminal", "json"), description="Any of terminal, json, junit, html."
+    )
+    dir: str = Field(default="reports", min_length=1, description="Directory the reports go to.")
+
+    @field_validator("formats")
+    @classmethod
+    def _unique_formats(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for index, name in enumerate(value):
+            if name in value[:index]:
+                raise FieldError(f"{name!r} is listed twice", (index,))
+        return value
+
+
+_SECTIONS = ("stack", "load", "slo", "faults", "abort", "scoring", "report")
+
+
+class Scenario(_Section):
+    """A drill: the stack, the load, the SLOs, the faults and how the run is judged."""
+
+    version: Literal[1] = Field(description="Format version; the only known one is 1.")
+    name: str = Field(max_length=100, description="Lowercase letters, digits and '-'.")
+    description: str = ""
+    stack: StackSection = Field(default_factory=StackSection)
+    load: LoadSection = Field(default_factory=LoadSection)
+    slo: SLOSection = Field(default_factory=SLOSection)
+    faults: tuple[FaultSpec, ...] = ()
+    abort: AbortSection = Field(default_factory=AbortSection)
+    scoring: ScoringSection = Field(default_factory=ScoringSection)
+    report: ReportSection = Field(default_factory=ReportSection)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_sections_are_defaults(cls, data: object) -> object:
+        # `faults:` with nothing after it reads as null and means "none"; likewise for sections.
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if not (k in _SECTIONS and v is None)}
+        return data
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _check_version(cls, value: object) -> object:
+        # Only the integer 1: `1.0` or `"1"` hint at a different format, and bool is an int.
+        if type(value) is not int or value != FORMAT_VERSION:
+            raise ValueError(
+                f"unsupported format version {show_value(value)}: "
+                f"this drillkit reads version {FORMAT_VERSION}"
+            )
+        return FORMAT_VERSION
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _check_name(cls, value: object) -> object:
+        if isinstance(value, str) and not _NAME_RE.fullmatch(value):
+            raise ValueError(
+                "expected lowercase letters, digits and '-', starting with a letter or digit, "
+                f"got {show_value(value)}"
+            )
+        return value
+
+    @field_validator("faults")
+    @classmethod
+    def _default_ids(cls, faults: tuple[FaultSpec, ...]) -> tuple[FaultSpec, ...]:
+        return tuple(
+            fault if fault.id else fault.model_copy(update={"id": f"{fault.kind}-{index}"})
+            for index, fault in enumerate(faults, start=1)
+        )
+
+    @model_validator(mode="after")
+    def _check_faults(self) -> Scenario:
+        services = self.service_names()
+        seen: dict[str, int] = {}
+        for index, fault in enumerate(self.faults):
+            here: Loc = ("faults", index)
+            if fault.id in seen:
+                raise FieldError(
+                    f"duplicate fault id {fault.id!r} (also faults[{seen[fault.id]}])",
+                    (*here, "id"),
+                )
+            seen[fault.id] = index
+            if fault.at >= self.load.duration:
+                raise FieldError(
+                    f"at {format_duration(fault.at)} is not inside the load window "
+                    f"[0, {format_duration(self.load.duration)}) set by load.duration",
+                    (*here, "at"),
+                )
+            roles = fault_kinds()[fault.kind].target_roles
+            if fault.target == RANDOM_TARGET:
+                if ROLE_REPLICA not in roles:
+                    raise FieldError(
+                        f"{fault.kind} cannot target a replica, so 'random' has nothing to pick",
+                        (*here, "target"),
+                    )
+                continue
+            names = [fault.target] if isinstance(fault.target, str) else list(fault.target)
+            for position, name in enumerate(names):
+                sub: Loc = (*here, "target")
+                if not isinstance(fault.target, str):
+                    sub = (*sub, position)
+                _check_target(fault.kind, roles, name, services, self.stack.replicas, sub)
+        return self
+
+    def service_names(self) -> list[str]:
+        """The stack's services: ``replica-1`` .. ``replica-N``, then ``gateway``."""
+        return [*(f"replica-{i}" for i in range(1, self.stack.replicas + 1)), "gateway"]
+
+    def stack_spec(self) -> StackSpec:
+        """The backend's :class:`~drillkit.backends.base.StackSpec` for this scenario's stack."""
+        # Imported here: the backend contract pulls in numpy, and validation must stay light.
+        from drillkit.backends.base import GatewaySettings, StackSpec
+        from drillkit.stacks.recommender.data import CatalogSpec
+
+        stack = self.stack
+        return StackSpec(
+            replicas=stack.replicas,
+            catalog=CatalogSpec(
+                items=stack.catalog.items, dim=stack.catalog.dim, seed=stack.catalog.seed
+            ),
+            gpu=stack.gpu,
+            gateway=GatewaySettings(**stack.gateway.model_dump()),
+        )
+
+    def fault(self, fault_id: str) -> FaultSpec:
+        """The fault with this id; :class:`KeyError` when there is none."""
+        for fault in self.faults:
+            if fault.id == fault_id:
+                return fault
+        raise KeyError(fault_id)
+
+
+def _role_of(name: str, replicas: int) -> str | None:
+    if name == "gateway":
+        return ROLE_GATEWAY
+    if name == MODEL_STORE:
+        return ROLE_MODEL_STORE
+    match = _REPLICA_RE.fullmatch(name)
+    if match and int(match[1]) <= replicas:
+        return ROLE_REPLICA
+    return None
+
+
+_ROLE_WORDS = {ROLE_REPLICA: "a replica", ROLE_GATEWAY: "the gateway", ROLE_MODEL_STORE: MODEL_STORE}
+
+
+def _check_target(
+    kind: str, roles: frozenset[str], name: str, services: list[str], replicas: int, loc: Loc
+) -> None:
+    role = _role_of(name, replicas)
+    if role is None:
+        span = "replica-1" if replicas == 1 else f"replica-1..replica-{replicas}"
+        extra = f", or {MODEL_STORE}" if ROLE_MODEL_STORE in roles else ""
+        # replica-9 in a stack of 3 is a miscount, not a typo: a did-you-mean would mislead.
+        close = [] if _REPLICA_RE.fullmatch(name) else difflib.get_close_matches(name, services)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise FieldError(
+            f"unknown target {name!r} ({hint}this stack has {span} and gateway{extra})", loc
+        )
+    if role not in roles:
+        allowed = " or ".join(_ROLE_WORDS.get(r, r) for r in sorted(roles))
+        raise FieldError(f"{kind} cannot target {name!r} (it targets {allowed})", loc)
+
+
+# --- turning pydantic errors into one readable message -------------------------------------
+
+
+def format_loc(loc: Loc) -> str:
+    """``("faults", 0, "params", "signal")`` -> ``faults[0].params.signal``."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _submodel(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _submodel(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _model_at(root: type[BaseModel], loc: Loc) -> type[BaseModel] | None:
+    model = root
+    for part in loc:
+        if isinstance(part, int):
+            continue  # an item of a tuple: _submodel already stepped into the item type
+        field = next((f for name, f in model.model_fields.items() if part in (name, f.alias)), None)
+        sub = _submodel(field.annotation) if field is not None else None
+        if sub is None:
+            return None
+        model = sub
+    return model
+
+
+def _keys_of(model: type[BaseModel]) -> list[str]:
+    return [field.alias or name for name, field in model.model_fields.items()]
+
+
+def _did_you_mean(word: str, choices: Sequence[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+_EXPECTED = {
+    "int_type": "an integer",
+    "int_parsing": "an integer",
+    "int_from_float": "an integer",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "finite_number": "a finite number",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "string_type": "text",
+    "string_unicode": "text",
+    "list_type": "a list",
+    "tuple_type": "a list",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+    "model_attributes_type": "a mapping",
+}
+_BOUNDS = {
+    "greater_than": ("gt", "greater than"),
+    "greater_than_equal": ("ge", "at least"),
+    "less_than": ("lt", "less than"),
+    "less_than_equal": ("le", "at most"),
+}
+
+
+def _describe(error: ErrorDetails, root: type[BaseModel]) -> tuple[Loc, str]:
+    loc: Loc = tuple(error["loc"])
+    kind = error["type"]
+    ctx: dict[str, Any] = dict(error.get("ctx") or {})
+    got = show_value(error.get("input"))
+    if kind in ("value_error", "assertion_error"):
+        cause = ctx.get("error")
+        if isinstance(cause, FieldError):
+            return (*loc, *cause.loc), str(cause)
+        return loc, str(cause) if cause is not None else error["msg"]
+    if kind == "extra_forbidden" and loc:
+        key = str(loc[-1])
+        model = _model_at(root, loc[:-1])
+        keys = _keys_of(model) if model is not None else []
+        hint = _did_you_mean(key, keys)
+        if not hint and keys:
+            hint = f" (expected one of: {', '.join(keys)})"
+        return loc, f"unknown key {key!r}{hint}"
+    if kind == "missing":
+        return loc, "required key is missing"
+    if kind in _EXPECTED:
+        return loc, f"expected {_EXPECTED[kind]}, got {got}"
+    if kind == "literal_error":
+        expected = str(ctx.get("expected", ""))
+        hint = ""
+        if isinstance(error.get("input"), str):
+            hint = _did_you_mean(str(error.get("input")), re.findall(r"'([^']*)'", expected))
+        return loc, f"expected {expected}, got {got}{hint}"
+    if kind in _BOUNDS:
+        key, words = _BOUNDS[kind]
+        bound = ctx.get(key)
+        shown = f"{bound:g}" if isinstance(bound, int | float) else str(bound)
+        return loc, f"expected a number {words} {shown}, got {got}"
+    if kind == "too_short":
+        return loc, f"expected at least {ctx.get('min_length')} item(s), got {got}"
+    if kind == "string_too_short":
+        return loc, f"expected at least {ctx.get('min_length')} character(s), got {got}"
+    if kind == "too_long":
+        return loc, f"expected at most {ctx.get('max_length')} items"
+    if kind == "string_too_long":
+        return loc, f"expected at most {ctx.get('max_length')} characters, got {got}"
+    message = error["msg"]
+    return loc, message[:1].lower() + message[1:]
+
+
+def first_error(exc: ValidationError, root: type[BaseModel]) -> tuple[Loc, str]:
+    """The first error of ``exc`` as (location, message) for a person, not a programmer.
+
+    ``root`` is the model that was validated; it is needed to suggest a close key name for an
+    unknown key. The location includes a :class:`FieldError`'s own sub-location.
+    """
+    errors = exc.errors()
+    if not errors:
+        return (), str(exc)
+    return _describe(errors[0], root)

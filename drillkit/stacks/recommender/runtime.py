@@ -1,0 +1,239 @@
+"""Serving one model version inside a replica process.
+
+:meth:`LoadedModel.load` rebuilds the two-tower model from a version folder's
+``weights.safetensors``, ``tables.safetensors`` and ``index.faiss``. The caller (the model
+store) has already checked the manifest's digests; this module only loads, and reports a file
+that does not fit together as an :class:`~drillkit.errors.ArtifactError`.
+
+:meth:`LoadedModel.recommend` ranks with the same procedure offline evaluation used
+(:func:`~drillkit.stacks.recommender.model.rank_items`), and
+:meth:`LoadedModel.sanity_check` recomputes the sample recall the training run recorded, so a
+model that verifies but was poisoned (NaN or random weights) is caught before it serves.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import safetensors
+import safetensors.numpy
+import safetensors.torch
+import torch
+
+from drillkit.errors import ArtifactError
+from drillkit.stacks.recommender.index import RetrievalIndex, select_device, set_threads
+from drillkit.stacks.recommender.model import (
+    ModelConfig,
+    TwoTower,
+    UserInputs,
+    rank_items,
+    sample_recall,
+)
+
+__all__ = ["MAX_K", "LoadedModel", "Recommendation", "SanityResult"]
+
+#: The largest ``k`` a recommend call may ask for.
+MAX_K = 1000
+
+_REQUIRED_TABLES = (
+    "seen_indptr",
+    "seen_items",
+    "user_category_counts",
+    "item_category",
+    "item_price_bucket",
+    "golden_items",
+    "sample_users",
+    "popular_ids",
+    "popular_scores",
+)
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """Items for one user, best first, with their scores.
+
+    ``cold_start`` is true when the user is unknown to the model and the items are the
+    popular-items list instead of a personal ranking.
+    """
+
+    items: list[int]
+    scores: list[float]
+    cold_start: bool
+
+
+@dataclass(frozen=True)
+class SanityResult:
+    """Outcome of :meth:`LoadedModel.sanity_check`.
+
+    ``finite`` is false when any sample user vector or any indexed item vector is NaN or
+    infinite; ``sample_recall_at_10`` is comparable to the version's
+    ``metrics["sample_recall_at_10"]``; ``users`` is the sample size.
+    """
+
+    finite: bool
+    sample_recall_at_10: float
+    users: int
+
+
+class LoadedModel:
+    """A model version loaded for serving. Build it with :meth:`load`."""
+
+    def __init__(
+        self,
+        *,
+        model: TwoTower,
+        inputs: UserInputs,
+        tables: dict[str, npt.NDArray[Any]],
+        index: RetrievalIndex,
+        device: str,
+        label: str,
+    ) -> None:
+        """Assemble from loaded parts; prefer :meth:`load`."""
+        self._model = model
+        self._inputs = inputs
+        self._tables = tables
+        self._index = index
+        self._device = device
+        self.label = label
+        self._seen_indptr: npt.NDArray[np.int64] = tables["seen_indptr"]
+        self._seen_items: npt.NDArray[np.int64] = tables["seen_items"]
+        self._popular_ids = [int(item) for item in tables["popular_ids"]]
+        self._popular_scores = [float(score) for score in tables["popular_scores"]]
+
+    @classmethod
+    def load(cls, directory: Path, *, device: str = "auto", threads: int | None = 1) -> LoadedModel:
+        """Load the version in ``directory`` onto ``device`` ("auto", "cuda" or "cpu").
+
+        ``threads`` sets torch's and faiss's thread count for this process: a replica answers
+        one request at a time, and for a single query one thread is fastest. ``None`` leaves
+        the process settings alone. Raises :class:`~drillkit.errors.ArtifactError` when the
+        files cannot be read or do not fit together.
+        """
+        directory = Path(directory)
+        resolved = select_device(device)
+        if threads is not None:
+            torch.set_num_threads(threads)
+            set_threads(threads)
+        try:
+            tables_path = directory / "tables.safetensors"
+            tables = safetensors.numpy.load_file(str(tables_path))
+            with safetensors.safe_open(str(tables_path), framework="np") as handle:
+                metadata = handle.metadata() or {}
+            config = ModelConfig.from_json(metadata["config"])
+            label = metadata.get("label", directory.name)
+            weights = safetensors.torch.load_file(
+                str(directory / "weights.safetensors"), device=resolved
+            )
+            index = RetrievalIndex.load(directory / "index.faiss", resolved)
+        except (
+            OSError,
+            KeyError,
+            TypeError,
+            ValueError,
+            RuntimeError,
+            json.JSONDecodeError,
+        ) as exc:
+            raise ArtifactError(f"{directory}: cannot load the model: {exc}") from exc
+        missing = [name for name in _REQUIRED_TABLES if name not in tables]
+        if missing:
+            raise ArtifactError(f"{directory}: tables.safetensors lacks {', '.join(missing)}")
+        if index.ntotal != config.n_items or index.dim != config.dim:
+            raise ArtifactError(
+                f"{directory}: index.faiss holds {index.ntotal} x {index.dim} vectors, the "
+                f"model expects {config.n_items} x {config.dim}"
+            )
+        model = TwoTower(config)
+        try:
+            model.load_state_dict(weights, strict=True)
+        except RuntimeError as exc:
+            # Wrong names or shapes: the weights belong to another model.
+            raise ArtifactError(f"{directory}: weights.safetensors does not fit: {exc}") from exc
+        model.to(resolved).eval()
+        inputs = UserInputs.from_tables(tables, config, resolved)
+        return cls(
+            model=model,
+            inputs=inputs,
+            tables=tables,
+            index=index,
+            device=resolved,
+            label=label,
+        )
+
+    @property
+    def n_users(self) -> int:
+        """Users the model knows; ids outside 0..n_users-1 are cold starts."""
+        return self._model.config.n_users
+
+    @property
+    def n_items(self) -> int:
+        """Items in the catalog and the index."""
+        return self._model.config.n_items
+
+    @property
+    def dim(self) -> int:
+        """Embedding dimension."""
+        return self._model.config.dim
+
+    @property
+    def device(self) -> str:
+        """``"cuda"`` or ``"cpu"``: where the user tower runs."""
+        return self._device
+
+    @property
+    def index_backend(self) -> str:
+        """What runs retrieval, for example ``"faiss-cpu/IndexFlatIP"``."""
+        return self._index.backend
+
+    def recommend(self, user_id: int, k: int) -> Recommendation:
+        """The top ``k`` items (1..:data:`MAX_K`) for ``user_id``, excluding items the user
+        already interacted with; an unknown user gets the popular items (``cold_start``)."""
+        assert 1 <= k <= MAX_K, f"k must be 1..{MAX_K}, got {k}"
+        if not 0 <= user_id < self.n_users:
+            return self._cold_start(k)
+        return self.recommend_batch([user_id], k)[0]
+
+    def recommend_batch(self, user_ids: list[int], k: int) -> list[Recommendation]:
+        """:meth:`recommend` for several users with one tower pass and one index search."""
+        assert 1 <= k <= MAX_K, f"k must be 1..{MAX_K}, got {k}"
+        known = np.array([u for u in user_ids if 0 <= u < self.n_users], dtype=np.int64)
+        ranked: dict[int, Recommendation] = {}
+        if known.size:
+            with torch.inference_mode():
+                users = torch.from_numpy(known).to(self._device)
+                vectors = self._model.user_vectors(users, self._inputs).float().cpu().numpy()
+            scores, ids = rank_items(
+                self._index, vectors, known, self._seen_indptr, self._seen_items, k
+            )
+            for row, user in enumerate(known.tolist()):
+                keep = ids[row] >= 0
+                ranked[user] = Recommendation(
+                    items=ids[row][keep].tolist(),
+                    scores=scores[row][keep].tolist(),
+                    cold_start=False,
+                )
+        return [ranked[u] if u in ranked else self._cold_start(k) for u in user_ids]
+
+    def sanity_check(self) -> SanityResult:
+        """Recompute recall@10 on the stored sanity sample and check vectors are finite.
+
+        Uses exactly the procedure behind the training run's
+        ``metrics["sample_recall_at_10"]``, so for an intact model on the same kind of device
+        the two agree; poisoned weights show up as ``finite=False`` or a far lower recall.
+        """
+        recall, users_finite = sample_recall(self._model, self._inputs, self._index, self._tables)
+        items_finite = bool(np.isfinite(self._index.vectors()).all())
+        return SanityResult(
+            finite=users_finite and items_finite,
+            sample_recall_at_10=recall,
+            users=int(self._tables["sample_users"].size),
+        )
+
+    def _cold_start(self, k: int) -> Recommendation:
+        return Recommendation(
+            items=self._popular_ids[:k], scores=self._popular_scores[:k], cold_start=True
+        )
