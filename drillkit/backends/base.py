@@ -101,6 +101,7 @@ class ServiceState:
     pid: int | None = None
     log: str | None = None
     container: str | None = None
+    link_port: int | None = None  # where the gateway reaches it (the link proxy), if proxied
 
 
 @dataclass
@@ -117,6 +118,18 @@ class StackState:
     gpu: bool
     spec: dict[str, Any]
     services: dict[str, ServiceState] = field(default_factory=dict)
+    # Each replica serves its own copy of the store, as a node with a local model cache
+    # would: a corrupt_model fault can then hit one replica or all of them.
+    stores: dict[str, str] = field(default_factory=dict)
+    proxy_url: str | None = None  # control API of the link fault proxy, when there is one
+    owner: dict[str, Any] | None = None  # set when a `drillkit run` owns the stack: its pid
+
+    def replica_stores(self) -> dict[str, Path]:
+        return {name: Path(root) for name, root in self.stores.items()}
+
+    def all_stores(self) -> list[Path]:
+        """The origin store and every replica's copy."""
+        return [Path(self.store), *self.replica_stores().values()]
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -188,6 +201,10 @@ class Backend(ABC):
     @abstractmethod
     def service_alive(self, state: StackState, name: str) -> bool:
         """Whether the service's process or container is running (not necessarily ready)."""
+
+    def service_status(self, state: StackState, name: str) -> str:
+        """``running``, ``paused`` or ``exited``."""
+        return "running" if self.service_alive(state, name) else "exited"
 
     def kill(self, state: StackState, name: str, *, signal: str = "KILL") -> None:
         raise NotImplementedError(f"{self.name} backend cannot kill services")

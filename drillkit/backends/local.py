@@ -142,6 +142,9 @@ class LocalBackend(Backend):
         try:
             for i in range(1, spec.replicas + 1):
                 name = f"replica-{i}"
+                node_store = run_dir / "nodes" / name / "store"
+                shutil.copytree(store_root, node_store, ignore=shutil.ignore_patterns(".*"))
+                state.stores[name] = str(node_store)
                 port = free_port()
                 state.services[name] = ServiceState(
                     name=name,
@@ -149,7 +152,15 @@ class LocalBackend(Backend):
                     url=f"http://127.0.0.1:{port}",
                     port=port,
                     log=str(run_dir / "logs" / f"{name}.log"),
+                    link_port=free_port(),
                 )
+            # The gateway reaches each replica through drillkit's link proxy, so one link can
+            # be cut or slowed (network faults) without privileges or touching other traffic.
+            proxy_port = free_port()
+            state.proxy_url = f"http://127.0.0.1:{proxy_port}"
+            state.services["linkproxy"] = ServiceState(
+                name="linkproxy", role="proxy", url=state.proxy_url, port=proxy_port,
+                log=str(run_dir / "logs" / "linkproxy.log"))
             gw_port = free_port()
             state.gateway_url = f"http://127.0.0.1:{gw_port}"
             state.services["gateway"] = ServiceState(
@@ -181,6 +192,11 @@ class LocalBackend(Backend):
 
     def _command(self, state: StackState, name: str) -> list[str]:
         service = state.services[name]
+        if service.role == "proxy":
+            links = [arg for s in state.replicas()
+                     for arg in ("--link", f"{s.name}={s.link_port}:{s.port}")]
+            return [self.python, "-m", "drillkit.faults.linkproxy",
+                    "--control-port", str(service.port), *links, "--stack-id", state.id]
         if service.role == "replica":
             return [
                 self.python,
@@ -200,7 +216,8 @@ class LocalBackend(Backend):
                 state.id,
             ]
         settings = _gateway_args(state.spec["gateway"])
-        replicas = [arg for s in state.replicas() for arg in ("--replica", f"{s.name}={s.url}")]
+        replicas = [arg for s in state.replicas()
+                    for arg in ("--replica", f"{s.name}={_gateway_side_url(s)}")]
         return [
             self.python,
             "-m",
@@ -296,10 +313,18 @@ class LocalBackend(Backend):
             _reap(pid)
         if Path(state.store).parent == Path(state.run_dir):  # our copy, not a user's store
             shutil.rmtree(state.store, ignore_errors=True)
+        shutil.rmtree(Path(state.run_dir) / "nodes", ignore_errors=True)
         clear_state()
 
     def service_alive(self, state: StackState, name: str) -> bool:
         return process_alive(state.services[name].pid, state.id)
+
+    def service_status(self, state: StackState, name: str) -> str:
+        pid = state.services[name].pid
+        if not process_alive(pid, state.id):
+            return "exited"
+        assert pid is not None
+        return "paused" if _proc_state(pid) == "T" else "running"
 
     # -- fault primitives ------------------------------------------------------------------
     def kill(self, state: StackState, name: str, *, signal: str = "KILL") -> None:
@@ -327,6 +352,13 @@ class LocalBackend(Backend):
                 time.sleep(0.02)
         self._spawn(state, name)
         save_state(state)
+
+
+def _gateway_side_url(service: ServiceState) -> str:
+    """Where the gateway reaches a replica: through its proxied link when there is one."""
+    if service.link_port is not None:
+        return f"http://127.0.0.1:{service.link_port}"
+    return service.url
 
 
 def _gateway_args(settings: dict[str, Any]) -> list[str]:

@@ -7,7 +7,7 @@ import sys
 import typer
 
 from drillkit import __version__
-from drillkit.cli import model, stack
+from drillkit.cli import drill, fault, heal, model, run, stack
 from drillkit.cli.console import Terminal
 from drillkit.cli.state import set_terminal, terminal
 from drillkit.errors import DrillkitError
@@ -21,6 +21,12 @@ app = typer.Typer(
 )
 app.add_typer(stack.app, name="stack")
 app.add_typer(model.app, name="model")
+app.add_typer(fault.app, name="fault")
+app.command()(run.run)
+app.command()(drill.validate)
+app.command(name="schema")(drill.schema)
+app.command(name="list")(drill.list_)
+app.command()(heal.heal)
 
 
 def _version(value: bool) -> None:

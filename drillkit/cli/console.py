@@ -25,6 +25,11 @@ class Terminal:
         self.verbose = verbose
         self.out = Console(highlight=False, soft_wrap=True)
         self.err = Console(stderr=True, highlight=False, soft_wrap=True)
+        # Piped or in CI, rich assumes 80 columns, which crushes the report tables.
+        if not self.out.is_terminal:
+            self.out.width = 160
+        if not self.err.is_terminal:
+            self.err.width = 160
 
     def error(self, message: str) -> None:
         # One line, no markup interpretation: messages may contain [brackets] from user input.

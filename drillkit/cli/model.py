@@ -8,7 +8,7 @@ import typer
 
 from drillkit.backends.base import load_state
 from drillkit.cli.state import terminal
-from drillkit.errors import InputError
+from drillkit.errors import DrillkitError, InputError
 from drillkit.stacks.recommender.data import CatalogSpec
 from drillkit.stacks.recommender.store import ModelStore, signing_key
 
@@ -24,23 +24,25 @@ STORE = typer.Option(
 )
 
 
-def resolve_store(store: Path | None) -> ModelStore:
+def resolve_stores(store: Path | None) -> list[tuple[str, ModelStore]]:
+    """The stores a model command acts on, labelled: a given store; else the running stack's
+    origin store and every replica's copy; else the built store of the default catalog."""
     if store is not None:
         if not ModelStore(store).exists():
             raise InputError(f"{store}: not a model store (no versions/ folder)")
-        return ModelStore(store)
+        return [(str(store), ModelStore(store))]
     state = load_state()
     if state is not None:
-        return ModelStore(Path(state.store))
+        stores = [("origin", ModelStore(Path(state.store)))]
+        stores += [(name, ModelStore(root)) for name, root in state.replica_stores().items()]
+        return stores
     from drillkit.stacks.recommender.build import cached_store
 
     cached = cached_store(CatalogSpec().resolved())
     if cached is None:
-        raise InputError(
-            "no model store: no stack is up and nothing is built; run "
-            "`drillkit stack build` or pass --store"
-        )
-    return cached
+        raise InputError("no model store: no stack is up and nothing is built; run "
+                         "`drillkit stack build` or pass --store")
+    return [("built", cached)]
 
 
 @app.command()
@@ -50,55 +52,62 @@ def verify(
 ) -> None:
     """Check every version's manifest, signature and file digests. Exit 1 when any fails."""
     t = terminal()
-    model_store = resolve_store(store)
     key = signing_key()
-    checks = model_store.check_all(key=key)
-    if not checks:
-        raise InputError(f"{model_store.root}: the store has no versions")
-    failed = [c for c in checks if not c.ok]
+    results = []
+    any_failed = False
+    for label, model_store in resolve_stores(store):
+        checks = model_store.check_all(key=key)
+        if not checks:
+            raise InputError(f"{model_store.root}: the store has no versions")
+        failed = any(not c.ok for c in checks)
+        any_failed |= failed
+        results.append((label, model_store, checks, failed))
     if json_out:
-        t.json(
-            {
-                "store": str(model_store.root),
-                "current": model_store.current(),
-                "signature_checked": key is not None,
-                "ok": not failed,
-                "versions": [
-                    {
-                        "version": c.version,
-                        "ok": c.ok,
-                        "current": c.current,
-                        "error": c.error,
-                        "digest": c.manifest.digest if c.manifest else None,
-                    }
-                    for c in checks
-                ],
-            }
-        )
+        t.json({"ok": not any_failed, "signature_checked": key is not None, "stores": [
+            {"label": label, "store": str(ms.root), "current": ms.current(), "ok": not failed,
+             "versions": [{"version": c.version, "ok": c.ok, "current": c.current,
+                           "error": c.error,
+                           "digest": c.manifest.digest if c.manifest else None}
+                          for c in checks]}
+            for label, ms, checks, failed in results]})
     else:
-        for c in checks:
-            mark = " (CURRENT)" if c.current else ""
-            if c.ok:
-                assert c.manifest is not None
-                t.result(f"ok      {c.version}{mark}  digest {c.manifest.digest[:16]}", "green")
-            else:
-                t.result(f"FAILED  {c.version}{mark}  {c.error}", "red")
+        for label, ms, checks, _ in results:
+            if len(results) > 1:
+                t.result(f"{label}: {ms.root}")
+            for c in checks:
+                mark = " (CURRENT)" if c.current else ""
+                if c.ok:
+                    assert c.manifest is not None
+                    t.result(f"ok      {c.version}{mark}  digest {c.manifest.digest[:16]}",
+                             "green")
+                else:
+                    t.result(f"FAILED  {c.version}{mark}  {c.error}", "red")
         if key is None:
             t.info("signatures not checked: DRILLKIT_MODEL_KEY is not set")
-    if failed:
+    if any_failed:
         raise typer.Exit(1)
 
 
 @app.command()
 def rollback(
-    to: str | None = typer.Option(
-        None,
-        "--to",
-        help="Version to serve (default: the newest verified version older than CURRENT).",
-    ),
+    to: str | None = typer.Option(None, "--to", help="Version to serve (default: the newest "
+                                  "verified version older than CURRENT)."),
     store: Path | None = STORE,
 ) -> None:
     """Point CURRENT at an earlier verified version; running replicas reload it."""
-    model_store = resolve_store(store)
-    previous, new = model_store.rollback(to, key=signing_key())
-    terminal().result(f"CURRENT: {previous} -> {new} ({model_store.root})")
+    t = terminal()
+    key = signing_key()
+    (label, primary), *others = resolve_stores(store)
+    previous, new = primary.rollback(to, key=key)
+    t.result(f"{label}: CURRENT {previous} -> {new} ({primary.root})")
+    failed = False
+    for label, other in others:
+        try:
+            old, _ = other.rollback(new, key=key)
+        except DrillkitError as exc:
+            t.result(f"{label}: not rolled back: {exc}", "red")
+            failed = True
+        else:
+            t.result(f"{label}: CURRENT {old} -> {new}")
+    if failed:
+        raise typer.Exit(1)

@@ -143,12 +143,14 @@ class CorruptModelParams(FaultParams):
 
     @model_validator(mode="after")
     def _options_match_mode(self) -> CorruptModelParams:
-        # A parameter that the chosen mode ignores is almost always a mistake in the drill.
-        if "flips" in self.model_fields_set and self.mode != "bitflip":
+        # A parameter that the chosen mode ignores is almost always a mistake in the drill. Only
+        # a value other than the default counts, so that a dumped model validates again.
+        defaults = type(self).model_fields
+        if self.flips != defaults["flips"].default and self.mode != "bitflip":
             raise FieldError(
                 f"flips only applies to mode: bitflip (mode is {self.mode})", ("flips",)
             )
-        if "fraction" in self.model_fields_set and self.mode != "truncate":
+        if self.fraction != defaults["fraction"].default and self.mode != "truncate":
             raise FieldError(
                 f"fraction only applies to mode: truncate (mode is {self.mode})", ("fraction",)
             )

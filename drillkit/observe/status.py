@@ -26,7 +26,8 @@ def stack_status(state: StackState, backend: Backend, *, timeout: float = 1.0) -
             detail: dict[str, Any] = {}
             if alive:
                 with contextlib.suppress(httpx.HTTPError, ValueError):
-                    response = client.get(service.url + "/readyz")
+                    path = "/health" if service.role == "proxy" else "/readyz"
+                    response = client.get(service.url + path)
                     ready = response.status_code == 200
                     detail = response.json()
             entry: dict[str, Any] = {

@@ -279,8 +279,12 @@ def _compose(loader: _Loader, text: str, source: str) -> Node | None:
         mark = exc.problem_mark or exc.context_mark
         line = int(mark.line) + 1 if mark is not None else None
         problem = exc.problem or exc.context or "malformed"
-        context = f" ({exc.context})" if exc.context and exc.problem else ""
-        raise ScenarioError(f"invalid YAML: {problem}{context}", path=source, line=line) from None
+        if exc.context and exc.problem and exc.problem.startswith("but "):
+            # PyYAML splits some messages in two: "expected a single document" + "but found ..."
+            problem = f"{exc.context}, {exc.problem}"
+        elif exc.context and exc.problem:
+            problem = f"{exc.problem} ({exc.context})"
+        raise ScenarioError(f"invalid YAML: {problem}", path=source, line=line) from None
     except yaml.reader.ReaderError as exc:
         raise _reader_error(exc, text, source) from None
     except yaml.YAMLError as exc:

@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from drillkit.backends.base import StackSpec
 
 __all__ = [
+    "EXTENSION_PREFIX",
     "FORMAT_VERSION",
     "MAX_REPLICAS",
     "MODEL_STORE",
@@ -70,6 +71,9 @@ __all__ = [
 
 FORMAT_VERSION = 1
 
+#: Top-level keys with this prefix are ignored: a place for YAML anchors to live.
+EXTENSION_PREFIX = "x-"
+
 #: Mirrors :data:`drillkit.backends.base.MAX_REPLICAS`; importing that module would pull numpy
 #: into every ``drillkit validate`` (a unit test keeps the two equal).
 MAX_REPLICAS = 16
@@ -82,6 +86,7 @@ RANDOM_TARGET = "random"
 
 _NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]*")
 _ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+_ID_MAX = 64
 _REPLICA_RE = re.compile(r"replica-([1-9][0-9]*)")
 
 
@@ -278,10 +283,12 @@ class FaultSpec(_Section):
     @field_validator("id", mode="before")
     @classmethod
     def _check_id(cls, value: object) -> object:
-        if isinstance(value, str) and not _ID_RE.fullmatch(value):
+        if isinstance(value, str) and not (_ID_RE.fullmatch(value) and len(value) <= _ID_MAX):
+            # Ids become check names (`kill-1.detect_within`) and JUnit test names: no dots,
+            # no spaces, nothing long.
             raise ValueError(
-                "expected letters, digits, '_' and '-', starting with a letter or digit, "
-                f"got {show_value(value)}"
+                f"expected up to {_ID_MAX} letters, digits, '_' and '-', starting with a letter "
+                f"or digit, got {show_value(value)}"
             )
         return value
 
@@ -379,7 +386,12 @@ _SECTIONS = ("stack", "load", "slo", "faults", "abort", "scoring", "report")
 
 
 class Scenario(_Section):
-    """A drill: the stack, the load, the SLOs, the faults and how the run is judged."""
+    """A drill: the stack, the load, the SLOs, the faults and how the run is judged.
+
+    Unknown keys are errors everywhere, except top-level keys starting with ``x-``, which are
+    ignored so that shared values can be anchored there and merged in (``<<: *slow``). A
+    section given as null (``faults:`` with nothing after it) takes its defaults.
+    """
 
     version: Literal[1] = Field(description="Format version; the only known one is 1.")
     name: str = Field(max_length=100, description="Lowercase letters, digits and '-'.")
@@ -394,10 +406,17 @@ class Scenario(_Section):
 
     @model_validator(mode="before")
     @classmethod
-    def _empty_sections_are_defaults(cls, data: object) -> object:
+    def _drop_empty_sections_and_extensions(cls, data: object) -> object:
         # `faults:` with nothing after it reads as null and means "none"; likewise for sections.
+        # Top-level `x-...` keys are a place to keep YAML anchors (`x-slow: &slow {...}`), as in
+        # docker compose files.
         if isinstance(data, dict):
-            return {k: v for k, v in data.items() if not (k in _SECTIONS and v is None)}
+            return {
+                k: v
+                for k, v in data.items()
+                if not (k in _SECTIONS and v is None)
+                and not (isinstance(k, str) and k.startswith(EXTENSION_PREFIX))
+            }
         return data
 
     @field_validator("version", mode="before")
@@ -502,7 +521,11 @@ def _role_of(name: str, replicas: int) -> str | None:
     return None
 
 
-_ROLE_WORDS = {ROLE_REPLICA: "a replica", ROLE_GATEWAY: "the gateway", ROLE_MODEL_STORE: MODEL_STORE}
+_ROLE_WORDS = {
+    ROLE_REPLICA: "a replica",
+    ROLE_GATEWAY: "the gateway",
+    ROLE_MODEL_STORE: MODEL_STORE,
+}
 
 
 def _check_target(
@@ -519,21 +542,31 @@ def _check_target(
             f"unknown target {name!r} ({hint}this stack has {span} and gateway{extra})", loc
         )
     if role not in roles:
-        allowed = " or ".join(_ROLE_WORDS.get(r, r) for r in sorted(roles))
+        order = [*_ROLE_WORDS, *sorted(roles - _ROLE_WORDS.keys())]
+        allowed = " or ".join(_ROLE_WORDS.get(r, r) for r in order if r in roles)
         raise FieldError(f"{kind} cannot target {name!r} (it targets {allowed})", loc)
 
 
 # --- turning pydantic errors into one readable message -------------------------------------
 
 
+_PLAIN_KEY_RE = re.compile(r"[A-Za-z0-9_-]+")
+
+
 def format_loc(loc: Loc) -> str:
-    """``("faults", 0, "params", "signal")`` -> ``faults[0].params.signal``."""
+    """``("faults", 0, "params", "signal")`` -> ``faults[0].params.signal``.
+
+    A key that is not a plain word (a typo with a space or a newline in it) is quoted, so the
+    path stays on one line and unambiguous: ``load['dur ation']``.
+    """
     out = ""
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
+        elif not _PLAIN_KEY_RE.fullmatch(part):
+            out += f"[{part!r}]"
         else:
-            out += f".{part}" if out else str(part)
+            out += f".{part}" if out else part
     return out
 
 

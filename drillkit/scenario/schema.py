@@ -10,11 +10,13 @@ import json
 from typing import Any
 
 from drillkit.faults.base import fault_param_models
-from drillkit.scenario.model import FORMAT_VERSION, Scenario
+from drillkit.scenario.model import EXTENSION_PREFIX, FORMAT_VERSION, Scenario
 
 __all__ = ["SCHEMA_DIALECT", "json_schema"]
 
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+
+_NULLABLE_SECTIONS = ("stack", "load", "slo", "faults", "abort", "scoring", "report")
 
 
 def json_schema() -> dict[str, Any]:
@@ -36,7 +38,16 @@ def json_schema() -> dict[str, Any]:
                 "then": {"properties": {"params": params}},
             }
         )
+    # Top-level `x-...` keys are ignored by the loader (a home for YAML anchors).
+    schema["patternProperties"] = {f"^{EXTENSION_PREFIX}": {}}
     fault = defs["FaultSpec"]
+    # An empty section (`faults:` with nothing after it) is null in YAML and means the defaults.
+    for properties, names in (
+        (schema["properties"], _NULLABLE_SECTIONS),
+        (fault["properties"], ("params", "expect")),
+    ):
+        for name in names:
+            properties[name] = {"anyOf": [properties[name], {"type": "null"}]}
     fault["allOf"] = branches
     fault["properties"]["kind"]["examples"] = sorted(fault_param_models())
     return {

@@ -162,7 +162,8 @@ def test_rollback_and_poisoned_rollout_hot_reload(cli: Cli) -> None:
     assert versions_served() == {"v2"}
     rollback = cli("model", "rollback")
     assert rollback.returncode == 0, rollback.stderr
-    assert "v2 -> v1" in rollback.stdout
+    assert "origin: CURRENT v2 -> v1" in rollback.stdout
+    assert "replica-2: CURRENT v2 -> v1" in rollback.stdout
     wait_for(lambda: versions_served() == {"v1"}, what="replicas to hot-reload v1")
 
     # A validly signed but broken release: weights replaced with NaN, manifest rebuilt.
@@ -181,8 +182,10 @@ def test_rollback_and_poisoned_rollout_hot_reload(cli: Cli) -> None:
         return [n for n in os.listdir(folder) if n != "manifest.json"]
 
     manifest = store.verify("v2")
-    store.add_version(poisoned, metrics=manifest.metrics, info=manifest.info)
-    assert store.current() == "v3"
+    for root in [state["store"], *state["stores"].values()]:  # published to every node
+        node_store = ModelStore(Path(root))
+        node_store.add_version(poisoned, metrics=manifest.metrics, info=manifest.info)
+        assert node_store.current() == "v3"
     replica = state["services"]["replica-1"]["url"]
     wait_for(
         lambda: (

@@ -298,7 +298,8 @@ def _draw_events(
 ) -> IntArray:
     """Draw each user's distinct interactions, in time order, concatenated user by user.
 
-    Vectorised over users: a per-user Python loop costs seconds at the default size.
+    Vectorised over users: a per-user Python loop costs seconds at the default size. Keeping
+    the first occurrences of i.i.d. draws is exactly sampling without replacement, in order.
     """
     n_users, n_cats = user_pref.shape
     n_items = item_category.shape[0]
@@ -342,12 +343,24 @@ def _draw_events(
     short = np.flatnonzero(keep.sum(axis=1) < lengths)
     if short.size == 0:
         return picks[keep]
-    # Tiny catalogs can run out of distinct draws; top those users up from the popular items.
-    popular_order = np.argsort(-item_popularity, kind="stable")
+    # A user with sharp taste in a small catalog can repeat items so often that the
+    # oversampled draws hold too few distinct ones. Continue their sequences exactly:
+    # Gumbel top-k over the user's full distribution is sampling without replacement.
     rows = [picks[user][keep[user]] for user in range(n_users)]
     for user in short:
         have = rows[user]
-        extra = popular_order[~np.isin(popular_order, have)][: int(lengths[user]) - have.size]
+        need = int(lengths[user]) - have.size
+        mixture = _POPULARITY_SHARE * item_popularity
+        favs = np.flatnonzero(user_pref[user])
+        for category in favs:
+            members = np.flatnonzero(item_category == category)
+            affinity = item_latent[members] @ user_taste[user]
+            weight = np.exp(_TASTE_SHARPNESS * affinity.astype(np.float64)) * pop_weight[members]
+            share = (1.0 - _POPULARITY_SHARE) * float(user_pref[user, category])
+            mixture[members] += share * weight / weight.sum()
+        keys = np.log(mixture) + rng.gumbel(size=n_items)
+        keys[have] = -np.inf
+        extra = np.argsort(-keys, kind="stable")[:need]
         rows[user] = np.concatenate([have, extra])
     return np.concatenate(rows)
 

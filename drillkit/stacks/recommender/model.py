@@ -78,6 +78,10 @@ _RECALL_K = 10
 # CPU cores and clearly beats the popularity baseline.
 _EPOCHS = 4
 _BATCH = 1024
+# Small catalogs get smaller batches and more epochs, so every run takes at least this many
+# optimizer steps; the default catalog needs no more than its four epochs.
+_MIN_STEPS = 900
+_MAX_EPOCHS = 50
 _LEARNING_RATE = 0.03
 # The user-id embedding learns 20x slower than the rest: at full speed it memorises each
 # user's training items (which serving filters out anyway) and recall on held-out items drops.
@@ -487,7 +491,11 @@ def _train(
     versions: int,
     report: Progress,
 ) -> Iterator[TrainedVersion]:
-    epochs = max(_EPOCHS, versions)
+    n_examples = int(data.train_items.shape[0])
+    batch_size = int(np.clip(n_examples // 64, 128, _BATCH))
+    steps = max(1, -(-n_examples // batch_size))
+    epochs = int(np.clip(-(-_MIN_STEPS // steps), _EPOCHS, _MAX_EPOCHS))
+    epochs = max(epochs, versions)
     with torch.random.fork_rng(devices=[]):
         # Seeded, and isolated from the caller's global RNG state.
         torch.manual_seed(data.spec.seed)
@@ -502,8 +510,6 @@ def _train(
     frequency = np.bincount(data.train_items, minlength=data.n_items).astype(np.float64)
     log_q = torch.from_numpy(np.log(np.maximum(frequency, 1.0) / frequency.sum())).float()
     log_q = log_q.to(device)
-    n_examples = int(users.shape[0])
-    steps = max(1, (n_examples + _BATCH - 1) // _BATCH)
     popularity = _popularity_recall(tables, config.n_items)
     train_seconds = 0.0
 
@@ -513,7 +519,7 @@ def _train(
         order = torch.randperm(n_examples, generator=generator).to(device)
         total_loss = 0.0
         for step in range(steps):
-            batch = order[step * _BATCH : (step + 1) * _BATCH]
+            batch = order[step * batch_size : (step + 1) * batch_size]
             batch_items = items[batch]
             user_vec, item_vec = model(
                 users[batch], batch_items, inputs, item_category, item_bucket
@@ -529,7 +535,7 @@ def _train(
             loss.backward()  # type: ignore[no-untyped-call]
             optimizer.step()
             total_loss += float(loss.detach())
-            if step % 50 == 0:
+            if step % 50 == 0 and step:
                 done = (epoch - 1 + step / steps) / epochs
                 report(
                     f"epoch {epoch}/{epochs}, loss {float(loss.detach()):.3f}", 0.05 + 0.9 * done

@@ -26,6 +26,7 @@ import logging
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,6 +141,8 @@ class Replica:
         self.served: ServedModel | None = None
         self.last_error: str | None = None
         self.last_event: dict[str, Any] | None = None
+        # Recent loads and refusals, for a drill polling /info to time detection exactly.
+        self.events: deque[dict[str, Any]] = deque(maxlen=64)
         self._load_lock = threading.Lock()
         self._seen: dict[str, tuple[tuple[int, int, int], ...]] = {}
         self._stop = threading.Event()
@@ -191,6 +194,7 @@ class Replica:
             "reason": reason,
             "error": str(exc),
         }
+        self.events.append(self.last_event)
         if isinstance(exc, SanityGateError):
             self.metrics.sanity_rejections.labels(version).inc()
         else:
@@ -208,6 +212,7 @@ class Replica:
         self.metrics.ready.set(1)
         self.metrics.reloads.labels("loaded").inc()
         self.last_event = {"time": time.time(), "version": served.version, "outcome": "loaded"}
+        self.events.append(self.last_event)
         log.info(
             "%s: serving model %s (digest %s, index %s, device %s)",
             self.config.name,
@@ -401,6 +406,7 @@ def create_app(config: ReplicaConfig) -> Starlette:
                     "metrics": served.manifest.metrics,
                 },
                 "last_event": replica.last_event,
+                "events": list(replica.events),
             }
         )
 

@@ -59,8 +59,10 @@ def test_model_verify_and_rollback_on_a_store(tmp_path: Path) -> None:
     ok = drillkit("model", "verify", "--store", str(store.root), "--json", home=tmp_path)
     assert ok.returncode == 0, ok.stderr
     report = json.loads(ok.stdout)
-    assert report["ok"] is True and report["current"] == "v3"
-    assert [v["version"] for v in report["versions"]] == ["v1", "v2", "v3"]
+    assert report["ok"] is True
+    (only,) = report["stores"]
+    assert only["current"] == "v3"
+    assert [v["version"] for v in only["versions"]] == ["v1", "v2", "v3"]
 
     flip_byte(store.version_dir("v3") / "weights.safetensors")
     bad = drillkit("model", "verify", "--store", str(store.root), home=tmp_path)
@@ -70,7 +72,7 @@ def test_model_verify_and_rollback_on_a_store(tmp_path: Path) -> None:
 
     back = drillkit("model", "rollback", "--store", str(store.root), home=tmp_path)
     assert back.returncode == 0, back.stderr
-    assert "v3 -> v2" in back.stdout
+    assert "CURRENT v3 -> v2" in back.stdout
     assert store.current() == "v2"
     refused = drillkit("model", "rollback", "--to", "v3", "--store", str(store.root),
                        home=tmp_path)

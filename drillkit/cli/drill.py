@@ -1,0 +1,67 @@
+"""``drillkit validate``, ``drillkit list``: scenarios and what drillkit can do."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from drillkit.cli.state import terminal
+
+SCENARIOS_DIR = Path(__file__).resolve().parents[2] / "scenarios"
+
+
+def bundled_scenarios() -> list[Path]:
+    """The scenarios shipped in the repository's scenarios/ folder."""
+    return sorted(SCENARIOS_DIR.glob("*.yaml")) if SCENARIOS_DIR.is_dir() else []
+
+
+def validate(
+    scenarios: list[Path] = typer.Argument(..., help="Scenario files to check."),
+) -> None:
+    """Check scenarios (schema and semantics) without starting anything."""
+    from drillkit.scenario import load_scenario
+
+    t = terminal()
+    for path in scenarios:
+        scenario = load_scenario(path)
+        faults = ", ".join(f"{f.id}@{f.at:g}s" for f in scenario.faults) or "no faults"
+        t.result(f"ok  {path}: {scenario.name} ({scenario.stack.replicas} replicas, "
+                 f"{scenario.load.rate:g} req/s for {scenario.load.duration:g} s; {faults})")
+
+
+def schema() -> None:
+    """Print the scenario format's JSON Schema (for editors)."""
+    from drillkit.scenario import json_schema
+
+    terminal().json(json_schema())
+
+
+def list_(json_out: bool = typer.Option(False, "--json")) -> None:
+    """Bundled scenarios, fault kinds (with their params) and backends."""
+    from drillkit.backends.base import backend_names
+    from drillkit.faults.base import fault_kinds
+
+    kinds = fault_kinds()
+    data = {
+        "scenarios": [str(p) for p in bundled_scenarios()],
+        "faults": {name: {"description": info.description,
+                          "targets": sorted(info.target_roles),
+                          "params": info.params.model_json_schema().get("properties", {}),
+                          "source": info.source}
+                   for name, info in sorted(kinds.items())},
+        "backends": backend_names(),
+    }
+    t = terminal()
+    if json_out:
+        t.json(data)
+        return
+    t.table("bundled scenarios", ["scenario"], [(p,) for p in data["scenarios"]])
+    rows = []
+    for name, info in data["faults"].items():  # type: ignore[union-attr]
+        params = ", ".join(f"{k}={json.dumps(v.get('default'))}" for k, v in
+                           info["params"].items())
+        rows.append((name, ", ".join(info["targets"]), params or "-", info["description"]))
+    t.table("fault kinds", ["kind", "targets", "params (defaults)", "what it does"], rows)
+    t.result("backends: " + ", ".join(data["backends"]))  # type: ignore[arg-type]

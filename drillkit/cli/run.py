@@ -1,0 +1,134 @@
+"""``drillkit run``: scenario files in, scored recovery reports out."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from pathlib import Path
+
+import typer
+
+from drillkit import __version__
+from drillkit.cli.state import terminal
+from drillkit.errors import DrillkitError
+
+
+def run(
+    scenarios: list[Path] = typer.Argument(..., help="Scenario files, run one after another."),
+    backend: str | None = typer.Option(None, "--backend", "-b",
+                                       help="local | docker (overrides the scenario)."),
+    out: Path | None = typer.Option(None, "--out", help="Report folder (default: the "
+                                    "scenario's report.dir)."),
+    json_path: Path | None = typer.Option(None, "--json", help="Write the JSON report here."),
+    junit_path: Path | None = typer.Option(None, "--junit", help="Write JUnit XML here."),
+    seed: int = typer.Option(0, "--seed", help="Seeds random targets and the load."),
+    ci: bool = typer.Option(False, "--ci", help="No live view; line logs; JUnit by default."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Validate and print the timeline; "
+                                 "start nothing."),
+) -> None:
+    """Run drills: bring the stack up, drive load, inject faults, heal, score."""
+    from drillkit.engine import DrillRunner, RunOptions, plan_faults
+    from drillkit.scenario import load_scenario
+
+    t = terminal()
+    # Validate everything first: a bad file among several starts nothing.
+    loaded = [(path, load_scenario(path)) for path in scenarios]
+    if dry_run:
+        for path, scenario in loaded:
+            t.result(f"{path}: {scenario.name}: stack {scenario.stack.replicas} replicas on "
+                     f"{backend or scenario.stack.backend}; load {scenario.load.rate:g} req/s, "
+                     f"warmup {scenario.load.warmup:g} s, duration {scenario.load.duration:g} s")
+            for record in plan_faults(scenario, seed):
+                heal = (f"heal at {record.at + record.duration:g} s" if record.duration
+                        else "heal at end")
+                t.result(f"  t={record.at:>6.1f} s  {record.id}: {record.kind} on "
+                         f"{', '.join(record.targets)}; {heal}")
+        return
+    reports = []
+    worst = 0
+    for path, scenario in loaded:
+        options = RunOptions(backend=backend, seed=seed)
+        from drillkit.cli.live import LiveView
+
+        with LiveView(t, scenario, plain=ci) as view:
+            runner = DrillRunner(scenario, path, options, on_tick=view.tick,
+                                 on_progress=view.progress)
+            result = runner.run()
+        report = _report(result)
+        reports.append(report)
+        folder = out or Path(scenario.report.dir)
+        _write(report, scenario, folder, json_path if len(loaded) == 1 else None,
+               junit_path if len(loaded) == 1 else None, ci)
+        from drillkit.reports.terminal import render_report
+
+        render_report(report, t)
+        if result.error:
+            t.error(result.error)
+        worst = max(worst, report.exit_code, key=_severity)
+    if len(loaded) > 1 and junit_path is not None:
+        from drillkit.reports.junit import write_junit
+
+        write_junit(reports, junit_path)
+    if worst:
+        raise typer.Exit(worst)
+
+
+def _severity(code: int) -> int:
+    # Interrupted beats harness failure beats a failed drill beats success.
+    return {0: 0, 1: 1, 3: 2, 2: 2, 130: 3}.get(code, 2)
+
+
+def _report(result: object) -> object:
+    from drillkit.engine import DrillResult, environment
+    from drillkit.reports.model import DrillReport, Environment, ScenarioRef
+
+    assert isinstance(result, DrillResult)
+    ref = ScenarioRef(name=result.scenario.name, path=result.scenario_path,
+                      sha256=result.scenario_sha256)
+    env = Environment(**environment(result.gpu))
+    started = datetime.fromisoformat(result.started_at)
+    finished = datetime.fromisoformat(result.finished_at)
+    if result.analysis is None:  # the drill never got to t=0
+        from drillkit.reports.model import LoadSummary
+
+        load = LoadSummary(target_rps=result.scenario.load.rate, achieved_rps=0.0, requests=0,
+                           generator_saturated=False)
+        return DrillReport(drillkit_version=__version__, scenario=ref, backend=result.backend,
+                           environment=env, status=result.status,  # type: ignore[arg-type]
+                           started_at=started, finished_at=finished, score=0.0,
+                           pass_score=result.scenario.scoring.pass_score, load=load, phases=[],
+                           faults=[], checks=[], series=[], error=result.error)
+    return DrillReport.from_analysis(result.analysis, scenario=ref, backend=result.backend,
+                                     environment=env, started_at=started, finished_at=finished,
+                                     status=result.status, error=result.error)  # type: ignore[arg-type]
+
+
+def _write(report: object, scenario: object, folder: Path, json_path: Path | None,
+           junit_path: Path | None, ci: bool) -> None:
+    from drillkit.reports.jsonfile import write_report
+    from drillkit.reports.junit import write_junit
+    from drillkit.reports.model import DrillReport
+    from drillkit.scenario.model import Scenario
+
+    assert isinstance(report, DrillReport) and isinstance(scenario, Scenario)
+    t = terminal()
+    formats = set(scenario.report.formats)
+    stamp = report.started_at.strftime("%Y%m%dT%H%M%S")
+    written = []
+    try:
+        if "json" in formats or json_path is None:
+            written.append(write_report(report, folder / f"{scenario.name}-{stamp}.json"))
+            written.append(write_report(report, folder / "last.json"))
+        if json_path is not None:
+            written.append(write_report(report, json_path))
+        if "junit" in formats or ci:
+            written.append(write_junit([report], folder / f"{scenario.name}-{stamp}.xml"))
+        if junit_path is not None:
+            written.append(write_junit([report], junit_path))
+    except OSError as exc:
+        raise DrillkitError(f"cannot write reports: {exc}") from exc
+    t.info("reports: " + ", ".join(str(p) for p in written))
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()

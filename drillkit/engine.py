@@ -1,0 +1,435 @@
+"""The drill: stack up -> warmup -> t=0 -> faults on their timeline -> end of load -> heal
+everything -> stack down -> analysis and reports.
+
+Whatever ends a drill (its end, an abort condition, a harness failure, Ctrl-C or SIGTERM),
+the same ``finally`` path heals every applied fault, stops the load, takes the stack down and
+writes a report: nothing is left running and nothing stays injected. Faults are journaled
+before they are applied, so a drillkit killed with SIGKILL leaves enough for ``drillkit heal``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import platform
+import random
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from drillkit import __version__
+from drillkit.backends.base import Backend, StackState, get_backend, load_state
+from drillkit.errors import DrillkitError, EnvironmentFailure, StateError
+from drillkit.faults.base import FaultKind
+from drillkit.faults.context import FaultContext, load_fault_kind
+from drillkit.journal import Journal
+from drillkit.observe.records import Records
+from drillkit.observe.series import QualitySample
+from drillkit.observe.watch import StackWatcher
+from drillkit.scenario.model import Scenario
+from drillkit.scoring.analyze import (
+    SLO,
+    Analysis,
+    DetectionEvent,
+    DrillInput,
+    Expectation,
+    FaultRun,
+    analyze,
+)
+from drillkit.timeline import FaultRecord, FaultTimeline, WallClock
+
+
+class Interrupted(DrillkitError):
+    """SIGINT or SIGTERM arrived during a drill."""
+
+    exit_code = 130
+
+
+@dataclass
+class RunOptions:
+    backend: str | None = None  # overrides the scenario's stack.backend
+    seed: int = 0  # seeds "random" targets and the load's user ids
+    gateway_overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Tick:
+    """A snapshot for the live view, once or twice a second."""
+
+    phase: str  # "starting", "warmup", "running", "healing", "stopping"
+    t: float | None  # seconds from t=0 (negative in warmup)
+    duration: float
+    rps: float
+    p99_ms: float
+    failed: int
+    degraded: int
+    requests: int
+    replica_states: dict[str, str]
+    faults: list[FaultRecord]
+    message: str = ""
+
+
+@dataclass
+class DrillResult:
+    """Everything a report is made from."""
+
+    scenario: Scenario
+    scenario_path: str
+    scenario_sha256: str
+    backend: str
+    status: str  # passed | failed | error | interrupted
+    started_at: str
+    finished_at: str
+    gpu: bool
+    analysis: Analysis | None
+    faults: list[FaultRecord]
+    error: str | None = None
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
+
+
+@contextlib.contextmanager
+def _signals_raise() -> Iterator[None]:
+    """SIGINT and SIGTERM raise Interrupted in the main thread for the duration."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise Interrupted(f"interrupted by {signal.Signals(signum).name}")
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[list[int]]:
+    """While cleaning up, a second Ctrl-C must not cut the clean-up short: note it instead."""
+    received: list[int] = []
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+class _Actions:
+    """Binds the timeline to fault kinds, a backend and the journal."""
+
+    def __init__(self, backend: Backend, state: StackState, journal: Journal,
+                 clock: WallClock) -> None:
+        self.backend = backend
+        self.state = state
+        self.journal = journal
+        self.clock = clock
+        self.kinds: dict[str, FaultKind[Any]] = {}
+        self.params: dict[str, Any] = {}
+        self.contexts: dict[str, FaultContext] = {}
+        self._state_lock = threading.Lock()
+
+    def register(self, record: FaultRecord, params: Any) -> None:
+        self.kinds[record.id] = load_fault_kind(record.kind)
+        self.params[record.id] = params
+
+    def apply(self, record: FaultRecord) -> None:
+        kind = self.kinds[record.id]
+        ctx = FaultContext(self.backend, self.state, self.journal, fault_id=record.id)
+        self.contexts[record.id] = ctx
+        evidence = []
+        for target in record.targets:
+            undo = kind.apply(ctx, target, self.params[record.id])
+            if record.injected_at is None:
+                record.injected_at = self.clock.now()
+            record.undo.append({"target": target, **undo})
+            evidence.append(kind.check_applied(ctx, target, self.params[record.id], undo))
+        record.evidence = "; ".join(evidence)
+
+    def heal(self, record: FaultRecord) -> None:
+        kind = self.kinds[record.id]
+        ctx = self.contexts[record.id]
+        for undo in reversed(record.undo):
+            kind.heal(ctx, undo)
+            if "journal_id" in undo:
+                self.journal.record_heal(str(undo["journal_id"]))
+
+
+def scenario_digest(path: Path | None, scenario: Scenario) -> str:
+    if path is not None and path.is_file():
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    return hashlib.sha256(scenario.model_dump_json().encode()).hexdigest()
+
+
+def plan_faults(scenario: Scenario, seed: int) -> list[FaultRecord]:
+    """Resolve targets (``random`` picks with a seeded RNG) into the drill's fault records."""
+    rng = random.Random(seed)
+    services = scenario.service_names()
+    return [FaultRecord(id=f.id, kind=f.kind, targets=f.resolved_targets(services, rng),
+                        at=f.at, duration=f.duration) for f in scenario.faults]
+
+
+class DrillRunner:
+    """Runs one scenario end to end."""
+
+    def __init__(self, scenario: Scenario, scenario_path: Path | None,
+                 options: RunOptions | None = None,
+                 on_tick: Callable[[Tick], None] | None = None,
+                 on_progress: Callable[[str, float], None] | None = None) -> None:
+        self.scenario = scenario
+        self.path = scenario_path
+        self.options = options or RunOptions()
+        self.on_tick = on_tick or (lambda tick: None)
+        self.on_progress = on_progress or (lambda message, fraction: None)
+        self.clock = WallClock()
+        self.backend_name = self.options.backend or scenario.stack.backend
+        self.verified: set[str] = set()
+
+    def run(self) -> DrillResult:
+        scenario = self.scenario
+        started = time.time()
+        records = plan_faults(scenario, self.options.seed)
+        backend = get_backend(self.backend_name)
+        existing = load_state()
+        if existing is not None:
+            raise StateError(f"stack {existing.id} is already up; a drill brings up its own "
+                             "stack: run `drillkit stack down` first")
+        spec = scenario.stack_spec()
+        status = "error"
+        error: str | None = None
+        analysis: Analysis | None = None
+        state: StackState | None = None
+        timeline: FaultTimeline | None = None
+        driver: Any = None
+        probe: Any = None
+        watcher: StackWatcher | None = None
+        t0: float | None = None
+        journal = Journal()
+        try:
+            with _signals_raise():
+                self.on_tick(self._tick("starting", None, records, message="bringing up the "
+                                        f"stack ({self.backend_name})"))
+                state = backend.up(spec, progress=self.on_progress)
+                # The released, verified versions; a response from anything else is wrong.
+                self.verified = _verified_digests(state)
+                state.owner = {"pid": os.getpid(), "scenario": scenario.name}
+                from drillkit.backends.base import save_state
+
+                save_state(state)
+                actions = _Actions(backend, state, journal, self.clock)
+                for record in records:
+                    actions.register(record, scenario.fault(record.id).params)
+                watcher = StackWatcher(state)
+                watcher.start()
+                driver, probe = self._start_load(state)
+                t0 = time.time() + scenario.load.warmup
+                timeline = FaultTimeline(records, actions, self.clock)
+                timeline.start(t0)
+                if probe is not None:
+                    probe.start()
+                status = self._watch(driver, watcher, records, t0)
+        except Interrupted as exc:
+            status = "interrupted"
+            error = str(exc)
+        except DrillkitError as exc:
+            status = "error"
+            error = str(exc)
+        finally:
+            with _signals_deferred():
+                self.on_tick(self._tick("healing", None, records, message="healing faults, "
+                                        "stopping load, taking the stack down"))
+                if timeline is not None:
+                    timeline.finish()
+                if probe is not None:
+                    probe.stop()
+                if driver is not None:
+                    driver.stop()
+                if watcher is not None:
+                    watcher.stop()
+                if state is not None:
+                    backend.down(state)
+                journal.compact()
+        if t0 is not None and driver is not None and watcher is not None:
+            analysis = self._analyze(driver, probe, watcher, records, t0, state)
+            if status == "running":
+                status = "passed" if analysis.passed else "failed"
+                if analysis.generator_saturated:
+                    status = "error"
+                    error = ("the load generator could not hold 90% of its target rate in "
+                             "the baseline; the drill is invalid")
+            elif status == "aborted":
+                status = "failed"
+        elif status == "running":
+            status = "error"
+        return DrillResult(
+            scenario=scenario, scenario_path=str(self.path or "<string>"),
+            scenario_sha256=scenario_digest(self.path, scenario), backend=self.backend_name,
+            status=status, started_at=_iso(started), finished_at=_iso(time.time()),
+            gpu=bool(state.gpu) if state is not None else False, analysis=analysis,
+            faults=records, error=error)
+
+    # -- pieces -----------------------------------------------------------------------------
+    def _start_load(self, state: StackState) -> tuple[Any, Any]:
+        from drillkit.load.driver import LoadDriver, LoadPlan
+        from drillkit.observe.quality import QualityProbe
+        from drillkit.stacks.recommender.store import ModelStore
+
+        load = self.scenario.load
+        catalog = self.scenario.stack_spec().catalog.resolved()
+        plan = LoadPlan(host=state.gateway_url, rate=load.rate, users=load.users,
+                        run_seconds=load.warmup + load.duration, timeout=load.timeout,
+                        workers=load.workers, n_users=catalog.users, k=10,
+                        seed=self.options.seed)
+        driver = LoadDriver(Path(state.run_dir))
+        driver.start(plan)
+        store = ModelStore(Path(state.store))
+        current = store.current()
+        probe = None
+        if current is not None:
+            probe = QualityProbe(state.gateway_url, store.version_dir(current),
+                                 seed=self.options.seed)
+        return driver, probe
+
+    def _watch(self, driver: Any, watcher: StackWatcher, records: list[FaultRecord],
+               t0: float) -> str:
+        load = self.scenario.load
+        end = t0 + load.duration
+        abort = self.scenario.abort
+        seen = 0
+        recent: list[tuple[float, bool]] = []
+        latencies: list[tuple[float, float]] = []
+        while True:
+            now = time.time()
+            if now >= end + load.timeout + 0.5:
+                return "running"
+            new, seen = driver.since(seen)
+            for r in new:
+                failed = r.status == 0 or r.status >= 500
+                recent.append((r.sent_at, failed))
+                latencies.append((r.sent_at, r.latency_ms))
+            horizon = now - max(abort.for_, 1.0)
+            recent = [x for x in recent if x[0] >= horizon]
+            latencies = [x for x in latencies if x[0] >= now - 1.0]
+            if now > t0 + abort.for_ and recent and abort.error_rate_above < 1.0:
+                window = [f for t, f in recent if t >= now - abort.for_]
+                if window and sum(window) / len(window) > abort.error_rate_above:
+                    self.on_tick(self._tick("stopping", now - t0, records, message=(
+                        f"abort: error rate above {abort.error_rate_above:.0%} for "
+                        f"{abort.for_:g} s")))
+                    return "aborted"
+            last_second = [lat for t, lat in latencies]
+            states, _ = watcher.snapshot()
+            tick = self._tick("warmup" if now < t0 else "running", now - t0, records,
+                              rps=float(len(last_second)),
+                              p99=sorted(last_second)[int(0.99 * (len(last_second) - 1))]
+                              if last_second else 0.0,
+                              failed=sum(1 for _, f in recent if f and _ >= now - 1.0),
+                              requests=seen, states=states)
+            self.on_tick(tick)
+            time.sleep(0.25)
+
+    def _tick(self, phase: str, t: float | None, records: list[FaultRecord], *,
+              rps: float = 0.0, p99: float = 0.0, failed: int = 0, requests: int = 0,
+              states: dict[str, str] | None = None, message: str = "") -> Tick:
+        return Tick(phase=phase, t=t, duration=self.scenario.load.duration, rps=rps,
+                    p99_ms=p99, failed=failed, degraded=0, requests=requests,
+                    replica_states=states or {}, faults=records, message=message)
+
+    def _analyze(self, driver: Any, probe: Any, watcher: StackWatcher,
+                 records: list[FaultRecord], t0: float, state: StackState | None) -> Analysis:
+        scenario = self.scenario
+        rows = driver.records()
+        recs = Records.build(rows, t0=t0, verified_digests=self.verified)
+        quality = [QualitySample(t - t0, share) for t, share in
+                   (probe.samples() if probe is not None else [])]
+        _, events = watcher.snapshot()
+        detection = [DetectionEvent(e.t - t0, e.source, e.subject, e.what) for e in events]
+        runs = []
+        for record in records:
+            spec = scenario.fault(record.id)
+            expect = spec.expect
+            max_failed = expect.max_failed_requests
+            runs.append(FaultRun(
+                id=record.id, kind=record.kind, target=",".join(record.targets),
+                injected_at=None if record.injected_at is None else record.injected_at - t0,
+                healed_at=None if record.healed_at is None else record.healed_at - t0,
+                evidence=record.evidence or (record.error or ""),
+                expect=Expectation(
+                    detect_within=expect.detect_within,
+                    recover_within=expect.recover_within,
+                    max_failed_requests=_count_or_share(max_failed),
+                    max_wrong_model_responses=expect.max_wrong_model_responses)))
+        slo = scenario.slo
+        return analyze(DrillInput(
+            records=recs, quality=quality, faults=runs, events=detection,
+            slo=SLO(availability=slo.availability, p99_ms=slo.p99_ms, quality=slo.quality,
+                    degraded_max=slo.degraded_max),
+            duration=scenario.load.duration, target_rps=scenario.load.rate,
+            pass_score=scenario.scoring.pass_score,
+            generator_saturated=_saturated(recs, records, t0, scenario.load.rate)))
+
+
+def _count_or_share(value: Any) -> int | float | None:
+    if value is None:
+        return None
+    if isinstance(value, int | float):
+        return value
+    # units.CountOrShare: a count or a share
+    share = getattr(value, "share", None)
+    if share is not None:
+        return float(share)
+    return int(getattr(value, "count", value))
+
+
+def _saturated(recs: Records, records: list[FaultRecord], t0: float, rate: float) -> bool:
+    """The generator could not hold 90% of its rate in the baseline (before the first fault)."""
+    first = min((r.at for r in records), default=None)
+    end = first if first is not None and first > 0 else float(recs.t[-1]) if len(recs) else 0.0
+    if end <= 1.0:
+        return False
+    baseline = recs.window(0.0, end)
+    return len(baseline) < 0.9 * rate * end
+
+
+def _verified_digests(state: StackState) -> set[str]:
+    """Digests of every version that verifies in the stack's stores when it comes up."""
+    from drillkit.stacks.recommender.store import ModelStore, signing_key
+
+    digests: set[str] = set()
+    key = signing_key()
+    for root in state.all_stores():
+        for check in ModelStore(root).check_all(key=key):
+            if check.manifest is not None:
+                digests.add(check.manifest.digest)
+    return digests
+
+
+def environment(gpu: bool) -> dict[str, Any]:
+    return {"gpu": gpu, "python": platform.python_version(), "host_cpus": os.cpu_count() or 1}
+
+
+def fail_if_harness_broken(result: DrillResult) -> None:
+    if result.status == "error" and result.error:
+        raise EnvironmentFailure(result.error)
+
+
+__all__ = ["DrillResult", "DrillRunner", "Interrupted", "RunOptions", "Tick", "__version__"]

@@ -1,0 +1,43 @@
+"""``kill_node``: the target dies at once (SIGKILL), or stops gracefully (SIGTERM)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, ClassVar
+
+from drillkit.errors import EnvironmentFailure
+from drillkit.faults.base import ROLE_GATEWAY, ROLE_REPLICA, FaultKind
+from drillkit.faults.params import KillNodeParams
+
+# A graceful stop lets in-flight requests finish; uvicorn gives them 5 s.
+_STOP_WAIT = 10.0
+
+
+class KillNode(FaultKind[KillNodeParams]):
+    name: ClassVar[str] = "kill_node"
+    Params = KillNodeParams
+    description: ClassVar[str] = "the target dies at once (KILL) or stops gracefully (TERM)"
+    target_roles: ClassVar[frozenset[str]] = frozenset({ROLE_REPLICA, ROLE_GATEWAY})
+
+    def apply(self, ctx: Any, target: str, params: KillNodeParams) -> dict[str, Any]:
+        record = ctx.begin(self.name, target, {"service": target, "signal": params.signal})
+        ctx.backend.kill(ctx.state, target, signal=params.signal)
+        return dict(record)
+
+    def check_applied(
+        self, ctx: Any, target: str, params: KillNodeParams, record: dict[str, Any]
+    ) -> str:
+        deadline = time.monotonic() + (0.0 if params.signal == "KILL" else _STOP_WAIT) + 2.0
+        while ctx.backend.service_alive(ctx.state, target):
+            if time.monotonic() > deadline:
+                raise EnvironmentFailure(f"{target} is still running after SIG{params.signal}")
+            time.sleep(0.01)
+        pid = ctx.state.services[target].pid
+        return f"{target} (pid {pid}) is gone after SIG{params.signal}"
+
+    def heal(self, ctx: Any, record: dict[str, Any]) -> None:
+        target = record["service"]
+        if not ctx.backend.service_alive(ctx.state, target):
+            ctx.backend.restart(ctx.state, target)
+            ctx.save_state()
+        ctx.wait_ready(target)

@@ -1,0 +1,42 @@
+"""``pause_node``: the target freezes (SIGSTOP / container pause); its sockets stay open and
+nothing answers, the nastiest kind of failure for a client without deadlines."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, ClassVar
+
+from drillkit.errors import EnvironmentFailure
+from drillkit.faults.base import ROLE_GATEWAY, ROLE_REPLICA, FaultKind
+from drillkit.faults.params import PauseNodeParams
+
+
+class PauseNode(FaultKind[PauseNodeParams]):
+    name: ClassVar[str] = "pause_node"
+    Params = PauseNodeParams
+    description: ClassVar[str] = "the target freezes: sockets stay open, nothing answers"
+    target_roles: ClassVar[frozenset[str]] = frozenset({ROLE_REPLICA, ROLE_GATEWAY})
+
+    def apply(self, ctx: Any, target: str, params: PauseNodeParams) -> dict[str, Any]:
+        record = ctx.begin(self.name, target, {"service": target})
+        ctx.backend.pause(ctx.state, target)
+        return dict(record)
+
+    def check_applied(
+        self, ctx: Any, target: str, params: PauseNodeParams, record: dict[str, Any]
+    ) -> str:
+        # Signal delivery is asynchronous: give the kernel a moment to stop every thread.
+        deadline = time.monotonic() + 2.0
+        status = ctx.backend.service_status(ctx.state, target)
+        while status == "running" and time.monotonic() < deadline:
+            time.sleep(0.01)
+            status = ctx.backend.service_status(ctx.state, target)
+        if status != "paused":
+            raise EnvironmentFailure(f"{target} is {status}, not paused")
+        return f"{target} (pid {ctx.state.services[target].pid}) is stopped (SIGSTOP)"
+
+    def heal(self, ctx: Any, record: dict[str, Any]) -> None:
+        target = record["service"]
+        ctx.backend.resume(ctx.state, target)
+        if ctx.backend.service_alive(ctx.state, target):
+            ctx.wait_ready(target)

@@ -1,0 +1,390 @@
+"""Drive Locust from drillkit's process: a child process that generates the load, and a
+:class:`~drillkit.load.sink.RecordSink` that receives one record per request from it.
+
+Locust is never imported here (it would monkey-patch this process with gevent); it runs as
+``python -m locust -f drillkit/load/locustfile.py --headless ...`` in its own process group,
+with its output in ``<run_dir>/locust.log`` and its final statistics in
+``<run_dir>/locust_stats.json``.
+
+Timeline of one :class:`LoadDriver`::
+
+    start(plan)   sink up -> child started -> every load process connected to the sink
+    ...           records()/since(i) give the requests completed so far
+    wait(t)       the child ends by itself after plan.run_seconds (+ up to stop_timeout)
+    stop()        SIGTERM to the group -> Locust lets in-flight requests finish (up to
+                  timeout + 1 s), flushes its records and exits; SIGKILL after a grace
+                  period; the sink drains and stops. Nothing of the child is left running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from drillkit.errors import EnvironmentFailure, InputError
+from drillkit.load.sink import RecordSink, SinkStats
+from drillkit.observe.records import RequestRecord
+
+__all__ = ["LOCUSTFILE", "LoadDriver", "LoadPlan", "LocustSummary"]
+
+LOCUSTFILE = Path(__file__).with_name("locustfile.py")
+LOG_NAME = "locust.log"
+STATS_NAME = "locust_stats.json"
+
+# Extra seconds, beyond Locust's own stop timeout, that stop() waits after SIGTERM before it
+# SIGKILLs the group: Locust needs them to print its summary and flush the records.
+_TERM_GRACE = 5.0
+_LOG_TAIL_LINES = 20
+
+
+@dataclass(frozen=True)
+class LoadPlan:
+    """What to offer, to whom, for how long.
+
+    ``rate`` is the total target in requests/s over all ``users``; each user is paced at
+    ``rate / users``. Locust users are closed-loop: a user waiting on a slow request sends
+    nothing else, so keep ``users >= rate * timeout`` if the offered rate must survive a
+    stack that hangs. ``run_seconds`` is rounded up to whole seconds (Locust's resolution).
+    ``n_users`` bounds the user ids asked for; ``cold_share`` of the requests ask for an id
+    above it (a cold-start answer). ``emit_records=False`` runs the same user class without
+    the per-request record listener (a reference for benchmarks).
+    """
+
+    host: str
+    rate: float
+    users: int
+    run_seconds: float
+    timeout: float
+    n_users: int
+    workers: int = 1
+    k: int = 10
+    seed: int = 0
+    cold_share: float = 0.01
+    emit_records: bool = True
+
+    def validate(self) -> None:
+        """Raise InputError naming the first field that is out of range."""
+        checks: Sequence[tuple[bool, str]] = (
+            (self.rate > 0, f"rate: expected > 0, got {self.rate}"),
+            (self.users >= 1, f"users: expected >= 1, got {self.users}"),
+            (self.run_seconds > 0, f"run_seconds: expected > 0, got {self.run_seconds}"),
+            (self.timeout > 0, f"timeout: expected > 0, got {self.timeout}"),
+            (self.n_users >= 1, f"n_users: expected >= 1, got {self.n_users}"),
+            (self.workers >= 1, f"workers: expected >= 1, got {self.workers}"),
+            (self.k >= 1, f"k: expected >= 1, got {self.k}"),
+            (0 <= self.cold_share <= 1, f"cold_share: expected 0..1, got {self.cold_share}"),
+            (self.users >= self.workers, f"users: expected >= workers ({self.workers})"),
+        )
+        for ok, message in checks:
+            if not ok:
+                raise InputError(f"load plan: {message}")
+
+    @property
+    def stop_timeout(self) -> int:
+        """Seconds Locust waits for in-flight requests when it stops (whole seconds)."""
+        return math.ceil(self.timeout) + 1
+
+
+@dataclass(frozen=True)
+class LocustSummary:
+    """Locust's own totals for the run, from its ``--json-file`` (counted at completion)."""
+
+    requests: int
+    failures: int
+    first: float  # epoch second of the first completion Locust counted
+    last: float  # epoch time of the last completion
+    per_second: dict[int, int]  # completions per wall-clock epoch second
+
+    def rate_between(self, start: float, end: float) -> float:
+        """Completions per second over the whole seconds inside [start, end)."""
+        lo, hi = math.ceil(start), math.floor(end)
+        if hi <= lo:
+            return 0.0
+        return sum(n for s, n in self.per_second.items() if lo <= s < hi) / (hi - lo)
+
+
+class LoadDriver:
+    """Runs one Locust child process and collects its per-request records.
+
+    ``run_dir`` receives ``locust.log`` and ``locust_stats.json``.
+    """
+
+    def __init__(self, run_dir: Path, *, ready_timeout: float = 30.0) -> None:
+        self.run_dir = Path(run_dir)
+        self.ready_timeout = ready_timeout
+        self.plan: LoadPlan | None = None
+        self.started_at: float | None = None  # epoch time the load processes were ready
+        self._sink = RecordSink()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+        self._stopped = False
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def command(self, plan: LoadPlan) -> list[str]:
+        """The Locust command line for ``plan`` (without the environment it needs)."""
+        # Spawning at `rate` users/s staggers the users over one pacing period, so the
+        # offered load is smooth from the start instead of arriving in bursts.
+        spawn_rate = max(plan.rate, float(plan.users))
+        cmd = [
+            sys.executable, "-m", "locust",
+            "-f", str(LOCUSTFILE),
+            "--headless",
+            "--host", plan.host,
+            "-u", str(plan.users),
+            "-r", f"{spawn_rate:g}",
+            "--run-time", f"{math.ceil(plan.run_seconds)}s",
+            "--stop-timeout", str(plan.stop_timeout),
+            "--only-summary",
+            "--loglevel", "WARNING",
+            "--exit-code-on-error", "0",
+            # Locust appends ".json" to this name itself.
+            "--json-file", str(self.run_dir / STATS_NAME.removesuffix(".json")),
+        ]  # fmt: skip
+        if plan.workers > 1:
+            cmd += ["--processes", str(plan.workers)]
+        return cmd
+
+    def environment(self, plan: LoadPlan, sink: str) -> dict[str, str]:
+        """The child's environment: ours plus the DRILLKIT_* settings the locustfile reads."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LOCUST_")}
+        package_root = str(LOCUSTFILE.parents[2])
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+        env.update(
+            DRILLKIT_SINK=sink,
+            DRILLKIT_RATE=repr(float(plan.rate)),
+            DRILLKIT_USERS=str(plan.users),
+            DRILLKIT_N_USERS=str(plan.n_users),
+            DRILLKIT_K=str(plan.k),
+            DRILLKIT_TIMEOUT=repr(float(plan.timeout)),
+            DRILLKIT_SEED=str(plan.seed),
+            DRILLKIT_COLD_SHARE=repr(float(plan.cold_share)),
+            DRILLKIT_EMIT_RECORDS="1" if plan.emit_records else "0",
+            PYTHONUNBUFFERED="1",
+        )
+        return env
+
+    def start(self, plan: LoadPlan) -> None:
+        """Start the sink and the Locust child; return once every load process is connected.
+
+        Raises EnvironmentFailure, with the end of Locust's log, when the child exits or
+        does not connect within ``ready_timeout`` (bad host, Locust not installed, ...).
+        """
+        if self._proc is not None:
+            raise RuntimeError("LoadDriver.start() called twice")
+        plan.validate()
+        self.plan = plan
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            (self.run_dir / STATS_NAME).unlink()
+        self._sink.start()
+        self._log = (self.run_dir / LOG_NAME).open("wb")
+        try:
+            self._proc = subprocess.Popen(
+                self.command(plan),
+                cwd=self.run_dir,
+                env=self.environment(plan, self._sink.address),
+                stdin=subprocess.DEVNULL,
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: stop() signals all of it
+            )
+        except OSError as exc:
+            self.stop()
+            raise EnvironmentFailure(f"load generator: cannot start Locust: {exc}") from None
+        try:
+            self._wait_ready(plan)
+        except BaseException:
+            self.stop()
+            raise
+        self.started_at = time.time()
+
+    def _wait_ready(self, plan: LoadPlan) -> None:
+        assert self._proc is not None
+        deadline = time.monotonic() + self.ready_timeout
+        while self._sink.stats().connections < plan.workers:
+            rc = self._proc.poll()
+            if rc is not None:
+                raise EnvironmentFailure(
+                    f"load generator: Locust exited with code {rc} before it started; "
+                    f"end of {self.log_path}:\n{self.log_tail()}"
+                )
+            if time.monotonic() > deadline:
+                raise EnvironmentFailure(
+                    f"load generator: Locust did not start within {self.ready_timeout:g} s; "
+                    f"end of {self.log_path}:\n{self.log_tail()}"
+                )
+            time.sleep(0.02)
+
+    @property
+    def running(self) -> bool:
+        """True while the Locust child is alive."""
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        """The child's pid, which is also its process group id."""
+        return self._proc.pid if self._proc is not None else None
+
+    def wait(self, timeout: float) -> int:
+        """Wait for the child to end by itself and return its exit code.
+
+        Once it has ended, the records it flushed are all in :meth:`records`. Raises
+        EnvironmentFailure if it is still running after ``timeout`` seconds (it keeps
+        running: call :meth:`stop`).
+        """
+        if self._proc is None:
+            raise RuntimeError("LoadDriver.wait() before start()")
+        try:
+            rc = self._proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise EnvironmentFailure(
+                f"load generator: Locust still running after {timeout:g} s"
+            ) from None
+        self._sink.wait_closed(2.0)
+        return rc
+
+    def stop(self, grace: float | None = None) -> int | None:
+        """Stop the child (SIGTERM to its group, SIGKILL after the grace period), then the
+        sink. Returns the child's exit code (None if it never started). Idempotent.
+
+        ``grace`` defaults to the plan's stop timeout plus a few seconds: enough for Locust
+        to let in-flight requests finish and flush their records.
+        """
+        rc: int | None = None
+        proc = self._proc
+        if proc is not None:
+            if grace is None:
+                grace = (self.plan.stop_timeout if self.plan else 1) + _TERM_GRACE
+            rc = proc.poll()
+            if rc is None:
+                _signal_group(proc.pid, signal.SIGTERM)
+                try:
+                    rc = proc.wait(grace)
+                except subprocess.TimeoutExpired:
+                    _signal_group(proc.pid, signal.SIGKILL)
+                    rc = proc.wait()
+            # Workers forked by `--processes` may outlive their master; none may survive.
+            if _group_alive(proc.pid):
+                _signal_group(proc.pid, signal.SIGTERM)
+                _wait_group_gone(proc.pid, 2.0)
+                _signal_group(proc.pid, signal.SIGKILL)
+                _wait_group_gone(proc.pid, 2.0)
+        self._sink.stop()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        self._stopped = True
+        return rc
+
+    def __enter__(self) -> LoadDriver:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- results --------------------------------------------------------------------------
+
+    def records(self) -> list[RequestRecord]:
+        """Every record received so far (a snapshot)."""
+        return self._sink.records()
+
+    def since(self, index: int) -> tuple[list[RequestRecord], int]:
+        """Records after the first ``index`` and the next index: a live view."""
+        return self._sink.since(index)
+
+    @property
+    def count(self) -> int:
+        """How many records were received."""
+        return self._sink.count
+
+    def sink_stats(self) -> SinkStats:
+        """The sink's counters (connections, trailers, records the generator dropped)."""
+        return self._sink.stats()
+
+    @property
+    def log_path(self) -> Path:
+        return self.run_dir / LOG_NAME
+
+    def log_tail(self, lines: int = _LOG_TAIL_LINES) -> str:
+        """The last lines of Locust's log."""
+        if self._log is not None:
+            with contextlib.suppress(OSError, ValueError):
+                self._log.flush()
+        try:
+            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:]) or "(empty log)"
+
+    def locust_summary(self) -> LocustSummary | None:
+        """Locust's own totals, once the child has exited (None when it wrote none)."""
+        try:
+            entries: list[dict[str, Any]] = json.loads((self.run_dir / STATS_NAME).read_text())
+        except (OSError, ValueError):
+            return None
+        per_second: dict[int, int] = {}
+        requests = failures = 0
+        first, last = math.inf, 0.0
+        for entry in entries:
+            requests += int(entry.get("num_requests", 0))
+            failures += int(entry.get("num_failures", 0))
+            for second, n in (entry.get("num_reqs_per_sec") or {}).items():
+                per_second[int(second)] = per_second.get(int(second), 0) + int(n)
+            if entry.get("last_request_timestamp"):
+                last = max(last, float(entry["last_request_timestamp"]))
+        if per_second:
+            first = float(min(per_second))
+        return LocustSummary(requests, failures, first if per_second else 0.0, last, per_second)
+
+    def saturated(self, window_start: float, window_end: float, target_rate: float) -> bool:
+        """True when completions per second in [window_start, window_end) (epoch seconds,
+        a request counted when it completes) fell below 90% of ``target_rate``.
+
+        A saturated generator makes the drill invalid (exit 3), not the stack failed. A
+        stack that hangs also lowers completions when users are too few to cover the
+        timeout (see :class:`LoadPlan`), so size ``users`` before trusting this.
+        """
+        span = window_end - window_start
+        if span <= 0 or target_rate <= 0:
+            return False
+        done = sum(
+            1
+            for r in self._sink.records()
+            if window_start <= r.sent_at + r.latency_ms / 1000.0 < window_end
+        )
+        return done / span < 0.9 * target_rate
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _wait_group_gone(pgid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _group_alive(pgid):
+            return True
+        time.sleep(0.02)
+    return not _group_alive(pgid)

@@ -1,0 +1,293 @@
+"""The receiving end of the per-request records: a local TCP server in drillkit's own process.
+
+Each Locust process connects once and streams newline-delimited wire records (see
+:mod:`drillkit.observe.records`). A connection may end with one *trailer*, a JSON object
+``{"sent": N, "dropped": D, "pid": P}``, in which the generator says how many records it
+wrote and how many it had to drop (a write error, or a sink that stopped reading); the sink
+sums them so a caller can tell a complete record set from a lossy one.
+
+The server runs on one background thread around :mod:`selectors`. It never blocks the
+generator for long: it reads whatever is available on every ready connection, splits it at
+newlines (keeping a partial last line for the next read) and parses outside the lock that
+guards the shared list. Parsing costs a few microseconds per record, so one thread keeps up
+with tens of thousands of records per second; the figure is measured by
+``bench/load_pipeline.py``.
+
+This module must not import locust: it runs in drillkit's process, which gevent's monkey
+patching would break.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import selectors
+import socket
+import threading
+import time
+from dataclasses import dataclass, field, replace
+
+from drillkit.errors import EnvironmentFailure
+from drillkit.observe.records import RequestRecord
+
+__all__ = ["RecordSink", "SinkStats"]
+
+logger = logging.getLogger("drillkit.load.sink")
+
+_READ_SIZE = 1 << 18
+# How long the selector sleeps when nothing happens: it bounds how late stop() is noticed.
+_POLL_SECONDS = 0.05
+
+
+@dataclass
+class SinkStats:
+    """Counters of a sink; a snapshot, safe to keep."""
+
+    records: int = 0
+    connections: int = 0  # accepted so far
+    open_connections: int = 0
+    malformed: int = 0  # lines that were neither a record nor a trailer
+    trailers: int = 0  # connections that ended with a trailer
+    reported_sent: int = 0  # sum of the trailers' "sent"
+    reported_dropped: int = 0  # sum of the trailers' "dropped"
+    senders: dict[int, int] = field(default_factory=dict)  # trailer pid -> records it sent
+
+
+@dataclass
+class _Conn:
+    sock: socket.socket
+    pending: bytearray = field(default_factory=bytearray)
+
+
+class RecordSink:
+    """A TCP server on 127.0.0.1 that collects :class:`RequestRecord` lines from any number
+    of connections.
+
+    Use ``port = sink.start()``, hand ``127.0.0.1:<port>`` to the generator, read with
+    :meth:`records` or :meth:`since`, and call :meth:`stop` (which drains what the generator
+    already wrote) when done.
+    """
+
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self._host = host
+        self._lock = threading.Lock()
+        self._records: list[RequestRecord] = []
+        self._stats = SinkStats()
+        self._listener: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._conns: dict[int, _Conn] = {}
+        self._port = 0
+        self._error: BaseException | None = None
+        self._drain_deadline = 0.0
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> int:
+        """Bind an ephemeral port, start the reader thread and return the port."""
+        if self._thread is not None:
+            raise RuntimeError("RecordSink.start() called twice")
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            listener.bind((self._host, 0))
+            listener.listen(128)
+        except OSError as exc:
+            listener.close()
+            raise EnvironmentFailure(f"record sink: cannot listen on {self._host}: {exc}") from None
+        listener.setblocking(False)
+        self._listener = listener
+        self._port = int(listener.getsockname()[1])
+        self._thread = threading.Thread(target=self._run, name="drillkit-record-sink", daemon=True)
+        self._thread.start()
+        return self._port
+
+    @property
+    def port(self) -> int:
+        """The bound port (0 before :meth:`start`)."""
+        return self._port
+
+    @property
+    def address(self) -> str:
+        """``host:port`` as the generator expects it in ``DRILLKIT_SINK``."""
+        return f"{self._host}:{self._port}"
+
+    def stop(self, drain_timeout: float = 2.0) -> None:
+        """Stop accepting, read what the connections already hold, close everything.
+
+        Idempotent. Data a generator wrote before it closed its socket is never lost; a
+        generator still writing after ``drain_timeout`` is cut off.
+        """
+        thread = self._thread
+        if thread is None or self._stopping.is_set():
+            if thread is not None:
+                thread.join()
+            return
+        self._drain_deadline = time.monotonic() + drain_timeout
+        self._stopping.set()
+        thread.join()
+
+    def wait_closed(self, timeout: float) -> bool:
+        """Wait until every accepted connection reached its end; False on timeout.
+
+        After the generator exited, this makes :meth:`records` complete without stopping.
+        """
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if self._stats.open_connections == 0:
+                    return True
+            time.sleep(0.01)
+        return False
+
+    # -- reading --------------------------------------------------------------------------
+
+    def records(self) -> list[RequestRecord]:
+        """A snapshot of every record received so far, in arrival order."""
+        with self._lock:
+            return list(self._records)
+
+    def since(self, index: int) -> tuple[list[RequestRecord], int]:
+        """Records received after the first ``index``, and the index to pass next time."""
+        with self._lock:
+            new = self._records[index:]
+            return new, index + len(new)
+
+    @property
+    def count(self) -> int:
+        """How many records were received."""
+        with self._lock:
+            return len(self._records)
+
+    def stats(self) -> SinkStats:
+        """A copy of the counters."""
+        with self._lock:
+            return replace(self._stats, senders=dict(self._stats.senders))
+
+    @property
+    def error(self) -> BaseException | None:
+        """The exception that ended the reader thread, if one did."""
+        return self._error
+
+    # -- the reader thread ----------------------------------------------------------------
+
+    def _run(self) -> None:
+        assert self._listener is not None
+        selector = selectors.DefaultSelector()
+        selector.register(self._listener, selectors.EVENT_READ, None)
+        try:
+            while not self._stopping.is_set():
+                for key, _ in selector.select(_POLL_SECONDS):
+                    if key.data is None:
+                        self._accept(selector)
+                    else:
+                        self._read(selector, key.data)
+            selector.unregister(self._listener)
+            self._listener.close()
+            # Final drain: whatever the generators wrote before closing is still in the
+            # kernel's buffers; read until each connection ends or the deadline passes.
+            while self._conns and time.monotonic() < self._drain_deadline:
+                for key, _ in selector.select(_POLL_SECONDS):
+                    self._read(selector, key.data)
+        except BaseException as exc:  # pragma: no cover - reported through .error
+            self._error = exc
+            logger.exception("record sink failed")
+        finally:
+            for conn in list(self._conns.values()):
+                self._close(selector, conn)
+            selector.close()
+
+    def _accept(self, selector: selectors.BaseSelector) -> None:
+        assert self._listener is not None
+        while True:
+            try:
+                sock, _ = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                logger.warning("record sink: accept failed: %s", exc)
+                return
+            sock.setblocking(False)
+            conn = _Conn(sock)
+            self._conns[sock.fileno()] = conn
+            selector.register(sock, selectors.EVENT_READ, conn)
+            with self._lock:
+                self._stats.connections += 1
+                self._stats.open_connections += 1
+
+    def _read(self, selector: selectors.BaseSelector, conn: _Conn) -> None:
+        try:
+            data = conn.sock.recv(_READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            # The end of the stream: a last line without its newline still counts.
+            if conn.pending:
+                self._ingest([bytes(conn.pending)])
+                conn.pending.clear()
+            self._close(selector, conn)
+            return
+        end = data.rfind(b"\n")
+        if end < 0:
+            conn.pending += data
+            return
+        if conn.pending:
+            conn.pending += data[: end + 1]
+            chunk = bytes(conn.pending)
+            conn.pending.clear()
+        else:
+            chunk = data[: end + 1]
+        conn.pending += data[end + 1 :]
+        self._ingest(chunk.split(b"\n"))
+
+    def _ingest(self, lines: list[bytes]) -> None:
+        parsed: list[RequestRecord] = []
+        malformed = 0
+        trailers: list[dict[str, object]] = []
+        from_wire = RequestRecord.from_wire
+        for line in lines:
+            if not line:
+                continue
+            if line[0] == 0x7B:  # "{": a trailer, not a record
+                try:
+                    trailer = json.loads(line)
+                except ValueError:
+                    malformed += 1
+                    continue
+                if isinstance(trailer, dict):
+                    trailers.append(trailer)
+                else:
+                    malformed += 1
+                continue
+            try:
+                parsed.append(from_wire(line))
+            except (ValueError, TypeError):
+                malformed += 1
+        with self._lock:
+            self._records.extend(parsed)
+            stats = self._stats
+            stats.records += len(parsed)
+            stats.malformed += malformed
+            for trailer in trailers:
+                stats.trailers += 1
+                stats.reported_sent += _as_int(trailer.get("sent"))
+                stats.reported_dropped += _as_int(trailer.get("dropped"))
+                pid = _as_int(trailer.get("pid"))
+                stats.senders[pid] = stats.senders.get(pid, 0) + _as_int(trailer.get("sent"))
+        if malformed:
+            logger.warning("record sink: %d malformed line(s) ignored", malformed)
+
+    def _close(self, selector: selectors.BaseSelector, conn: _Conn) -> None:
+        with contextlib.suppress(KeyError, ValueError):
+            selector.unregister(conn.sock)
+        with contextlib.suppress(OSError):
+            self._conns.pop(conn.sock.fileno(), None)
+        conn.sock.close()
+        with self._lock:
+            self._stats.open_connections -= 1
+
+
+def _as_int(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0

@@ -1,0 +1,306 @@
+"""The JSON report, schema version 1 (contracts.md section 4), as pydantic models.
+
+Every field of the contract is required. drillkit adds a few *extension* fields, all optional
+with a default, so that a report that carries only the contract's fields still reads:
+
+- ``faults[].evidence`` (what the fault did, in words) and ``faults[].detected_by`` (the
+  ``"<source>: <what>"`` of the event that counted as detection, or null);
+- ``checks[].credit`` (0..1, what the check earned before its weight), ``checks[].op``
+  (``<=``, ``>=``, or ``==`` for yes/no checks, whose target and actual are 1 or 0) and
+  ``checks[].detail`` (a human explanation);
+- ``series[].quality`` (mean quality share of the window's probes), written only when known;
+- ``error`` (one line: why a drill ended in status ``error`` or ``interrupted``).
+
+No other field is accepted: an unknown key is a typo or a report from a different schema.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+from datetime import datetime
+from typing import Any, Final, Literal
+
+from pydantic import BaseModel, ConfigDict, SerializationInfo, SerializerFunctionWrapHandler
+from pydantic import model_serializer as _model_serializer
+
+from drillkit import __version__
+from drillkit.scoring.analyze import Analysis
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "CheckReport",
+    "DrillReport",
+    "Environment",
+    "FaultReport",
+    "LoadSummary",
+    "PhaseReport",
+    "ScenarioRef",
+    "SeriesReport",
+    "Status",
+    "format_score",
+]
+
+SCHEMA_VERSION: Final = 1
+
+Status = Literal["passed", "failed", "error", "interrupted"]
+
+#: The process exit code of each status (contracts.md section 1).
+EXIT_CODES: dict[str, int] = {"passed": 0, "failed": 1, "error": 3, "interrupted": 130}
+
+
+def format_score(score: float) -> str:
+    """The score with two decimals, truncated: 79.996 must not read as a passing 80.00."""
+    # The epsilon undoes float error such as 0.29 * 100 == 28.999999999999996.
+    return f"{math.floor(score * 100 + 1e-9) / 100:.2f}"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ScenarioRef(_Model):
+    """The scenario file the drill ran."""
+
+    name: str
+    path: str
+    sha256: str
+
+
+class Environment(_Model):
+    """Where the drill ran."""
+
+    gpu: bool
+    python: str
+    host_cpus: int
+
+    @classmethod
+    def detect(cls, *, gpu: bool) -> Environment:
+        """This machine; ``gpu`` says whether the stack used one (the caller knows)."""
+        return cls(gpu=gpu, python=platform.python_version(), host_cpus=os.cpu_count() or 1)
+
+
+class LoadSummary(_Model):
+    """What the load generator was asked for and what it achieved over the scored time."""
+
+    target_rps: float
+    achieved_rps: float
+    requests: int
+    generator_saturated: bool
+
+
+class PhaseReport(_Model):
+    """Figures of one phase ``[start, end)``; see :class:`drillkit.scoring.PhaseStats`."""
+
+    name: str
+    start: float
+    end: float
+    requests: int
+    failed: int
+    degraded: int
+    wrong_model: int
+    availability: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    rps: float
+    quality: float | None
+
+
+class FaultReport(_Model):
+    """One fault's timeline; times are seconds from t=0, null when it never happened."""
+
+    id: str
+    kind: str
+    target: str
+    injected_at: float | None
+    healed_at: float | None
+    detected_at: float | None
+    recovered_at: float | None
+    ttd_s: float | None
+    rto_s: float | None
+    requests: int
+    failed_requests: int
+    degraded_responses: int
+    wrong_model_responses: int
+    p99_ms: float
+    # extensions
+    evidence: str = ""
+    detected_by: str | None = None
+
+
+class CheckReport(_Model):
+    """One judged figure; ``actual`` is null when the figure does not exist."""
+
+    name: str
+    phase: str
+    target: float
+    actual: float | None
+    passed: bool
+    weight: float
+    critical: bool
+    # extensions
+    credit: float | None = None
+    op: Literal["<=", ">=", "=="] | None = None
+    detail: str = ""
+
+    @property
+    def earned(self) -> float:
+        """The credit, or 1/0 from ``passed`` for a report that does not carry it."""
+        if self.credit is not None:
+            return self.credit
+        return 1.0 if self.passed else 0.0
+
+
+class SeriesReport(_Model):
+    """One time window of the series (100 ms unless the report says otherwise)."""
+
+    t: float
+    rps: float
+    failed: int
+    degraded: int
+    p50_ms: float
+    p99_ms: float
+    # extension, written only when a probe ran in the window
+    quality: float | None = None
+
+    @_model_serializer(mode="wrap")
+    def _drop_unknown_quality(
+        self, handler: SerializerFunctionWrapHandler, info: SerializationInfo
+    ) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if data.get("quality") is None:
+            data.pop("quality", None)
+        return data
+
+
+class DrillReport(_Model):
+    """A drill's report, as written to JSON and read back by ``drillkit report show``."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    drillkit_version: str
+    scenario: ScenarioRef
+    backend: str
+    environment: Environment
+    status: Status
+    started_at: datetime
+    finished_at: datetime
+    score: float
+    pass_score: float
+    load: LoadSummary
+    phases: list[PhaseReport]
+    faults: list[FaultReport]
+    checks: list[CheckReport]
+    series: list[SeriesReport]
+    # extension
+    error: str | None = None
+
+    @property
+    def exit_code(self) -> int:
+        """The exit code this drill's status calls for (contracts.md section 1)."""
+        return EXIT_CODES[self.status]
+
+    @classmethod
+    def from_analysis(
+        cls,
+        analysis: Analysis,
+        *,
+        scenario: ScenarioRef,
+        backend: str,
+        environment: Environment,
+        started_at: datetime,
+        finished_at: datetime,
+        status: Status | None = None,
+        error: str | None = None,
+        drillkit_version: str = __version__,
+    ) -> DrillReport:
+        """The report of an analysed drill.
+
+        ``status`` defaults to ``passed``/``failed`` from the analysis; pass ``error`` or
+        ``interrupted`` (with ``error`` saying why) for a drill that did not run to its end.
+        """
+        return cls(
+            drillkit_version=drillkit_version,
+            scenario=scenario,
+            backend=backend,
+            environment=environment,
+            status=status or ("passed" if analysis.passed else "failed"),
+            started_at=started_at,
+            finished_at=finished_at,
+            score=analysis.score,
+            pass_score=analysis.pass_score,
+            load=LoadSummary(
+                target_rps=analysis.target_rps,
+                achieved_rps=analysis.achieved_rps,
+                requests=analysis.requests,
+                generator_saturated=analysis.generator_saturated,
+            ),
+            phases=[
+                PhaseReport(
+                    name=p.name,
+                    start=p.start,
+                    end=p.end,
+                    requests=p.requests,
+                    failed=p.failed,
+                    degraded=p.degraded,
+                    wrong_model=p.wrong_model,
+                    availability=p.availability,
+                    p50_ms=p.p50_ms,
+                    p95_ms=p.p95_ms,
+                    p99_ms=p.p99_ms,
+                    rps=p.rps,
+                    quality=p.quality,
+                )
+                for p in analysis.phases
+            ],
+            faults=[
+                FaultReport(
+                    id=f.id,
+                    kind=f.kind,
+                    target=f.target,
+                    injected_at=f.injected_at,
+                    healed_at=f.healed_at,
+                    detected_at=f.detected_at,
+                    recovered_at=f.recovered_at,
+                    ttd_s=f.ttd_s,
+                    rto_s=f.rto_s,
+                    requests=f.requests,
+                    failed_requests=f.failed_requests,
+                    degraded_responses=f.degraded_responses,
+                    wrong_model_responses=f.wrong_model_responses,
+                    p99_ms=f.p99_ms,
+                    evidence=f.evidence,
+                    detected_by=f.detected_by,
+                )
+                for f in analysis.faults
+            ],
+            checks=[
+                CheckReport(
+                    name=c.name,
+                    phase=c.phase,
+                    target=c.target,
+                    actual=c.actual,
+                    passed=c.passed,
+                    weight=c.weight,
+                    critical=c.critical,
+                    credit=c.credit,
+                    op=c.op,
+                    detail=c.detail,
+                )
+                for c in analysis.checks
+            ],
+            series=[
+                SeriesReport(
+                    t=s.t,
+                    rps=s.rps,
+                    failed=s.failed,
+                    degraded=s.degraded,
+                    p50_ms=s.p50_ms,
+                    p99_ms=s.p99_ms,
+                    quality=s.quality,
+                )
+                for s in analysis.series
+            ],
+            error=error,
+        )

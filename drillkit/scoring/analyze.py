@@ -1,0 +1,646 @@
+"""From what a drill observed to its verdict: phases, detection, recovery, checks and the score.
+
+The definitions are those of contracts.md section 3; this module is their one implementation.
+Inputs are small frozen dataclasses (the engine maps the scenario's models onto them) so that
+scoring can be tested with hand-built records and no stack.
+
+Checks and their weights (a check earns credit 0..1; ``score = 100 * sum(w * credit) / sum(w)``):
+
+==============================  ======  ========  =====================================
+check                           weight  critical  what holds
+==============================  ======  ========  =====================================
+``<phase>.availability``        1       no        availability >= slo.availability
+``<phase>.p99_ms``              1       no        p99 <= slo.p99_ms
+``<phase>.degraded``            1       no        degraded share <= slo.degraded_max
+``<phase>.quality``             1       no        mean quality share >= slo.quality
+``<id>.detect_within``          2       no        ttd_s <= expect.detect_within
+``<id>.recover_within``         2       no        rto_s <= expect.recover_within
+``<id>.recovered``              2       no        the fault recovered at all (only when
+                                                  ``recover_within`` is not set)
+``<id>.max_failed_requests``    2       no        failed requests (count or share) <= max
+``<id>.max_wrong_model_...``    2       no        wrong-model responses <= max
+``<id>.healed``                 1       yes       the fault was healed
+``<id>.injected``               1       yes       the fault was applied (only emitted, as a
+                                                  failure, for a fault that never was)
+``wrong_model_responses``       1       yes       no wrong-model response in the drill
+``load.generator``              1       no        the load generator held its rate
+==============================  ======  ========  =====================================
+
+SLO checks run for the ``baseline`` and ``after`` phases only (and only when the phase had
+requests): during a ``fault:`` phase the SLOs are expected to break for a while, which the
+recovery figures and the fault's own expectations judge instead.
+
+Credit: 1 when a check holds. A lower-is-better figure that misses earns
+``max(0, 1 - (actual - target) / target)`` (0 when the target is 0); availability earns the
+same on its complement (unavailability ``1 - a`` against ``1 - target``). Booleans and other
+higher-is-better misses earn 0, as does a figure that does not exist (never detected).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from drillkit.observe.records import Records
+from drillkit.observe.series import (
+    QualitySample,
+    QualityTrack,
+    SeriesPoint,
+    WindowStats,
+    compute_series,
+    window_stats,
+)
+
+__all__ = [
+    "SLO",
+    "Analysis",
+    "Check",
+    "DetectionEvent",
+    "DrillInput",
+    "Expectation",
+    "FaultResult",
+    "FaultRun",
+    "PhaseStats",
+    "QualitySample",
+    "analyze",
+    "detect",
+    "recover",
+    "score_of",
+]
+
+#: Recovery needs this many consecutive healthy windows of ``RECOVERY_WINDOW_S`` seconds.
+RECOVERY_WINDOWS = 3
+RECOVERY_WINDOW_S = 1.0
+#: Candidate recovery starts are tried this often after injection.
+RECOVERY_STEP_S = 0.1
+#: Step of the report's time series.
+SERIES_STEP_S = 0.1
+
+WEIGHT_SLO = 1.0
+WEIGHT_EXPECT = 2.0
+WEIGHT_CRITICAL = 1.0
+WEIGHT_LOAD = 1.0
+
+#: The phase named by checks that concern the whole drill rather than one phase.
+DRILL_PHASE = "drill"
+#: A fault target meaning the shared model store: every replica loads from it.
+MODEL_STORE = "model-store"
+
+_EPS = 1e-9  # float slack for "ends by duration" comparisons
+
+Op = Literal["<=", ">=", "=="]
+
+
+# -- inputs -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SLO:
+    """The steady-state hypothesis: shares are 0..1, latency in milliseconds."""
+
+    availability: float
+    p99_ms: float
+    quality: float
+    degraded_max: float
+
+
+@dataclass(frozen=True, slots=True)
+class Expectation:
+    """What one fault's phase must show; None leaves a figure unchecked.
+
+    ``max_failed_requests``: an ``int`` (or a float >= 1) is a count of failed requests, a
+    float below 1 is a share of the fault phase's requests.
+    """
+
+    detect_within: float | None = None
+    recover_within: float | None = None
+    max_failed_requests: int | float | None = None
+    max_wrong_model_responses: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FaultRun:
+    """One fault as it was run; times in seconds from t=0."""
+
+    id: str
+    kind: str
+    target: str  # a service name, several joined by ",", or "model-store"
+    injected_at: float | None  # None: never applied
+    healed_at: float | None  # None: never healed
+    evidence: str = ""  # what the fault did, in words ("SIGKILL pid 4242")
+    expect: Expectation = field(default_factory=Expectation)
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        return tuple(name.strip() for name in self.target.split(",") if name.strip())
+
+
+@dataclass(frozen=True, slots=True)
+class DetectionEvent:
+    """A sign that the stack itself noticed something, e.g. the gateway ejecting a replica."""
+
+    t: float
+    source: str  # who noticed: "gateway", "replica-2"
+    subject: str  # what it concerns: a service name or "model-store"
+    what: str  # "state up->ejected", "integrity failure v2", "sanity rejection v3"
+
+
+@dataclass(frozen=True, slots=True)
+class DrillInput:
+    """Everything :func:`analyze` needs; ``records`` are relative to t=0 (end of warmup)."""
+
+    records: Records
+    quality: Sequence[QualitySample]
+    faults: Sequence[FaultRun]
+    events: Sequence[DetectionEvent]
+    slo: SLO
+    duration: float
+    target_rps: float
+    pass_score: float
+    generator_saturated: bool
+
+
+# -- results ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PhaseStats:
+    """Figures of one phase ``[start, end)``."""
+
+    name: str
+    start: float
+    end: float
+    requests: int
+    failed: int
+    degraded: int
+    wrong_model: int
+    availability: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    rps: float
+    quality: float | None  # mean quality share; None when no probe ran in the phase
+
+
+@dataclass(frozen=True, slots=True)
+class FaultResult:
+    """One fault's timeline and the figures of its phase."""
+
+    id: str
+    kind: str
+    target: str
+    injected_at: float | None
+    healed_at: float | None
+    detected_at: float | None
+    recovered_at: float | None
+    ttd_s: float | None
+    rto_s: float | None
+    requests: int
+    failed_requests: int
+    degraded_responses: int
+    wrong_model_responses: int
+    p99_ms: float
+    evidence: str
+    detected_by: str | None  # "<source>: <what>" of the detecting event
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One judged figure. ``actual`` is None when the figure does not exist (never detected)."""
+
+    name: str
+    phase: str
+    op: Op
+    target: float
+    actual: float | None
+    passed: bool
+    weight: float
+    critical: bool
+    credit: float  # 0..1, what this check adds to the score, before its weight
+    detail: str = ""  # a human explanation, e.g. "3 of 1500 requests"
+
+
+@dataclass(frozen=True, slots=True)
+class Analysis:
+    """The verdict of one drill and every figure behind it."""
+
+    phases: list[PhaseStats]
+    faults: list[FaultResult]
+    checks: list[Check]
+    score: float
+    pass_score: float
+    passed: bool
+    series: list[SeriesPoint]
+    duration: float
+    target_rps: float
+    achieved_rps: float
+    requests: int
+    generator_saturated: bool
+
+    @property
+    def critical_failures(self) -> list[Check]:
+        return [c for c in self.checks if c.critical and not c.passed]
+
+
+# -- detection and recovery ---------------------------------------------------------------------
+
+
+def _concerns(event: DetectionEvent, targets: Sequence[str]) -> bool:
+    if event.subject in targets:
+        return True
+    if MODEL_STORE in targets:
+        # Any replica that rejects an artifact noticed a damaged store.
+        what = event.what.lower()
+        return event.subject == MODEL_STORE or "integrity" in what or "sanity" in what
+    return False
+
+
+def detect(fault: FaultRun, events: Sequence[DetectionEvent]) -> DetectionEvent | None:
+    """The first event at or after injection that concerns one of the fault's targets."""
+    if fault.injected_at is None:
+        return None
+    injected = fault.injected_at
+    targets = fault.targets
+    candidates = [e for e in events if e.t >= injected and _concerns(e, targets)]
+    return min(candidates, key=lambda e: e.t, default=None)
+
+
+def _holds(stats: WindowStats, quality: float | None, slo: SLO) -> bool:
+    return (
+        stats.requests >= 1
+        and stats.availability >= slo.availability
+        and stats.p99_ms <= slo.p99_ms
+        and stats.degraded_share <= slo.degraded_max
+        and (quality is None or quality >= slo.quality)
+    )
+
+
+def recover(
+    records: Records,
+    quality: QualityTrack,
+    *,
+    injected_at: float,
+    duration: float,
+    slo: SLO,
+) -> float | None:
+    """Start of the first run of 3 consecutive 1 s windows after injection where all SLOs hold.
+
+    Candidate starts are ``injected_at + k * 0.1``; all three windows must end by
+    ``duration``. None when there is no such run.
+    """
+    # Window m starts at injected_at + m * step; run k is windows k, k + 10, k + 20.
+    stride = round(RECOVERY_WINDOW_S / RECOVERY_STEP_S)
+    span = RECOVERY_WINDOWS * RECOVERY_WINDOW_S
+    candidates = int(np.floor((duration - injected_at - span) / RECOVERY_STEP_S + _EPS)) + 1
+    if candidates <= 0:
+        return None
+    memo: dict[int, bool] = {}
+
+    def start_of(m: int) -> float:
+        return round(injected_at + m * RECOVERY_STEP_S, 9)
+
+    def holds(m: int) -> bool:
+        if m not in memo:
+            # Window m ends where window m + stride starts, so the three windows tile exactly.
+            start, end = start_of(m), start_of(m + stride)
+            stats = window_stats(records.window(start, end))
+            memo[m] = _holds(stats, quality.mean(start, end), slo)
+        return memo[m]
+
+    for k in range(candidates):
+        if all(holds(k + j * stride) for j in range(RECOVERY_WINDOWS)):
+            return start_of(k)
+    return None
+
+
+# -- checks -------------------------------------------------------------------------------------
+
+
+def _partial(actual: float, target: float) -> float:
+    if target <= 0:
+        return 0.0
+    return max(0.0, 1.0 - (actual - target) / target)
+
+
+def _at_most(
+    name: str,
+    phase: str,
+    target: float,
+    actual: float | None,
+    *,
+    weight: float,
+    critical: bool = False,
+    detail: str = "",
+) -> Check:
+    passed = actual is not None and actual <= target
+    credit = 1.0 if passed else (0.0 if actual is None else _partial(actual, target))
+    return Check(name, phase, "<=", target, actual, passed, weight, critical, credit, detail)
+
+
+def _at_least(
+    name: str, phase: str, target: float, actual: float, *, weight: float, detail: str = ""
+) -> Check:
+    passed = actual >= target
+    return Check(
+        name, phase, ">=", target, actual, passed, weight, False, 1.0 if passed else 0.0, detail
+    )
+
+
+def _availability(name: str, phase: str, target: float, actual: float, weight: float) -> Check:
+    passed = actual >= target
+    credit = 1.0 if passed else _partial(1.0 - actual, 1.0 - target)
+    return Check(name, phase, ">=", target, actual, passed, weight, False, credit)
+
+
+def _boolean(
+    name: str, phase: str, holds: bool, *, weight: float, critical: bool, detail: str = ""
+) -> Check:
+    credit = 1.0 if holds else 0.0
+    return Check(name, phase, "==", 1.0, credit, holds, weight, critical, credit, detail)
+
+
+def _slo_checks(phase: PhaseStats, slo: SLO) -> list[Check]:
+    if phase.requests == 0:
+        return []  # nothing to judge; a silent generator is load.generator's business
+    name = phase.name
+    checks = [
+        _availability(
+            f"{name}.availability", name, slo.availability, phase.availability, WEIGHT_SLO
+        ),
+        _at_most(f"{name}.p99_ms", name, slo.p99_ms, phase.p99_ms, weight=WEIGHT_SLO),
+        _at_most(
+            f"{name}.degraded",
+            name,
+            slo.degraded_max,
+            phase.degraded / phase.requests,
+            weight=WEIGHT_SLO,
+            detail=f"{phase.degraded} of {phase.requests} responses",
+        ),
+    ]
+    if phase.quality is not None:
+        checks.append(
+            _at_least(f"{name}.quality", name, slo.quality, phase.quality, weight=WEIGHT_SLO)
+        )
+    return checks
+
+
+def _fault_checks(fault: FaultRun, result: FaultResult) -> list[Check]:
+    phase = f"fault:{fault.id}"
+    if fault.injected_at is None:
+        # The drill did not test what it set out to test: that must not pass.
+        return [
+            _boolean(
+                f"{fault.id}.injected",
+                phase,
+                False,
+                weight=WEIGHT_CRITICAL,
+                critical=True,
+                detail="the fault was never applied",
+            )
+        ]
+    expect = fault.expect
+    checks: list[Check] = []
+    if expect.detect_within is not None:
+        checks.append(
+            _at_most(
+                f"{fault.id}.detect_within",
+                phase,
+                expect.detect_within,
+                result.ttd_s,
+                weight=WEIGHT_EXPECT,
+                detail=result.detected_by or "never detected",
+            )
+        )
+    if expect.recover_within is not None:
+        checks.append(
+            _at_most(
+                f"{fault.id}.recover_within",
+                phase,
+                expect.recover_within,
+                result.rto_s,
+                weight=WEIGHT_EXPECT,
+                detail="" if result.rto_s is not None else "never recovered",
+            )
+        )
+    else:
+        # Without an explicit bound, recovering at all is still what a DR drill is about.
+        checks.append(
+            _boolean(
+                f"{fault.id}.recovered",
+                phase,
+                result.rto_s is not None,
+                weight=WEIGHT_EXPECT,
+                critical=False,
+                detail="" if result.rto_s is not None else "never recovered",
+            )
+        )
+    if expect.max_failed_requests is not None:
+        bound = expect.max_failed_requests
+        detail = f"{result.failed_requests} of {result.requests} requests"
+        if isinstance(bound, float) and bound < 1:
+            share = result.failed_requests / result.requests if result.requests else 0.0
+            checks.append(
+                _at_most(
+                    f"{fault.id}.max_failed_requests",
+                    phase,
+                    bound,
+                    share,
+                    weight=WEIGHT_EXPECT,
+                    detail=detail,
+                )
+            )
+        else:
+            checks.append(
+                _at_most(
+                    f"{fault.id}.max_failed_requests",
+                    phase,
+                    float(bound),
+                    float(result.failed_requests),
+                    weight=WEIGHT_EXPECT,
+                    detail=detail,
+                )
+            )
+    if expect.max_wrong_model_responses is not None:
+        checks.append(
+            _at_most(
+                f"{fault.id}.max_wrong_model_responses",
+                phase,
+                float(expect.max_wrong_model_responses),
+                float(result.wrong_model_responses),
+                weight=WEIGHT_EXPECT,
+            )
+        )
+    checks.append(
+        _boolean(
+            f"{fault.id}.healed",
+            phase,
+            fault.healed_at is not None,
+            weight=WEIGHT_CRITICAL,
+            critical=True,
+            detail="" if fault.healed_at is not None else "the fault was never undone",
+        )
+    )
+    return checks
+
+
+def score_of(checks: Sequence[Check]) -> float:
+    """``100 * sum(weight * credit) / sum(weight)``; 100.0 when nothing was checked."""
+    total = sum(c.weight for c in checks)
+    if total <= 0:
+        return 100.0
+    return 100.0 * sum(c.weight * c.credit for c in checks) / total
+
+
+# -- phases -------------------------------------------------------------------------------------
+
+
+def _phase(
+    name: str, start: float, end: float, records: Records, quality: QualityTrack
+) -> PhaseStats:
+    stats = window_stats(records.window(start, end))
+    length = end - start
+    return PhaseStats(
+        name=name,
+        start=start,
+        end=end,
+        requests=stats.requests,
+        failed=stats.failed,
+        degraded=stats.degraded,
+        wrong_model=stats.wrong_model,
+        availability=stats.availability,
+        p50_ms=stats.p50_ms,
+        p95_ms=stats.p95_ms,
+        p99_ms=stats.p99_ms,
+        rps=stats.requests / length if length > 0 else 0.0,
+        quality=quality.mean(start, end),
+    )
+
+
+def _fault_result(
+    fault: FaultRun,
+    detected: DetectionEvent | None,
+    recovered: float | None,
+    phase: PhaseStats | None,
+) -> FaultResult:
+    injected = fault.injected_at
+    return FaultResult(
+        id=fault.id,
+        kind=fault.kind,
+        target=fault.target,
+        injected_at=injected,
+        healed_at=fault.healed_at,
+        detected_at=None if detected is None else detected.t,
+        recovered_at=recovered,
+        ttd_s=None if detected is None or injected is None else _seconds(detected.t - injected),
+        rto_s=None if recovered is None or injected is None else _seconds(recovered - injected),
+        requests=0 if phase is None else phase.requests,
+        failed_requests=0 if phase is None else phase.failed,
+        degraded_responses=0 if phase is None else phase.degraded,
+        wrong_model_responses=0 if phase is None else phase.wrong_model,
+        p99_ms=0.0 if phase is None else phase.p99_ms,
+        evidence=fault.evidence,
+        detected_by=None if detected is None else f"{detected.source}: {detected.what}",
+    )
+
+
+def _seconds(t: float) -> float:
+    # Clocks are at best microsecond-precise: 20.3 - 20.0 reads 0.3, not 0.30000000000000071.
+    return round(t, 6)
+
+
+def _clip(t: float, duration: float) -> float:
+    return min(max(t, 0.0), duration)
+
+
+# -- the whole drill ----------------------------------------------------------------------------
+
+
+def analyze(inp: DrillInput) -> Analysis:
+    """Phases, fault results, checks and the score of one drill (contracts.md section 3)."""
+    duration = inp.duration
+    records = inp.records.window(0.0, duration)  # warmup and stragglers are not scored
+    quality = QualityTrack(inp.quality)
+
+    faults: list[FaultResult] = []
+    fault_phases: list[PhaseStats] = []
+    fault_ends: list[float] = []
+    checks_by_fault: list[list[Check]] = []
+    for fault in inp.faults:
+        detected = detect(fault, inp.events)
+        recovered: float | None = None
+        phase: PhaseStats | None = None
+        if fault.injected_at is not None:
+            injected = _clip(fault.injected_at, duration)
+            recovered = recover(
+                records, quality, injected_at=injected, duration=duration, slo=inp.slo
+            )
+            # The phase lasts until the fault is both healed and recovered from.
+            healed_end = duration if fault.healed_at is None else fault.healed_at
+            recovered_end = duration if recovered is None else recovered
+            end = _clip(max(healed_end, recovered_end), duration)
+            phase = _phase(f"fault:{fault.id}", injected, end, records, quality)
+            fault_phases.append(phase)
+            fault_ends.append(end)
+        result = _fault_result(fault, detected, recovered, phase)
+        faults.append(result)
+        checks_by_fault.append(_fault_checks(fault, result))
+
+    injections = [_clip(f.injected_at, duration) for f in inp.faults if f.injected_at is not None]
+    baseline = _phase("baseline", 0.0, min(injections, default=duration), records, quality)
+    phases = [baseline, *fault_phases]
+    checks = _slo_checks(baseline, inp.slo)
+    after_start = max(fault_ends, default=duration)
+    if after_start < duration:
+        after = _phase("after", after_start, duration, records, quality)
+        phases.append(after)
+        checks += _slo_checks(after, inp.slo)
+    for fault_checks in checks_by_fault:
+        checks += fault_checks
+
+    total = window_stats(records)
+    achieved = total.requests / duration if duration > 0 else 0.0
+    checks.append(
+        _at_most(
+            "wrong_model_responses",
+            DRILL_PHASE,
+            0.0,
+            float(total.wrong_model),
+            weight=WEIGHT_CRITICAL,
+            critical=True,
+            detail=f"{total.wrong_model} of {total.requests} responses",
+        )
+    )
+    checks.append(
+        _boolean(
+            "load.generator",
+            DRILL_PHASE,
+            not inp.generator_saturated,
+            weight=WEIGHT_LOAD,
+            critical=False,
+            detail=f"achieved {achieved:.1f} of {inp.target_rps:g} rps"
+            + (", generator saturated" if inp.generator_saturated else ""),
+        )
+    )
+
+    score = score_of(checks)
+    passed = score >= inp.pass_score and not any(c.critical and not c.passed for c in checks)
+    series = compute_series(
+        records, start=0.0, end=duration, step=SERIES_STEP_S, quality=inp.quality
+    )
+    return Analysis(
+        phases=phases,
+        faults=faults,
+        checks=checks,
+        score=score,
+        pass_score=inp.pass_score,
+        passed=passed,
+        series=series,
+        duration=duration,
+        target_rps=inp.target_rps,
+        achieved_rps=achieved,
+        requests=total.requests,
+        generator_saturated=inp.generator_saturated,
+    )

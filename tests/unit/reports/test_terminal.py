@@ -1,0 +1,97 @@
+from __future__ import annotations
+
+import pytest
+from rich.console import Console
+
+from drillkit.cli.console import Terminal
+from drillkit.reports.model import CheckReport, DrillReport
+from drillkit.reports.terminal import format_check_value, render_report
+from tests.unit.reports.test_model import sample_report
+
+
+def render(report: DrillReport) -> str:
+    terminal = Terminal()
+    terminal.out = Console(record=True, width=140, color_system=None)
+    terminal.err = Console(record=True, width=140, color_system=None)
+    render_report(report, terminal)
+    assert terminal.err.export_text() == ""  # results go to stdout only
+    return terminal.out.export_text()
+
+
+def test_report_rendering() -> None:
+    text = render(sample_report())
+    assert "drill kill-node" in text
+    assert "backend local" in text
+    assert "PASSED" in text
+    assert "score 88.23 / pass 80" in text  # truncated, never rounded up
+    # phases
+    for phase in ("baseline", "fault:kill-1", "after"):
+        assert phase in text
+    assert "86.667%" in text  # availability of the fault phase: 1300/1500
+    # faults
+    assert "kill_node" in text and "replica-1" in text
+    assert "20.30s" in text
+    assert "kill-1: detected by gateway: state up->ejected" in text
+    assert "0.30s" in text and "22.00s" in text and "200/1500" in text
+    assert "SIGKILL pid 4242" in text
+    # checks
+    assert "kill-1.healed (critical)" in text
+    assert "<= 1.00 s" in text
+    assert "FAIL" in text and "PASS" in text
+    assert "200 of 1500 requests" in text
+    assert "score = 100 x sum(w*credit)/sum(w) = 100 x 15/17 = 88.23 (>= pass score 80)" in text
+
+
+def test_failed_checks_are_red_and_critical_failures_named() -> None:
+    report = sample_report()
+    report.checks[-2] = report.checks[-2].model_copy(
+        update={"passed": False, "credit": 0.0, "actual": 3.0}
+    )
+    terminal = Terminal()
+    terminal.out = Console(record=True, width=140, force_terminal=True, color_system="truecolor")
+    render_report(report, terminal)
+    styled = terminal.out.export_text(styles=True, clear=False)
+    assert "\x1b[1;31mwrong_model_responses (critical)" in styled
+    assert "\x1b[31mkill-1.max_failed_requests" in styled
+    assert "critical check failed: wrong_model_responses" in terminal.out.export_text()
+
+
+def test_user_text_is_not_markup_and_errors_are_shown() -> None:
+    report = sample_report(status="interrupted", error="SIGINT at [t=12s]")
+    report.faults[0] = report.faults[0].model_copy(update={"evidence": "[red]kill -9[/red]"})
+    text = render(report)
+    assert "[red]kill -9[/red]" in text
+    assert "interrupted: SIGINT at [t=12s]" in text
+    assert "INTERRUPTED" in text
+
+
+def test_never_detected_fault_renders_dashes() -> None:
+    report = sample_report()
+    report.faults[0] = report.faults[0].model_copy(
+        update={"detected_at": None, "ttd_s": None, "detected_by": None}
+    )
+    line = next(row for row in render(report).splitlines() if "kill_node" in row)
+    assert " - " in line
+
+
+@pytest.mark.parametrize(
+    ("name", "op", "target", "value", "shown"),
+    [
+        pytest.param("after.availability", ">=", 0.999, 0.99855, "99.855%", id="availability"),
+        pytest.param("after.degraded", "<=", 0.05, 0.06, "6.00%", id="degraded"),
+        pytest.param("after.p99_ms", "<=", 250, 312.25, "312.2 ms", id="p99"),
+        pytest.param("a.detect_within", "<=", 1, None, "never", id="never-detected"),
+        pytest.param("a.recover_within", "<=", 5, 2, "2.00 s", id="seconds"),
+        pytest.param("a.max_failed_requests", "<=", 0.001, 0.002, "0.200%", id="share"),
+        pytest.param("a.max_failed_requests", "<=", 0, 3, "3", id="count"),
+        pytest.param("a.healed", "==", 1, 0, "no", id="boolean"),
+    ],
+)
+def test_check_values_in_their_unit(
+    name: str, op: str, target: float, value: float | None, shown: str
+) -> None:
+    check = CheckReport(
+        name=name, phase="after", target=target, actual=value, passed=False, weight=1,
+        critical=False, op=op,  # type: ignore[arg-type]
+    )  # fmt: skip
+    assert format_check_value(check, value) == shown
