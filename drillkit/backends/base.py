@@ -47,6 +47,7 @@ class GatewaySettings:
     retries: int = 2
     try_timeout: float = 0.3
     deadline: float = 1.0
+    fallback: bool = True  # popular-items answers (degraded) when no replica can answer
 
     def args(self) -> list[str]:
         out = [

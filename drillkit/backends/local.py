@@ -216,6 +216,9 @@ class LocalBackend(Backend):
                 state.id,
             ]
         settings = _gateway_args(state.spec["gateway"])
+        fallback = ["--fallback", str(_fallback_file(Path(state.store)))]
+        if not state.spec["gateway"].get("fallback", True):
+            fallback = []  # no popular-items answer: a request no replica serves fails (503)
         replicas = [arg for s in state.replicas()
                     for arg in ("--replica", f"{s.name}={_gateway_side_url(s)}")]
         return [
@@ -226,8 +229,7 @@ class LocalBackend(Backend):
             "127.0.0.1",
             "--port",
             str(service.port),
-            "--fallback",
-            str(_fallback_file(Path(state.store))),
+            *fallback,
             *replicas,
             *settings,
             "--stack-id",

@@ -44,24 +44,22 @@ def list_(json_out: bool = typer.Option(False, "--json")) -> None:
     from drillkit.faults.base import fault_kinds
 
     kinds = fault_kinds()
-    data = {
-        "scenarios": [str(p) for p in bundled_scenarios()],
-        "faults": {name: {"description": info.description,
-                          "targets": sorted(info.target_roles),
-                          "params": info.params.model_json_schema().get("properties", {}),
-                          "source": info.source}
-                   for name, info in sorted(kinds.items())},
-        "backends": backend_names(),
-    }
+    scenario_paths = [str(p) for p in bundled_scenarios()]
+    faults = {name: {"description": info.description,
+                     "targets": sorted(info.target_roles),
+                     "params": info.params.model_json_schema().get("properties", {}),
+                     "source": info.source}
+              for name, info in sorted(kinds.items())}
+    backends = backend_names()
     t = terminal()
     if json_out:
-        t.json(data)
+        t.json({"scenarios": scenario_paths, "faults": faults, "backends": backends})
         return
-    t.table("bundled scenarios", ["scenario"], [(p,) for p in data["scenarios"]])
+    t.table("bundled scenarios", ["scenario"], [(p,) for p in scenario_paths])
     rows = []
-    for name, info in data["faults"].items():  # type: ignore[union-attr]
-        params = ", ".join(f"{k}={json.dumps(v.get('default'))}" for k, v in
-                           info["params"].items())
+    for name, info in faults.items():
+        params = ", ".join(f"{k}={json.dumps(v.get('default'))}"
+                           for k, v in info["params"].items())
         rows.append((name, ", ".join(info["targets"]), params or "-", info["description"]))
     t.table("fault kinds", ["kind", "targets", "params (defaults)", "what it does"], rows)
-    t.result("backends: " + ", ".join(data["backends"]))  # type: ignore[arg-type]
+    t.result("backends: " + ", ".join(backends))

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-import hashlib
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from drillkit import __version__
 from drillkit.cli.state import terminal
 from drillkit.errors import DrillkitError
+
+if TYPE_CHECKING:
+    from drillkit.engine import DrillResult
+    from drillkit.reports.model import DrillReport
+    from drillkit.scenario.model import Scenario
 
 
 def run(
@@ -44,7 +49,7 @@ def run(
                 t.result(f"  t={record.at:>6.1f} s  {record.id}: {record.kind} on "
                          f"{', '.join(record.targets)}; {heal}")
         return
-    reports = []
+    reports: list[DrillReport] = []
     worst = 0
     for path, scenario in loaded:
         options = RunOptions(backend=backend, seed=seed)
@@ -78,11 +83,10 @@ def _severity(code: int) -> int:
     return {0: 0, 1: 1, 3: 2, 2: 2, 130: 3}.get(code, 2)
 
 
-def _report(result: object) -> object:
-    from drillkit.engine import DrillResult, environment
+def _report(result: DrillResult) -> DrillReport:
+    from drillkit.engine import environment
     from drillkit.reports.model import DrillReport, Environment, ScenarioRef
 
-    assert isinstance(result, DrillResult)
     ref = ScenarioRef(name=result.scenario.name, path=result.scenario_path,
                       sha256=result.scenario_sha256)
     env = Environment(**environment(result.gpu))
@@ -100,17 +104,15 @@ def _report(result: object) -> object:
                            faults=[], checks=[], series=[], error=result.error)
     return DrillReport.from_analysis(result.analysis, scenario=ref, backend=result.backend,
                                      environment=env, started_at=started, finished_at=finished,
-                                     status=result.status, error=result.error)  # type: ignore[arg-type]
+                                     status=result.status,  # type: ignore[arg-type]
+                                     error=result.error)
 
 
-def _write(report: object, scenario: object, folder: Path, json_path: Path | None,
+def _write(report: DrillReport, scenario: Scenario, folder: Path, json_path: Path | None,
            junit_path: Path | None, ci: bool) -> None:
     from drillkit.reports.jsonfile import write_report
     from drillkit.reports.junit import write_junit
-    from drillkit.reports.model import DrillReport
-    from drillkit.scenario.model import Scenario
 
-    assert isinstance(report, DrillReport) and isinstance(scenario, Scenario)
     t = terminal()
     formats = set(scenario.report.formats)
     stamp = report.started_at.strftime("%Y%m%dT%H%M%S")
@@ -129,6 +131,3 @@ def _write(report: object, scenario: object, folder: Path, json_path: Path | Non
         raise DrillkitError(f"cannot write reports: {exc}") from exc
     t.info("reports: " + ", ".join(str(p) for p in written))
 
-
-def digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()

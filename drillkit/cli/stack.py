@@ -55,6 +55,7 @@ def up(
     retries: int = typer.Option(2, help="Gateway retries on another replica."),
     passive_ejection: bool = typer.Option(True, help="Eject a replica on a failed request."),
     deadline: float = typer.Option(1.0, help="Gateway budget per client request (s)."),
+    fallback: bool = typer.Option(True, help="Popular-items answers when no replica can."),
     json_out: bool = typer.Option(False, "--json", help="Print the stack state as JSON."),
 ) -> None:
     """Start the stack detached; returns once every service is ready."""
@@ -68,7 +69,7 @@ def up(
             check_interval=check_interval,
             retries=retries,
             passive_ejection=passive_ejection,
-            deadline=deadline,
+            deadline=deadline, fallback=fallback,
         ),
     )
     chosen = get_backend(backend)

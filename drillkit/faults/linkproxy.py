@@ -21,7 +21,12 @@ Each link has a mode, switched at runtime through a small HTTP/1.1 control API o
     POST /reset                 every link back to pass -> {"links": {name: state}}
 
 A state is ``{"name", "listen", "upstream", "mode", "params", "since", "counters"}``; ``since``
-is the epoch time of the last mode change (or of the start). The modes:
+is the epoch time of the last change of mode or parameters (or of the start; re-applying the
+current mode changes nothing). The counters: ``connections_open``, ``connections_total``
+(accepted), ``connections_refused`` (reset on arrival by reject), ``connections_blackholed``
+(accepted into a blackhole), ``connections_reset`` (existing ones reset by reject or on leaving
+blackhole), ``upstream_connect_failures``, and ``bytes_to_target`` / ``bytes_from_target``
+(forwarded) / ``bytes_dropped`` (discarded by blackhole). The modes:
 
 ``pass``
     Forward.
@@ -63,6 +68,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final, cast
+from urllib.parse import quote, unquote, urlsplit
 
 from drillkit.errors import EnvironmentFailure
 
@@ -247,7 +253,7 @@ class _Side:
         self.gone = False
 
     def pause(self, reason: str) -> None:
-        if not self.paused and not self.gone:
+        if not self.paused and not self.gone and not self.transport.is_closing():
             self.transport.pause_reading()
         self.paused.add(reason)
 
@@ -258,7 +264,7 @@ class _Side:
             self.paused.clear()
         else:
             self.paused.discard(reason)
-        if not self.paused and not self.gone:
+        if not self.paused and not self.gone and not self.transport.is_closing():
             self.transport.resume_reading()
 
 
@@ -300,8 +306,11 @@ class _Direction:
         self._schedule()
 
     def _schedule(self) -> None:
-        if self.timer is None and self.queue and self.dst is not None:
-            self.timer = self.pipe.loop.call_at(self.queue[0][0], self._on_timer)
+        pipe = self.pipe
+        if self.timer is not None or not self.queue or self.dst is None:
+            return
+        if not (pipe.closed or pipe.hung):  # a torn-down pipe's queue is never delivered
+            self.timer = pipe.loop.call_at(self.queue[0][0], self._on_timer)
 
     def _on_timer(self) -> None:
         self.timer = None
@@ -604,6 +613,8 @@ class _Link:
     def set_mode(self, mode: LinkMode) -> list[asyncio.Future[None]]:
         """Apply ``mode`` to the link and its connections; return the closings to wait for."""
         old, self.mode = self.mode, mode
+        if mode == old:
+            return []
         self.since = time.time()
         closing: list[asyncio.Future[None]] = []
         for pipe in list(self.pipes):
@@ -764,7 +775,7 @@ class _Proxy:
             await self._apply({link: LinkMode() for link in self.links.values()})
             return 200, {"links": {name: link.state() for name, link in self.links.items()}}
         if path.startswith("/links/"):
-            name = path[len("/links/") :]
+            name = unquote(path[len("/links/") :])
             link = self.links.get(name)
             if link is None:
                 known = ", ".join(self.links) or "none"
@@ -898,8 +909,6 @@ class LinkProxyClient:
     """
 
     def __init__(self, control_url: str, *, timeout: float = 5.0) -> None:
-        from urllib.parse import urlsplit
-
         parts = urlsplit(control_url)
         try:
             port = parts.port
@@ -924,13 +933,13 @@ class LinkProxyClient:
 
     def link(self, name: str) -> dict[str, Any]:
         """One link's state."""
-        return cast(dict[str, Any], self._request("GET", f"/links/{name}"))
+        return cast(dict[str, Any], self._request("GET", f"/links/{quote(name, safe='')}"))
 
     def set_mode(self, name: str, mode: str, **params: Any) -> dict[str, Any]:
         """Switch link ``name`` to ``mode`` (``delay_ms``, ``jitter_ms``, ``direction`` for
         latency); returns the new state once it is in effect."""
         body = {"mode": mode, **params}
-        return cast(dict[str, Any], self._request("PUT", f"/links/{name}", body))
+        return cast(dict[str, Any], self._request("PUT", f"/links/{quote(name, safe='')}", body))
 
     def reset(self) -> dict[str, dict[str, Any]]:
         """Every link back to pass; returns every link's state."""

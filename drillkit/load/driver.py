@@ -35,7 +35,7 @@ from drillkit.errors import EnvironmentFailure, InputError
 from drillkit.load.sink import RecordSink, SinkStats
 from drillkit.observe.records import RequestRecord
 
-__all__ = ["LOCUSTFILE", "LoadDriver", "LoadPlan", "LocustSummary"]
+__all__ = ["LOCUSTFILE", "LoadDriver", "LoadPlan", "LocustSummary", "live_group_members"]
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 LOG_NAME = "locust.log"
@@ -45,6 +45,7 @@ STATS_NAME = "locust_stats.json"
 # SIGKILLs the group: Locust needs them to print its summary and flush the records.
 _TERM_GRACE = 5.0
 _LOG_TAIL_LINES = 20
+_MAX_SPAWN_RATE = 100.0
 
 
 @dataclass(frozen=True)
@@ -134,8 +135,9 @@ class LoadDriver:
     def command(self, plan: LoadPlan) -> list[str]:
         """The Locust command line for ``plan`` (without the environment it needs)."""
         # Spawning at `rate` users/s staggers the users over one pacing period, so the
-        # offered load is smooth from the start instead of arriving in bursts.
-        spawn_rate = max(plan.rate, float(plan.users))
+        # offered load is smooth from the start instead of arriving in bursts; above 100
+        # users/s per process Locust warns that spawning itself misbehaves.
+        spawn_rate = min(max(plan.rate, float(plan.users)), _MAX_SPAWN_RATE * plan.workers)
         cmd = [
             sys.executable, "-m", "locust",
             "-f", str(LOCUSTFILE),
@@ -275,11 +277,11 @@ class LoadDriver:
                     _signal_group(proc.pid, signal.SIGKILL)
                     rc = proc.wait()
             # Workers forked by `--processes` may outlive their master; none may survive.
-            if _group_alive(proc.pid):
+            if live_group_members(proc.pid):
                 _signal_group(proc.pid, signal.SIGTERM)
-                _wait_group_gone(proc.pid, 2.0)
-                _signal_group(proc.pid, signal.SIGKILL)
-                _wait_group_gone(proc.pid, 2.0)
+                if not _wait_group_gone(proc.pid, 2.0):
+                    _signal_group(proc.pid, signal.SIGKILL)
+                    _wait_group_gone(proc.pid, 2.0)
         self._sink.stop()
         if self._log is not None:
             self._log.close()
@@ -371,20 +373,37 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
         os.killpg(pgid, sig)
 
 
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def live_group_members(pgid: int) -> list[int]:
+    """Pids of the processes in group ``pgid`` that are still running (zombies excluded:
+    an orphan that already died is only waiting for init to reap it)."""
+    proc = Path("/proc")
+    if not proc.is_dir():  # not Linux: the kernel's view, zombies included
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return []
+        except PermissionError:
+            pass
+        return [pgid]
+    members: list[int] = []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            members.append(int(entry.name))
+    return members
 
 
 def _wait_group_gone(pgid: int, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not _group_alive(pgid):
-            return True
+    while live_group_members(pgid):
+        if time.monotonic() > deadline:
+            return False
         time.sleep(0.02)
-    return not _group_alive(pgid)
+    return True

@@ -11,7 +11,7 @@ under ``--processes``):
   over ``[0, n_users)`` (a ``cold_share`` of ids above that range exercise cold start), paced
   by ``constant_throughput(rate / users)`` so all users together offer ``rate`` requests/s.
 - A listener on ``events.request`` turns every completed request into one wire record
-  (:meth:`drillkit.observe.records.RequestRecord.to_wire`) and hands it to a writer that
+  (the format of :mod:`drillkit.observe.records`) and hands it to a writer that
   buffers lines and sends them to the sink in batches (every 50 ms, or sooner at 256 lines)
   from its own greenlet, so a slow sink never stalls a request.
 - At the end (Locust's ``quit`` event) the writer flushes, sends a trailer
@@ -45,9 +45,18 @@ from locust import FastHttpUser, events, task
 from locust.runners import MasterRunner
 from locust.user.wait_time import constant_throughput
 
-from drillkit.observe.records import RequestRecord
+from drillkit.observe.records import WIRE_FIELDS
 
 logger = logging.getLogger("drillkit.load")
+
+# Lines are encoded here rather than through RequestRecord.to_wire(): that builds a new JSON
+# encoder per call, which costs as much as the rest of the listener. Fail at import, not
+# silently, if the wire format ever changes.
+_EXPECTED_WIRE = ("sent_at", "latency_ms", "status", "error", "degraded", "model_version",
+                  "model_digest", "replica")  # fmt: skip
+if WIRE_FIELDS != _EXPECTED_WIRE:
+    raise SystemExit(f"drillkit locustfile: wire format changed to {WIRE_FIELDS}; update it")
+_encode = json.JSONEncoder(separators=(",", ":")).encode
 
 _FLUSH_SECONDS = 0.05
 _FLUSH_LINES = 256
@@ -220,21 +229,23 @@ def _on_request(
         error = "other"
     if status:
         get = response.headers.get
-        record = RequestRecord(
-            start_time,
-            response_time,
-            status,
-            error,
-            get("x-degraded") == "true",
-            get("x-model-version") or "",
-            get("x-model-digest") or "",
-            get("x-replica") or "",
+        line = _encode(
+            [
+                start_time,
+                response_time,
+                status,
+                error,
+                1 if get("x-degraded") == "true" else 0,
+                get("x-model-version") or "",
+                get("x-model-digest") or "",
+                get("x-replica") or "",
+            ]
         )
     else:
-        record = RequestRecord(start_time, response_time, 0, error)
+        line = _encode([start_time, response_time, 0, error, 0, "", "", ""])
     writer = _writer
     if writer is not None:
-        writer.add(record.to_wire())
+        writer.add(line)
 
 
 def _check_host(host: str | None) -> None:

@@ -141,6 +141,10 @@ class GatewaySection(_Section):
     deadline: PositiveDuration = Field(
         default=1.0, description="Deadline of a request over all tries."
     )
+    fallback: bool = Field(
+        default=True,
+        description="Answer with popular items (degraded) when no replica can; off: fail (503).",
+    )
 
 
 def _gpu_word(value: object) -> object:

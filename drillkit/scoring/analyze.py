@@ -111,14 +111,22 @@ class SLO:
 class Expectation:
     """What one fault's phase must show; None leaves a figure unchecked.
 
-    ``max_failed_requests``: an ``int`` (or a float >= 1) is a count of failed requests, a
-    float below 1 is a share of the fault phase's requests.
+    ``max_failed_requests``: an ``int`` is a count of failed requests, a ``float`` a share
+    (0..1) of the fault phase's requests; a float is never a count, so that a share of 100 %
+    (``1.0``) keeps its meaning.
     """
 
     detect_within: float | None = None
     recover_within: float | None = None
     max_failed_requests: int | float | None = None
     max_wrong_model_responses: int | None = None
+
+    def __post_init__(self) -> None:
+        bound = self.max_failed_requests
+        if isinstance(bound, float) and not 0.0 <= bound <= 1.0:
+            raise ValueError(f"max_failed_requests as a share must be 0..1, got {bound}")
+        if isinstance(bound, int) and bound < 0:
+            raise ValueError(f"max_failed_requests as a count must be >= 0, got {bound}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -440,7 +448,7 @@ def _fault_checks(fault: FaultRun, result: FaultResult) -> list[Check]:
     if expect.max_failed_requests is not None:
         bound = expect.max_failed_requests
         detail = f"{result.failed_requests} of {result.requests} requests"
-        if isinstance(bound, float) and bound < 1:
+        if isinstance(bound, float):
             share = result.failed_requests / result.requests if result.requests else 0.0
             checks.append(
                 _at_most(

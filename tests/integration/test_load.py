@@ -12,7 +12,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -29,6 +28,7 @@ import pytest
 
 from drillkit.errors import EnvironmentFailure
 from drillkit.load import LoadDriver, LoadPlan
+from drillkit.load.driver import live_group_members
 from drillkit.observe.quality import QualityProbe
 
 DIGEST = "d1" * 32
@@ -111,11 +111,7 @@ def free_port() -> int:
 
 
 def group_gone(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return True
-    return False
+    return not live_group_members(pgid)
 
 
 def plan(host: str, **overrides: object) -> LoadPlan:

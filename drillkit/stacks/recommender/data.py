@@ -57,7 +57,7 @@ _LATENT_DIM = 8
 # Share of interactions drawn from global popularity rather than the user's own preferences.
 _POPULARITY_SHARE = 0.1
 # How strongly taste concentrates a user's choices inside a category.
-_TASTE_SHARPNESS = 10.0
+_TASTE_SHARPNESS = 6.0
 # Popularity still matters inside a favourite category, but less than globally.
 _POPULARITY_EXPONENT_IN_CATEGORY = 0.5
 _ZIPF_EXPONENT = 0.9

@@ -80,7 +80,7 @@ _EPOCHS = 4
 _BATCH = 1024
 # Small catalogs get smaller batches and more epochs, so every run takes at least this many
 # optimizer steps; the default catalog needs no more than its four epochs.
-_MIN_STEPS = 900
+_MIN_STEPS = 400
 _MAX_EPOCHS = 50
 _LEARNING_RATE = 0.03
 # The user-id embedding learns 20x slower than the rest: at full speed it memorises each

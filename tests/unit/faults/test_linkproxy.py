@@ -169,6 +169,24 @@ def test_refused_upstream_is_refused_through_the_proxy(proxy: Proxy) -> None:
     assert proxy.client.link("dead")["counters"]["upstream_connect_failures"] == before + 1
 
 
+@pytest.mark.parametrize("delay_ms", [pytest.param(0, id="pass"), pytest.param(50, id="latency")])
+def test_half_close_travels_behind_the_data(proxy: Proxy, delay_ms: int) -> None:
+    if delay_ms:
+        proxy.client.set_mode("echo", "latency", delay_ms=delay_ms)
+    open_before = proxy.client.link("echo")["counters"]["connections_open"]
+    with socket.create_connection((HOST, proxy.ports["echo"]), timeout=2) as sock:
+        sock.sendall(b"last words")
+        sock.shutdown(socket.SHUT_WR)  # the echo server answers, then closes on our FIN
+        received = b""
+        while chunk := sock.recv(64):
+            received += chunk
+    assert received == b"last words"
+    deadline = time.monotonic() + 2
+    while proxy.client.link("echo")["counters"]["connections_open"] != open_before:
+        assert time.monotonic() < deadline, "the finished connection was never released"
+        time.sleep(0.01)
+
+
 # -- blackhole --------------------------------------------------------------------------------
 def test_blackhole_accepts_new_connections_but_never_answers(proxy: Proxy) -> None:
     proxy.client.set_mode("web", "blackhole")
@@ -310,6 +328,8 @@ def test_links_report_mode_counters_and_since(proxy: Proxy) -> None:
 
     changed_at = time.time()
     state = proxy.client.set_mode("web", "latency", delay_ms=5, jitter_ms=1)
+    again = proxy.client.set_mode("web", "latency", delay_ms=5, jitter_ms=1)
+    assert again["since"] == state["since"]  # re-applying the same mode is not a change
     assert state["mode"] == "latency"
     assert abs(state["since"] - changed_at) < 1.0
     assert state["since"] > before["web"]["since"]
@@ -456,6 +476,7 @@ def test_sigterm_closes_everything_and_exits_zero() -> None:
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=5)
     assert process.returncode == 0, stderr.decode()
+    assert stderr == b""
     assert time.monotonic() - start < 1.0
     for sock in (live, hung):
         assert sock.recv(1) == b""  # closed, not left hanging

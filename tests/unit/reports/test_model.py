@@ -11,7 +11,7 @@ import pytest
 from drillkit.errors import InputError
 from drillkit.reports import DrillReport, Environment, ScenarioRef, read_report, write_report
 from drillkit.reports.model import Status, format_score
-from tests.unit.scoring.test_analyze import FULL_EXPECT, drill, kill, records
+from tests.unit.scoring.test_analyze import FULL_EXPECT, drill, kill
 
 STARTED = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 FINISHED = datetime(2024, 5, 1, 12, 1, 10, tzinfo=UTC)

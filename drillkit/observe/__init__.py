@@ -1,0 +1,1 @@
+"""Observation: per-request records, series, stack watching, quality probing."""

@@ -1,0 +1,194 @@
+"""Whole drills on real processes: `drillkit run` with short scenarios on a small catalog."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from .conftest import Cli
+
+STACK = {"replicas": 3, "catalog": {"items": 2000, "dim": 32, "seed": 7}}
+LOAD = {"rate": 80, "users": 16, "duration": "12s", "warmup": "2s", "timeout": "2s"}
+
+
+def scenario(tmp_path: Path, name: str, faults: list[dict[str, Any]], *,
+             stack: dict[str, Any] | None = None, **extra: Any) -> Path:
+    doc = {"version": 1, "name": name, "stack": {**STACK, **(stack or {})}, "load": LOAD,
+           "faults": faults, "report": {"formats": ["json"], "dir": str(tmp_path / "reports")},
+           **extra}
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def leftovers(cli: Cli) -> list[str]:
+    """Processes of this test's drills still running: their command lines name the test's
+    state folder (run folders, stores) or one of its stack ids."""
+    state = Path(cli.env["DRILLKIT_STATE_DIR"])
+    stacks = state / "stacks"
+    marks = [str(state), *(p.name for p in stacks.iterdir())] if stacks.is_dir() else [str(state)]
+    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines()
+            if "ps -eo" not in line and any(mark in line for mark in marks)]
+
+
+def run_drill(cli: Cli, path: Path, tmp_path: Path, *args: str) -> tuple[int, dict[str, Any]]:
+    report = tmp_path / "r.json"
+    proc = cli("run", str(path), "--ci", "--json", str(report), *args, timeout=300)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    data = json.loads(report.read_text()) if report.exists() else {}
+    return proc.returncode, data
+
+
+KILL = {"id": "kill-1", "kind": "kill_node", "target": "replica-1", "at": "3s",
+        "duration": "5s", "expect": {"detect_within": "1s", "max_failed_requests": 0,
+                                     "max_wrong_model_responses": 0}}
+
+
+def test_kill_node_drill_passes_with_exact_figures(cli: Cli, tmp_path: Path) -> None:
+    code, report = run_drill(cli, scenario(tmp_path, "kill", [KILL]), tmp_path)
+    assert code == 0, report
+    assert report["schema_version"] == 1 and report["status"] == "passed"
+    (fault,) = report["faults"]
+    assert fault["ttd_s"] is not None and fault["ttd_s"] <= 1.0
+    assert fault["failed_requests"] == 0
+    assert fault["injected_at"] == pytest.approx(3.0, abs=0.5)
+    assert "is gone" in fault["evidence"]
+    assert [p["name"] for p in report["phases"]][:2] == ["baseline", "fault:kill-1"]
+    assert len(report["series"]) >= 100  # 100 ms windows over 12 s
+    in_series = sum(round(p["rps"] * 0.1) for p in report["series"])
+    assert in_series == sum(p["requests"] for p in report["phases"])  # one fault: a partition
+    assert not leftovers(cli)
+
+
+def test_the_measurement_can_fail(cli: Cli, tmp_path: Path) -> None:
+    naked = {"gateway": {"retries": 0, "passive_ejection": False, "fallback": False}}
+    path = scenario(tmp_path, "kill-naked", [KILL], stack=naked, scoring={"pass_score": 90})
+    code, report = run_drill(cli, path, tmp_path)
+    assert code == 1, report
+    assert report["status"] == "failed"
+    assert report["faults"][0]["failed_requests"] > 0
+    failed = {c["name"] for c in report["checks"] if not c["passed"]}
+    assert "kill-1.max_failed_requests" in failed
+
+
+@pytest.mark.parametrize(("fault", "evidence"), [
+    pytest.param({"kind": "pause_node", "target": "replica-2"}, "stopped", id="pause"),
+    pytest.param({"kind": "cut_network", "target": "replica-3", "params": {"mode": "blackhole"}},
+                 "hung", id="blackhole"),
+    pytest.param({"kind": "cut_network", "target": "replica-3", "params": {"mode": "reject"}},
+                 "re", id="reject"),
+    pytest.param({"kind": "latency", "target": "replica-1", "params": {"delay": "100ms"}},
+                 "+100 ms", id="latency"),
+    pytest.param({"kind": "corrupt_model", "target": "replica-2",
+                  "params": {"mode": "bitflip"}}, "sha256", id="bitflip-reload"),
+    pytest.param({"kind": "corrupt_model", "target": "replica-1",
+                  "params": {"mode": "truncate", "apply": "restart"}}, "truncate",
+                 id="truncate-restart"),
+    pytest.param({"kind": "corrupt_model", "target": "model-store",
+                  "params": {"mode": "poison"}}, "poisoned", id="poison-store"),
+])
+def test_every_fault_kind_takes_effect_and_heals(cli: Cli, tmp_path: Path,
+                                                 fault: dict[str, Any], evidence: str) -> None:
+    spec = {"id": "f-1", "at": "3s", "duration": "5s",
+            "expect": {"max_wrong_model_responses": 0}, **fault}
+    code, report = run_drill(cli, scenario(tmp_path, "one-fault", [spec]), tmp_path)
+    assert code in (0, 1), report
+    (result,) = report["faults"]
+    assert evidence in result["evidence"]
+    assert result["healed_at"] is not None
+    assert result["wrong_model_responses"] == 0
+    assert not leftovers(cli)
+    assert not (Path(cli.env["DRILLKIT_STATE_DIR"]) / "journal.jsonl").exists()
+
+
+def _start_drill(cli: Cli, path: Path, report: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "drillkit", "run", str(path), "--ci",
+                             "--json", str(report)], env=cli.env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _wait_for_injection(cli: Cli, proc: subprocess.Popen[str], timeout: float = 120) -> None:
+    journal = Path(cli.env["DRILLKIT_STATE_DIR"]) / "journal.jsonl"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if journal.exists() and journal.read_text().strip():
+            time.sleep(0.5)  # let the fault land
+            return
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.1)
+    raise AssertionError("the fault was never injected")
+
+
+def test_sigint_during_a_fault_heals_and_reports(cli: Cli, tmp_path: Path) -> None:
+    corrupt = {"id": "bad-1", "kind": "corrupt_model", "target": "model-store", "at": "3s",
+               "duration": "6s", "params": {"mode": "bitflip"}}
+    report = tmp_path / "r.json"
+    proc = _start_drill(cli, scenario(tmp_path, "interrupted", [KILL | {"at": "3s"}, corrupt]),
+                        report)
+    _wait_for_injection(cli, proc)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    data = json.loads(report.read_text())
+    assert data["status"] == "interrupted"
+    assert not leftovers(cli)
+    assert not (Path(cli.env["DRILLKIT_STATE_DIR"]) / "journal.jsonl").exists()
+    assert cli("model", "verify").returncode == 0
+
+
+def test_kill_9_during_corrupt_model_then_heal(cli: Cli, tmp_path: Path) -> None:
+    corrupt = {"id": "bad-1", "kind": "corrupt_model", "target": "model-store", "at": "3s",
+               "duration": "8s", "params": {"mode": "zero"}}
+    proc = _start_drill(cli, scenario(tmp_path, "crashed", [corrupt]), tmp_path / "r.json")
+    _wait_for_injection(cli, proc)
+    proc.kill()
+    proc.communicate(timeout=30)
+    state = json.loads((Path(cli.env["DRILLKIT_STATE_DIR"]) / "stack.json").read_text())
+    stores = [state["store"], *state["stores"].values()]
+    healed = cli("heal")
+    assert healed.returncode == 0, healed.stderr
+    assert "taken down" in healed.stdout and "healed" in healed.stdout
+    # The locust child belongs to the dead drill; it ends at its own run time.
+    deadline = time.monotonic() + 30
+    while leftovers(cli) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not leftovers(cli)
+    assert cli("stack", "status").returncode == 3
+    for root in stores:  # gone with the stack, or verified clean
+        if Path(root).exists():
+            assert cli("model", "verify", "--store", root).returncode == 0
+    assert cli("model", "verify").returncode == 0
+    assert cli("heal").stdout.strip() == "nothing to heal"
+
+
+@pytest.mark.parametrize("content", [
+    pytest.param("version: 1\nname: x\nload: {rate: -5}\n", id="negative-rate"),
+    pytest.param("version: 1\nname: x\nfaults:\n  - {kind: kill_node, target: replica-9, "
+                 "at: 1s}\n", id="missing-target"),
+    pytest.param("version: 1\nname: x\nload: {durration: 5s}\n", id="unknown-key"),
+    pytest.param("version: [1\n", id="malformed"),
+    pytest.param("", id="empty"),
+])
+def test_bad_scenarios_exit_2_with_one_line_and_start_nothing(cli: Cli, tmp_path: Path,
+                                                              content: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(content)
+    for command in (["validate", str(path)], ["run", str(path)]):
+        proc = cli(*command)
+        assert proc.returncode == 2, proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"drillkit: error: {path}:")
+        assert "Traceback" not in proc.stderr
+    assert not (Path(cli.env["DRILLKIT_STATE_DIR"]) / "stack.json").exists()
+    assert os.listdir(tmp_path) == ["bad.yaml"]
