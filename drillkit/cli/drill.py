@@ -9,12 +9,21 @@ import typer
 
 from drillkit.cli.state import terminal
 
-SCENARIOS_DIR = Path(__file__).resolve().parents[2] / "scenarios"
+SCENARIOS_DIR = Path(__file__).resolve().parents[1] / "scenarios"
+DEFAULT_SCENARIO = "kill-node"
 
 
 def bundled_scenarios() -> list[Path]:
-    """The scenarios shipped in the repository's scenarios/ folder."""
+    """The scenarios shipped with drillkit (``scenarios/`` in a checkout)."""
     return sorted(SCENARIOS_DIR.glob("*.yaml")) if SCENARIOS_DIR.is_dir() else []
+
+
+def resolve_scenario(arg: Path) -> Path:
+    """A scenario file, or the name of a bundled one (``kill-node``)."""
+    if arg.exists() or arg.suffix in (".yaml", ".yml") or "/" in str(arg):
+        return arg
+    bundled = SCENARIOS_DIR / f"{arg}.yaml"
+    return bundled if bundled.is_file() else arg
 
 
 def validate(
@@ -24,7 +33,7 @@ def validate(
     from drillkit.scenario import load_scenario
 
     t = terminal()
-    for path in scenarios:
+    for path in (resolve_scenario(p) for p in scenarios):
         scenario = load_scenario(path)
         faults = ", ".join(f"{f.id}@{f.at:g}s" for f in scenario.faults) or "no faults"
         t.result(f"ok  {path}: {scenario.name} ({scenario.stack.replicas} replicas, "

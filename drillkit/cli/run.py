@@ -19,7 +19,9 @@ if TYPE_CHECKING:
 
 
 def run(
-    scenarios: list[Path] = typer.Argument(..., help="Scenario files, run one after another."),
+    scenarios: list[Path] = typer.Argument(
+        None, help="Scenario files (or bundled names like kill-node), run one after another; "
+        "default: the bundled kill-node drill."),
     backend: str | None = typer.Option(None, "--backend", "-b",
                                        help="local | docker (overrides the scenario)."),
     out: Path | None = typer.Option(None, "--out", help="Report folder (default: the "
@@ -35,9 +37,12 @@ def run(
     from drillkit.engine import DrillRunner, RunOptions, plan_faults
     from drillkit.scenario import load_scenario
 
+    from drillkit.cli.drill import DEFAULT_SCENARIO, resolve_scenario
+
     t = terminal()
+    paths = [resolve_scenario(p) for p in (scenarios or [Path(DEFAULT_SCENARIO)])]
     # Validate everything first: a bad file among several starts nothing.
-    loaded = [(path, load_scenario(path)) for path in scenarios]
+    loaded = [(path, load_scenario(path)) for path in paths]
     if dry_run:
         for path, scenario in loaded:
             t.result(f"{path}: {scenario.name}: stack {scenario.stack.replicas} replicas on "
