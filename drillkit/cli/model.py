@@ -9,7 +9,6 @@ import typer
 from drillkit.backends.base import load_state
 from drillkit.cli.state import terminal
 from drillkit.errors import DrillkitError, InputError
-from drillkit.stacks.recommender.data import CatalogSpec
 from drillkit.stacks.recommender.store import ModelStore, signing_key
 
 app = typer.Typer(
@@ -20,13 +19,13 @@ STORE = typer.Option(
     None,
     "--store",
     help="Model store root. Default: the running stack's "
-    "store, else the built store of the default catalog.",
+    "stores (origin and every replica's copy), else every built store.",
 )
 
 
 def resolve_stores(store: Path | None) -> list[tuple[str, ModelStore]]:
     """The stores a model command acts on, labelled: a given store; else the running stack's
-    origin store and every replica's copy; else the built store of the default catalog."""
+    origin store and every replica's copy; else every built (cached) store."""
     if store is not None:
         if not ModelStore(store).exists():
             raise InputError(f"{store}: not a model store (no versions/ folder)")
@@ -36,13 +35,13 @@ def resolve_stores(store: Path | None) -> list[tuple[str, ModelStore]]:
         stores = [("origin", ModelStore(Path(state.store)))]
         stores += [(name, ModelStore(root)) for name, root in state.replica_stores().items()]
         return stores
-    from drillkit.stacks.recommender.build import cached_store
+    from drillkit.stacks.recommender.build import built_stores
 
-    cached = cached_store(CatalogSpec().resolved())
-    if cached is None:
+    stores = built_stores()
+    if not stores:
         raise InputError("no model store: no stack is up and nothing is built; run "
                          "`drillkit stack build` or pass --store")
-    return [("built", cached)]
+    return [(f"built {label}", store) for label, store in stores]
 
 
 @app.command()
@@ -97,7 +96,10 @@ def rollback(
     """Point CURRENT at an earlier verified version; running replicas reload it."""
     t = terminal()
     key = signing_key()
-    (label, primary), *others = resolve_stores(store)
+    stores = resolve_stores(store)
+    if store is None and load_state() is None and len(stores) > 1:
+        raise InputError("several built stores and no stack up: pass --store to choose one")
+    (label, primary), *others = stores
     previous, new = primary.rollback(to, key=key)
     t.result(f"{label}: CURRENT {previous} -> {new} ({primary.root})")
     failed = False

@@ -39,6 +39,20 @@ def cached_store(spec: CatalogSpec) -> ModelStore | None:
     return store if (root / BUILD_INFO).is_file() and store.current() else None
 
 
+def built_stores() -> list[tuple[str, ModelStore]]:
+    """Every cached store, labelled with its catalog (``items=20000 dim=64 seed=42``)."""
+    root = paths.cache_dir() / "artifacts"
+    found = []
+    for folder in sorted(root.glob("[!.]*")) if root.is_dir() else []:
+        try:
+            catalog = json.loads((folder / BUILD_INFO).read_text())["catalog"]
+        except (OSError, ValueError, KeyError):
+            continue  # not a finished build
+        label = " ".join(f"{k}={v}" for k, v in catalog.items())
+        found.append((label, ModelStore(folder)))
+    return found
+
+
 @contextlib.contextmanager
 def _lock(path: Path) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -352,11 +352,11 @@ def _draw_events(
         need = int(lengths[user]) - have.size
         mixture = _POPULARITY_SHARE * item_popularity
         favs = np.flatnonzero(user_pref[user])
-        for category in favs:
-            members = np.flatnonzero(item_category == category)
+        for fav in favs:
+            members = np.flatnonzero(item_category == fav)
             affinity = item_latent[members] @ user_taste[user]
             weight = np.exp(_TASTE_SHARPNESS * affinity.astype(np.float64)) * pop_weight[members]
-            share = (1.0 - _POPULARITY_SHARE) * float(user_pref[user, category])
+            share = (1.0 - _POPULARITY_SHARE) * float(user_pref[user, fav])
             mixture[members] += share * weight / weight.sum()
         keys = np.log(mixture) + rng.gumbel(size=n_items)
         keys[have] = -np.inf

@@ -172,24 +172,50 @@ class TwoTower(nn.Module):
         with torch.no_grad():
             self.item_id.weight[config.n_items].zero_()
 
-    def user_vectors(
+    def user_vectors(self, users: torch.Tensor, inputs: UserInputs) -> torch.Tensor:
+        """User vectors [len(users), dim] for the user ids ``users``."""
+        return self._user_vectors(users, inputs, None, None)
+
+    def item_vectors(
+        self, items: torch.Tensor, category: torch.Tensor, price_bucket: torch.Tensor
+    ) -> torch.Tensor:
+        """Item vectors [len(items), dim]; ``category`` and ``price_bucket`` are per item."""
+        return self._item_vectors(self.item_id(items), category, price_bucket)
+
+    def forward(
+        self,
+        users: torch.Tensor,
+        items: torch.Tensor,
+        inputs: UserInputs,
+        item_category: torch.Tensor,
+        item_price_bucket: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training pass for (user, item) pairs: leave-one-out user vectors, item vectors."""
+        category = item_category[items]
+        # One lookup serves both towers: the item's own vector and its leave-one-out share.
+        item_embedding = self.item_id(items)
+        user = self._user_vectors(users, inputs, item_embedding, category)
+        item = self._item_vectors(item_embedding, category, item_price_bucket[items])
+        return user, item
+
+    def _user_vectors(
         self,
         users: torch.Tensor,
         inputs: UserInputs,
-        *,
-        leave_out: torch.Tensor | None = None,
-        leave_out_category: torch.Tensor | None = None,
+        leave_out: torch.Tensor | None,
+        leave_out_category: torch.Tensor | None,
     ) -> torch.Tensor:
-        """User vectors [len(users), dim] for user ids ``users``.
-
-        In training, ``leave_out`` (one item per user) and its category are removed from the
-        history features, so the target is not part of its own input.
-        """
-        history_sum = self.item_id(inputs.history[users]).sum(dim=1)
+        # embedding_bag sums the padded history without materialising [users, len, dim].
+        history_sum = F.embedding_bag(
+            inputs.history[users],
+            self.item_id.weight,
+            mode="sum",
+            padding_idx=self.config.n_items,
+        )
         length = inputs.history_len[users]
         counts = inputs.category_counts[users]
         if leave_out is not None and leave_out_category is not None:
-            history_sum = history_sum - self.item_id(leave_out)
+            history_sum = history_sum - leave_out
             counts = counts - F.one_hot(leave_out_category, self.config.n_categories).to(counts)
             length = length - 1.0
         denominator = length.clamp(min=1.0).unsqueeze(1)
@@ -200,26 +226,11 @@ class TwoTower(nn.Module):
         )
         return F.normalize(vector, dim=1)
 
-    def item_vectors(
-        self, items: torch.Tensor, category: torch.Tensor, price_bucket: torch.Tensor
+    def _item_vectors(
+        self, item_embedding: torch.Tensor, category: torch.Tensor, price_bucket: torch.Tensor
     ) -> torch.Tensor:
-        """Item vectors [len(items), dim]; ``category`` and ``price_bucket`` are per item."""
-        vector = self.item_id(items) + self.item_category(category) + self.item_price(price_bucket)
+        vector = item_embedding + self.item_category(category) + self.item_price(price_bucket)
         return F.normalize(vector, dim=1)
-
-    def forward(
-        self,
-        users: torch.Tensor,
-        items: torch.Tensor,
-        inputs: UserInputs,
-        item_category: torch.Tensor,
-        item_price_bucket: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Training forward pass: leave-one-out user vectors and target item vectors."""
-        category = item_category[items]
-        user = self.user_vectors(users, inputs, leave_out=items, leave_out_category=category)
-        item = self.item_vectors(items, category, item_price_bucket[items])
-        return user, item
 
 
 def rank_items(

@@ -147,3 +147,14 @@ def test_key_is_stable_and_depends_on_every_field() -> None:
 def test_invalid_spec_is_an_input_error(fields: dict[str, object], message: str) -> None:
     with pytest.raises(InputError, match=message):
         CatalogSpec(**fields)  # type: ignore[arg-type]
+
+
+def test_smallest_catalog_still_holds_out_distinct_golden_items() -> None:
+    # Users here exhaust their favourite categories, which exercises the exact
+    # without-replacement top-up of the generator.
+    data = generate(CatalogSpec(items=100, dim=8))
+    assert data.golden_items.shape == (data.n_users, GOLDEN_PER_USER)
+    for user in range(data.n_users):
+        train = data.train_items[data.train_indptr[user] : data.train_indptr[user + 1]]
+        sequence = np.concatenate([train, data.golden_items[user]])
+        assert np.unique(sequence).size == sequence.size
