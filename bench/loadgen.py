@@ -11,6 +11,7 @@ shares two cores with the system under test.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,7 +39,8 @@ class Result:
         if not self.latencies_ms:
             return float("nan")
         ordered = sorted(self.latencies_ms)
-        rank = max(0, min(len(ordered) - 1, int(round(q / 100 * len(ordered) + 0.5)) - 1))
+        # Nearest rank, as in drillkit's reports: the ceil(q*n/100)-th smallest value.
+        rank = max(0, min(len(ordered) - 1, math.ceil(q * len(ordered) / 100) - 1))
         return ordered[rank]
 
 
@@ -87,7 +89,7 @@ async def run_open_loop(url: str, rate: float, seconds: float,
                 reader, writer = await asyncio.open_connection(host, port)
                 conn = _Conn(reader, writer)
             status, headers = await asyncio.wait_for(conn.get(hostport, target(i)), timeout)
-        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError):
+        except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError):
             result.errors += 1
             if conn is not None:
                 conn.writer.close()
@@ -138,7 +140,7 @@ async def run_closed_loop(url: str, concurrency: int, seconds: float,
             sent = loop.time()
             try:
                 status, _ = await asyncio.wait_for(conn.get(hostport, target(next(counter))), 2)
-            except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError):
+            except (TimeoutError, OSError, asyncio.IncompleteReadError):
                 result.errors += 1
                 writer.close()
                 reader, writer = await asyncio.open_connection(host, port)

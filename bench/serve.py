@@ -25,11 +25,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from loadgen import Result, run_closed_loop, run_open_loop  # noqa: E402
+from loadgen import Result, run_closed_loop, run_open_loop
 
-from drillkit.backends.base import StackSpec  # noqa: E402
-from drillkit.backends.local import LocalBackend  # noqa: E402
-from drillkit.stacks.recommender.data import CatalogSpec  # noqa: E402
+from drillkit.backends.base import StackSpec
+from drillkit.backends.local import LocalBackend
+from drillkit.stacks.recommender.data import CatalogSpec
 
 P99_TARGET_MS = 50.0
 

@@ -34,10 +34,9 @@ def run(
                                  "start nothing."),
 ) -> None:
     """Run drills: bring the stack up, drive load, inject faults, heal, score."""
+    from drillkit.cli.drill import DEFAULT_SCENARIO, resolve_scenario
     from drillkit.engine import DrillRunner, RunOptions, plan_faults
     from drillkit.scenario import load_scenario
-
-    from drillkit.cli.drill import DEFAULT_SCENARIO, resolve_scenario
 
     t = terminal()
     paths = [resolve_scenario(p) for p in (scenarios or [Path(DEFAULT_SCENARIO)])]

@@ -315,7 +315,20 @@ class LoadDriver:
         return self._sink.stats()
 
     @property
+    def records_complete(self) -> bool:
+        """True once every load process closed its stream with a trailer and none of them
+        dropped a record: :meth:`records` then holds every request Locust completed."""
+        stats = self._sink.stats()
+        workers = self.plan.workers if self.plan else 1
+        return (
+            stats.trailers == workers
+            and stats.reported_dropped == 0
+            and stats.reported_sent == stats.records
+        )
+
+    @property
     def log_path(self) -> Path:
+        """Where Locust's output goes."""
         return self.run_dir / LOG_NAME
 
     def log_tail(self, lines: int = _LOG_TAIL_LINES) -> str:

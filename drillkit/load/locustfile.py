@@ -260,9 +260,9 @@ def _check_host(host: str | None) -> None:
 
 def _on_init(environment: Any, runner: Any = None, **_: Any) -> None:
     global _writer
+    _check_host(environment.host)  # in the master too: its workers would exit, it would wait
     if isinstance(runner, MasterRunner):
         return  # the master of --processes sends no requests
-    _check_host(environment.host)
     try:
         _writer = _Writer(SETTINGS.sink)
     except OSError as exc:

@@ -157,6 +157,7 @@ def test_steady_rate_records_every_request_with_its_headers(tmp_path: Path) -> N
     assert any(r.latency_ms != round(r.latency_ms) for r in records)
     stats = driver.sink_stats()
     assert (stats.trailers, stats.reported_sent, stats.reported_dropped) == (1, len(records), 0)
+    assert driver.records_complete
     summary = driver.locust_summary()
     assert summary is not None and summary.requests == len(records)
 
@@ -223,13 +224,17 @@ def test_stop_mid_run_flushes_and_leaves_nothing_behind(tmp_path: Path, workers:
     # A graceful stop: every load process flushed and said how much it sent.
     assert stats.trailers == workers, driver.log_tail()
     assert stats.reported_sent == driver.count >= 100
+    assert driver.records_complete
     driver.stop()  # idempotent
 
 
-def test_locust_that_cannot_start_raises_with_its_log(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2], ids=["one-process", "two-workers"])
+def test_locust_that_cannot_start_raises_with_its_log(tmp_path: Path, workers: int) -> None:
     driver = LoadDriver(tmp_path / "load")
+    began = time.monotonic()
     with pytest.raises(EnvironmentFailure, match="--host must be"):
-        driver.start(plan("not-a-url"))
+        driver.start(plan("not-a-url", workers=workers))
+    assert time.monotonic() - began < 20  # it exits at once, not after the ready timeout
     assert driver.pid is not None and group_gone(driver.pid)
     assert not driver.running
 

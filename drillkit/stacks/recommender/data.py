@@ -12,8 +12,8 @@ How the data is made, so that a model has something to learn that popularity can
 * each interaction comes either from global popularity or, more often, from one of the user's
   favourite categories, where items are drawn in proportion to popularity and to how well the
   item's style matches the user's taste;
-* a user's interactions are distinct items in time order; the last :data:`GOLDEN_PER_USER` are
-  held out as the golden set and never appear in training.
+* a user's interactions are distinct items in time order (draws without replacement); the
+  last :data:`GOLDEN_PER_USER` are held out as the golden set and never appear in training.
 
 The same :class:`CatalogSpec` always yields byte-identical arrays: every random draw comes from
 one ``numpy.random.default_rng(seed)`` in a fixed order.
@@ -56,18 +56,22 @@ GOLDEN_PER_USER = 5
 _LATENT_DIM = 8
 # Share of interactions drawn from global popularity rather than the user's own preferences.
 _POPULARITY_SHARE = 0.1
-# How strongly taste concentrates a user's choices inside a category.
+# How strongly taste concentrates a user's choices inside a category. Much sharper, and in a
+# small catalog users use up their favourites early (draws are without replacement), so the
+# held-out items are left to popularity and the golden set stops measuring personalisation.
 _TASTE_SHARPNESS = 6.0
 # Popularity still matters inside a favourite category, but less than globally.
 _POPULARITY_EXPONENT_IN_CATEGORY = 0.5
 _ZIPF_EXPONENT = 0.9
 _FAVOURITES = (2, 3)
+# Bound on the users x items affinity block computed at once, to bound memory on big catalogs.
+_MAX_BLOCK = 4_000_000
 
 _LIMITS: dict[str, tuple[int, int]] = {
-    "items": (100, 5_000_000),
+    "items": (100, 2_000_000),
     "dim": (8, 1024),
     "seed": (0, 2**63 - 1),
-    "users": (10, 5_000_000),
+    "users": (10, 2_000_000),
 }
 
 
@@ -322,15 +326,20 @@ def _draw_events(
         members = np.flatnonzero(item_category == category)
         fans = np.flatnonzero(user_pref[:, category] > 0)
         chosen = np.flatnonzero(own_category == category)
-        if chosen.size == 0:
-            continue
-        # Within the category: popularity x taste match, one distribution per fan.
-        affinity = user_taste[fans] @ item_latent[members].T
-        weight = np.exp(_TASTE_SHARPNESS * affinity.astype(np.float64)) * pop_weight[members]
-        row_of_fan = np.full(n_users, -1, dtype=np.int64)
-        row_of_fan[fans] = np.arange(fans.size)
-        picked = _sample_rows(np.cumsum(weight, axis=1), row_of_fan[own_user[chosen]], rng)
-        picks[own_user[chosen], own_slot[chosen]] = members[picked]
+        block = max(1, _MAX_BLOCK // members.size)
+        for start in range(0, fans.size, block):
+            group = fans[start : start + block]
+            # Fans are sorted, so this group's draws are those of users in its id range.
+            mine = chosen[(own_user[chosen] >= group[0]) & (own_user[chosen] <= group[-1])]
+            if mine.size == 0:
+                continue
+            # Within the category: popularity x taste match, one distribution per fan.
+            affinity = user_taste[group] @ item_latent[members].T
+            weight = np.exp(_TASTE_SHARPNESS * affinity.astype(np.float64)) * pop_weight[members]
+            row_of_fan = np.full(n_users, -1, dtype=np.int64)
+            row_of_fan[group] = np.arange(group.size)
+            picked = _sample_rows(np.cumsum(weight, axis=1), row_of_fan[own_user[mine]], rng)
+            picks[own_user[mine], own_slot[mine]] = members[picked]
 
     order = np.argsort(picks, axis=1, kind="stable")
     ordered = np.take_along_axis(picks, order, axis=1)

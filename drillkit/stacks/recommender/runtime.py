@@ -139,9 +139,9 @@ class LoadedModel:
             json.JSONDecodeError,
         ) as exc:
             raise ArtifactError(f"{directory}: cannot load the model: {exc}") from exc
-        missing = [name for name in _REQUIRED_TABLES if name not in tables]
-        if missing:
-            raise ArtifactError(f"{directory}: tables.safetensors lacks {', '.join(missing)}")
+        problem = _table_problem(tables, config)
+        if problem:
+            raise ArtifactError(f"{directory}: tables.safetensors {problem}")
         if index.ntotal != config.n_items or index.dim != config.dim:
             raise ArtifactError(
                 f"{directory}: index.faiss holds {index.ntotal} x {index.dim} vectors, the "
@@ -190,33 +190,39 @@ class LoadedModel:
         return self._index.backend
 
     def recommend(self, user_id: int, k: int) -> Recommendation:
-        """The top ``k`` items (1..:data:`MAX_K`) for ``user_id``, excluding items the user
-        already interacted with; an unknown user gets the popular items (``cold_start``)."""
+        """The top ``k`` items (1..:data:`MAX_K`) for ``user_id``, best first, excluding items
+        the user interacted with in training; an unknown user gets the popular items
+        (``cold_start``). A broken model may return fewer than ``k`` items."""
         assert 1 <= k <= MAX_K, f"k must be 1..{MAX_K}, got {k}"
         if not 0 <= user_id < self.n_users:
             return self._cold_start(k)
-        return self.recommend_batch([user_id], k)[0]
+        return self._rank(np.array([user_id], dtype=np.int64), k)[0]
 
     def recommend_batch(self, user_ids: list[int], k: int) -> list[Recommendation]:
         """:meth:`recommend` for several users with one tower pass and one index search."""
         assert 1 <= k <= MAX_K, f"k must be 1..{MAX_K}, got {k}"
         known = np.array([u for u in user_ids if 0 <= u < self.n_users], dtype=np.int64)
-        ranked: dict[int, Recommendation] = {}
-        if known.size:
-            with torch.inference_mode():
-                users = torch.from_numpy(known).to(self._device)
-                vectors = self._model.user_vectors(users, self._inputs).float().cpu().numpy()
-            scores, ids = rank_items(
-                self._index, vectors, known, self._seen_indptr, self._seen_items, k
-            )
-            for row, user in enumerate(known.tolist()):
-                keep = ids[row] >= 0
-                ranked[user] = Recommendation(
-                    items=ids[row][keep].tolist(),
+        ranked = dict(zip(known.tolist(), self._rank(known, k), strict=True)) if known.size else {}
+        return [ranked[u] if u in ranked else self._cold_start(k) for u in user_ids]
+
+    def _rank(self, users: npt.NDArray[np.int64], k: int) -> list[Recommendation]:
+        with torch.inference_mode():
+            ids = torch.from_numpy(users).to(self._device)
+            vectors = self._model.user_vectors(ids, self._inputs).float().cpu().numpy()
+        scores, items = rank_items(
+            self._index, vectors, users, self._seen_indptr, self._seen_items, k
+        )
+        results = []
+        for row in range(users.size):
+            keep = items[row] >= 0
+            results.append(
+                Recommendation(
+                    items=items[row][keep].tolist(),
                     scores=scores[row][keep].tolist(),
                     cold_start=False,
                 )
-        return [ranked[u] if u in ranked else self._cold_start(k) for u in user_ids]
+            )
+        return results
 
     def sanity_check(self) -> SanityResult:
         """Recompute recall@10 on the stored sanity sample and check vectors are finite.
@@ -237,3 +243,31 @@ class LoadedModel:
         return Recommendation(
             items=self._popular_ids[:k], scores=self._popular_scores[:k], cold_start=True
         )
+
+
+def _table_problem(tables: dict[str, npt.NDArray[Any]], config: ModelConfig) -> str | None:
+    """What is wrong with ``tables`` for a model of ``config``, or None."""
+    missing = [name for name in _REQUIRED_TABLES if name not in tables]
+    if missing:
+        return f"lacks {', '.join(missing)}"
+    indptr, seen = tables["seen_indptr"], tables["seen_items"]
+    expected = {
+        "seen_indptr": (config.n_users + 1,),
+        "user_category_counts": (config.n_users, config.n_categories),
+        "item_category": (config.n_items,),
+        "item_price_bucket": (config.n_items,),
+    }
+    for name, shape in expected.items():
+        if tables[name].shape != shape:
+            return f"has {name} of shape {tables[name].shape}, expected {shape}"
+    if indptr[0] != 0 or indptr[-1] != seen.size or (np.diff(indptr) < 0).any():
+        return "has a malformed seen_indptr"
+    if int(np.diff(indptr).max(initial=0)) > config.history_len:
+        return f"has a history longer than the model's {config.history_len}"
+    for name, bound in (("seen_items", config.n_items), ("sample_users", config.n_users)):
+        values = tables[name]
+        if values.size and (values.min() < 0 or values.max() >= bound):
+            return f"has {name} outside 0..{bound - 1}"
+    if tables["golden_items"].shape[0] != config.n_users:
+        return "has golden_items for another number of users"
+    return None

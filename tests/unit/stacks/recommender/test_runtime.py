@@ -151,3 +151,16 @@ def test_missing_file_is_an_artifact_error(version_dir: Path, tmp_path: Path) ->
     (target / "index.faiss").unlink()
     with pytest.raises(ArtifactError, match="cannot load"):
         LoadedModel.load(target, device="cpu", threads=None)
+
+
+def test_tables_of_another_catalog_are_an_artifact_error(version_dir: Path, tmp_path: Path) -> None:
+    target = tmp_path / "tables"
+    shutil.copytree(version_dir, target)
+    path = target / "tables.safetensors"
+    with safetensors.safe_open(str(path), framework="np") as handle:
+        metadata = handle.metadata()
+    tables = safetensors.numpy.load_file(str(path))
+    tables["seen_items"] = tables["seen_items"] + 10**6
+    safetensors.numpy.save_file(tables, str(path), metadata)
+    with pytest.raises(ArtifactError, match="seen_items"):
+        LoadedModel.load(target, device="cpu", threads=None)
