@@ -305,8 +305,10 @@ class DrillRunner:
         current = store.current()
         probe = None
         if current is not None:
+            first = state.replicas()[0]
             probe = QualityProbe(state.gateway_url, store.version_dir(current),
-                                 seed=self.options.seed)
+                                 seed=self.options.seed, reference_url=first.url)
+            probe.learn_reference()  # during warmup, from a replica serving the verified model
         return driver, probe
 
     def _watch(self, driver: Any, watcher: StackWatcher, records: list[FaultRecord],

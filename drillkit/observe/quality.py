@@ -97,6 +97,8 @@ class QualityProbe:
         seed: int = 0,
         *,
         timeout: float = 1.0,
+        reference_url: str | None = None,
+        reference_users: int = 300,
     ) -> None:
         if not rate > 0:
             raise ValueError(f"rate: expected > 0, got {rate}")
@@ -112,6 +114,35 @@ class QualityProbe:
         self._thread: threading.Thread | None = None
         self.sent = 0
         self.skipped = 0  # failed or unreadable answers (not scored)
+        self.reference_url = reference_url.rstrip("/") if reference_url else None
+        self.reference_users = reference_users
+        # user -> golden hits of the verified model's own top 10 (see learn_reference)
+        self.reference: dict[int, int] = {}
+
+    def learn_reference(self) -> int:
+        """Ask a replica serving the verified model (``reference_url``) for the top 10 of the
+        first ``reference_users`` golden users, and keep those it gets at least one right.
+
+        One user's recall moves in steps of 1/|golden| (0, 0.2, 0.4 ...), so a share against
+        the *average* offline recall is noise (about +-0.8 per sample). Against the same user's
+        hits under the verified model, a healthy stack scores exactly 1.0 on every sample,
+        and the sum of hits over any window, divided by the reference's, is still online
+        recall as a share of offline recall on those users. Returns how many users remain.
+        """
+        if self.reference_url is None:
+            return 0
+        url = self.reference_url + "/recommend"
+        with httpx.Client(timeout=self.timeout) as client:
+            for user in self._order[: self.reference_users]:
+                items = self._ask(client, url, user)
+                if items is None:
+                    continue
+                hits = len(self.golden[user].intersection(items[:_K]))
+                if hits:
+                    self.reference[user] = hits
+        if self.reference:
+            self._order = [u for u in self._order if u in self.reference]
+        return len(self.reference)
 
     def start(self) -> None:
         """Start probing on a daemon thread."""
@@ -165,6 +196,8 @@ class QualityProbe:
         """The share of one answer: recall@10 of ``items`` for ``user`` over offline recall."""
         golden = self.golden[user]
         hits = len(golden.intersection(items[:_K]))
+        if user in self.reference:
+            return hits / self.reference[user]
         return hits / len(golden) / self.offline_recall
 
     def _run(self) -> None:

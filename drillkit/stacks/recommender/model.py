@@ -655,7 +655,12 @@ def _popularity_recall(tables: dict[str, npt.NDArray[Any]]) -> float:
 
 
 class _threads:
-    """Use every usable core for a CPU run (torch and faiss); restore the caller's settings."""
+    """Thread counts for a CPU run (torch and faiss); restores the caller's settings after.
+
+    One core is left to everything else: a build runs beside a drill harness, load
+    generators and replicas, and OpenMP worker threads that find one of "their" cores busy
+    spin at every barrier; on two cores that made training ten times slower, not twice.
+    """
 
     def __init__(self, device: str) -> None:
         self._device = device
@@ -663,8 +668,9 @@ class _threads:
 
     def __enter__(self) -> None:
         if self._device == "cpu":
-            torch.set_num_threads(_usable_cores())
-            set_threads(_usable_cores())
+            threads = max(1, _usable_cores() - 1)
+            torch.set_num_threads(threads)
+            set_threads(threads)
 
     def __exit__(self, *exc: object) -> None:
         torch.set_num_threads(self._saved[0])
