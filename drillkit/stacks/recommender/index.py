@@ -19,7 +19,7 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import faiss
 import numpy as np
@@ -28,9 +28,7 @@ import torch
 
 from drillkit.errors import BackendUnavailable, InputError
 
-__all__ = ["IndexKind", "RetrievalIndex", "get_threads", "select_device", "set_threads"]
-
-IndexKind = Literal["flat", "ivf"]
+__all__ = ["RetrievalIndex", "get_threads", "select_device", "set_threads"]
 
 
 def select_device(preference: str) -> str:
