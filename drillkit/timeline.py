@@ -70,7 +70,9 @@ class FaultTimeline:
         self.on_error = on_error
         self.stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._heal_lock = threading.Lock()
+        # One lock per fault: a slow heal (a restart waiting for ready) must not hold up
+        # the heal of an overlapping fault.
+        self._heal_locks = {record.id: threading.Lock() for record in records}
 
     def start(self, t0: float) -> None:
         for record in self.records:
@@ -96,7 +98,7 @@ class FaultTimeline:
 
     def heal(self, record: FaultRecord) -> None:
         """Heal one fault once (idempotent across the timeline and the final clean-up)."""
-        with self._heal_lock:
+        with self._heal_locks[record.id]:
             if record.injected_at is None or record.healed_at is not None:
                 return
             try:
