@@ -158,9 +158,12 @@ class _Actions:
         self.contexts[record.id] = ctx
         evidence = []
         for target in record.targets:
+            # The change happens inside apply(); a stack that notices within milliseconds
+            # (a replica refusing a reloaded file) must not be timed before the injection.
+            started = self.clock.now()
             undo = kind.apply(ctx, target, self.params[record.id])
             if record.injected_at is None:
-                record.injected_at = self.clock.now()
+                record.injected_at = started
             record.undo.append({"target": target, **undo})
             evidence.append(kind.check_applied(ctx, target, self.params[record.id], undo))
         record.evidence = "; ".join(evidence)
@@ -259,6 +262,14 @@ class DrillRunner:
                                         "stopping load, taking the stack down"))
                 if timeline is not None:
                     timeline.finish()
+                if state is not None:
+                    # Whatever the timeline could not heal (a fault whose apply failed half
+                    # way) is still in the journal: undo it before the stack goes.
+                    from drillkit.healing import heal_all
+
+                    leftover = heal_all(journal)
+                    if leftover.failures:
+                        error = "; ".join(line for line in leftover.lines if "NOT" in line)
                 if probe is not None:
                     probe.stop()
                 if driver is not None:

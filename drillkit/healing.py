@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,7 +45,7 @@ def _orphaned(state: StackState) -> bool:
     """A stack owned by a `drillkit run` whose process is gone (killed with SIGKILL)."""
     owner = state.owner or {}
     pid = owner.get("pid")
-    if not isinstance(pid, int):
+    if not isinstance(pid, int) or pid == os.getpid():
         return False
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as handle:

@@ -203,7 +203,7 @@ class LocalBackend(Backend):
                 "-m",
                 "drillkit.stacks.recommender.replica",
                 "--store",
-                state.store,
+                state.stores.get(name, state.store),  # the replica's own copy
                 "--name",
                 name,
                 "--host",

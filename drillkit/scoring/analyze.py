@@ -262,17 +262,20 @@ def _concerns(event: DetectionEvent, targets: Sequence[str]) -> bool:
     if MODEL_STORE in targets:
         # Any replica that rejects an artifact noticed a damaged store.
         what = event.what.lower()
-        return event.subject == MODEL_STORE or "integrity" in what or "sanity" in what
+        return (event.subject == MODEL_STORE or "integrity" in what or "sanity" in what
+                or what.startswith("refused model"))
     return False
 
 
 def detect(fault: FaultRun, events: Sequence[DetectionEvent]) -> DetectionEvent | None:
-    """The first event at or after injection that concerns one of the fault's targets."""
+    """The first event between injection and heal that concerns one of the fault's targets."""
     if fault.injected_at is None:
         return None
     injected = fault.injected_at
     targets = fault.targets
-    candidates = [e for e in events if e.t >= injected and _concerns(e, targets)]
+    # A sign after the heal concerns whatever happened next, not this fault.
+    until = fault.healed_at if fault.healed_at is not None else float("inf")
+    candidates = [e for e in events if injected <= e.t <= until and _concerns(e, targets)]
     return min(candidates, key=lambda e: e.t, default=None)
 
 
@@ -556,7 +559,7 @@ def _fault_result(
 
 def _seconds(t: float) -> float:
     # Clocks are at best microsecond-precise: 20.3 - 20.0 reads 0.3, not 0.30000000000000071.
-    return round(t, 6)
+    return round(t, 6) + 0.0  # + 0.0 turns a rounded -0.0 into 0.0
 
 
 def _clip(t: float, duration: float) -> float:

@@ -81,24 +81,26 @@ def test_the_measurement_can_fail(cli: Cli, tmp_path: Path) -> None:
     assert "kill-1.max_failed_requests" in failed
 
 
-@pytest.mark.parametrize(("fault", "evidence"), [
-    pytest.param({"kind": "pause_node", "target": "replica-2"}, "stopped", id="pause"),
+@pytest.mark.parametrize(("fault", "evidence", "detected_by"), [
+    pytest.param({"kind": "pause_node", "target": "replica-2"}, "stopped", "gateway",
+                 id="pause"),
     pytest.param({"kind": "cut_network", "target": "replica-3", "params": {"mode": "blackhole"}},
-                 "hung", id="blackhole"),
+                 "hung", "gateway", id="blackhole"),
     pytest.param({"kind": "cut_network", "target": "replica-3", "params": {"mode": "reject"}},
-                 "re", id="reject"),
+                 "re", "gateway", id="reject"),
     pytest.param({"kind": "latency", "target": "replica-1", "params": {"delay": "100ms"}},
-                 "+100 ms", id="latency"),
+                 "+100 ms", None, id="latency"),
     pytest.param({"kind": "corrupt_model", "target": "replica-2",
-                  "params": {"mode": "bitflip"}}, "sha256", id="bitflip-reload"),
+                  "params": {"mode": "bitflip"}}, "sha256", "replica-2", id="bitflip-reload"),
     pytest.param({"kind": "corrupt_model", "target": "replica-1",
-                  "params": {"mode": "truncate", "apply": "restart"}}, "truncate",
-                 id="truncate-restart"),
+                  "params": {"mode": "truncate", "apply": "restart"}}, "truncate", "",
+                 id="truncate-restart"),  # the restart itself is seen first, by the gateway
     pytest.param({"kind": "corrupt_model", "target": "model-store",
-                  "params": {"mode": "poison"}}, "poisoned", id="poison-store"),
+                  "params": {"mode": "poison"}}, "poisoned", "replica-", id="poison-store"),
 ])
 def test_every_fault_kind_takes_effect_and_heals(cli: Cli, tmp_path: Path,
-                                                 fault: dict[str, Any], evidence: str) -> None:
+                                                 fault: dict[str, Any], evidence: str,
+                                                 detected_by: str | None) -> None:
     spec = {"id": "f-1", "at": "3s", "duration": "5s",
             "expect": {"max_wrong_model_responses": 0}, **fault}
     code, report = run_drill(cli, scenario(tmp_path, "one-fault", [spec]), tmp_path)
@@ -106,6 +108,10 @@ def test_every_fault_kind_takes_effect_and_heals(cli: Cli, tmp_path: Path,
     (result,) = report["faults"]
     assert evidence in result["evidence"]
     assert result["healed_at"] is not None
+    if detected_by is not None:  # the stack itself noticed, while the fault lasted
+        assert result["detected_by"] is not None and result["detected_by"].startswith(
+            detected_by), result
+        assert result["ttd_s"] is not None and result["ttd_s"] <= 2.0
     assert result["wrong_model_responses"] == 0
     assert not leftovers(cli)
     assert not (Path(cli.env["DRILLKIT_STATE_DIR"]) / "journal.jsonl").exists()

@@ -24,6 +24,7 @@ from drillkit.scoring import (
     QualitySample,
     analyze,
 )
+from drillkit.scoring.analyze import detect
 
 GOOD = "sha256:good"
 SLO_DEFAULT = SLO(availability=0.999, p99_ms=250.0, quality=0.9, degraded_max=0.05)
@@ -426,3 +427,15 @@ def test_zero_length_drill() -> None:
     result = analyze(inp)
     assert result.series == [] and result.achieved_rps == 0.0
     assert [c.name for c in result.checks] == ["wrong_model_responses", "load.generator"]
+
+
+def test_a_sign_after_the_heal_does_not_detect_the_fault() -> None:
+    late = DetectionEvent(40.0, "gateway", "replica-1", "up->ejected timeout")
+    assert detect(kill(injected_at=20.0, healed_at=35.0), [late]) is None
+    assert detect(kill(injected_at=20.0, healed_at=None), [late]) == late
+
+
+def test_any_refused_model_detects_a_model_store_fault() -> None:
+    event = DetectionEvent(20.2, "replica-3", "replica-3", "refused model v3 (manifest)")
+    fault = kill(target="model-store", injected_at=20.0, healed_at=30.0)
+    assert detect(fault, [event]) == event
