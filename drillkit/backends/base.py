@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -26,6 +24,7 @@ from typing import Any, ClassVar
 
 from drillkit import paths
 from drillkit.errors import InputError
+from drillkit.fsutil import atomic_write
 from drillkit.stacks.recommender.data import CatalogSpec
 
 Progress = Callable[[str, float], None]
@@ -151,18 +150,7 @@ def state_path() -> Path:
 def save_state(state: StackState) -> None:
     """Write the active stack's state atomically, readable by the owner only (it holds the
     admin token)."""
-    path = state_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".stack.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(state.to_json(), handle, indent=2)
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    atomic_write(state_path(), json.dumps(state.to_json(), indent=2).encode(), mode=0o600)
 
 
 def load_state() -> StackState | None:
@@ -231,18 +219,10 @@ def backend_names() -> list[str]:
 
 def get_backend(name: str) -> Backend:
     """Instantiate a backend by name from the ``drillkit.backends`` entry points."""
-    for ep in entry_points(group="drillkit.backends"):
-        if ep.name == name:
-            cls = ep.load()
-            break
-    else:
-        if name not in _BUILTIN:
-            raise InputError(f"unknown backend {name!r} (available: {', '.join(backend_names())})")
-        module_name, _, attr = _BUILTIN[name].partition(":")
-        import importlib
+    from drillkit.plugins import load_plugin
 
-        cls = getattr(importlib.import_module(module_name), attr)
-    backend = cls()
+    cls = load_plugin("drillkit.backends", name, _BUILTIN, what="backend")
+    backend = cls() if isinstance(cls, type) else None
     if not isinstance(backend, Backend):
         raise InputError(f"backend {name!r} does not implement drillkit.backends.base.Backend")
     return backend

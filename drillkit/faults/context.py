@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from drillkit.backends.base import Backend, StackState, save_state
 from drillkit.errors import EnvironmentFailure, InputError, StackNotReady
 from drillkit.faults.base import ENTRY_POINT_GROUP, FaultKind
 from drillkit.journal import Journal, JournalEntry
+from drillkit.plugins import load_plugin
 from drillkit.stacks.recommender.store import ModelStore
 
 _BUILTIN_KINDS = {
@@ -32,18 +32,8 @@ _BUILTIN_KINDS = {
 
 def load_fault_kind(name: str) -> FaultKind[Any]:
     """Instantiate the fault kind registered under ``name`` (entry points, then built-ins)."""
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name == name:
-            cls = ep.load()
-            break
-    else:
-        if name not in _BUILTIN_KINDS:
-            raise InputError(f"unknown fault kind {name!r}")
-        import importlib
-
-        module, _, attr = _BUILTIN_KINDS[name].partition(":")
-        cls = getattr(importlib.import_module(module), attr)
-    kind = cls()
+    cls = load_plugin(ENTRY_POINT_GROUP, name, _BUILTIN_KINDS, what="fault kind")
+    kind = cls() if isinstance(cls, type) else None
     if not isinstance(kind, FaultKind):
         raise InputError(f"fault kind {name!r} is not a drillkit.faults.base.FaultKind")
     return kind

@@ -2,49 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
 from drillkit.errors import InputError
+from drillkit.fsutil import atomic_write
 from drillkit.reports.model import SCHEMA_VERSION, DrillReport
 
 __all__ = ["atomic_write", "read_report", "write_report"]
-
-
-def atomic_write(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Replace ``path`` with ``data`` so that readers see the old file or the new one, whole.
-
-    The temporary file lives in the same folder (``os.replace`` is only atomic within one
-    file system) and is fsynced before the rename, so a crash cannot leave a torn report;
-    the folder is created when missing.
-    """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    # Persist the rename itself; not every platform lets a folder be opened, hence best effort.
-    with contextlib.suppress(OSError):
-        dir_fd = os.open(target.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    return target
 
 
 def write_report(report: DrillReport, path: str | os.PathLike[str]) -> Path:

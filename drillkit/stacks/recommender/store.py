@@ -25,7 +25,6 @@ the gateway, a drill) can verify a store without importing torch.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
 import json
@@ -48,6 +47,7 @@ from drillkit.errors import (
     ManifestError,
     SignatureError,
 )
+from drillkit.fsutil import atomic_write
 
 MANIFEST_NAME = "manifest.json"
 CURRENT_NAME = "CURRENT"
@@ -203,20 +203,6 @@ class VersionCheck:
     current: bool
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 class ModelStore:
     """A folder of model versions with a CURRENT pointer."""
 
@@ -253,7 +239,7 @@ class ModelStore:
         """Point CURRENT at ``version`` atomically (write a temp file, then rename)."""
         if version not in self.versions():
             raise InputError(f"{self.root}: no model version {version!r}")
-        _atomic_write_text(self.root / CURRENT_NAME, version + "\n")
+        atomic_write(self.root / CURRENT_NAME, (version + "\n").encode())
 
     def verify(self, version: str, *, key: bytes | None = None) -> Manifest:
         return verify_version(self.version_dir(version), key=key)
@@ -355,7 +341,7 @@ class ModelStore:
 
 def write_manifest(version_dir: Path, manifest: Manifest) -> None:
     text = json.dumps(manifest.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
-    _atomic_write_text(version_dir / MANIFEST_NAME, text)
+    atomic_write(version_dir / MANIFEST_NAME, text.encode())
 
 
 def _remove_tree(path: Path) -> None:
