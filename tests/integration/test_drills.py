@@ -198,3 +198,35 @@ def test_bad_scenarios_exit_2_with_one_line_and_start_nothing(cli: Cli, tmp_path
         assert "Traceback" not in proc.stderr
     assert not (Path(cli.env["DRILLKIT_STATE_DIR"]) / "stack.json").exists()
     assert os.listdir(tmp_path) == ["bad.yaml"]
+
+
+def test_abort_condition_stops_the_drill_early_and_heals(cli: Cli, tmp_path: Path) -> None:
+    every = {"id": "kill-all", "kind": "kill_node", "target": ["replica-1", "replica-2",
+                                                               "replica-3"],
+             "at": "2s", "duration": "8s"}
+    naked = {"gateway": {"retries": 0, "passive_ejection": False, "fallback": False}}
+    path = scenario(tmp_path, "abort", [every], stack=naked,
+                    abort={"error_rate_above": "50%", "for": "1s"})
+    started = time.monotonic()
+    code, report = run_drill(cli, path, tmp_path)
+    assert code == 1, report
+    assert report["status"] == "failed"
+    assert report["faults"][0]["healed_at"] is not None
+    assert report["faults"][0]["failed_requests"] > 0
+    # Aborted about a second after the errors began, not at the end of the 12 s load.
+    assert time.monotonic() - started < 60
+    assert not leftovers(cli)
+
+
+def test_a_generator_that_cannot_hold_its_rate_is_exit_3(cli: Cli, tmp_path: Path) -> None:
+    doc = {"version": 1, "name": "saturated", "stack": STACK,
+           "load": {"rate": 3000, "users": 2, "duration": "6s", "warmup": "1s"},
+           "report": {"formats": ["json"], "dir": str(tmp_path / "reports")}}
+    path = tmp_path / "saturated.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    code, report = run_drill(cli, path, tmp_path)
+    assert code == 3, report
+    assert report["status"] == "error"
+    assert report["load"]["generator_saturated"] is True
+    assert "could not hold" in (report.get("error") or "")
+    assert not leftovers(cli)
