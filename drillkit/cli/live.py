@@ -79,8 +79,9 @@ class LiveView:
             if self._fault_marks.get(record.id) != mark:
                 self._fault_marks[record.id] = mark
                 if mark != "pending":
-                    detail = record.error or record.evidence
-                    text = f"[{self.scenario.name}] fault {record.id} {mark}: {detail}"
+                    detail = record.error or (record.evidence if mark == "injected" else "")
+                    text = f"[{self.scenario.name}] fault {record.id} {mark}"
+                    text += f": {detail}" if detail else ""
                     if self.plain or self._live is None:
                         self.terminal.info(text)
                     else:
@@ -103,7 +104,10 @@ class LiveView:
         for record in tick.faults:
             faults.add_row(record.id, record.kind, ",".join(record.targets), f"{record.at:g}s",
                            self._fault_marks.get(record.id, "pending"))
-        parts: list[object] = [header, bar, figures, replicas]
+        # A progress bar ends no line of its own: a one-cell grid puts it on its own row.
+        bar_row = Table.grid()
+        bar_row.add_row(bar)
+        parts: list[object] = [header, bar_row, figures, replicas]
         if tick.faults:
             parts.append(faults)
         if tick.message:
