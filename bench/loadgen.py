@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -155,8 +154,3 @@ async def run_closed_loop(url: str, concurrency: int, seconds: float,
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     return result
 
-
-def timed(fn: Callable[[], object]) -> float:
-    started = time.perf_counter()
-    fn()
-    return time.perf_counter() - started

@@ -24,9 +24,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from drillkit import __version__
 from drillkit.backends.base import Backend, StackState, get_backend, load_state
-from drillkit.errors import DrillkitError, EnvironmentFailure, StateError
+from drillkit.errors import DrillkitError, StateError
 from drillkit.faults.base import FaultKind
 from drillkit.faults.context import FaultContext, load_fault_kind
 from drillkit.journal import Journal
@@ -440,9 +439,4 @@ def environment(gpu: bool) -> dict[str, Any]:
     return {"gpu": gpu, "python": platform.python_version(), "host_cpus": os.cpu_count() or 1}
 
 
-def fail_if_harness_broken(result: DrillResult) -> None:
-    if result.status == "error" and result.error:
-        raise EnvironmentFailure(result.error)
-
-
-__all__ = ["DrillResult", "DrillRunner", "Interrupted", "RunOptions", "Tick", "__version__"]
+__all__ = ["DrillResult", "DrillRunner", "Interrupted", "RunOptions", "Tick"]

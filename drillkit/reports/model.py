@@ -230,77 +230,13 @@ class DrillReport(_Model):
             finished_at=finished_at,
             score=analysis.score,
             pass_score=analysis.pass_score,
-            load=LoadSummary(
-                target_rps=analysis.target_rps,
-                achieved_rps=analysis.achieved_rps,
-                requests=analysis.requests,
-                generator_saturated=analysis.generator_saturated,
-            ),
-            phases=[
-                PhaseReport(
-                    name=p.name,
-                    start=p.start,
-                    end=p.end,
-                    requests=p.requests,
-                    failed=p.failed,
-                    degraded=p.degraded,
-                    wrong_model=p.wrong_model,
-                    availability=p.availability,
-                    p50_ms=p.p50_ms,
-                    p95_ms=p.p95_ms,
-                    p99_ms=p.p99_ms,
-                    rps=p.rps,
-                    quality=p.quality,
-                )
-                for p in analysis.phases
-            ],
-            faults=[
-                FaultReport(
-                    id=f.id,
-                    kind=f.kind,
-                    target=f.target,
-                    injected_at=f.injected_at,
-                    healed_at=f.healed_at,
-                    detected_at=f.detected_at,
-                    recovered_at=f.recovered_at,
-                    ttd_s=f.ttd_s,
-                    rto_s=f.rto_s,
-                    requests=f.requests,
-                    failed_requests=f.failed_requests,
-                    degraded_responses=f.degraded_responses,
-                    wrong_model_responses=f.wrong_model_responses,
-                    p99_ms=f.p99_ms,
-                    evidence=f.evidence,
-                    detected_by=f.detected_by,
-                )
-                for f in analysis.faults
-            ],
-            checks=[
-                CheckReport(
-                    name=c.name,
-                    phase=c.phase,
-                    target=c.target,
-                    actual=c.actual,
-                    passed=c.passed,
-                    weight=c.weight,
-                    critical=c.critical,
-                    credit=c.credit,
-                    op=c.op,
-                    detail=c.detail,
-                )
-                for c in analysis.checks
-            ],
-            series=[
-                SeriesReport(
-                    t=s.t,
-                    rps=s.rps,
-                    failed=s.failed,
-                    degraded=s.degraded,
-                    p50_ms=s.p50_ms,
-                    p99_ms=s.p99_ms,
-                    quality=s.quality,
-                )
-                for s in analysis.series
-            ],
+            # The report models mirror the analysis dataclasses field by field (extension
+            # fields included); pydantic reads the attributes it declares and ignores the rest.
+            load=LoadSummary.model_validate(analysis, from_attributes=True),
+            phases=[PhaseReport.model_validate(p, from_attributes=True) for p in analysis.phases],
+            faults=[FaultReport.model_validate(f, from_attributes=True) for f in analysis.faults],
+            checks=[CheckReport.model_validate(c, from_attributes=True) for c in analysis.checks],
+            series=[SeriesReport.model_validate(s, from_attributes=True)
+                    for s in analysis.series],
             error=error,
         )
