@@ -216,6 +216,7 @@ class DrillRunner:
             raise StateError(f"stack {existing.id} is already up; a drill brings up its own "
                              "stack: run `drillkit stack down` first")
         spec = scenario.stack_spec()
+        backend.check_faults({record.kind for record in records})
         status = "error"
         error: str | None = None
         analysis: Analysis | None = None

@@ -103,6 +103,12 @@ class ServiceState:
     container: str | None = None
     link_port: int | None = None  # where the gateway reaches it (the link proxy), if proxied
 
+    def ident(self) -> str:
+        """How to find it on the host: ``pid 1234`` or ``container 0123456789ab``."""
+        if self.container:
+            return f"container {self.container[:12]}"
+        return f"pid {self.pid}"
+
 
 @dataclass
 class StackState:
@@ -123,6 +129,9 @@ class StackState:
     stores: dict[str, str] = field(default_factory=dict)
     proxy_url: str | None = None  # control API of the link fault proxy, when there is one
     owner: dict[str, Any] | None = None  # set when a `drillkit run` owns the stack: its pid
+    image: str | None = None  # docker: the stack image the containers run
+    network: str | None = None  # docker: the stack's own network
+    session: str | None = None  # docker: the session label on everything created
 
     def replica_stores(self) -> dict[str, Path]:
         return {name: Path(root) for name, root in self.stores.items()}
@@ -207,8 +216,58 @@ class Backend(ABC):
     def restart(self, state: StackState, name: str) -> None:
         raise NotImplementedError(f"{self.name} backend cannot restart services")
 
+    def check_faults(self, kinds: set[str]) -> None:
+        """Raise BackendUnavailable before anything starts when a fault kind cannot work on
+        this backend here (the docker backend's latency needs the kernel's netem)."""
+        return None
 
-_BUILTIN = {"local": "drillkit.backends.local:LocalBackend"}
+    # Network links between the gateway and a replica. Each returns a line of evidence.
+    def cut_link(self, state: StackState, name: str, *, mode: str) -> str:
+        """Cut the gateway <-> ``name`` link: ``blackhole`` (packets dropped, connections
+        hang) or ``reject`` (refused or reset)."""
+        raise NotImplementedError(f"{self.name} backend cannot cut network links")
+
+    def slow_link(self, state: StackState, name: str, *, delay: float, jitter: float) -> str:
+        """Add ``delay`` seconds (+- ``jitter``) to each round trip on the link."""
+        raise NotImplementedError(f"{self.name} backend cannot slow network links")
+
+    def restore_link(self, state: StackState, name: str) -> None:
+        """Undo :meth:`cut_link` / :meth:`slow_link`; idempotent, also when nothing is set."""
+        raise NotImplementedError(f"{self.name} backend cannot restore network links")
+
+    def probe_link(self, state: StackState, name: str, *, timeout: float) -> tuple[str, float]:
+        """One HTTP request over the link as the gateway sends it: ``answered``, ``hung``,
+        ``refused`` or ``reset``, and the seconds it took."""
+        raise NotImplementedError(f"{self.name} backend cannot probe network links")
+
+
+def probe_tcp(host: str, port: int, *, timeout: float) -> tuple[str, float]:
+    """Send one HTTP request to ``host:port`` and say what happened, with the time it took."""
+    import socket
+    import time
+
+    started = time.monotonic()
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.settimeout(max(0.01, timeout - (time.monotonic() - started)))
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n")
+            data = sock.recv(64)
+            outcome = "answered" if data else "reset"
+    except TimeoutError:
+        outcome = "hung"
+    except ConnectionRefusedError:
+        outcome = "refused"
+    except (ConnectionResetError, BrokenPipeError):
+        outcome = "reset"
+    except OSError:  # no route to host, name not known: the address went silent
+        outcome = "unreachable"
+    return outcome, time.monotonic() - started
+
+
+_BUILTIN = {
+    "local": "drillkit.backends.local:LocalBackend",
+    "docker": "drillkit.backends.docker:DockerBackend",
+}
 
 
 def backend_names() -> list[str]:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -19,9 +17,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-from drillkit import paths
 from drillkit.backends.base import (
     Backend,
     GatewaySettings,
@@ -30,14 +25,19 @@ from drillkit.backends.base import (
     StackSpec,
     StackState,
     clear_state,
+    probe_tcp,
     save_state,
 )
-from drillkit.errors import ArtifactError, BackendUnavailable, StackNotReady
-from drillkit.stacks.recommender.build import ensure_artifacts
+from drillkit.backends.common import (
+    fallback_file,
+    new_stack,
+    remove_copies,
+    replica_store,
+    wait_until_ready,
+)
+from drillkit.errors import BackendUnavailable, EnvironmentFailure, StackNotReady
 from drillkit.stacks.recommender.replica import ADMIN_TOKEN_ENV
-from drillkit.stacks.recommender.store import ModelStore, signing_key, verify_version
 
-READY_TIMEOUT = 180.0
 STOP_GRACE = 8.0
 _SIGNALS = {"KILL": signal.SIGKILL, "TERM": signal.SIGTERM, "INT": signal.SIGINT}
 
@@ -101,50 +101,12 @@ class LocalBackend(Backend):
     # -- lifecycle -------------------------------------------------------------------------
     def up(self, spec: StackSpec, *, progress: Progress | None = None) -> StackState:
         report = progress or (lambda message, fraction: None)
-        use_gpu = self._resolve_gpu(spec.gpu)
-        stack_id = time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
-        run_dir = paths.state_dir() / "stacks" / stack_id
-        (run_dir / "logs").mkdir(parents=True, exist_ok=True)
-
-        if spec.store is not None:
-            store_root = Path(spec.store).resolve()
-            if not ModelStore(store_root).versions():
-                raise BackendUnavailable(f"{store_root}: not a model store (no versions/)")
-        else:
-            report("model artifacts", -1)
-            cached = ensure_artifacts(
-                spec.catalog, device="cuda" if use_gpu else "cpu", progress=progress
-            )
-            # Each stack serves its own copy, so a corrupt_model fault never touches the cache.
-            store_root = run_dir / "store"
-            shutil.copytree(cached.root, store_root, ignore=shutil.ignore_patterns(".*"))
-
-        state = StackState(
-            id=stack_id,
-            backend=self.name,
-            created_at=time.time(),
-            run_dir=str(run_dir),
-            store=str(store_root),
-            gateway_url="",
-            admin_token=secrets.token_hex(16),
-            gpu=use_gpu,
-            spec={
-                "replicas": spec.replicas,
-                "gpu": spec.gpu,
-                "catalog": {
-                    "items": spec.catalog.items,
-                    "dim": spec.catalog.dim,
-                    "seed": spec.catalog.seed,
-                },
-                "gateway": vars(spec.gateway),
-            },
-        )
+        state = new_stack(spec, self.name, gpu=self._resolve_gpu(spec.gpu), report=report)
+        run_dir = Path(state.run_dir)
         try:
             for i in range(1, spec.replicas + 1):
                 name = f"replica-{i}"
-                node_store = run_dir / "nodes" / name / "store"
-                shutil.copytree(store_root, node_store, ignore=shutil.ignore_patterns(".*"))
-                state.stores[name] = str(node_store)
+                replica_store(state, name)
                 port = free_port()
                 state.services[name] = ServiceState(
                     name=name,
@@ -216,7 +178,7 @@ class LocalBackend(Backend):
                 state.id,
             ]
         settings = _gateway_args(state.spec["gateway"])
-        fallback = ["--fallback", str(_fallback_file(Path(state.store)))]
+        fallback = ["--fallback", str(fallback_file(Path(state.store)))]
         if not state.spec["gateway"].get("fallback", True):
             fallback = []  # no popular-items answer: a request no replica serves fails (503)
         replicas = [arg for s in state.replicas()
@@ -253,40 +215,7 @@ class LocalBackend(Backend):
         service.pid = proc.pid
 
     def _wait_ready(self, state: StackState, report: Progress) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT
-        pending = {s.name for s in state.replicas()}
-        total = len(pending) + 1
-        with httpx.Client(timeout=1.0) as client:
-            while pending:
-                for name in sorted(pending):
-                    self._check_running(state, name)
-                    with contextlib.suppress(httpx.HTTPError):
-                        if client.get(state.services[name].url + "/readyz").status_code == 200:
-                            pending.discard(name)
-                            report(f"{name} ready", (total - len(pending) - 1) / total)
-                if pending and time.monotonic() > deadline:
-                    raise StackNotReady(
-                        f"not ready after {READY_TIMEOUT:.0f} s: "
-                        f"{', '.join(sorted(pending))}; logs in {state.run_dir}"
-                    )
-                if pending:
-                    time.sleep(0.1)
-            # The gateway is ready for the drill once it routes to every replica.
-            want = {s.name for s in state.replicas()}
-            while True:
-                self._check_running(state, "gateway")
-                with contextlib.suppress(httpx.HTTPError, ValueError):
-                    body = client.get(state.gateway_url + "/status").json()
-                    up = {r["name"] for r in body["replicas"] if r["state"] == "up"}
-                    if want <= up:
-                        report("gateway routing to every replica", 1.0)
-                        return
-                if time.monotonic() > deadline:
-                    raise StackNotReady(
-                        f"gateway did not see every replica up after "
-                        f"{READY_TIMEOUT:.0f} s; logs in {state.run_dir}"
-                    )
-                time.sleep(0.05)
+        wait_until_ready(state, lambda name: self._check_running(state, name), report)
 
     def _check_running(self, state: StackState, name: str) -> None:
         service = state.services[name]
@@ -313,9 +242,7 @@ class LocalBackend(Backend):
                 os.killpg(pid, signal.SIGKILL)
         for pid in pids:
             _reap(pid)
-        if Path(state.store).parent == Path(state.run_dir):  # our copy, not a user's store
-            shutil.rmtree(state.store, ignore_errors=True)
-        shutil.rmtree(Path(state.run_dir) / "nodes", ignore_errors=True)
+        remove_copies(state)
         clear_state()
 
     def service_alive(self, state: StackState, name: str) -> bool:
@@ -355,6 +282,37 @@ class LocalBackend(Backend):
         self._spawn(state, name)
         save_state(state)
 
+    # -- network links: through drillkit's link proxy --------------------------------------
+    def _proxy(self, state: StackState) -> Any:
+        if not state.proxy_url:
+            raise EnvironmentFailure(f"stack {state.id} has no link proxy; network faults need one")
+        from drillkit.faults.linkproxy import LinkProxyClient
+
+        return LinkProxyClient(state.proxy_url)
+
+    def cut_link(self, state: StackState, name: str, *, mode: str) -> str:
+        self._proxy(state).set_mode(name, mode)
+        return f"link proxy: gateway->{name} set to {mode}"
+
+    def slow_link(self, state: StackState, name: str, *, delay: float, jitter: float) -> str:
+        # Delaying the request direction only adds `delay` once per round trip.
+        self._proxy(state).set_mode(
+            name, "latency", delay_ms=delay * 1000, jitter_ms=jitter * 1000,
+            direction="to_target",
+        )
+        return f"link proxy: gateway->{name} +{delay * 1000:.0f} ms"
+
+    def restore_link(self, state: StackState, name: str) -> None:
+        proxy = state.services.get("linkproxy")
+        if proxy is not None and process_alive(proxy.pid, state.id):
+            self._proxy(state).set_mode(name, "pass")
+
+    def probe_link(self, state: StackState, name: str, *, timeout: float) -> tuple[str, float]:
+        port = state.services[name].link_port
+        if port is None:
+            raise EnvironmentFailure(f"{name} has no proxied link in stack {state.id}")
+        return probe_tcp("127.0.0.1", int(port), timeout=timeout)
+
 
 def _gateway_side_url(service: ServiceState) -> str:
     """Where the gateway reaches a replica: through its proxied link when there is one."""
@@ -365,15 +323,3 @@ def _gateway_side_url(service: ServiceState) -> str:
 
 def _gateway_args(settings: dict[str, Any]) -> list[str]:
     return GatewaySettings(**settings).args()
-
-
-def _fallback_file(store_root: Path) -> Path:
-    """popular.json of the newest servable version: the gateway's degraded answer."""
-    store = ModelStore(store_root)
-    key = signing_key()
-    for version in store.serving_candidates():
-        folder = store.version_dir(version)
-        with contextlib.suppress(ArtifactError):
-            verify_version(folder, key=key)
-            return folder / "popular.json"
-    raise StackNotReady(f"{store_root}: no model version verifies; cannot start the gateway")

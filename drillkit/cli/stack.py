@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import typer
@@ -148,22 +149,48 @@ def down() -> None:
 
 @app.command()
 def build(
+    backend: str = typer.Option(
+        "local", "--backend", "-b",
+        help="local: the model store only; docker: the stack image too.",
+    ),
     items: int = ITEMS,
     dim: int = DIM,
     seed: int = SEED,
     rebuild: bool = typer.Option(False, "--rebuild", help="Build again even when cached."),
     gpu: str = typer.Option("auto", "--gpu", help="Train on: auto | on | off."),
+    base_image: str | None = typer.Option(
+        None, "--base-image",
+        help="docker: build FROM this image with PyPI (a registry is needed). Default: an "
+        "offline base from debootstrap, packages from a local wheelhouse.",
+    ),
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Generate the catalog, train the model and build the model store (cached)."""
+    """Generate the catalog, train the model and build the model store (cached); with
+    --backend docker, build the stack image as well (never pulled)."""
     from drillkit.stacks.recommender.build import BUILD_INFO, ensure_artifacts
 
     t = terminal()
+    if backend not in ("local", "docker"):
+        get_backend(backend)  # a plugin backend name is fine; an unknown one is exit 2
     spec = CatalogSpec(items=items, dim=dim, seed=seed).resolved()
     device = {"on": "cuda", "off": "cpu"}.get(gpu, "auto")
+    image: dict[str, object] = {}
+    if backend == "docker":
+        from drillkit.backends.image import build_image, check_base_image_name
+
+        with t.progress("image") as update:
+            started = time.monotonic()
+            tag, built = build_image(
+                base_image=check_base_image_name(base_image) if base_image else None,
+                rebuild=rebuild, progress=update,
+            )
+        image = {"image": tag, "image_built": built,
+                 "image_seconds": round(time.monotonic() - started, 1)}
+        t.info(f"image {tag} " + (f"built in {image['image_seconds']} s" if built
+                                    else "is up to date"))
     with t.progress("build") as update:
         store = ensure_artifacts(spec, device=device, rebuild=rebuild, progress=update)
-    info = json.loads((store.root / BUILD_INFO).read_text())
+    info = json.loads((store.root / BUILD_INFO).read_text()) | image
     checks = store.check_all()
     summary = {
         "store": str(store.root),

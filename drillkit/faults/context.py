@@ -1,8 +1,8 @@
 """What a fault kind gets to work with: the backend, the stack, the journal, and helpers.
 
-Fault kinds stay backend-agnostic by going through :class:`FaultContext`: processes and
-containers through the backend's primitives, network links through the link proxy's control
-API, model files through the replica's store folder.
+Fault kinds stay backend-agnostic by going through :class:`FaultContext`: processes,
+containers and network links through the backend's primitives, model files through the
+replica's store folder.
 """
 
 from __future__ import annotations
@@ -111,14 +111,3 @@ class FaultContext:
     def store_of(self, replica: str) -> ModelStore:
         root = self.state.stores.get(replica)
         return ModelStore(Path(root) if root else Path(self.state.store))
-
-    # -- network ---------------------------------------------------------------------------
-    def proxy(self) -> Any:
-        """The link proxy's control client; network faults need one."""
-        if not self.state.proxy_url:
-            raise EnvironmentFailure(
-                f"stack {self.state.id} has no link proxy; network faults need one"
-            )
-        from drillkit.faults.linkproxy import LinkProxyClient
-
-        return LinkProxyClient(self.state.proxy_url)

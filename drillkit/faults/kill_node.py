@@ -32,8 +32,8 @@ class KillNode(FaultKind[KillNodeParams]):
             if time.monotonic() > deadline:
                 raise EnvironmentFailure(f"{target} is still running after SIG{params.signal}")
             time.sleep(0.01)
-        pid = ctx.state.services[target].pid
-        return f"{target} (pid {pid}) is gone after SIG{params.signal}"
+        ident = ctx.state.services[target].ident()
+        return f"{target} ({ident}) is gone after SIG{params.signal}"
 
     def heal(self, ctx: Any, record: dict[str, Any]) -> None:
         target = record["service"]

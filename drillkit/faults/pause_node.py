@@ -33,7 +33,7 @@ class PauseNode(FaultKind[PauseNodeParams]):
             status = ctx.backend.service_status(ctx.state, target)
         if status != "paused":
             raise EnvironmentFailure(f"{target} is {status}, not paused")
-        return f"{target} (pid {ctx.state.services[target].pid}) is stopped (SIGSTOP)"
+        return f"{target} ({ctx.state.services[target].ident()}) is paused"
 
     def heal(self, ctx: Any, record: dict[str, Any]) -> None:
         target = record["service"]

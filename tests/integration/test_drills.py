@@ -82,7 +82,7 @@ def test_the_measurement_can_fail(cli: Cli, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("fault", "evidence", "detected_by"), [
-    pytest.param({"kind": "pause_node", "target": "replica-2"}, "stopped", "gateway",
+    pytest.param({"kind": "pause_node", "target": "replica-2"}, "paused", "gateway",
                  id="pause"),
     pytest.param({"kind": "cut_network", "target": "replica-3", "params": {"mode": "blackhole"}},
                  "hung", "gateway", id="blackhole"),

@@ -1,0 +1,239 @@
+"""The docker backend against the real Docker Engine: the stack image, the containers, every
+fault on them, the target guard, and cleanup after drills, interrupts and crashes.
+
+Marked ``docker``: skipped without a reachable engine, and a failure when CI says one must be
+there (DRILLKIT_REQUIRE_DOCKER=1). The image is built offline by the first test that needs it
+(``drillkit stack build --backend docker``), or found already built.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from .conftest import SMALL, Cli
+from .test_drills import KILL, run_drill, scenario
+
+pytestmark = pytest.mark.docker
+
+STACK = {"backend": "docker", "replicas": 3, "catalog": {"items": 2000, "dim": 32, "seed": 7}}
+
+
+@pytest.fixture(scope="module")
+def image(cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+    env = {**os.environ, "DRILLKIT_CACHE_DIR": str(cache_dir),
+           "DRILLKIT_STATE_DIR": str(tmp_path_factory.mktemp("image-state"))}
+    proc = subprocess.run([sys.executable, "-m", "drillkit", "stack", "build", "--backend",
+                           "docker", *SMALL, "--json"], env=env, capture_output=True, text=True,
+                          timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return str(json.loads(proc.stdout)["image"])
+
+
+def docker_leftovers(cli: Cli) -> list[str]:
+    """Containers and networks of this test's stacks that still exist."""
+    stacks = Path(cli.env["DRILLKIT_STATE_DIR"]) / "stacks"
+    found = []
+    for stack in (p.name for p in stacks.iterdir()) if stacks.is_dir() else []:
+        for what in (["ps", "-a"], ["network", "ls"], ["volume", "ls"]):
+            out = subprocess.run(["docker", *what, "-q", "--filter",
+                                  f"label=drillkit.stack={stack}"],
+                                 capture_output=True, text=True, check=True).stdout
+            found += [f"{what[0]} {line}" for line in out.split()]
+    return found
+
+
+def netns_rules(container: str) -> str:
+    """iptables rules and qdiscs in a container's network namespace, read from a sidecar."""
+    image = subprocess.run(["docker", "inspect", "-f", "{{.Config.Image}}", container],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    return subprocess.run(
+        ["docker", "run", "--rm", "--network", f"container:{container}", "--cap-add",
+         "NET_ADMIN", "--user", "0:0", "--label", "drillkit.role=test-probe", image, "sh", "-c",
+         "iptables -S; tc qdisc show dev eth0"],
+        capture_output=True, text=True, check=True).stdout
+
+
+def up(cli: Cli) -> dict[str, Any]:
+    proc = cli("stack", "up", "--backend", "docker", *SMALL, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    state: dict[str, Any] = json.loads(
+        (Path(cli.env["DRILLKIT_STATE_DIR"]) / "stack.json").read_text())
+    return state
+
+
+def test_stack_up_serves_and_down_leaves_nothing(cli: Cli, image: str) -> None:
+    state = up(cli)
+    status = cli.json("stack", "status")
+    assert status["backend"] == "docker" and status["ready_replicas"] == 3
+    response = httpx.get(state["gateway_url"] + "/recommend", params={"user_id": 1, "k": 10})
+    assert response.status_code == 200
+    assert response.headers["x-model-version"] == "v2" and len(response.json()["items"]) == 10
+    for name, service in state["services"].items():
+        labels = json.loads(subprocess.run(
+            ["docker", "inspect", "-f", "{{json .Config.Labels}}", service["container"]],
+            capture_output=True, text=True, check=True).stdout)
+        assert labels["drillkit.stack"] == state["id"]
+        assert labels["drillkit.service"] == name and labels["drillkit.target"] == "true"
+        assert labels["drillkit.session"] == state["session"]
+    assert cli("stack", "down").returncode == 0
+    assert not docker_leftovers(cli)
+
+
+def test_faults_on_containers_take_effect_and_heal_clean(cli: Cli, image: str) -> None:
+    state = up(cli)
+    containers = {name: s["container"] for name, s in state["services"].items()}
+    cases = [
+        (["kill_node", "--target", "replica-1"], "is gone after SIGKILL"),
+        (["pause_node", "--target", "replica-2"], "is paused"),
+        (["cut_network", "--target", "replica-3", "--param", "mode=blackhole"], "hung"),
+        (["cut_network", "--target", "replica-3", "--param", "mode=reject"], "probe request re"),
+        (["corrupt_model", "--target", "replica-2", "--param", "mode=bitflip"], "sha256"),
+    ]
+    for args, evidence in cases:
+        injected = cli("fault", "inject", *args)
+        assert injected.returncode == 0, injected.stderr
+        assert evidence in injected.stdout, injected.stdout
+        if args[0] == "cut_network":
+            assert "DRILLKIT-IN" in netns_rules(containers["replica-3"])
+        healed = cli("heal")
+        assert healed.returncode == 0 and "healed" in healed.stdout, healed.stdout
+        status = cli.json("stack", "status")
+        assert status["ready_replicas"] == 3, (args, status)
+    rules = netns_rules(containers["replica-3"])
+    assert "DRILLKIT" not in rules and "netem" not in rules
+    assert cli("model", "verify").returncode == 0
+    # The killed replica was started again: the same container, with its labels.
+    assert cli.json("stack", "status")["services"][0]["alive"]
+
+
+def test_latency_uses_netem_or_says_why_not(cli: Cli, image: str) -> None:
+    state = up(cli)
+    injected = cli("fault", "inject", "latency", "--target", "replica-1", "--param",
+                   "delay=150ms")
+    kernel_has_netem = subprocess.run(
+        ["docker", "run", "--rm", "--network", "none", "--cap-add", "NET_ADMIN", "--user",
+         "0:0", image, "tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"],
+        capture_output=True).returncode == 0
+    if kernel_has_netem:
+        assert injected.returncode == 0, injected.stderr
+        assert "answered in" in injected.stdout
+        assert "netem" in netns_rules(state["services"]["replica-1"]["container"])
+    else:
+        assert injected.returncode == 3
+        assert "netem" in injected.stderr and "--backend local" in injected.stderr
+    assert cli("heal").returncode == 0
+    assert "netem" not in netns_rules(state["services"]["replica-1"]["container"])
+
+
+def test_target_guard_refuses_a_container_without_the_stack_labels(cli: Cli,
+                                                                   image: str) -> None:
+    up(cli)
+    stranger = subprocess.run(["docker", "create", "--label", "drillkit.role=test-stranger",
+                               image, "sleep", "120"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    try:
+        subprocess.run(["docker", "start", stranger], check=True, capture_output=True)
+        path = Path(cli.env["DRILLKIT_STATE_DIR"]) / "stack.json"
+        state = json.loads(path.read_text())
+        real = state["services"]["replica-2"]["container"]
+        state["services"]["replica-2"]["container"] = stranger
+        path.write_text(json.dumps(state))
+        for kind in ("kill_node", "pause_node", "cut_network"):
+            refused = cli("fault", "inject", kind, "--target", "replica-2")
+            assert refused.returncode == 2, refused.stderr
+            assert "not a drill target" in refused.stderr and "Traceback" not in refused.stderr
+        running = subprocess.run(["docker", "inspect", "-f", "{{.State.Status}}", stranger],
+                                 capture_output=True, text=True, check=True).stdout.strip()
+        assert running == "running"
+        state["services"]["replica-2"]["container"] = real
+        path.write_text(json.dumps(state))
+    finally:
+        subprocess.run(["docker", "rm", "-f", stranger], capture_output=True)
+    assert cli("heal").returncode == 0
+
+
+def test_kill_node_drill_on_docker(cli: Cli, image: str, tmp_path: Path) -> None:
+    code, report = run_drill(cli, scenario(tmp_path, "kill", [KILL], stack=STACK), tmp_path)
+    assert code == 0, report
+    assert report["backend"] == "docker" and report["environment"]["gpu"] is False
+    (fault,) = report["faults"]
+    assert fault["failed_requests"] == 0 and fault["ttd_s"] is not None
+    assert "container" in fault["evidence"]
+    assert not docker_leftovers(cli)
+
+
+def _start(cli: Cli, path: Path, report: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "drillkit", "run", str(path), "--ci",
+                             "--json", str(report)], env=cli.env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _wait_injected(cli: Cli, proc: subprocess.Popen[str], timeout: float = 180) -> None:
+    journal = Path(cli.env["DRILLKIT_STATE_DIR"]) / "journal.jsonl"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if journal.exists() and journal.read_text().strip():
+            time.sleep(1.0)  # let the fault land
+            return
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.1)
+    raise AssertionError("the fault was never injected")
+
+
+CUT = {"id": "cut-1", "kind": "cut_network", "target": "replica-2", "at": "3s",
+       "duration": "8s", "params": {"mode": "blackhole"}}
+
+
+def test_sigint_mid_fault_on_docker_leaves_nothing(cli: Cli, image: str,
+                                                   tmp_path: Path) -> None:
+    report = tmp_path / "r.json"
+    proc = _start(cli, scenario(tmp_path, "interrupted", [CUT], stack=STACK), report)
+    _wait_injected(cli, proc)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=180)
+    assert proc.returncode == 130, err
+    assert json.loads(report.read_text())["status"] == "interrupted"
+    assert not docker_leftovers(cli)
+    assert not (Path(cli.env["DRILLKIT_STATE_DIR"]) / "journal.jsonl").exists()
+
+
+def test_kill_9_mid_fault_then_heal_on_docker(cli: Cli, image: str, tmp_path: Path) -> None:
+    corrupt = {"id": "bad-1", "kind": "corrupt_model", "target": "replica-1", "at": "3s",
+               "duration": "8s", "params": {"mode": "zero"}}
+    proc = _start(cli, scenario(tmp_path, "crashed", [CUT, corrupt], stack=STACK),
+                  tmp_path / "r.json")
+    _wait_injected(cli, proc)
+    proc.kill()
+    proc.communicate(timeout=30)
+    assert docker_leftovers(cli)  # the crash left the stack behind...
+    healed = cli("heal")
+    assert healed.returncode == 0, healed.stderr
+    assert "taken down" in healed.stdout
+    assert not docker_leftovers(cli)  # ...and heal took all of it away
+    assert cli("model", "verify").returncode == 0
+    assert cli("heal").stdout.strip() == "nothing to heal"
+
+
+def test_bad_docker_environment_is_exit_3_with_the_reason(cli: Cli, image: str) -> None:
+    gpu = cli("stack", "up", "--backend", "docker", *SMALL, "--gpu", "on")
+    assert gpu.returncode == 3 and "NVIDIA runtime" in gpu.stderr, gpu.stderr
+    assert not docker_leftovers(cli)
+
+
+def test_a_missing_image_names_the_build_command(image: str) -> None:
+    from drillkit.backends.image import docker_client, require_image
+    from drillkit.errors import BackendUnavailable
+
+    with pytest.raises(BackendUnavailable, match="drillkit stack build --backend docker"):
+        require_image(docker_client(), "drillkit/stack:never-built")
+
