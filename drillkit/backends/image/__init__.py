@@ -301,7 +301,26 @@ def build_image(
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="drillkit-image-")))
         _context(tmp, image)
         _run_build(client, tmp, image.tag, buildargs, rebuild=rebuild, report=report)
+    prune_stale(client, keep=image.tag)
     return image.tag, True
+
+
+def prune_stale(client: Any, *, keep: str) -> list[str]:
+    """Remove stack images built from other drillkit sources (their layers below the source
+    are shared, so this frees little but keeps `docker images` readable). An image that a
+    container still uses is kept."""
+    from docker.errors import APIError
+
+    removed = []
+    for old in client.images.list(name=IMAGE_REPOSITORY):
+        tags = [t for t in old.tags if t.startswith(IMAGE_REPOSITORY + ":")]
+        if keep in old.tags or not tags:
+            continue
+        for tag in tags:
+            with contextlib.suppress(APIError):
+                client.images.remove(tag, noprune=False)
+                removed.append(tag)
+    return removed
 
 
 def _run_build(
