@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ import httpx
 import pytest
 
 from .conftest import SMALL, Cli
-from .test_drills import KILL, run_drill, scenario
+from .test_drills import KILL, _start_drill, _wait_for_injection, run_drill, scenario
 
 pytestmark = pytest.mark.docker
 
@@ -172,24 +171,6 @@ def test_kill_node_drill_on_docker(cli: Cli, image: str, tmp_path: Path) -> None
     assert not docker_leftovers(cli)
 
 
-def _start(cli: Cli, path: Path, report: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "drillkit", "run", str(path), "--ci",
-                             "--json", str(report)], env=cli.env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-
-
-def _wait_injected(cli: Cli, proc: subprocess.Popen[str], timeout: float = 180) -> None:
-    journal = Path(cli.env["DRILLKIT_STATE_DIR"]) / "journal.jsonl"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if journal.exists() and journal.read_text().strip():
-            time.sleep(1.0)  # let the fault land
-            return
-        assert proc.poll() is None, proc.communicate()
-        time.sleep(0.1)
-    raise AssertionError("the fault was never injected")
-
-
 CUT = {"id": "cut-1", "kind": "cut_network", "target": "replica-2", "at": "3s",
        "duration": "8s", "params": {"mode": "blackhole"}}
 
@@ -197,8 +178,8 @@ CUT = {"id": "cut-1", "kind": "cut_network", "target": "replica-2", "at": "3s",
 def test_sigint_mid_fault_on_docker_leaves_nothing(cli: Cli, image: str,
                                                    tmp_path: Path) -> None:
     report = tmp_path / "r.json"
-    proc = _start(cli, scenario(tmp_path, "interrupted", [CUT], stack=STACK), report)
-    _wait_injected(cli, proc)
+    proc = _start_drill(cli, scenario(tmp_path, "interrupted", [CUT], stack=STACK), report)
+    _wait_for_injection(cli, proc, timeout=180)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=180)
     assert proc.returncode == 130, err
@@ -210,9 +191,9 @@ def test_sigint_mid_fault_on_docker_leaves_nothing(cli: Cli, image: str,
 def test_kill_9_mid_fault_then_heal_on_docker(cli: Cli, image: str, tmp_path: Path) -> None:
     corrupt = {"id": "bad-1", "kind": "corrupt_model", "target": "replica-1", "at": "3s",
                "duration": "8s", "params": {"mode": "zero"}}
-    proc = _start(cli, scenario(tmp_path, "crashed", [CUT, corrupt], stack=STACK),
-                  tmp_path / "r.json")
-    _wait_injected(cli, proc)
+    proc = _start_drill(cli, scenario(tmp_path, "crashed", [CUT, corrupt], stack=STACK),
+                        tmp_path / "r.json")
+    _wait_for_injection(cli, proc, timeout=180)
     proc.kill()
     proc.communicate(timeout=30)
     assert docker_leftovers(cli)  # the crash left the stack behind...
