@@ -395,25 +395,14 @@ class DockerBackend(Backend):
         container = self.target(state, name)
         if container.status != "running":
             raise EnvironmentFailure(f"{name} is {container.status}: its network cannot be changed")
-        require_image(self.client, state.image or "")
-        sidecar = self.client.containers.create(
-            state.image,
-            command=["sh", "-c", script],
-            name=f"drillkit-{state.id}-netfault-{name}-{secrets.token_hex(3)}",
-            labels=self._labels(state, f"netfault-{name}", "sidecar"),
+        code, output = self._run_privileged(
+            state.image or "",
+            ["sh", "-c", script],
             network_mode=f"container:{container.id}",
-            cap_add=["NET_ADMIN"],
-            user="0:0",
-            healthcheck={"test": ["NONE"]},
+            labels=self._labels(state, f"netfault-{name}", "sidecar"),
+            name=f"drillkit-{state.id}-netfault-{name}-{secrets.token_hex(3)}",
         )
-        try:
-            sidecar.start()
-            result = sidecar.wait(timeout=SIDECAR_TIMEOUT)
-            output = str(sidecar.logs().decode(errors="replace")).strip()
-        finally:
-            with contextlib.suppress(Exception):
-                sidecar.remove(force=True)
-        if result.get("StatusCode") != 0:
+        if code != 0:
             raise EnvironmentFailure(
                 f"{name}: network sidecar failed: {' | '.join(output.splitlines()[-3:])}"
             )
@@ -461,22 +450,31 @@ class DockerBackend(Backend):
 
     def _netem_available(self) -> bool:
         """Whether the host kernel has the netem qdisc (tried in a throwaway namespace)."""
-        image = plan(gpu=False).tag
-        require_image(self.client, image)
-        probe = self.client.containers.create(
-            image,
-            command=["tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"],
-            labels={LABEL_SESSION: SESSION_ID, LABEL_ROLE: "sidecar"},
+        code, _ = self._run_privileged(
+            plan(gpu=False).tag,
+            ["tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"],
             network_mode="none",
-            cap_add=["NET_ADMIN"],
-            user="0:0",
+            labels={LABEL_SESSION: SESSION_ID, LABEL_ROLE: "sidecar"},
+        )
+        return code == 0
+
+    def _run_privileged(self, image: str, command: list[str], *, network_mode: str,
+                        labels: dict[str, str], name: str | None = None) -> tuple[int, str]:
+        """Run a one-shot root container with NET_ADMIN; its exit code and output. The
+        container is removed whatever happens; the image is never pulled."""
+        require_image(self.client, image)
+        container = self.client.containers.create(
+            image, command=command, name=name, labels=labels, network_mode=network_mode,
+            cap_add=["NET_ADMIN"], user="0:0", healthcheck={"test": ["NONE"]},
         )
         try:
-            probe.start()
-            return bool(probe.wait(timeout=SIDECAR_TIMEOUT).get("StatusCode") == 0)
+            container.start()
+            code = int(container.wait(timeout=SIDECAR_TIMEOUT).get("StatusCode", -1))
+            output = str(container.logs().decode(errors="replace")).strip()
         finally:
             with contextlib.suppress(Exception):
-                probe.remove(force=True)
+                container.remove(force=True)
+        return code, output
 
 
 _NO_NETEM = (
