@@ -1,8 +1,9 @@
 """Shared fixtures and the skip policy for resource-marked tests.
 
-A test marked ``docker`` or ``gpu`` runs whenever the resource exists. When it does not, the
-test is skipped with the reason, unless ``DRILLKIT_REQUIRE_DOCKER=1`` / ``DRILLKIT_REQUIRE_GPU=1``
-says the resource must be there (CI sets them when it is): then the skip becomes a failure.
+A test marked ``docker``, ``gpu`` or ``browser`` runs whenever the resource exists. When it
+does not, the test is skipped with the reason, unless ``DRILLKIT_REQUIRE_DOCKER=1`` /
+``DRILLKIT_REQUIRE_GPU=1`` / ``DRILLKIT_REQUIRE_BROWSER=1`` says the resource must be there
+(CI sets them when it is): then the skip becomes a failure.
 """
 
 from __future__ import annotations
@@ -33,9 +34,33 @@ def _gpu_usable() -> bool:
     return bool(torch.cuda.is_available())
 
 
+#: Headless browsers the ``browser`` marker looks for, in order.
+BROWSERS = ("chromium", "chromium-browser")
+
+
+def _find_browser() -> str | None:
+    """A Chromium that starts (``--version``), or None."""
+    for name in BROWSERS:
+        path = shutil.which(name)
+        if path is None:
+            continue
+        try:
+            probe = subprocess.run([path, "--version"], capture_output=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if probe.returncode == 0:
+            return path
+    return None
+
+
+def _browser_usable() -> bool:
+    return _find_browser() is not None
+
+
 _PROBES = {
     "docker": (_docker_reachable, "DRILLKIT_REQUIRE_DOCKER"),
     "gpu": (_gpu_usable, "DRILLKIT_REQUIRE_GPU"),
+    "browser": (_browser_usable, "DRILLKIT_REQUIRE_BROWSER"),
 }
 _found: dict[str, bool] = {}
 
@@ -60,3 +85,12 @@ def drillkit_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[P
     monkeypatch.setenv("DRILLKIT_HOME", str(home))
     monkeypatch.delenv("DRILLKIT_MODEL_KEY", raising=False)
     yield home
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """The path of a headless-capable Chromium; use with the ``browser`` marker."""
+    path = _find_browser()
+    if path is None:  # the marker's policy already skipped or failed a marked test
+        pytest.fail(f"none of {', '.join(BROWSERS)} is usable; mark the test `browser`")
+    return path

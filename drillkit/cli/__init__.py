@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import sys
+import warnings
 
 import typer
 
 from drillkit import __version__
-from drillkit.cli import drill, fault, heal, model, run, stack
+from drillkit.cli import drill, fault, heal, model, report, run, stack, status
 from drillkit.cli.console import Terminal
 from drillkit.cli.state import set_terminal, terminal
 from drillkit.errors import DrillkitError
@@ -22,7 +23,9 @@ app = typer.Typer(
 app.add_typer(stack.app, name="stack")
 app.add_typer(model.app, name="model")
 app.add_typer(fault.app, name="fault")
+app.add_typer(report.app, name="report")
 app.command()(run.run)
+app.command()(status.status)
 app.command()(drill.validate)
 app.command(name="schema")(drill.schema)
 app.command(name="list")(drill.list_)
@@ -43,11 +46,20 @@ def _root(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
 ) -> None:
+    if quiet and verbose:
+        raise typer.BadParameter("--quiet and --verbose contradict each other")
     set_terminal(Terminal(quiet=quiet, verbose=verbose))
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: object = None, line: str | None = None) -> None:
+    # A broken fault plugin (or any library's warning) is one line, not a source excerpt.
+    terminal().warn(str(message))
 
 
 def main() -> None:
     """Console-script entry point: expected errors become one line and an exit code."""
+    warnings.showwarning = _show_warning
     try:
         app()
     except DrillkitError as exc:

@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 Row = Sequence[object]
 
@@ -49,6 +53,11 @@ class Terminal:
         sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
         sys.stdout.flush()
 
+    def debug(self, message: str) -> None:
+        """Detail for ``--verbose``: commands, paths, timings."""
+        if self.verbose and not self.quiet:
+            self.err.print(message, markup=False, style="dim")
+
     def table(
         self,
         title: str,
@@ -56,26 +65,50 @@ class Terminal:
         rows: Sequence[Row],
         styles: Sequence[str | None] | None = None,
     ) -> None:
-        table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
-        for column in columns:
-            table.add_column(column)
-        for i, row in enumerate(rows):
-            table.add_row(
-                *(str(cell) for cell in row), style=styles[i] if styles is not None else None
-            )
-        self.out.print(table)
+        self.out.print(make_table(title, columns, rows, styles))
+
+    @contextmanager
+    def watch(self) -> Iterator[Callable[[Sequence[Table | str]], None]]:
+        """A screen redrawn in place; yields ``show(parts)`` (tables and lines).
+
+        Off a terminal every ``show`` prints the parts again, one block per refresh, so a
+        piped ``--watch`` still makes a readable log.
+        """
+
+        if not self.out.is_terminal:
+            yield self.parts
+            return
+        with Live(console=self.out, auto_refresh=False, screen=False) as live:
+            yield lambda parts: live.update(_group(parts), refresh=True)
+
+    def parts(self, parts: Sequence[Table | str]) -> None:
+        """Print tables and plain lines (no markup) to stdout."""
+        self.out.print(_group(parts))
 
     @contextmanager
     def progress(self, title: str) -> Iterator[Callable[[str, float], None]]:
-        """A live progress line; yields ``update(message, fraction)`` (fraction < 0: unknown)."""
+        """A live progress line; yields ``update(message, fraction)`` (fraction < 0: unknown).
+
+        Off a terminal (CI) each new step is one log line; ``--verbose`` also keeps every
+        step, with the seconds since the start, above the live bar; ``--quiet`` shows none.
+        """
+        started = time.monotonic()
+        last: list[str] = []
+
+        def step_line(message: str) -> str | None:
+            if last and last[-1] == message:
+                return None
+            last.append(message)
+            stamp = f" (+{time.monotonic() - started:.1f} s)" if self.verbose else ""
+            return f"{title}: {message}{stamp}"
+
         if self.quiet or not self.err.is_terminal:
-            last: list[str] = []
 
             def plain(message: str, fraction: float) -> None:
                 # Line logs for CI: one line per new step, not per percent.
-                if not self.quiet and (not last or last[-1] != message):
-                    last.append(message)
-                    self.err.print(f"{title}: {message}", markup=False)
+                line = step_line(message)
+                if line is not None and not self.quiet:
+                    self.err.print(line, markup=False)
 
             yield plain
             return
@@ -91,11 +124,34 @@ class Terminal:
             task = bar.add_task("", total=None, title=title)
 
             def update(message: str, fraction: float) -> None:
+                line = step_line(message)
+                if line is not None and self.verbose:
+                    bar.console.print(line, markup=False, style="dim")
                 bar.update(
                     task,
-                    description=message,
+                    description=escape(message),
                     total=None if fraction < 0 else 1.0,
                     completed=max(fraction, 0.0),
                 )
 
             yield update
+
+
+def make_table(
+    title: str,
+    columns: Sequence[str],
+    rows: Sequence[Row],
+    styles: Sequence[str | None] | None = None,
+) -> Table:
+    table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
+    for column in columns:
+        table.add_column(column)
+    for i, row in enumerate(rows):
+        # Text, not str: a cell's [brackets] (user input, error messages) are not markup.
+        table.add_row(*(Text(str(cell)) for cell in row),
+                      style=styles[i] if styles is not None else None)
+    return table
+
+
+def _group(parts: Sequence[Table | str]) -> RenderableType:
+    return Group(*(p if isinstance(p, Table) else Text(p) for p in parts))

@@ -19,11 +19,15 @@ def bundled_scenarios() -> list[Path]:
 
 
 def resolve_scenario(arg: Path) -> Path:
-    """A scenario file, or the name of a bundled one (``kill-node``)."""
+    """A scenario file, or a scenario's name: ``kill-node`` is ``./scenarios/kill-node.yaml``
+    when the current folder has one (a project's own drills), else the bundled one."""
     if arg.exists() or arg.suffix in (".yaml", ".yml") or "/" in str(arg):
         return arg
-    bundled = SCENARIOS_DIR / f"{arg}.yaml"
-    return bundled if bundled.is_file() else arg
+    for folder in (Path("scenarios"), SCENARIOS_DIR):
+        candidate = folder / f"{arg}.yaml"
+        if candidate.is_file():
+            return candidate
+    return arg
 
 
 def validate(

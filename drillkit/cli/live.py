@@ -56,7 +56,7 @@ class LiveView:
         self._log_fault_changes(tick)
         if self.plain:
             now = time.monotonic()
-            if tick.message or now - self._last_log >= 5.0:
+            if tick.message or now - self._last_log >= (1.0 if self.terminal.verbose else 5.0):
                 self._last_log = now
                 self.terminal.info(self._line(tick))
             return

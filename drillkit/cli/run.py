@@ -26,8 +26,12 @@ def run(
                                        help="local | docker (overrides the scenario)."),
     out: Path | None = typer.Option(None, "--out", help="Report folder (default: the "
                                     "scenario's report.dir)."),
-    json_path: Path | None = typer.Option(None, "--json", help="Write the JSON report here."),
-    junit_path: Path | None = typer.Option(None, "--junit", help="Write JUnit XML here."),
+    json_path: Path | None = typer.Option(None, "--json", help="Write the JSON report here "
+                                          "(with several drills: NAME-<scenario>.json)."),
+    junit_path: Path | None = typer.Option(None, "--junit", help="Write JUnit XML here "
+                                           "(one file for all the drills)."),
+    html_path: Path | None = typer.Option(None, "--html", help="Write the HTML report here, "
+                                          "and its timeline as a PNG beside it."),
     seed: int = typer.Option(0, "--seed", help="Seeds random targets and the load."),
     ci: bool = typer.Option(False, "--ci", help="No live view; line logs; JUnit by default."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate and print the timeline; "
@@ -57,6 +61,8 @@ def run(
     worst = 0
     for path, scenario in loaded:
         options = RunOptions(backend=backend, seed=seed)
+        t.debug(f"{path}: scenario {scenario.name}, backend {backend or scenario.stack.backend}, "
+                f"seed {seed}, reports to {out or scenario.report.dir}")
         from drillkit.cli.live import LiveView
 
         with LiveView(t, scenario, plain=ci) as view:
@@ -66,8 +72,9 @@ def run(
         report = _report(result)
         reports.append(report)
         folder = out or Path(scenario.report.dir)
-        _write(report, scenario, folder, json_path if len(loaded) == 1 else None,
-               junit_path if len(loaded) == 1 else None, ci)
+        many = len(loaded) > 1
+        _write(report, scenario, folder, _per_drill(json_path, scenario.name, many),
+               None if many else junit_path, _per_drill(html_path, scenario.name, many), ci)
         from drillkit.reports.terminal import render_report
 
         render_report(report, t)
@@ -80,6 +87,13 @@ def run(
         write_junit(reports, junit_path)
     if worst:
         raise typer.Exit(worst)
+
+
+def _per_drill(path: Path | None, name: str, many: bool) -> Path | None:
+    # Several drills, one --json/--html: each gets its own file, named after its scenario.
+    if path is None or not many:
+        return path
+    return path.with_name(f"{path.stem}-{name}{path.suffix}")
 
 
 def _severity(code: int) -> int:
@@ -113,25 +127,36 @@ def _report(result: DrillResult) -> DrillReport:
 
 
 def _write(report: DrillReport, scenario: Scenario, folder: Path, json_path: Path | None,
-           junit_path: Path | None, ci: bool) -> None:
+           junit_path: Path | None, html_path: Path | None, ci: bool) -> None:
+    from drillkit.reports.history import append_history, entry_for
     from drillkit.reports.jsonfile import write_report
     from drillkit.reports.junit import write_junit
 
     t = terminal()
     formats = set(scenario.report.formats)
     stamp = report.started_at.strftime("%Y%m%dT%H%M%S")
-    written = []
+    base = folder / f"{scenario.name}-{stamp}"
+    written: list[Path] = []
     try:
-        if "json" in formats or json_path is None:
-            written.append(write_report(report, folder / f"{scenario.name}-{stamp}.json"))
-            written.append(write_report(report, folder / "last.json"))
+        # The dated JSON copy is what the history points at, so it is always written.
+        dated = write_report(report, base.with_suffix(".json"))
+        written += [dated, write_report(report, folder / "last.json")]
         if json_path is not None:
             written.append(write_report(report, json_path))
         if "junit" in formats or ci:
-            written.append(write_junit([report], folder / f"{scenario.name}-{stamp}.xml"))
+            written.append(write_junit([report], base.with_suffix(".xml")))
         if junit_path is not None:
             written.append(write_junit([report], junit_path))
+        if "html" in formats or html_path is not None:
+            from drillkit.reports.html import write_html
+
+            with t.progress("report") as update:
+                update("plotting the timeline", -1)
+                if "html" in formats:
+                    written += write_html(report, base.with_suffix(".html"))
+                if html_path is not None:
+                    written += write_html(report, html_path)
+        written.append(append_history(folder, entry_for(report, dated, folder)))
     except OSError as exc:
         raise DrillkitError(f"cannot write reports: {exc}") from exc
     t.info("reports: " + ", ".join(str(p) for p in written))
-

@@ -87,6 +87,9 @@ def up(
         clear_state()
     with t.progress("stack up") as update:
         state = chosen.up(spec, progress=update)
+    for service in state.services.values():
+        t.debug(f"{service.name}: {service.role} at {service.url} ({service.ident()}), "
+                f"log {service.log}")
     if json_out:
         t.json(state.to_json() | {"admin_token": "<hidden>"})
         return

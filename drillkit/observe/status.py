@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from drillkit.backends.base import Backend, StackState
 from drillkit.stacks.recommender.store import ModelStore
+
+_REQUESTS = "drillkit_gateway_requests"
 
 
 def stack_status(state: StackState, backend: Backend, *, timeout: float = 1.0) -> dict[str, Any]:
@@ -61,4 +66,56 @@ def stack_status(state: StackState, backend: Backend, *, timeout: float = 1.0) -
         "ready_replicas": sum(1 for s in replicas if s["ready"]),
         "gateway_ready": any(s["ready"] for s in services if s["role"] == "gateway"),
         "services": services,
+    }
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """The gateway's request counters at one moment (``GET /metrics``)."""
+
+    at: float  # monotonic seconds
+    by_outcome: dict[str, float]
+
+    @property
+    def total(self) -> float:
+        return sum(self.by_outcome.values())
+
+
+def read_traffic(client: httpx.Client, gateway_url: str) -> Traffic | None:
+    """The gateway's counters now, or None when the gateway does not answer."""
+    try:
+        text = client.get(gateway_url + "/metrics").text
+    except httpx.HTTPError:
+        return None
+    counts: dict[str, float] = {}
+    with contextlib.suppress(ValueError):
+        for family in text_string_to_metric_families(text):
+            if family.name != _REQUESTS:
+                continue
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    outcome = sample.labels.get("outcome", "?")
+                    counts[outcome] = counts.get(outcome, 0.0) + sample.value
+    return Traffic(time.monotonic(), counts)
+
+
+def traffic_rates(before: Traffic | None, after: Traffic | None) -> dict[str, float | None]:
+    """Request rate and the shares of errors and degraded answers between two readings.
+
+    Shares are of the requests the gateway answered in the interval (client errors, 4xx,
+    excluded: they say nothing about the stack's health); None when nothing was answered.
+    """
+    if before is None or after is None or after.at <= before.at:
+        return {"rate": None, "error_share": None, "degraded_share": None}
+
+    def delta(outcome: str) -> float:
+        # A restarted gateway starts its counters again from zero.
+        return max(0.0, after.by_outcome.get(outcome, 0.0) - before.by_outcome.get(outcome, 0.0))
+
+    answered = delta("ok") + delta("degraded") + delta("error")
+    total = answered + delta("client_error")
+    return {
+        "rate": total / (after.at - before.at),
+        "error_share": delta("error") / answered if answered else None,
+        "degraded_share": delta("degraded") / answered if answered else None,
     }

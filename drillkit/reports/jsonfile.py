@@ -13,12 +13,16 @@ from drillkit.errors import InputError
 from drillkit.fsutil import atomic_write
 from drillkit.reports.model import SCHEMA_VERSION, DrillReport
 
-__all__ = ["atomic_write", "read_report", "write_report"]
+__all__ = ["REPORT_MODE", "atomic_write", "read_report", "write_report"]
+
+#: Reports are for sharing (CI artifacts, a web server): readable by all, unlike state files.
+REPORT_MODE = 0o644
 
 
 def write_report(report: DrillReport, path: str | os.PathLike[str]) -> Path:
     """Write ``report`` as indented JSON to ``path``, atomically; returns the path."""
-    return atomic_write(path, (report.model_dump_json(indent=2) + "\n").encode("utf-8"))
+    return atomic_write(path, (report.model_dump_json(indent=2) + "\n").encode("utf-8"),
+                        mode=REPORT_MODE)
 
 
 def read_report(path: str | os.PathLike[str]) -> DrillReport:

@@ -22,7 +22,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from pathlib import Path
 
-from drillkit.reports.jsonfile import atomic_write
+from drillkit.reports.jsonfile import REPORT_MODE, atomic_write
 from drillkit.reports.model import CheckReport, DrillReport, format_score
 
 __all__ = ["junit_xml", "write_junit"]
@@ -120,4 +120,4 @@ def junit_xml(reports: Sequence[DrillReport]) -> bytes:
 
 def write_junit(reports: Sequence[DrillReport], path: str | os.PathLike[str]) -> Path:
     """Write the JUnit XML of ``reports`` to ``path`` atomically; returns the path."""
-    return atomic_write(path, junit_xml(reports))
+    return atomic_write(path, junit_xml(reports), mode=REPORT_MODE)

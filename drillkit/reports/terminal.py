@@ -218,8 +218,13 @@ def score_line(report: DrillReport) -> Text:
 
 
 def render_report(report: DrillReport, terminal: Terminal) -> None:
-    """Print ``report`` on ``terminal.out``."""
+    """Print ``report`` on ``terminal.out``; with ``--quiet``, only its verdict line."""
     out = terminal.out
+    if terminal.quiet:
+        verdict = Text(f"{report.scenario.name}: {report.status}, ")
+        verdict.append_text(score_line(report))
+        out.print(verdict)
+        return
     out.print(_header(report))
     if report.error:
         out.print(Text(f"{report.status}: {report.error}", style="bold red"))

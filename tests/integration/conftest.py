@@ -69,3 +69,14 @@ def cli(cache_dir: Path, tmp_path: Path) -> Iterator[Cli]:
     runner = Cli(env)
     yield runner
     runner("stack", "down", timeout=60)  # whatever the test did, nothing is left running
+
+
+def leftovers(cli: Cli) -> list[str]:
+    """Processes of this test's drills still running: their command lines name the test's
+    state folder (run folders, stores) or one of its stack ids."""
+    state = Path(cli.env["DRILLKIT_STATE_DIR"])
+    stacks = state / "stacks"
+    marks = [str(state), *(p.name for p in stacks.iterdir())] if stacks.is_dir() else [str(state)]
+    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines()
+            if "ps -eo" not in line and any(mark in line for mark in marks)]

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from .conftest import Cli
+from .conftest import Cli, leftovers
 
 STACK = {"replicas": 3, "catalog": {"items": 2000, "dim": 32, "seed": 7}}
 LOAD = {"rate": 80, "users": 16, "duration": "12s", "warmup": "2s", "timeout": "2s"}
@@ -28,17 +28,6 @@ def scenario(tmp_path: Path, name: str, faults: list[dict[str, Any]], *,
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
-
-
-def leftovers(cli: Cli) -> list[str]:
-    """Processes of this test's drills still running: their command lines name the test's
-    state folder (run folders, stores) or one of its stack ids."""
-    state = Path(cli.env["DRILLKIT_STATE_DIR"])
-    stacks = state / "stacks"
-    marks = [str(state), *(p.name for p in stacks.iterdir())] if stacks.is_dir() else [str(state)]
-    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
-    return [line for line in out.splitlines()
-            if "ps -eo" not in line and any(mark in line for mark in marks)]
 
 
 def run_drill(cli: Cli, path: Path, tmp_path: Path, *args: str) -> tuple[int, dict[str, Any]]:

@@ -576,6 +576,10 @@ class _Gateway:
             return False, "timeout", {}
         except httpx.HTTPError as exc:
             return False, f"check error: {type(exc).__name__}", {}
+        except (AttributeError, OSError) as exc:
+            # A peer dying mid-handshake can surface from the transport below httpx (anyio's
+            # socket wrapper losing its socket); it is a failed check like any other.
+            return False, f"check error: {type(exc).__name__}", {}
         if resp.status_code != 200:
             return False, f"readyz {resp.status_code}", {}
         try:

@@ -43,6 +43,12 @@ def test_help_is_fast_and_lists_commands(tmp_path: Path) -> None:
     pytest.param(["stack", "up", "--replicas", "0"], 2, "replicas: expected 1..16",
                  id="zero-replicas"),
     pytest.param(["stack", "up", "--backend", "nope"], 2, "unknown backend", id="bad-backend"),
+    pytest.param(["status"], 3, "start one with `drillkit stack up`", id="runbook-status"),
+    pytest.param(["fault", "inject", "kill_node", "--target", "replica-2"], 3,
+                 "start one with `drillkit stack up`", id="inject-without-stack"),
+    pytest.param(["report", "trend", "/nonexistent"], 2, "no history yet", id="trend-no-history"),
+    pytest.param(["report", "show", "/nonexistent.json"], 2, "no such report",
+                 id="show-missing"),
 ])
 def test_expected_errors_are_one_line(tmp_path: Path, args: list[str], code: int,
                                       needle: str) -> None:
@@ -78,3 +84,15 @@ def test_model_verify_and_rollback_on_a_store(tmp_path: Path) -> None:
                        home=tmp_path)
     assert refused.returncode == 1
     assert "v3" in refused.stderr and "SHA-256 mismatch" in refused.stderr
+
+
+def test_scenario_names_prefer_the_projects_own_folder(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from drillkit.cli.drill import SCENARIOS_DIR, resolve_scenario
+
+    monkeypatch.chdir(tmp_path)
+    assert resolve_scenario(Path("kill-node")) == SCENARIOS_DIR / "kill-node.yaml"
+    (tmp_path / "scenarios").mkdir()
+    (tmp_path / "scenarios" / "kill-node.yaml").write_text("version: 1\n")
+    assert resolve_scenario(Path("kill-node")) == Path("scenarios/kill-node.yaml")
+    assert resolve_scenario(Path("nope")) == Path("nope")
