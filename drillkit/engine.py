@@ -10,6 +10,7 @@ before they are applied, so a drillkit killed with SIGKILL leaves enough for ``d
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import os
 import platform
@@ -92,6 +93,16 @@ class DrillResult:
     error: str | None = None
 
 
+def interrupted_result(scenario: Scenario, path: Path | None, backend: str, started: float,
+                       reason: str) -> DrillResult:
+    """The result of a drill interrupted before the runner could account for it itself."""
+    return DrillResult(scenario=scenario, scenario_path=str(path or "<string>"),
+                       scenario_sha256=scenario_digest(path, scenario), backend=backend,
+                       status="interrupted", started_at=_iso(started),
+                       finished_at=_iso(time.time()), gpu=False, analysis=None, faults=[],
+                       error=reason)
+
+
 def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
 
@@ -115,8 +126,13 @@ def _signals_raise() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _signals_deferred() -> Iterator[list[int]]:
-    """While cleaning up, a second Ctrl-C must not cut the clean-up short: note it instead."""
+def signals_deferred() -> Iterator[list[int]]:
+    """SIGINT and SIGTERM are noted, not acted on, for the duration (in the main thread).
+
+    While cleaning up, a second Ctrl-C must not cut the clean-up short; while a report is
+    written, a signal must not leave it half done. The caller decides what a noted signal
+    means once the work is finished.
+    """
     received: list[int] = []
 
     def handler(signum: int, frame: FrameType | None) -> None:
@@ -215,7 +231,8 @@ class DrillRunner:
         if existing is not None:
             raise StateError(f"stack {existing.id} is already up; a drill brings up its own "
                              "stack: run `drillkit stack down` first")
-        spec = scenario.stack_spec()
+        spec = dataclasses.replace(scenario.stack_spec(),
+                                   owner={"pid": os.getpid(), "scenario": scenario.name})
         backend.check_faults({record.kind for record in records})
         status = "error"
         error: str | None = None
@@ -234,7 +251,6 @@ class DrillRunner:
                 state = backend.up(spec, progress=self.on_progress)
                 # The released, verified versions; a response from anything else is wrong.
                 self.verified = _verified_digests(state)
-                state.owner = {"pid": os.getpid(), "scenario": scenario.name}
                 from drillkit.backends.base import save_state
 
                 save_state(state)
@@ -257,7 +273,7 @@ class DrillRunner:
             status = "error"
             error = str(exc)
         finally:
-            with _signals_deferred():
+            with signals_deferred():
                 self.on_tick(self._tick("healing", None, records, message="healing faults, "
                                         "stopping load, taking the stack down"))
                 if timeline is not None:
@@ -279,8 +295,15 @@ class DrillRunner:
                 if state is not None:
                     backend.down(state)
                 journal.compact()
-        if t0 is not None and driver is not None and watcher is not None:
-            analysis = self._analyze(driver, probe, watcher, records, t0, state)
+        # A signal while the records are analysed must not lose them: note it, finish.
+        with signals_deferred() as late:
+            if t0 is not None and driver is not None and watcher is not None:
+                analysis = self._analyze(driver, probe, watcher, records, t0, state)
+        if late and status != "interrupted":
+            status = "interrupted"
+            error = (f"interrupted by {signal.Signals(late[0]).name} while the drill was "
+                     "being analysed; the figures are complete")
+        if analysis is not None:
             if status == "running":
                 status = "passed" if analysis.passed else "failed"
                 if analysis.generator_saturated:

@@ -79,6 +79,9 @@ class StackSpec:
     gpu: str = "auto"  # auto | on | off
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
     store: Path | None = None  # serve this store in place instead of a copy of the cache
+    owner: dict[str, Any] | None = None
+    """Recorded in the state from the first save: a drill's pid, so that `drillkit heal` can
+    tell a stack whose drill was killed mid-start from one started by `stack up`."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.replicas <= MAX_REPLICAS:

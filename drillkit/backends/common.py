@@ -45,6 +45,7 @@ def new_stack(spec: StackSpec, backend: str, *, gpu: bool, report: Progress) -> 
         gateway_url="",
         admin_token=secrets.token_hex(16),
         gpu=gpu,
+        owner=dict(spec.owner) if spec.owner else None,
         spec={
             "replicas": spec.replicas,
             "gpu": spec.gpu,

@@ -27,6 +27,7 @@ import ipaddress
 import json
 import os
 import secrets
+import time
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +122,9 @@ def _latency_script(peer: str, delay_ms: float, jitter_ms: float) -> str:
         "tc qdisc show dev eth0",
     ])
 
+
+_DOWN_SWEEPS = 5
+_DOWN_SWEEP_PAUSE = 0.5
 
 class DockerBackend(Backend):
     """Services as containers of the drillkit stack image."""
@@ -285,15 +289,25 @@ class DockerBackend(Backend):
         from docker.errors import APIError, NotFound
 
         client = self.client
-        found = client.containers.list(all=True, filters={"label": f"{LABEL_STACK}={state.id}"})
-        for container in found:
-            service = container.labels.get(LABEL_SERVICE, "")
-            known = state.services.get(service)
-            if known is not None and known.log and container.labels.get(LABEL_ROLE) != "sidecar":
-                with contextlib.suppress(APIError, OSError):
-                    Path(known.log).write_bytes(container.logs())
-            with contextlib.suppress(NotFound):
-                container.remove(force=True, v=True)
+        # An interrupt can land while a create request is in flight: the daemon still makes
+        # the container after the client gave up on the answer. Sweep again after a pause
+        # until a sweep finds nothing.
+        for sweep in range(_DOWN_SWEEPS):
+            if sweep:
+                time.sleep(_DOWN_SWEEP_PAUSE)
+            found = client.containers.list(all=True,
+                                           filters={"label": f"{LABEL_STACK}={state.id}"})
+            if not found and sweep:
+                break
+            for container in found:
+                service = container.labels.get(LABEL_SERVICE, "")
+                known = state.services.get(service)
+                if (known is not None and known.log
+                        and container.labels.get(LABEL_ROLE) != "sidecar"):
+                    with contextlib.suppress(APIError, OSError):
+                        Path(known.log).write_bytes(container.logs())
+                with contextlib.suppress(NotFound):
+                    container.remove(force=True, v=True)
         for network in client.networks.list(filters={"label": f"{LABEL_STACK}={state.id}"}):
             with contextlib.suppress(NotFound):
                 network.remove()

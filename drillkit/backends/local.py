@@ -79,6 +79,43 @@ def process_alive(pid: int | None, stack_id: str) -> bool:
     return state is not None and state not in ("Z", "X") and _is_ours(pid, stack_id)
 
 
+def strays(stack_id: str, known: set[int]) -> list[int]:
+    """Processes carrying the stack id that the state does not know: started by a drillkit
+    killed before it could save their pid (mid-start, mid-restart), or a dead drill's load
+    generator, whose arguments name the stack's run folder."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        if pid in known or pid == os.getpid():
+            continue
+        if _is_ours(pid, stack_id) and _is_python_module(pid) and _proc_state(pid) not in (
+                None, "Z", "X"):
+            found.append(pid)
+    return found
+
+
+def _is_python_module(pid: int) -> bool:
+    # Everything drillkit starts is `python -m <module> ...`; a `tail -f` of a stack's log,
+    # whose arguments also name the stack, is not drillkit's to stop.
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return len(argv) > 2 and Path(os.fsdecode(argv[0])).name.startswith("python") \
+        and argv[1] == b"-m"
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    """Signal the process group ``pid`` leads (a service and its children), else ``pid``."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, sig)
+        else:
+            os.kill(pid, sig)
+
+
 def log_tail(path: str | None, lines: int = 5) -> str:
     if not path:
         return ""
@@ -228,18 +265,17 @@ class LocalBackend(Backend):
     def down(self, state: StackState) -> None:
         pids = [s.pid for s in state.services.values() if s.pid is not None]
         live = [pid for pid in pids if process_alive(pid, state.id)]
+        live += strays(state.id, set(pids))
         for pid in live:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGCONT)  # a paused service cannot handle SIGTERM
-                os.killpg(pid, signal.SIGTERM)
+            _signal_group(pid, signal.SIGCONT)  # a paused service cannot handle SIGTERM
+            _signal_group(pid, signal.SIGTERM)
         deadline = time.monotonic() + STOP_GRACE
         while live and time.monotonic() < deadline:
             live = [pid for pid in live if process_alive(pid, state.id)]
             if live:
                 time.sleep(0.05)
         for pid in live:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGKILL)
+            _signal_group(pid, signal.SIGKILL)
         for pid in pids:
             _reap(pid)
         remove_copies(state)

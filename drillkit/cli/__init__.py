@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 import warnings
 
@@ -57,9 +58,16 @@ def _show_warning(message: Warning | str, category: type[Warning], filename: str
     terminal().warn(str(message))
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> None:
     """Console-script entry point: expected errors become one line and an exit code."""
     warnings.showwarning = _show_warning
+    # SIGTERM (a CI job cancelled, `kill`) is an interrupt like Ctrl-C: every command unwinds
+    # through its clean-up instead of dying where it stands.
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         app()
     except DrillkitError as exc:

@@ -27,8 +27,9 @@ class Terminal:
     def __init__(self, *, quiet: bool = False, verbose: bool = False) -> None:
         self.quiet = quiet
         self.verbose = verbose
-        self.out = Console(highlight=False, soft_wrap=True)
-        self.err = Console(stderr=True, highlight=False, soft_wrap=True)
+        # emoji=False: a scenario key spelled ':smile:' must be printed as written.
+        self.out = Console(highlight=False, soft_wrap=True, emoji=False)
+        self.err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
         # Piped or in CI, rich assumes 80 columns, which crushes the report tables.
         if not self.out.is_terminal:
             self.out.width = 160

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -59,28 +60,46 @@ def run(
         return
     reports: list[DrillReport] = []
     worst = 0
+    from drillkit.engine import Interrupted, interrupted_result, signals_deferred
+
     for path, scenario in loaded:
         options = RunOptions(backend=backend, seed=seed)
-        t.debug(f"{path}: scenario {scenario.name}, backend {backend or scenario.stack.backend}, "
-                f"seed {seed}, reports to {out or scenario.report.dir}")
+        chosen = backend or scenario.stack.backend
+        t.debug(f"{path}: scenario {scenario.name}, backend {chosen}, seed {seed}, "
+                f"reports to {out or scenario.report.dir}")
         from drillkit.cli.live import LiveView
 
-        with LiveView(t, scenario, plain=ci) as view:
-            runner = DrillRunner(scenario, path, options, on_tick=view.tick,
-                                 on_progress=view.progress)
-            result = runner.run()
-        report = _report(result)
-        reports.append(report)
-        folder = out or Path(scenario.report.dir)
-        many = len(loaded) > 1
-        _write(report, scenario, folder, _per_drill(json_path, scenario.name, many),
-               None if many else junit_path, _per_drill(html_path, scenario.name, many), ci)
-        from drillkit.reports.terminal import render_report
+        started = time.time()
+        try:
+            with LiveView(t, scenario, plain=ci) as view:
+                runner = DrillRunner(scenario, path, options, on_tick=view.tick,
+                                     on_progress=view.progress)
+                result = runner.run()
+        except (KeyboardInterrupt, Interrupted):
+            # Before the runner took charge of signals, or after it let go: nothing of this
+            # drill is running (the runner cleans up whatever it started), say so in a report.
+            result = interrupted_result(scenario, path, chosen, started,
+                                        "interrupted before the drill started")
+        # The report is written whole whatever arrives meanwhile; a signal then ends the run.
+        with signals_deferred() as late:
+            report = _report(result)
+            reports.append(report)
+            folder = out or Path(scenario.report.dir)
+            many = len(loaded) > 1
+            _write(report, scenario, folder, _per_drill(json_path, scenario.name, many),
+                   None if many else junit_path, _per_drill(html_path, scenario.name, many),
+                   ci)
+            from drillkit.reports.terminal import render_report
 
-        render_report(report, t)
-        if result.error:
-            t.error(result.error)
-        worst = max(worst, report.exit_code, key=_severity)
+            render_report(report, t)
+            if result.error:
+                t.error(result.error)
+        worst = max(worst, 130 if late else report.exit_code, key=_severity)
+        if worst == 130:
+            skipped = [s.name for _, s in loaded[len(reports):]]
+            if skipped:
+                t.warn(f"not run after the interrupt: {', '.join(skipped)}")
+            break
     if len(loaded) > 1 and junit_path is not None:
         from drillkit.reports.junit import write_junit
 

@@ -148,17 +148,35 @@ class _Builder:
     def _scalar(self, node: ScalarNode, path: Loc) -> object:
         self._check_tag(node, self._scalars.keys(), path)
         try:
-            return self._scalars[node.tag](node)
+            value = self._scalars[node.tag](node)
         except (ValueError, OverflowError, yaml.YAMLError) as exc:
             # An integer of thousands of digits (Python refuses to convert it), or a date like
             # 2024-13-45.
-            if node.tag == _TAG + "int":
+            if "Exceeds the limit" in str(exc):
                 reason = "the number has too many digits"
+            elif node.tag == _TAG + "int":
+                reason = f"it is not a valid {_short_tag(node.tag)}"
             else:
                 reason = str(exc).splitlines()[0][:80] if str(exc) else type(exc).__name__
             raise self.error(
                 f"cannot read the value {show_value(node.value)}: {reason}", node, path
             ) from None
+        except (KeyError, IndexError, AttributeError, TypeError):
+            # PyYAML's constructors assume the resolver matched the value: an explicit tag on
+            # the wrong text (`!!bool 1`, `!!float ''`, `!!timestamp x`) breaks them.
+            reason = f"it is not a valid {_short_tag(node.tag)}"
+            raise self.error(
+                f"cannot read the value {show_value(node.value)}: {reason}", node, path
+            ) from None
+        if isinstance(value, str) and _SURROGATES.search(value):
+            # JSON-style escapes ("\ud83d\ude00") reach us as two lone surrogates: join them;
+            # a lone one is not text anything downstream can print or write.
+            try:
+                value = value.encode("utf-16", "surrogatepass").decode("utf-16")
+            except UnicodeDecodeError:
+                raise self.error("the text holds a lone UTF-16 surrogate escape", node,
+                                 path) from None
+        return value
 
     def _sequence(self, node: SequenceNode, path: Loc) -> list[Any]:
         self._check_tag(node, (_SEQ_TAG,), path)
@@ -182,7 +200,16 @@ class _Builder:
             for source in sources:
                 if not isinstance(source, MappingNode):
                     raise self.error("'<<' merges a mapping or a list of mappings", source, path)
-                for name, value in self._mapping(source, path).items():
+                # A merge reads the source mapping directly, not through build(): guard it
+                # against a mapping that merges itself (`&a {<<: *a}`) the same way.
+                if id(source) in self._active:
+                    raise self.error("an alias refers to a value that contains it", source, path)
+                self._active.add(id(source))
+                try:
+                    items = self._mapping(source, path)
+                finally:
+                    self._active.discard(id(source))
+                for name, value in items.items():
                     merged.setdefault(name, value)
         for key_node, value_node in node.value:
             if key_node.tag == _MERGE_TAG:
@@ -203,6 +230,9 @@ class _Builder:
             self.lines[(*path, key)] = line
             own[key] = self.build(value_node, (*path, key))
         return {**merged, **own}
+
+
+_SURROGATES = re.compile("[\ud800-\udfff]")
 
 
 def _short_tag(tag: str) -> str:

@@ -16,6 +16,7 @@ import difflib
 import random
 import re
 from collections.abc import Sequence
+from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 from pydantic import (
@@ -375,7 +376,25 @@ class ReportSection(_Section):
     formats: tuple[ReportFormat, ...] = Field(
         default=("terminal", "json"), description="Any of terminal, json, junit, html."
     )
-    dir: str = Field(default="reports", min_length=1, description="Directory the reports go to.")
+    dir: str = Field(default="reports", min_length=1,
+                     description="Folder the reports go to, relative to the working folder and "
+                                 "inside it; `drillkit run --out DIR` names any other.")
+
+    @field_validator("dir")
+    @classmethod
+    def _dir_stays_inside(cls, value: str) -> str:
+        # A scenario is shared input: it may choose a subfolder for its reports, not make
+        # drillkit write wherever the user running it can (the CLI's --out can).
+        if "\0" in value:
+            raise FieldError("a folder name cannot hold a NUL character")
+        parts = PurePosixPath(value).parts
+        if PurePosixPath(value).is_absolute() or value.startswith("~"):
+            raise FieldError(f"{value!r} is not a relative folder; to write elsewhere, use "
+                             "`drillkit run --out DIR`")
+        if ".." in parts:
+            raise FieldError(f"{value!r} leaves the working folder; to write elsewhere, use "
+                             "`drillkit run --out DIR`")
+        return value
 
     @field_validator("formats")
     @classmethod

@@ -21,11 +21,14 @@ SMALL = ["--items", "2000", "--dim", "32", "--seed", "7"]
 @dataclass
 class Cli:
     env: dict[str, str]
+    cwd: Path | None = None
+    """The working folder (a test's own): reports land in its reports/."""
 
     def __call__(self, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "drillkit", *args],
             env=self.env,
+            cwd=self.cwd,
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -66,7 +69,7 @@ def cli(cache_dir: Path, tmp_path: Path) -> Iterator[Cli]:
     }
     env.pop("DRILLKIT_MODEL_KEY", None)
     env.pop("DRILLKIT_HOME", None)
-    runner = Cli(env)
+    runner = Cli(env, cwd=tmp_path)
     yield runner
     runner("stack", "down", timeout=60)  # whatever the test did, nothing is left running
 

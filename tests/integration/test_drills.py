@@ -23,7 +23,7 @@ LOAD = {"rate": 80, "users": 16, "duration": "12s", "warmup": "2s", "timeout": "
 def scenario(tmp_path: Path, name: str, faults: list[dict[str, Any]], *,
              stack: dict[str, Any] | None = None, **extra: Any) -> Path:
     doc = {"version": 1, "name": name, "stack": {**STACK, **(stack or {})}, "load": LOAD,
-           "faults": faults, "report": {"formats": ["json"], "dir": str(tmp_path / "reports")},
+           "faults": faults, "report": {"formats": ["json"]},
            **extra}
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
@@ -108,7 +108,7 @@ def test_every_fault_kind_takes_effect_and_heals(cli: Cli, tmp_path: Path,
 
 def _start_drill(cli: Cli, path: Path, report: Path) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-m", "drillkit", "run", str(path), "--ci",
-                             "--json", str(report)], env=cli.env, text=True,
+                             "--json", str(report)], env=cli.env, cwd=cli.cwd, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
@@ -210,7 +210,7 @@ def test_abort_condition_stops_the_drill_early_and_heals(cli: Cli, tmp_path: Pat
 def test_a_generator_that_cannot_hold_its_rate_is_exit_3(cli: Cli, tmp_path: Path) -> None:
     doc = {"version": 1, "name": "saturated", "stack": STACK,
            "load": {"rate": 3000, "users": 2, "duration": "6s", "warmup": "1s"},
-           "report": {"formats": ["json"], "dir": str(tmp_path / "reports")}}
+           "report": {"formats": ["json"]}}
     path = tmp_path / "saturated.yaml"
     path.write_text(yaml.safe_dump(doc))
     code, report = run_drill(cli, path, tmp_path)

@@ -172,7 +172,10 @@ def verify_version(version_dir: Path, *, key: bytes | None = None) -> Manifest:
                 f"{version_dir / MANIFEST_NAME}: unsigned manifest, but {KEY_ENV} is set"
             )
         expected = sign(manifest.canonical_bytes(), key)
-        if not hmac.compare_digest(expected, manifest.signature):
+        # Bytes, not str: compare_digest refuses non-ASCII text, and a forged manifest may
+        # carry any.
+        if not hmac.compare_digest(expected.encode(),
+                                   manifest.signature.encode("utf-8", "surrogatepass")):
             raise SignatureError(f"{version_dir / MANIFEST_NAME}: signature does not match")
     if not manifest.files:
         raise ManifestError(f"{version_dir / MANIFEST_NAME}: lists no files")
