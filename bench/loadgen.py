@@ -24,6 +24,7 @@ class Result:
     latencies_ms: list[float] = field(default_factory=list)
     errors: int = 0
     degraded: int = 0
+    degraded_at: list[float] = field(default_factory=list)  # seconds from start, when due
     late_starts: int = 0  # requests that could not even be sent on time (no free connection)
 
     @property
@@ -99,6 +100,7 @@ async def run_open_loop(url: str, rate: float, seconds: float,
             result.latencies_ms.append((loop.time() - due) * 1000.0)
             if headers.get(b"x-degraded") == b"true":
                 result.degraded += 1
+                result.degraded_at.append(due - start)
         idle.append(conn)
 
     for i in range(total):

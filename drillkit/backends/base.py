@@ -46,6 +46,7 @@ class GatewaySettings:
     retries: int = 2
     try_timeout: float = 0.3
     deadline: float = 1.0
+    max_outstanding: int = 8  # per replica; beyond it the gateway sheds load (0: no cap)
     fallback: bool = True  # popular-items answers (degraded) when no replica can answer
 
     def args(self) -> list[str]:
@@ -64,6 +65,8 @@ class GatewaySettings:
             str(self.try_timeout),
             "--deadline",
             str(self.deadline),
+            "--max-outstanding",
+            str(self.max_outstanding),
         ]
         if not self.passive_ejection:
             out.append("--no-passive-ejection")

@@ -56,6 +56,8 @@ def up(
     retries: int = typer.Option(2, help="Gateway retries on another replica."),
     passive_ejection: bool = typer.Option(True, help="Eject a replica on a failed request."),
     deadline: float = typer.Option(1.0, help="Gateway budget per client request (s)."),
+    max_outstanding: int = typer.Option(8, min=0, help="Requests in flight per replica before "
+                                        "the gateway sheds load (0: no cap)."),
     fallback: bool = typer.Option(True, help="Popular-items answers when no replica can."),
     json_out: bool = typer.Option(False, "--json", help="Print the stack state as JSON."),
 ) -> None:
@@ -70,7 +72,7 @@ def up(
             check_interval=check_interval,
             retries=retries,
             passive_ejection=passive_ejection,
-            deadline=deadline, fallback=fallback,
+            deadline=deadline, max_outstanding=max_outstanding, fallback=fallback,
         ),
     )
     chosen = get_backend(backend)

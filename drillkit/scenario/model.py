@@ -142,6 +142,11 @@ class GatewaySection(_Section):
     deadline: PositiveDuration = Field(
         default=1.0, description="Deadline of a request over all tries."
     )
+    max_outstanding: Int = Field(
+        default=8, ge=0, le=10_000,
+        description="Requests in flight per replica before the gateway sheds load (answers "
+                    "at once from the fallback); 0: no cap, requests queue.",
+    )
     fallback: bool = Field(
         default=True,
         description="Answer with popular items (degraded) when no replica can; off: fail (503).",

@@ -22,8 +22,8 @@ It fronts N model-server replicas and keeps ``GET /recommend`` answering while r
 Every ``/recommend`` answer carries ``X-Attempts`` (replicas tried); a proxied one also
 ``X-Replica``, ``X-Degraded: false`` and the replica's ``X-Model-Version``/``X-Model-Digest``
 and body bytes, untouched. Client requests reach the replicas over the gateway's own small
-keep-alive HTTP/1.1 client (:class:`_Upstream`, see there why not httpx); the health checks
-use httpx.
+keep-alive HTTP/1.1 client (:class:`_Upstream`, see there why not httpx); so do the health
+checks, over a pool of their own.
 
 Replica states: ``unknown`` -> ``up`` | ``down``; ``up`` -> ``down`` (active) | ``ejected``
 (passive); ``ejected`` -> ``down`` (``fall`` failed checks confirm it) | ``up``; ``down`` ->
@@ -56,9 +56,9 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit
 
-import httpx
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -106,6 +106,10 @@ class GatewayConfig:
         retries: extra attempts of one request, each on a different replica.
         try_timeout: timeout of one attempt, seconds.
         deadline: total budget of one client request, retries included, seconds.
+        max_outstanding: requests one replica may have in flight from this gateway; a replica
+            at the cap is skipped, and when every replica is, the request is answered at once
+            from the fallback (or 503) instead of queueing: load beyond what the replicas can
+            serve is shed, not queued without bound. 0 means no cap.
         fallback_items: popular items ``{"item_id": .., "score": ..}`` served, degraded, when
             no replica answers; empty means answer 503 instead.
         name: the gateway's name in ``/status``.
@@ -120,6 +124,7 @@ class GatewayConfig:
     retries: int = 2
     try_timeout: float = 0.3
     deadline: float = 1.0
+    max_outstanding: int = 8
     fallback_items: list[dict[str, object]] = field(default_factory=list)
     name: str = "gateway"
 
@@ -204,21 +209,6 @@ class _AttemptFailed(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
-
-
-def _connect_reason(exc: httpx.ConnectError) -> str:
-    # A fixed vocabulary: these strings become metric label values. The errno sits a few
-    # causes deep (httpx -> httpcore -> anyio's "All connection attempts failed" -> OSError).
-    cause: BaseException | None = exc
-    for _ in range(8):
-        if cause is None:
-            break
-        if isinstance(cause, ConnectionRefusedError):
-            return "connect refused"
-        if isinstance(cause, OSError) and cause.errno in _UNREACHABLE:
-            return "unreachable"
-        cause = cause.__cause__ or cause.__context__
-    return "connect error"
 
 
 class _ProtocolError(Exception):
@@ -432,6 +422,12 @@ class _Metrics:
         self.retries = Counter(
             "drillkit_gateway_retries", "Attempts beyond the first one.", registry=r
         )
+        self.shed = Counter(
+            "drillkit_gateway_shed",
+            "Requests answered from the fallback at once because every replica was at its "
+            "in-flight cap (load shedding).",
+            registry=r,
+        )
         self.fallbacks = Counter(
             "drillkit_gateway_fallbacks",
             "Requests answered without a replica (degraded or 503).",
@@ -464,22 +460,16 @@ class _Gateway:
         self._rr = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._upstreams = {r.name: _Upstream(r.url) for r in self.replicas}
-        self._check_client: httpx.AsyncClient | None = None
+        # Checks have their own connections, apart from client traffic, so a flood of requests
+        # cannot starve them and make a healthy replica look dead. (They used httpx, whose
+        # pool wedged for good after an overload cancelled many checks mid-request: every
+        # later check timed out waiting for a connection, so a drained, healthy replica stayed
+        # down.) A cancelled check just closes its connection.
+        self._checkers = {r.name: _Upstream(r.url, max_idle=1) for r in self.replicas}
 
     # -- lifecycle --------------------------------------------------------------------------
 
     async def start(self) -> None:
-        # Checks are a few per second: httpx's robustness matters more there than its cost.
-        # They have their own pool, apart from client traffic, so a flood of requests cannot
-        # starve them and make a healthy replica look dead.
-        self._check_client = httpx.AsyncClient(
-            limits=httpx.Limits(
-                max_connections=2 * len(self.replicas),
-                max_keepalive_connections=len(self.replicas),
-            ),
-            timeout=self.config.check_timeout,
-            trust_env=False,
-        )
         await asyncio.gather(*(self._check(r) for r in self.replicas))
         self._tasks = [
             asyncio.create_task(self._check_loop(r), name=f"check-{r.name}") for r in self.replicas
@@ -490,11 +480,8 @@ class _Gateway:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
-        for upstream in self._upstreams.values():
+        for upstream in (*self._upstreams.values(), *self._checkers.values()):
             upstream.close()
-        if self._check_client is not None:
-            await self._check_client.aclose()
-            self._check_client = None
         logger.info("gateway %s stopped: health checks cancelled, clients closed", self.config.name)
 
     # -- state ------------------------------------------------------------------------------
@@ -564,21 +551,18 @@ class _Gateway:
     # -- active checks ----------------------------------------------------------------------
 
     async def _probe(self, r: _Replica) -> tuple[bool, str, dict[str, object]]:
-        assert self._check_client is not None
-        timeout = self.config.check_timeout
         try:
-            # asyncio.timeout bounds the whole exchange; httpx's timeouts apply per phase.
-            async with asyncio.timeout(timeout):
-                resp = await self._check_client.get(f"{r.url}/readyz")
-        except httpx.ConnectError as exc:
-            return False, _connect_reason(exc), {}
-        except (httpx.TimeoutException, TimeoutError):
+            async with asyncio.timeout(self.config.check_timeout):
+                resp = await self._checkers[r.name].get("/readyz")
+        except _ConnectFailed as exc:
+            return False, exc.reason, {}
+        except TimeoutError:
             return False, "timeout", {}
-        except httpx.HTTPError as exc:
-            return False, f"check error: {type(exc).__name__}", {}
-        except (AttributeError, OSError) as exc:
-            # A peer dying mid-handshake can surface from the transport below httpx (anyio's
-            # socket wrapper losing its socket); it is a failed check like any other.
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return False, "check error: connection reset", {}
+        except _ProtocolError:
+            return False, "check error: protocol error", {}
+        except OSError as exc:
             return False, f"check error: {type(exc).__name__}", {}
         if resp.status_code != 200:
             return False, f"readyz {resp.status_code}", {}
@@ -612,18 +596,26 @@ class _Gateway:
 
     # -- routing ----------------------------------------------------------------------------
 
-    def _pick(self, tried: list[_Replica]) -> _Replica | None:
+    def _pick(self, tried: list[_Replica]) -> _Replica | Literal["full"] | None:
+        """The next routable replica not tried yet, round robin; ``"full"`` when the only
+        ones left are at their ``max_outstanding`` cap."""
         up = self._up
         n = len(up)
         if n == 0:
             return None
         start = self._rr
         self._rr = (start + 1) % n
+        cap = self.config.max_outstanding
+        full = False
         for i in range(n):
             r = up[(start + i) % n]
-            if r not in tried:
-                return r
-        return None
+            if r in tried:
+                continue
+            if cap and r.outstanding >= cap:
+                full = True
+                continue
+            return r
+        return "full" if full else None
 
     async def _attempt(self, r: _Replica, target: str, timeout: float) -> _UpstreamResponse:
         try:
@@ -673,6 +665,10 @@ class _Gateway:
                 why = f"retries exhausted, last {last}"
                 break
             r = self._pick(tried)
+            if r == "full":
+                self.metrics.shed.inc()
+                why = "overloaded: every replica at its in-flight cap"
+                break
             if r is None:
                 why = f"no other replica up, last {last}" if tried else "no replica up"
                 break
@@ -862,6 +858,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--retries", type=int, default=defaults.retries)
     p.add_argument("--try-timeout", type=float, default=defaults.try_timeout)
     p.add_argument("--deadline", type=float, default=defaults.deadline)
+    p.add_argument("--max-outstanding", type=int, default=defaults.max_outstanding,
+                   help="requests in flight per replica before load is shed (0: no cap)")
     p.add_argument("--no-passive-ejection", action="store_true")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--stack-id", default="", help="recorded for process identification")
@@ -896,6 +894,7 @@ def main(argv: list[str] | None = None) -> None:
             retries=args.retries,
             try_timeout=args.try_timeout,
             deadline=args.deadline,
+            max_outstanding=args.max_outstanding,
             fallback_items=_load_fallback(args.fallback) if args.fallback else [],
             name=args.name,
         )
