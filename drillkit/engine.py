@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import json
 import os
 import platform
 import random
@@ -57,6 +58,7 @@ class RunOptions:
     backend: str | None = None  # overrides the scenario's stack.backend
     seed: int = 0  # seeds "random" targets and the load's user ids
     gateway_overrides: dict[str, Any] = field(default_factory=dict)
+    records_path: Path | None = None  # write every request record here (gzipped JSON lines)
 
 
 @dataclass
@@ -101,6 +103,22 @@ def interrupted_result(scenario: Scenario, path: Path | None, backend: str, star
                        status="interrupted", started_at=_iso(started),
                        finished_at=_iso(time.time()), gpu=False, analysis=None, faults=[],
                        error=reason)
+
+
+RECORD_FIELDS = ("sent_at", "latency_ms", "status", "error", "degraded", "model_version",
+                 "model_digest", "replica")
+
+
+def write_records(path: Path, rows: list[Any], t0: float) -> Path:
+    """Every request of a drill as gzipped JSON lines: a header naming t0 and the fields,
+    then one array per request (``RequestRecord``'s wire form, send times in epoch s)."""
+    import gzip
+
+    from drillkit.fsutil import atomic_write
+
+    header = json.dumps({"records_version": 1, "t0": t0, "fields": RECORD_FIELDS})
+    body = "\n".join([header, *(row.to_wire() for row in rows)]) + "\n"
+    return atomic_write(path, gzip.compress(body.encode("utf-8"), compresslevel=5), mode=0o644)
 
 
 def _iso(epoch: float) -> str:
@@ -394,6 +412,8 @@ class DrillRunner:
                  records: list[FaultRecord], t0: float, state: StackState | None) -> Analysis:
         scenario = self.scenario
         rows = driver.records()
+        if self.options.records_path is not None:
+            write_records(self.options.records_path, rows, t0)
         recs = Records.build(rows, t0=t0, verified_digests=self.verified)
         quality = [QualitySample(t - t0, share) for t, share in
                    (probe.samples() if probe is not None else [])]

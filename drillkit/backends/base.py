@@ -46,7 +46,7 @@ class GatewaySettings:
     retries: int = 2
     try_timeout: float = 0.3
     deadline: float = 1.0
-    max_outstanding: int = 8  # per replica; beyond it the gateway sheds load (0: no cap)
+    max_outstanding: int = 32  # per replica; beyond it the gateway sheds load (0: no cap)
     fallback: bool = True  # popular-items answers (degraded) when no replica can answer
 
     def args(self) -> list[str]:

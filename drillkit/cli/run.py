@@ -33,6 +33,8 @@ def run(
                                            "(one file for all the drills)."),
     html_path: Path | None = typer.Option(None, "--html", help="Write the HTML report here, "
                                           "and its timeline as a PNG beside it."),
+    records: Path | None = typer.Option(None, "--records", help="Also write every request "
+                                        "(gzipped JSON lines) here, for your own analysis."),
     seed: int = typer.Option(0, "--seed", help="Seeds random targets and the load."),
     ci: bool = typer.Option(False, "--ci", help="No live view; line logs; JUnit by default."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate and print the timeline; "
@@ -63,7 +65,8 @@ def run(
     from drillkit.engine import Interrupted, interrupted_result, signals_deferred
 
     for path, scenario in loaded:
-        options = RunOptions(backend=backend, seed=seed)
+        options = RunOptions(backend=backend, seed=seed,
+                             records_path=_per_drill(records, scenario.name, len(loaded) > 1))
         chosen = backend or scenario.stack.backend
         t.debug(f"{path}: scenario {scenario.name}, backend {chosen}, seed {seed}, "
                 f"reports to {out or scenario.report.dir}")

@@ -56,7 +56,7 @@ def up(
     retries: int = typer.Option(2, help="Gateway retries on another replica."),
     passive_ejection: bool = typer.Option(True, help="Eject a replica on a failed request."),
     deadline: float = typer.Option(1.0, help="Gateway budget per client request (s)."),
-    max_outstanding: int = typer.Option(8, min=0, help="Requests in flight per replica before "
+    max_outstanding: int = typer.Option(32, min=0, help="Requests in flight per replica before "
                                         "the gateway sheds load (0: no cap)."),
     fallback: bool = typer.Option(True, help="Popular-items answers when no replica can."),
     json_out: bool = typer.Option(False, "--json", help="Print the stack state as JSON."),

@@ -143,7 +143,7 @@ class GatewaySection(_Section):
         default=1.0, description="Deadline of a request over all tries."
     )
     max_outstanding: Int = Field(
-        default=8, ge=0, le=10_000,
+        default=32, ge=0, le=10_000,
         description="Requests in flight per replica before the gateway sheds load (answers "
                     "at once from the fallback); 0: no cap, requests queue.",
     )

@@ -109,7 +109,9 @@ class GatewayConfig:
         max_outstanding: requests one replica may have in flight from this gateway; a replica
             at the cap is skipped, and when every replica is, the request is answered at once
             from the fallback (or 503) instead of queueing: load beyond what the replicas can
-            serve is shed, not queued without bound. 0 means no cap.
+            serve is shed, not queued without bound. 0 means no cap. The default leaves room
+            for bursts (20 load-generator users firing together at two replicas queue ~10
+            each, a few ms apart) while bounding a replica's queue to ~100 ms of CPU work.
         fallback_items: popular items ``{"item_id": .., "score": ..}`` served, degraded, when
             no replica answers; empty means answer 503 instead.
         name: the gateway's name in ``/status``.
@@ -124,7 +126,7 @@ class GatewayConfig:
     retries: int = 2
     try_timeout: float = 0.3
     deadline: float = 1.0
-    max_outstanding: int = 8
+    max_outstanding: int = 32
     fallback_items: list[dict[str, object]] = field(default_factory=list)
     name: str = "gateway"
 

@@ -3,6 +3,7 @@ in a background thread, talked to over real sockets with httpx (nothing is mocke
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import signal
@@ -695,3 +696,26 @@ def test_cli_rejects_a_bad_fallback_file(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert str(bad) in proc.stderr and "not valid JSON" in proc.stderr
+
+
+def test_requests_past_the_in_flight_cap_are_shed_at_once(
+    make_replicas: Callable[[int], list[FakeReplica]], make_gateway: Callable[..., Gateway]
+) -> None:
+    (replica,) = make_replicas(1)
+    gw = make_gateway([replica], check_interval=30.0, try_timeout=2.0, deadline=3.0,
+                      max_outstanding=2)
+    replica.mode = "slow"
+    replica.slow_seconds = 0.6
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        slow = [pool.submit(gw.recommend, u) for u in (1, 2)]
+        time.sleep(0.2)  # both in flight at the replica: it is at its cap
+        started = time.monotonic()
+        shed = gw.recommend(3)
+        elapsed = time.monotonic() - started
+        answers = [f.result() for f in slow]
+    assert shed.headers["X-Degraded"] == "true"
+    assert shed.headers["X-Fallback-Reason"].startswith("overloaded")
+    assert elapsed < 0.2  # answered at once, not queued behind the slow ones
+    assert [a.headers["X-Degraded"] for a in answers] == ["false", "false"]
+    assert metric(gw.metrics(), "drillkit_gateway_shed_total") == 1
+    assert gw.replica("replica-1")["state"] == "up"  # shedding is not a failure of the replica

@@ -1,0 +1,148 @@
+"""Failover figures per scenario and backend: median and spread over repeated drills.
+
+Each run is the real command line, `drillkit run SCENARIO --backend B --json R`, on a bundled
+scenario (or a shortened copy with --short: the same faults and expectations, the timeline
+scaled so that a drill takes about 20 s). Runs are interleaved across backends so that drift
+on a shared machine hits both alike. For each fault the table gives the median and the range
+(min..max) of time to detect, time to recover, failed and degraded responses, and how many
+runs passed.
+
+Usage: python bench/failover.py [--runs N] [--backends local,docker]
+                                [--scenarios kill-node,pause-node,...] [--short]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SCENARIOS = ROOT / "scenarios"
+DEFAULT = "kill-node,pause-node,cut-network,corrupt-model"
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)s$")
+
+
+def drillkit(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "drillkit", *args], env=env, cwd=cwd,
+                          capture_output=True, text=True, timeout=1200)
+
+
+def _scale(value: Any, factor: float) -> Any:
+    match = _DURATION.match(str(value))
+    return f"{float(match[1]) * factor:g}s" if match else value
+
+
+def shortened(path: Path, folder: Path, seconds: float) -> Path:
+    """A copy of the scenario whose load and fault timeline are scaled to ``seconds``."""
+    doc = yaml.safe_load(path.read_text())
+    duration = float(_DURATION.match(str(doc["load"]["duration"]))[1])  # type: ignore[index]
+    factor = min(1.0, seconds / duration)
+    doc["load"]["duration"] = f"{duration * factor:g}s"
+    doc["load"]["warmup"] = "3s"
+    for fault in doc.get("faults") or []:
+        fault["at"] = _scale(fault["at"], factor)
+        if "duration" in fault:
+            fault["duration"] = _scale(fault["duration"], factor)
+    doc.pop("report", None)
+    out = folder / path.name
+    out.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return out
+
+
+def _fmt(values: list[float], unit: str = "") -> str:
+    if not values:
+        return "-"
+    digits = 2 if unit else 0
+    med = statistics.median(values)
+    low, high = min(values), max(values)
+    if low == high:
+        return f"{med:.{digits}f}{unit}"
+    return f"{med:.{digits}f}{unit} ({low:.{digits}f}..{high:.{digits}f})"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--backends", default="local,docker")
+    parser.add_argument("--scenarios", default=DEFAULT)
+    parser.add_argument("--short", action="store_true",
+                        help="scale each scenario's timeline to about 20 s of load")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="drillkit-failover-"))
+    env = {**os.environ, "DRILLKIT_STATE_DIR": str(work / "state")}
+    backends = args.backends.split(",")
+    paths = []
+    for name in args.scenarios.split(","):
+        path = SCENARIOS / f"{name}.yaml"
+        if not path.is_file():
+            sys.exit(f"no bundled scenario {name!r} in {SCENARIOS}")
+        paths.append(shortened(path, work, 20.0) if args.short else path)
+    for backend in backends:  # untimed: artifacts (and the image) in place
+        built = drillkit("stack", "build", "--backend", backend, env=env, cwd=work)
+        if built.returncode != 0:
+            sys.exit(f"build for {backend} failed: {built.stderr.strip()[-500:]}")
+
+    # (scenario, backend, fault id) -> metric -> values
+    figures: dict[tuple[str, str, str], dict[str, list[float]]] = defaultdict(
+        lambda: defaultdict(list))
+    passed: dict[tuple[str, str], int] = defaultdict(int)
+    started = time.monotonic()
+    total = args.runs * len(paths) * len(backends)
+    done = 0
+    for run in range(args.runs):
+        for path in paths:
+            for backend in backends:
+                report = work / f"r-{run}-{path.stem}-{backend}.json"
+                proc = drillkit("run", str(path), "--ci", "--backend", backend, "--json",
+                                str(report), "--seed", str(run), env=env, cwd=work)
+                done += 1
+                print(f"[{done}/{total} {time.monotonic() - started:5.0f} s] {path.stem} on "
+                      f"{backend}: exit {proc.returncode}", file=sys.stderr)
+                if not report.exists():
+                    print(proc.stderr[-800:], file=sys.stderr)
+                    continue
+                data = json.loads(report.read_text())
+                passed[(path.stem, backend)] += data["status"] == "passed"
+                for fault in data["faults"]:
+                    cell = figures[(path.stem, backend, fault["id"])]
+                    for key in ("ttd_s", "rto_s"):
+                        if fault[key] is not None:
+                            cell[key].append(fault[key])
+                        else:
+                            cell[key + "_never"].append(1)
+                    cell["failed"].append(fault["failed_requests"])
+                    cell["degraded"].append(fault["degraded_responses"])
+
+    print(f"\nfailover figures: {args.runs} runs per scenario and backend"
+          f"{' (timelines shortened to ~20 s of load)' if args.short else ''}; "
+          "median (min..max)\n")
+    header = (f"{'scenario':<16} {'backend':<8} {'fault':<10} {'ttd':<22} {'rto':<22} "
+              f"{'failed':<16} {'degraded':<16} passed")
+    print(header)
+    print("-" * len(header))
+    for (scenario, backend, fault), cell in sorted(figures.items()):
+        never = ""
+        if cell.get("ttd_s_never") or cell.get("rto_s_never"):
+            never = (f"  never detected {len(cell.get('ttd_s_never', []))}, "
+                     f"never recovered {len(cell.get('rto_s_never', []))}")
+        print(f"{scenario:<16} {backend:<8} {fault:<10} {_fmt(cell['ttd_s'], ' s'):<22} "
+              f"{_fmt(cell['rto_s'], ' s'):<22} {_fmt(cell['failed']):<16} "
+              f"{_fmt(cell['degraded']):<16} {passed[(scenario, backend)]}/{args.runs}{never}")
+    print(f"\n{total} drills in {time.monotonic() - started:.0f} s; reports in {work}")
+
+
+if __name__ == "__main__":
+    main()
