@@ -10,7 +10,14 @@ Load generator: bench/loadgen.py, an open-loop asyncio HTTP/1.1 client over keep
 connections that measures latency from each request's due time (no coordinated omission). It
 runs in this process on the same 2 cores as the stack, so its CPU use is part of the figures.
 
+GPU mode (--gpu, default off): "on" starts the stack as `drillkit stack up --gpu on` does
+(StackSpec.gpu="on": the model is built and the replicas serve with --device cuda) and reports
+the same figures; it stops with a one-line error when torch sees no CUDA GPU. "auto" uses the
+GPU when there is one and otherwise runs the CPU path and says that GPU mode was skipped.
+Each replica's device and index backend (from its /info) are printed before the figures.
+
 Usage: python bench/serve.py [--replicas 3] [--step-seconds 6] [--rates 100,200,...]
+                             [--gpu off|auto|on]
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import os
 import random
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -29,12 +37,13 @@ from loadgen import Result, run_closed_loop, run_open_loop
 
 from drillkit.backends.base import StackSpec
 from drillkit.backends.local import LocalBackend
+from drillkit.errors import BackendUnavailable, DrillkitError
 from drillkit.stacks.recommender.data import CatalogSpec
 
 P99_TARGET_MS = 50.0
 
 
-def targets(n_users: int) -> object:
+def targets(n_users: int) -> Callable[[int], str]:
     rng = random.Random(1)
     users = [rng.randrange(n_users) for _ in range(4096)]
     return lambda i: f"/recommend?user_id={users[i % len(users)]}&k=10"
@@ -46,10 +55,11 @@ def row(label: str, r: Result) -> str:
             f"degraded {r.degraded}")
 
 
-async def sweep(gateway: str, rates: list[int], seconds: float, target: object) -> int:
+async def sweep(gateway: str, rates: list[int], seconds: float,
+                target: Callable[[int], str]) -> int:
     best = 0
     for rate in rates:
-        r = await run_open_loop(gateway, rate, seconds, target)  # type: ignore[arg-type]
+        r = await run_open_loop(gateway, rate, seconds, target)
         held = (r.pct(99) <= P99_TARGET_MS and r.errors == 0 and r.degraded == 0
                 and r.achieved_rps >= 0.97 * rate)
         print(row(f"gateway @ {rate}/s", r) + ("  held" if held else "  NOT held"), flush=True)
@@ -67,12 +77,12 @@ async def measure(state_urls: dict[str, str], gateway: str, args: argparse.Names
     await run_open_loop(gateway, 100, 2.0, target)  # warm up every path
     print("\n== replicas, direct (closed loop, 8 connections, 4 s each)")
     for name, url in state_urls.items():
-        r = await run_closed_loop(url, 8, 4.0, target)  # type: ignore[arg-type]
+        r = await run_closed_loop(url, 8, 4.0, target)
         print(row(name, r), flush=True)
     print("\n== gateway added latency (open loop, 50 req/s, 6 s)")
     first = next(iter(state_urls.values()))
-    direct = await run_open_loop(first, 50, 6.0, target)  # type: ignore[arg-type]
-    via = await run_open_loop(gateway, 50, 6.0, target)  # type: ignore[arg-type]
+    direct = await run_open_loop(first, 50, 6.0, target)
+    via = await run_open_loop(gateway, 50, 6.0, target)
     print(row("replica-1 direct", direct))
     print(row("via gateway", via))
     print(f"gateway adds p50 {via.pct(50) - direct.pct(50):+.2f} ms, "
@@ -84,22 +94,67 @@ async def measure(state_urls: dict[str, str], gateway: str, args: argparse.Names
           f"(target >= 300 req/s: {'met' if best >= 300 else 'NOT met'})")
 
 
+def resolve_gpu(choice: str) -> tuple[str, str]:
+    """The StackSpec.gpu value for ``--gpu choice`` and a line saying what will run.
+
+    Raises BackendUnavailable for ``on`` without a CUDA GPU, before anything is started.
+    """
+    if choice == "off":
+        return "off", "GPU mode: off (CPU path)"
+    import torch  # only when a GPU may be wanted: the import takes a second or two
+
+    if torch.cuda.is_available():
+        return "on", (f"GPU mode: on ({torch.cuda.get_device_name(0)}); the replicas serve "
+                      "with --device cuda")
+    if choice == "on":
+        raise BackendUnavailable("--gpu on, but torch sees no CUDA GPU on this machine")
+    return "off", "GPU mode: skipped, no CUDA GPU present (--gpu auto); running the CPU path"
+
+
+def describe_replicas(urls: dict[str, str], gpu: str) -> None:
+    """Each replica's device and index backend, as the replica itself reports them."""
+    import httpx
+
+    for name, url in urls.items():
+        try:
+            serving = httpx.get(f"{url}/info", timeout=5.0).json().get("serving") or {}
+        except (httpx.HTTPError, ValueError) as exc:
+            print(f"{name}: /info failed: {exc}")
+            continue
+        device = serving.get("device")
+        warning = "  (NOT on the GPU)" if gpu == "on" and device != "cuda" else ""
+        print(f"{name}: device {device}, index {serving.get('index_backend')}{warning}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--replicas", type=int, default=3)
     parser.add_argument("--step-seconds", type=float, default=6.0)
     parser.add_argument("--rates", default="100,200,300,400,500,600,700,800,1000,1200")
+    parser.add_argument("--gpu", choices=["off", "auto", "on"], default="off",
+                        help="serve on a CUDA GPU: off (default), auto, on")
     args = parser.parse_args()
 
+    try:
+        gpu, gpu_line = resolve_gpu(args.gpu)
+    except DrillkitError as exc:
+        print(f"serve.py: error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
     os.environ.setdefault("DRILLKIT_STATE_DIR", tempfile.mkdtemp(prefix="drillkit-bench-"))
-    spec = StackSpec(replicas=args.replicas, catalog=CatalogSpec().resolved(), gpu="off")
+    spec = StackSpec(replicas=args.replicas, catalog=CatalogSpec().resolved(), gpu=gpu)
     backend = LocalBackend()
     print(f"machine: {os.cpu_count()} CPUs; catalog {spec.catalog.items} items x "
           f"{spec.catalog.dim} dims; {args.replicas} replicas; load generator: bench/loadgen.py "
           "(open-loop asyncio HTTP/1.1, same machine)")
-    state = backend.up(spec, progress=lambda m, f: print(f"  {m}", file=sys.stderr))
+    print(gpu_line, flush=True)
+    try:
+        state = backend.up(spec, progress=lambda m, f: print(f"  {m}", file=sys.stderr))
+    except DrillkitError as exc:  # e.g. the GPU is visible to us but not usable by the stack
+        print(f"serve.py: error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
     try:
         urls = {s.name: s.url for s in state.replicas()}
+        describe_replicas(urls, gpu)
         n_users = spec.catalog.resolved().users
         asyncio.run(measure(urls, state.gateway_url, args, n_users))
     finally:
