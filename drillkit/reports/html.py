@@ -19,7 +19,7 @@ from drillkit.fsutil import atomic_write
 from drillkit.reports.jsonfile import REPORT_MODE
 from drillkit.reports.model import CheckReport, DrillReport, format_score
 from drillkit.reports.plot import figure_svg, timeline_figure, write_png
-from drillkit.reports.terminal import format_check_value
+from drillkit.reports.terminal import PHASE_COLUMNS, format_check_value
 
 __all__ = ["render_html", "score_breakdown", "write_html"]
 
@@ -207,21 +207,7 @@ def _timeline(report: DrillReport, svg: str, png_name: str) -> str:
 def _phases(report: DrillReport) -> str:
     if not report.phases:
         return '<section><h2>Phases</h2><p class="nodata">No phases.</p></section>'
-    headers = [
-        "phase",
-        "start",
-        "end",
-        "requests",
-        "rps",
-        "failed",
-        "degraded",
-        "wrong-model",
-        "availability",
-        "p50 ms",
-        "p95 ms",
-        "p99 ms",
-        "quality",
-    ]
+    headers = list(PHASE_COLUMNS)
     rows = [
         [
             p.name,

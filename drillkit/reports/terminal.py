@@ -30,6 +30,13 @@ _STATUS_STYLE = {
 _DASH = "-"
 
 
+#: The phases table's columns, in the terminal and the HTML report alike.
+PHASE_COLUMNS: tuple[str, ...] = (
+    "phase", "start", "end", "requests", "rps", "failed", "degraded", "wrong-model",
+    "availability", "p50 ms", "p95 ms", "p99 ms", "quality",
+)
+
+
 def _seconds(value: float | None) -> str:
     return _DASH if value is None else f"{value:.2f}s"
 
@@ -94,24 +101,7 @@ def _header(report: DrillReport) -> Text:
 
 
 def _phases(report: DrillReport) -> Table:
-    table = _table(
-        "phases",
-        [
-            "phase",
-            "start",
-            "end",
-            "requests",
-            "rps",
-            "failed",
-            "degraded",
-            "wrong-model",
-            "availability",
-            "p50 ms",
-            "p95 ms",
-            "p99 ms",
-            "quality",
-        ],
-    )
+    table = _table("phases", PHASE_COLUMNS)
     for p in report.phases:
         _row(
             table,
