@@ -23,9 +23,14 @@ class Result:
     seconds: float
     latencies_ms: list[float] = field(default_factory=list)
     errors: int = 0
+    error_kinds: dict[str, int] = field(default_factory=dict)  # errors by cause
     degraded: int = 0
     degraded_at: list[float] = field(default_factory=list)  # seconds from start, when due
     late_starts: int = 0  # requests that could not even be sent on time (no free connection)
+
+    def error(self, kind: str) -> None:
+        self.errors += 1
+        self.error_kinds[kind] = self.error_kinds.get(kind, 0) + 1
 
     @property
     def requests(self) -> int:
@@ -44,10 +49,16 @@ class Result:
         return ordered[rank]
 
 
+# Below uvicorn's 5 s keep-alive timeout: a connection idle longer may be closed by the server
+# just as it is reused, which is the client's race, not the server's failure.
+IDLE_EXPIRY = 4.0
+
+
 class _Conn:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
         self.writer = writer
+        self.idle_since = 0.0
 
     async def get(self, host: str, target: str) -> tuple[int, dict[bytes, bytes]]:
         self.writer.write(f"GET {target} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
@@ -82,25 +93,32 @@ async def run_open_loop(url: str, rate: float, seconds: float,
 
     async def one(i: int, due: float) -> None:
         nonlocal opened
-        conn = idle.pop() if idle else None
+        conn = None
+        while idle:
+            conn = idle.pop()
+            if loop.time() - conn.idle_since <= IDLE_EXPIRY:
+                break
+            conn.writer.close()
+            conn = None
         try:
             if conn is None:
                 opened += 1
                 reader, writer = await asyncio.open_connection(host, port)
                 conn = _Conn(reader, writer)
             status, headers = await asyncio.wait_for(conn.get(hostport, target(i)), timeout)
-        except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError):
-            result.errors += 1
+        except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError) as exc:
+            result.error(type(exc).__name__)
             if conn is not None:
                 conn.writer.close()
             return
         if status >= 500:
-            result.errors += 1
+            result.error(f"http {status}")
         else:
             result.latencies_ms.append((loop.time() - due) * 1000.0)
             if headers.get(b"x-degraded") == b"true":
                 result.degraded += 1
                 result.degraded_at.append(due - start)
+        conn.idle_since = loop.time()
         idle.append(conn)
 
     for i in range(total):
@@ -111,7 +129,7 @@ async def run_open_loop(url: str, rate: float, seconds: float,
         elif delay < -0.01:
             result.late_starts += 1
         if len(pending) >= max_connections:
-            result.errors += 1  # the generator refuses to queue without bound
+            result.error("generator full")  # it refuses to queue without bound
             continue
         task = asyncio.create_task(one(i, due))
         pending.add(task)
@@ -141,14 +159,14 @@ async def run_closed_loop(url: str, concurrency: int, seconds: float,
             sent = loop.time()
             try:
                 status, _ = await asyncio.wait_for(conn.get(hostport, target(next(counter))), 2)
-            except (TimeoutError, OSError, asyncio.IncompleteReadError):
-                result.errors += 1
+            except (TimeoutError, OSError, asyncio.IncompleteReadError) as exc:
+                result.error(type(exc).__name__)
                 writer.close()
                 reader, writer = await asyncio.open_connection(host, port)
                 conn = _Conn(reader, writer)
                 continue
             if status >= 500:
-                result.errors += 1
+                result.error(f"http {status}")
             else:
                 result.latencies_ms.append((loop.time() - sent) * 1000.0)
         writer.close()

@@ -184,6 +184,8 @@ class _Writer:
 
 
 _writer: _Writer | None = None
+_tails: dict[tuple[str, bool, str, str, str], str] = {}
+_MAX_TAILS = 4096
 _user_serial = itertools.count()
 
 
@@ -229,20 +231,25 @@ def _on_request(
         error = "other"
     if status:
         get = response.headers.get
-        line = _encode(
-            [
-                start_time,
-                response_time,
-                status,
-                error,
-                1 if get("x-degraded") == "true" else 0,
-                get("x-model-version") or "",
-                get("x-model-digest") or "",
-                get("x-replica") or "",
-            ]
+        key = (
+            error,
+            get("x-degraded") == "true",
+            get("x-model-version") or "",
+            get("x-model-digest") or "",
+            get("x-replica") or "",
         )
     else:
-        line = _encode([start_time, response_time, 0, error, 0, "", "", ""])
+        key = (error, False, "", "", "")
+    # The tail of a line (error, degraded, version, digest, replica) takes a handful of
+    # values in a whole drill: encode each once. Floats and ints print as json would.
+    tail = _tails.get(key)
+    if tail is None:
+        if len(_tails) >= _MAX_TAILS:
+            _tails.clear()
+        err, degraded, version, digest, replica = key
+        tail = _encode([err, 1 if degraded else 0, version, digest, replica])[1:]
+        _tails[key] = tail
+    line = f"[{start_time!r},{response_time!r},{status},{tail}"
     writer = _writer
     if writer is not None:
         writer.add(line)
@@ -296,6 +303,8 @@ class RecommendUser(FastHttpUser):
         # Seeded per (seed, process, user) so a drill replays the same user ids.
         self._rng = random.Random(f"{SETTINGS.seed}:{index}:{next(_user_serial)}")
         self._path_k = f"&k={SETTINGS.k}"
+        # The stack sets no cookies; skipping the cookie jar saves a parse per response.
+        self.client.client.cookiejar = None
 
     @task
     def recommend(self) -> None:

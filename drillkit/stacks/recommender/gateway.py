@@ -21,7 +21,9 @@ It fronts N model-server replicas and keeps ``GET /recommend`` answering while r
 
 Every ``/recommend`` answer carries ``X-Attempts`` (replicas tried); a proxied one also
 ``X-Replica``, ``X-Degraded: false`` and the replica's ``X-Model-Version``/``X-Model-Digest``
-and body bytes, untouched. Client requests reach the replicas over the gateway's own small
+and body bytes, untouched. Each attempt tells the replica when the gateway stops waiting
+(``X-Drillkit-Deadline``, unix seconds), so a replica behind on its queue skips work nobody
+waits for any more. Client requests reach the replicas over the gateway's own small
 keep-alive HTTP/1.1 client (:class:`_Upstream`, see there why not httpx); so do the health
 checks, over a pool of their own.
 
@@ -89,6 +91,8 @@ _LATENCY_BUCKETS = (
 )  # fmt: skip
 # Below this much time left an attempt cannot succeed; serving the fallback now is better.
 _MIN_ATTEMPT_SECONDS = 0.002
+# Sent on every proxied attempt: the unix time at which the gateway stops waiting for it.
+DEADLINE_HEADER = "X-Drillkit-Deadline"
 _UNREACHABLE = {errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN, errno.ENETDOWN}
 
 
@@ -269,15 +273,22 @@ class _Upstream:
         host_header = self._host if default_port else f"{self._host}:{self._port}"
         self._head_tail = (
             f" HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: drillkit-gateway\r\n"
-            "Accept: application/json\r\n\r\n"
+            "Accept: application/json\r\n"
         ).encode("latin-1")
         self._idle: list[_Connection] = []
         self._max_idle = max_idle
         self._idle_expiry = idle_expiry
 
-    async def get(self, target: str) -> _UpstreamResponse:
-        """GET ``target`` (path and query); the caller bounds it with a timeout."""
+    async def get(self, target: str, *, expires: float | None = None) -> _UpstreamResponse:
+        """GET ``target`` (path and query); the caller bounds it with a timeout.
+
+        ``expires`` (unix seconds) is sent as ``X-Drillkit-Deadline``: the moment the caller
+        gives up, after which the replica should not spend work on the request.
+        """
         request = b"GET " + self._prefix.encode() + target.encode("latin-1") + self._head_tail
+        if expires is not None:
+            request += f"{DEADLINE_HEADER}: {expires:.3f}\r\n".encode()
+        request += b"\r\n"
         now = time.monotonic()
         while self._idle:
             conn = self._idle.pop()
@@ -620,9 +631,12 @@ class _Gateway:
         return "full" if full else None
 
     async def _attempt(self, r: _Replica, target: str, timeout: float) -> _UpstreamResponse:
+        # The replica drops a request whose deadline passed while it sat in its queue: under
+        # overload, work on attempts this gateway abandoned would delay every later request.
+        expires = time.time() + timeout
         try:
             async with asyncio.timeout(timeout):
-                return await self._upstreams[r.name].get(target)
+                return await self._upstreams[r.name].get(target, expires=expires)
         except _ConnectFailed as exc:
             raise _AttemptFailed(exc.reason) from None
         except TimeoutError:

@@ -13,6 +13,12 @@ Rules it keeps, whatever happens to the store under it:
   model already in memory, which was verified when it was loaded, keeps serving.
 
 Every refusal is one log line and a metric, so a drill can see when the replica noticed.
+
+Under overload a replica sheds work nobody waits for: a request whose ``X-Drillkit-Deadline``
+(unix seconds, set by the gateway) has passed by the time it is served gets an immediate 503
+(``outcome="expired"``) instead of a model computation. Requests are computed one at a time on
+the event loop, so without this a backlog of requests the gateway already gave up on would
+delay every later one.
 Run as ``python -m drillkit.stacks.recommender.replica --store DIR --port N``.
 """
 
@@ -41,6 +47,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from drillkit.errors import ArtifactError, SanityGateError
+from drillkit.stacks.recommender.gateway import DEADLINE_HEADER
 from drillkit.stacks.recommender.store import (
     Manifest,
     ModelStore,
@@ -56,6 +63,9 @@ log = logging.getLogger("drillkit.replica")
 ADMIN_TOKEN_ENV = "DRILLKIT_ADMIN_TOKEN"
 MAX_K = 1000
 SANITY_METRIC = "sample_recall_at_10"
+# A deadline further than this from the replica's clock is a clock mismatch between hosts,
+# not a budget (the gateway's are about a second): ignore it rather than refuse everything.
+MAX_DEADLINE_SKEW = 30.0
 
 
 @dataclass(frozen=True)
@@ -331,6 +341,19 @@ def create_app(config: ReplicaConfig) -> Starlette:
 
     async def recommend(request: Request) -> Response:
         started = time.perf_counter()
+        expires = request.headers.get(DEADLINE_HEADER)
+        if expires is not None:
+            try:
+                late = time.time() - float(expires)
+            except ValueError:
+                metrics.requests.labels("client_error").inc()
+                return _bad_request(f"header {DEADLINE_HEADER} must be unix seconds")
+            if 0.0 < late < MAX_DEADLINE_SKEW:
+                metrics.requests.labels("expired").inc()
+                return JSONResponse(
+                    {"error": f"the caller's deadline passed {late * 1000:.0f} ms ago"},
+                    status_code=503,
+                )
         user_id = _parse_int(request, "user_id", None)
         if isinstance(user_id, Response):
             metrics.requests.labels("client_error").inc()

@@ -136,6 +136,7 @@ class FakeReplica(ThreadedServer):
         # Plain ints bumped on the server thread; the GIL makes += safe enough for counting.
         self.recommend_hits = 0
         self.readyz_hits = 0
+        self.last_deadline: str | None = None  # X-Drillkit-Deadline of the last /recommend
         app = Starlette(
             routes=[
                 Route("/healthz", self._healthz),
@@ -160,6 +161,7 @@ class FakeReplica(ThreadedServer):
 
     async def _recommend(self, request: Request) -> Response:
         self.recommend_hits += 1
+        self.last_deadline = request.headers.get("x-drillkit-deadline")
         mode = self.mode
         if mode == "not_ready":
             return JSONResponse({"error": "not ready"}, status_code=503)

@@ -577,6 +577,20 @@ def test_bad_query_is_a_400_json_error(
     assert replica.recommend_hits == hits
 
 
+def test_each_attempt_tells_the_replica_when_the_gateway_stops_waiting(
+    make_replicas: Callable[[int], list[FakeReplica]], make_gateway: Callable[..., Gateway]
+) -> None:
+    (replica,) = make_replicas(1)
+    gw = make_gateway([replica], try_timeout=0.25)
+    gw.wait_state(replica.name, "up")
+    before = time.time()
+    assert gw.recommend().status_code == 200
+    after = time.time()
+    assert replica.last_deadline is not None
+    # the attempt's own timeout from the moment it was sent (3 decimals: a millisecond)
+    assert before + 0.25 - 0.001 <= float(replica.last_deadline) <= after + 0.25 + 0.001
+
+
 def test_default_k_is_ten(shared: tuple[Gateway, FakeReplica]) -> None:
     gw, _ = shared
     assert len(gw.client.get("/recommend", params={"user_id": 3}).json()["items"]) == 10
