@@ -9,6 +9,7 @@ runs passed.
 
 Usage: python bench/failover.py [--runs N] [--backends local,docker]
                                 [--scenarios kill-node,pause-node,...] [--short]
+(default: every scenario in scenarios/, 3 runs, both backends)
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = ROOT / "scenarios"
-DEFAULT = "kill-node,pause-node,cut-network,corrupt-model"
+DEFAULT = ",".join(sorted(p.stem for p in SCENARIOS.glob("*.yaml")))  # every bundled one
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)s$")
 
 
