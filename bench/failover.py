@@ -100,6 +100,7 @@ def main() -> None:
     figures: dict[tuple[str, str, str], dict[str, list[float]]] = defaultdict(
         lambda: defaultdict(list))
     passed: dict[tuple[str, str], int] = defaultdict(int)
+    refused: dict[tuple[str, str], str] = {}  # runs with no report: the first error line
     started = time.monotonic()
     total = args.runs * len(paths) * len(backends)
     done = 0
@@ -114,6 +115,9 @@ def main() -> None:
                       f"{backend}: exit {proc.returncode}", file=sys.stderr)
                 if not report.exists():
                     print(proc.stderr[-800:], file=sys.stderr)
+                    lines = [ln for ln in proc.stderr.splitlines() if "error" in ln]
+                    refused.setdefault((path.stem, backend),
+                                       f"exit {proc.returncode}: {(lines or ['?'])[0]}")
                     continue
                 data = json.loads(report.read_text())
                 passed[(path.stem, backend)] += data["status"] == "passed"
@@ -130,7 +134,8 @@ def main() -> None:
     print(f"\nfailover figures: {args.runs} runs per scenario and backend"
           f"{' (timelines shortened to ~20 s of load)' if args.short else ''}; "
           "median (min..max)\n")
-    header = (f"{'scenario':<16} {'backend':<8} {'fault':<10} {'ttd':<22} {'rto':<22} "
+    width = max([len("scenario"), *(len(p.stem) for p in paths)])
+    header = (f"{'scenario':<{width}} {'backend':<8} {'fault':<10} {'ttd':<22} {'rto':<22} "
               f"{'failed':<16} {'degraded':<16} passed")
     print(header)
     print("-" * len(header))
@@ -139,9 +144,11 @@ def main() -> None:
         if cell.get("ttd_s_never") or cell.get("rto_s_never"):
             never = (f"  never detected {len(cell.get('ttd_s_never', []))}, "
                      f"never recovered {len(cell.get('rto_s_never', []))}")
-        print(f"{scenario:<16} {backend:<8} {fault:<10} {_fmt(cell['ttd_s'], ' s'):<22} "
+        print(f"{scenario:<{width}} {backend:<8} {fault:<10} {_fmt(cell['ttd_s'], ' s'):<22} "
               f"{_fmt(cell['rto_s'], ' s'):<22} {_fmt(cell['failed']):<16} "
               f"{_fmt(cell['degraded']):<16} {passed[(scenario, backend)]}/{args.runs}{never}")
+    for (scenario, backend), why in sorted(refused.items()):
+        print(f"{scenario:<{width}} {backend:<8} not run: {why}")
     print(f"\n{total} drills in {time.monotonic() - started:.0f} s; reports in {work}")
 
 

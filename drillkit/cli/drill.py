@@ -71,8 +71,8 @@ def list_(json_out: bool = typer.Option(False, "--json")) -> None:
     t.table("bundled scenarios", ["scenario"], [(p,) for p in scenario_paths])
     rows = []
     for name, info in faults.items():
-        params = ", ".join(f"{k}={json.dumps(v.get('default'))}"
-                           for k, v in info["params"].items())
+        params = ", ".join(f"{k}={json.dumps(v['default'])}" if "default" in v
+                           else f"{k} (required)" for k, v in info["params"].items())
         rows.append((name, ", ".join(info["targets"]), params or "-", info["description"]))
     t.table("fault kinds", ["kind", "targets", "params (defaults)", "what it does"], rows)
     t.result("backends: " + ", ".join(backends))

@@ -119,6 +119,7 @@ _BUILTIN_ROLES: dict[str, frozenset[str]] = {
     "cut_network": frozenset({ROLE_REPLICA}),
     "latency": frozenset({ROLE_REPLICA}),
     "corrupt_model": frozenset({ROLE_REPLICA, ROLE_MODEL_STORE}),
+    "load_spike": frozenset({ROLE_GATEWAY}),
 }
 _BUILTIN_DESCRIPTIONS: dict[str, str] = {
     "kill_node": "the target dies at once (KILL) or stops gracefully (TERM)",
@@ -126,6 +127,7 @@ _BUILTIN_DESCRIPTIONS: dict[str, str] = {
     "cut_network": "traffic between the gateway and the target is cut",
     "latency": "delay (and jitter) is added between the gateway and the target",
     "corrupt_model": "the model artifact the target loads is damaged",
+    "load_spike": "extra requests/s on top of the drill's load (an open loop)",
 }
 
 

@@ -27,6 +27,7 @@ _BUILTIN_KINDS = {
     "cut_network": "drillkit.faults.network:CutNetwork",
     "latency": "drillkit.faults.network:Latency",
     "corrupt_model": "drillkit.faults.corrupt_model:CorruptModel",
+    "load_spike": "drillkit.faults.load_spike:LoadSpike",
 }
 
 

@@ -27,6 +27,7 @@ __all__ = [
     "FaultParams",
     "KillNodeParams",
     "LatencyParams",
+    "LoadSpikeParams",
     "PauseNodeParams",
 ]
 
@@ -157,6 +158,18 @@ class CorruptModelParams(FaultParams):
         return self
 
 
+class LoadSpikeParams(FaultParams):
+    """``load_spike``: extra traffic on top of the drill's load, for the fault's duration."""
+
+    rate: Annotated[float, Field(gt=0, le=100_000)] = Field(
+        description="Extra requests per second, offered whatever the answers (an open loop)."
+    )
+    connections: Annotated[int, Field(ge=1, le=4096, strict=True)] = Field(
+        default=256,
+        description="Most extra requests in flight; a request due beyond it is not sent.",
+    )
+
+
 #: Built-in fault kinds and their params models; the registry in
 #: :mod:`drillkit.faults.base` falls back to this table when a built-in's entry point is missing.
 BUILTIN_PARAMS: dict[str, type[BaseModel]] = {
@@ -165,4 +178,5 @@ BUILTIN_PARAMS: dict[str, type[BaseModel]] = {
     "cut_network": CutNetworkParams,
     "latency": LatencyParams,
     "corrupt_model": CorruptModelParams,
+    "load_spike": LoadSpikeParams,
 }

@@ -1,5 +1,5 @@
-"""Watch the stack notice faults: the gateway's view of each replica, and each replica's own
-reports of refused model versions, polled at 10 Hz.
+"""Watch the stack notice faults: the gateway's view of each replica, the gateway's episodes
+of load shedding, and each replica's own reports of refused model versions, polled at 10 Hz.
 
 Events carry the time the *stack* gives (the gateway's ``since`` of a state change, the
 replica's time of a refused load), not the time of the poll, so detection is measured to the
@@ -21,11 +21,12 @@ from drillkit.backends.base import StackState
 
 @dataclass(frozen=True)
 class StackEvent:
-    """Something the stack showed: a replica state change or a refused model version."""
+    """Something the stack showed: a replica state change, the gateway starting to shed load,
+    or a refused model version."""
 
     t: float  # epoch seconds
     source: str  # "gateway" or a replica name
-    subject: str  # the replica it is about
+    subject: str  # the replica it is about, or "gateway"
     what: str
 
 
@@ -42,6 +43,7 @@ class StackWatcher:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="stack-watcher", daemon=True)
         self._last_refusal: dict[str, float] = {}
+        self._shed_since: float | None = None
 
     def start(self) -> None:
         self._thread.start()
@@ -81,6 +83,13 @@ class StackWatcher:
                 since = float(replica.get("since") or time.time())
                 reason = replica.get("reason") or ""
                 self._add(StackEvent(since, "gateway", name, f"{old}->{new} {reason}".strip()))
+        shedding = body.get("shedding") or {}
+        episode = shedding.get("since")
+        if episode is not None and episode != self._shed_since:
+            # A new episode: every replica was at its in-flight cap and answers were shed.
+            self._shed_since = episode
+            self._add(StackEvent(float(episode), "gateway", "gateway",
+                                 f"shedding load ({shedding.get('total')} shed so far)"))
 
     def _poll_replica(self, client: httpx.Client, name: str, url: str) -> None:
         info: dict[str, Any] = client.get(url + "/info", timeout=0.25).json()

@@ -86,6 +86,8 @@ def test_the_measurement_can_fail(cli: Cli, tmp_path: Path) -> None:
                  id="truncate-restart"),  # the restart itself is seen first, by the gateway
     pytest.param({"kind": "corrupt_model", "target": "model-store",
                   "params": {"mode": "poison"}}, "poisoned", "replica-", id="poison-store"),
+    pytest.param({"kind": "load_spike", "target": "gateway", "params": {"rate": 300}},
+                 "300 extra requests/s", None, id="load-spike"),
 ])
 def test_every_fault_kind_takes_effect_and_heals(cli: Cli, tmp_path: Path,
                                                  fault: dict[str, Any], evidence: str,
@@ -104,6 +106,36 @@ def test_every_fault_kind_takes_effect_and_heals(cli: Cli, tmp_path: Path,
     assert result["wrong_model_responses"] == 0
     assert not leftovers(cli)
     assert not (Path(cli.env["DRILLKIT_STATE_DIR"]) / "journal.jsonl").exists()
+
+
+def test_a_load_spike_is_shed_detected_and_recovered(cli: Cli, tmp_path: Path) -> None:
+    # One replica, so the spike exceeds what it can serve and the gateway must shed.
+    spike = {"id": "spike-1", "kind": "load_spike", "target": "gateway", "at": "3s",
+             "duration": "4s", "params": {"rate": 3000},
+             "expect": {"recover_within": "8s", "max_wrong_model_responses": 0}}
+    path = scenario(tmp_path, "spike", [spike], stack={"replicas": 1})
+    code, report = run_drill(cli, path, tmp_path)
+    assert code in (0, 1), report
+    (fault,) = report["faults"]
+    assert "3000 extra requests/s" in fault["evidence"]
+    # The steady users met the overload as shed (degraded) answers, at once, not as errors.
+    assert fault["degraded_responses"] > 0, fault
+    assert fault["detected_by"] is not None and fault["detected_by"].startswith(
+        "gateway: shedding load"), fault
+    # Normal again once the spike is over (the SLOs hold for 3 s in a row: rto).
+    assert fault["rto_s"] is not None and fault["rto_s"] <= 8.0, fault
+    after = next(p for p in report["phases"] if p["name"] == "after")
+    assert after["failed"] == 0 and after["degraded"] <= 0.05 * after["requests"], after
+    assert not leftovers(cli)
+    assert not [p for p in Path("/proc").iterdir() if p.name.isdigit()
+                and b"drillkit.load.spike" in _cmdline(p)]
+
+
+def _cmdline(proc: Path) -> bytes:
+    try:
+        return (proc / "cmdline").read_bytes()
+    except OSError:
+        return b""
 
 
 def _start_drill(cli: Cli, path: Path, report: Path) -> subprocess.Popen[str]:

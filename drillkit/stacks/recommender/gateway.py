@@ -91,6 +91,8 @@ _LATENCY_BUCKETS = (
 )  # fmt: skip
 # Below this much time left an attempt cannot succeed; serving the fallback now is better.
 _MIN_ATTEMPT_SECONDS = 0.002
+# A shed answer after this long without one starts a new shedding episode in /status.
+_SHED_EPISODE_GAP = 1.0
 # Sent on every proxied attempt: the unix time at which the gateway stops waiting for it.
 DEADLINE_HEADER = "X-Drillkit-Deadline"
 _UNREACHABLE = {errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN, errno.ENETDOWN}
@@ -479,6 +481,10 @@ class _Gateway:
         # later check timed out waiting for a connection, so a drained, healthy replica stayed
         # down.) A cancelled check just closes its connection.
         self._checkers = {r.name: _Upstream(r.url, max_idle=1) for r in self.replicas}
+        # Shedding episodes, for /status: the first shed after a quiet second starts one.
+        self._shed_total = 0
+        self._shed_since: float | None = None
+        self._shed_last = 0.0
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -630,6 +636,14 @@ class _Gateway:
             return r
         return "full" if full else None
 
+    def _note_shed(self) -> None:
+        self.metrics.shed.inc()
+        now = time.time()
+        if now - self._shed_last > _SHED_EPISODE_GAP:
+            self._shed_since = now
+        self._shed_last = now
+        self._shed_total += 1
+
     async def _attempt(self, r: _Replica, target: str, timeout: float) -> _UpstreamResponse:
         # The replica drops a request whose deadline passed while it sat in its queue: under
         # overload, work on attempts this gateway abandoned would delay every later request.
@@ -682,7 +696,7 @@ class _Gateway:
                 break
             r = self._pick(tried)
             if r == "full":
-                self.metrics.shed.inc()
+                self._note_shed()
                 why = "overloaded: every replica at its in-flight cap"
                 break
             if r is None:
@@ -781,6 +795,11 @@ class _Gateway:
                 "time": time.time(),
                 "config": settings,
                 "replicas": [r.as_json() for r in self.replicas],
+                "shedding": {
+                    "total": self._shed_total,
+                    "since": self._shed_since,
+                    "last": self._shed_last or None,
+                },
             }
         )
 

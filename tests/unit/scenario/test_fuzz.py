@@ -170,6 +170,12 @@ def fault_params(draw: st.DrawFn, kind: str) -> tuple[Any, dict[str, Any]]:
         if mode == "truncate" and draw(st.booleans()):
             params["fraction"], loaded["fraction"] = draw(shares(max_bp=9_999))
         return params, loaded
+    if kind == "load_spike":
+        rate = draw(st.one_of(st.integers(1, 100_000), st.floats(0.5, 100_000)))
+        params["rate"] = loaded["rate"] = rate
+        if draw(st.booleans()):
+            params["connections"] = loaded["connections"] = draw(st.integers(1, 4096))
+        return params, loaded
     # pause_node, and plugin kinds whose params all have defaults
     return ({} if empty == "given" else empty), {}
 

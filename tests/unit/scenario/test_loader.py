@@ -218,7 +218,7 @@ BAD = [
         4,
         "faults[0].kind",
         "unknown fault kind 'kill_nodes' (did you mean 'kill_node'? known kinds: "
-        "corrupt_model, cut_network, kill_node, latency, pause_node)",
+        "corrupt_model, cut_network, kill_node, latency, load_spike, pause_node)",
         id="unknown-kind",
     ),
     pytest.param(

@@ -718,12 +718,13 @@ def test_requests_past_the_in_flight_cap_are_shed_at_once(
     (replica,) = make_replicas(1)
     gw = make_gateway([replica], check_interval=30.0, try_timeout=2.0, deadline=3.0,
                       max_outstanding=2)
+    assert gw.status()["shedding"] == {"total": 0, "since": None, "last": None}
     replica.mode = "slow"
     replica.slow_seconds = 0.6
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         slow = [pool.submit(gw.recommend, u) for u in (1, 2)]
         time.sleep(0.2)  # both in flight at the replica: it is at its cap
-        started = time.monotonic()
+        started, wall = time.monotonic(), time.time()
         shed = gw.recommend(3)
         elapsed = time.monotonic() - started
         answers = [f.result() for f in slow]
@@ -733,3 +734,8 @@ def test_requests_past_the_in_flight_cap_are_shed_at_once(
     assert [a.headers["X-Degraded"] for a in answers] == ["false", "false"]
     assert metric(gw.metrics(), "drillkit_gateway_shed_total") == 1
     assert gw.replica("replica-1")["state"] == "up"  # shedding is not a failure of the replica
+    # /status dates the shedding episode, which is how a drill detects an overload
+    shedding = gw.status()["shedding"]
+    assert shedding["total"] == 1
+    assert wall <= shedding["since"] <= time.time()
+    assert shedding["last"] == shedding["since"]

@@ -1,0 +1,119 @@
+"""``load_spike``: extra traffic on top of the drill's load, for the fault's duration.
+
+A separate generator process (:mod:`drillkit.load.spike`) offers ``rate`` more requests per
+second to the gateway in an open loop. The drill's own load keeps being recorded, so the
+report shows what the spike did to steady users (shed or degraded answers, latency, errors)
+and how fast the stack serves normally once it ends. The gateway's shedding is the detection
+signal (``ttd``): the watcher sees its first shed answer.
+
+The generator runs on the host against the gateway's published address, for either backend.
+It is found again by a random tag in its arguments, which the journal holds before the
+process starts, so ``drillkit heal`` stops it after a crash. It also stops by itself after an
+hour, or 5 s after the gateway starts refusing connections (the stack went away).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+from drillkit.errors import EnvironmentFailure
+from drillkit.faults.base import ROLE_GATEWAY, FaultKind
+from drillkit.faults.params import LoadSpikeParams
+
+MAX_SECONDS = 3600.0
+_STOP_WAIT = 5.0
+
+
+def _pids_tagged(tag: str) -> list[int]:
+    """Live processes whose arguments carry ``--tag <tag>``."""
+    needle = b"\0--tag\0" + tag.encode() + b"\0"
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        state = stat.rpartition(")")[2].split()[:1]
+        if needle in cmdline + b"\0" and state not in (["Z"], ["X"]):
+            found.append(int(entry.name))
+    return found
+
+
+def _stop(tag: str) -> None:
+    for sig, wait in ((signal.SIGTERM, _STOP_WAIT), (signal.SIGKILL, 2.0)):
+        pids = _pids_tagged(tag)
+        if not pids:
+            return
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + wait
+        while _pids_tagged(tag) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    if _pids_tagged(tag):
+        raise EnvironmentFailure(f"the load spike generator (tag {tag}) does not stop")
+
+
+class LoadSpike(FaultKind[LoadSpikeParams]):
+    name: ClassVar[str] = "load_spike"
+    Params = LoadSpikeParams
+    description: ClassVar[str] = "extra requests/s on top of the drill's load (an open loop)"
+    target_roles: ClassVar[frozenset[str]] = frozenset({ROLE_GATEWAY})
+
+    def apply(self, ctx: Any, target: str, params: LoadSpikeParams) -> dict[str, Any]:
+        url = ctx.service_url(target)
+        tag = secrets.token_hex(8)
+        log = Path(ctx.state.run_dir) / f"load-spike-{ctx.fault_id}-{tag}.log"
+        record = ctx.begin(self.name, target, {"tag": tag, "log": str(log), "rate": params.rate})
+        command = [
+            sys.executable, "-m", "drillkit.load.spike",
+            "--url", url,
+            "--rate", f"{params.rate:g}",
+            "--connections", str(params.connections),
+            "--max-seconds", f"{MAX_SECONDS:g}",
+            "--tag", tag,
+            "--stack-id", ctx.state.id,
+        ]  # fmt: skip
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("ab") as out:
+            # Its own session: a Ctrl-C at the terminal reaches drillkit, which heals the fault;
+            # the generator must not die half-way on its own.
+            process = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True
+            )
+        return dict(ctx.amend(record, pid=process.pid))
+
+    def check_applied(
+        self, ctx: Any, target: str, params: LoadSpikeParams, record: dict[str, Any]
+    ) -> str:
+        # Long enough for the interpreter to start and fail on a bad argument or address.
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            if not _pids_tagged(record["tag"]):
+                tail = _tail(Path(record["log"]))
+                raise EnvironmentFailure(f"the load spike generator exited at once: {tail}")
+            time.sleep(0.1)
+        return (f"load spike pid {record.get('pid')}: {params.rate:g} extra requests/s offered "
+                f"to {target} ({ctx.service_url(target)})")
+
+    def heal(self, ctx: Any, record: dict[str, Any]) -> None:
+        _stop(record["tag"])
+
+
+def _tail(log: Path, limit: int = 300) -> str:
+    try:
+        text = log.read_text(errors="replace").strip()
+    except OSError:
+        return "(no log)"
+    return text[-limit:].replace("\n", " | ") or "(empty log)"

@@ -1,0 +1,145 @@
+"""``load_spike``: the generator process, and the fault kind's apply / check / heal.
+
+A fake replica stands in for the gateway (it speaks the same ``/recommend``); what is checked
+is that traffic arrives while the fault is applied, stops when it is healed, and that the
+generator never outlives its bounds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from drillkit.errors import EnvironmentFailure
+from drillkit.faults.context import load_fault_kind
+from drillkit.faults.load_spike import LoadSpike, _pids_tagged
+from drillkit.faults.params import LoadSpikeParams
+from tests.unit.stacks.recommender.fake_replica import FakeReplica, free_port
+
+
+@dataclass
+class State:
+    run_dir: str
+    id: str = "stk-test"
+
+
+@dataclass
+class Ctx:
+    """The parts of FaultContext the kind uses; the journal is a list."""
+
+    state: State
+    urls: dict[str, str]
+    fault_id: str = "spike-1"
+    journal: list[dict[str, Any]] = field(default_factory=list)
+
+    def begin(self, kind: str, target: str, undo: dict[str, Any]) -> dict[str, Any]:
+        self.journal.append(dict(undo))
+        return {**undo, "journal_id": len(self.journal)}
+
+    def amend(self, record: dict[str, Any], **more: Any) -> dict[str, Any]:
+        self.journal[record["journal_id"] - 1].update(more)
+        return {**record, **more}
+
+    def service_url(self, name: str) -> str:
+        return self.urls[name]
+
+
+@pytest.fixture
+def gateway() -> Iterator[FakeReplica]:
+    server = FakeReplica("gateway")
+    server.start()
+    yield server
+    server.stop()
+
+
+def wait_until(condition: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def test_it_is_a_registered_gateway_fault() -> None:
+    kind = load_fault_kind("load_spike")
+    assert isinstance(kind, LoadSpike)
+    assert kind.target_roles == {"gateway"}
+
+
+def test_apply_sends_extra_traffic_until_healed(tmp_path: Path, gateway: FakeReplica) -> None:
+    ctx = Ctx(State(str(tmp_path)), {"gateway": gateway.url})
+    kind = LoadSpike()
+    params = LoadSpikeParams(rate=200)
+    record = kind.apply(ctx, "gateway", params)
+    try:
+        # The undo record was journaled before the process existed, and its pid added after.
+        assert ctx.journal[0]["tag"] == record["tag"] and ctx.journal[0]["pid"] == record["pid"]
+        evidence = kind.check_applied(ctx, "gateway", params, record)
+        assert f"pid {record['pid']}" in evidence and "200 extra requests/s" in evidence
+        wait_until(lambda: gateway.recommend_hits >= 50, 10.0, "the spike's requests")
+    finally:
+        kind.heal(ctx, record)
+    assert not _pids_tagged(record["tag"])
+    hits = gateway.recommend_hits
+    time.sleep(0.3)
+    assert gateway.recommend_hits == hits  # it stopped
+    # On SIGTERM it wrote its totals.
+    summary = json.loads(Path(record["log"]).read_text().strip().splitlines()[-1])
+    assert summary["sent"] >= 50 and summary["answered"] >= 50 and summary["rate"] == 200
+    kind.heal(ctx, record)  # idempotent
+
+
+def test_heal_needs_only_the_journal_record(tmp_path: Path, gateway: FakeReplica) -> None:
+    ctx = Ctx(State(str(tmp_path)), {"gateway": gateway.url})
+    record = LoadSpike().apply(ctx, "gateway", LoadSpikeParams(rate=50))
+    wait_until(lambda: bool(_pids_tagged(record["tag"])), 5.0, "the generator to start")
+    # `drillkit heal` after a crash: a new process, the record as the journal kept it.
+    LoadSpike().heal(None, json.loads(json.dumps(ctx.journal[0])))
+    assert not _pids_tagged(record["tag"])
+
+
+def test_a_generator_that_cannot_start_is_reported(tmp_path: Path) -> None:
+    ctx = Ctx(State(str(tmp_path)), {"gateway": "ftp://nowhere"})
+    kind = LoadSpike()
+    params = LoadSpikeParams(rate=10)
+    record = kind.apply(ctx, "gateway", params)
+    with pytest.raises(EnvironmentFailure, match="exited at once.*--url must be http"):
+        kind.check_applied(ctx, "gateway", params, record)
+    kind.heal(ctx, record)
+
+
+def spike(*args: str, timeout: float = 30.0) -> tuple[dict[str, Any], float, str]:
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "drillkit.load.spike", *args],
+                          capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[3])})
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1]), time.monotonic() - started, proc.stderr
+
+
+def test_the_generator_gives_up_when_the_target_refuses_connections() -> None:
+    port = free_port()  # nothing listens there
+    totals, elapsed, stderr = spike("--url", f"http://127.0.0.1:{port}", "--rate", "50",
+                                    "--give-up", "0.5")
+    assert totals["answered"] == 0 and totals["errors"] > 0
+    assert "refused connections" in stderr
+    assert elapsed < 10
+
+
+def test_in_flight_requests_are_bounded_not_queued(gateway: FakeReplica) -> None:
+    gateway.mode = "slow"
+    gateway.slow_seconds = 0.5
+    totals, _, _ = spike("--url", gateway.url, "--rate", "100", "--connections", "3",
+                         "--max-seconds", "1")
+    # At most 3 at a time against 0.5 s answers: the rest of the 100 due were not sent.
+    assert totals["sent"] <= 3 * 3 and totals["skipped"] >= 80, totals
+    assert totals["sent"] + totals["skipped"] >= 95
