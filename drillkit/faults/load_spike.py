@@ -30,6 +30,7 @@ from drillkit.faults.params import LoadSpikeParams
 
 MAX_SECONDS = 3600.0
 _STOP_WAIT = 5.0
+_START_WAIT = 10.0
 
 
 def _pids_tagged(tag: str) -> list[int]:
@@ -92,6 +93,11 @@ class LoadSpike(FaultKind[LoadSpikeParams]):
             process = subprocess.Popen(
                 command, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True
             )
+        # Until the child has exec'd, /proc shows the parent's arguments, not the tag: wait for
+        # it, so that a heal right after this finds the generator.
+        deadline = time.monotonic() + _START_WAIT
+        while not _pids_tagged(tag) and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
         return dict(ctx.amend(record, pid=process.pid))
 
     def check_applied(

@@ -22,7 +22,8 @@ from .conftest import Cli, leftovers
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "custom-fault"
-BUILTIN_KINDS = {"kill_node", "pause_node", "cut_network", "latency", "corrupt_model"}
+BUILTIN_KINDS = {"kill_node", "pause_node", "cut_network", "latency", "corrupt_model",
+                 "load_spike"}
 
 
 class VenvCli(Cli):
