@@ -47,8 +47,15 @@ from drillkit.scoring.analyze import (
 from drillkit.timeline import FaultRecord, FaultTimeline, WallClock
 
 
-class Interrupted(DrillkitError):
-    """SIGINT or SIGTERM arrived during a drill."""
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived during a drill.
+
+    A KeyboardInterrupt, not an Exception: the signal handler raises it wherever the main
+    thread is, and library code on the way (``except Exception`` in a client's retry or
+    config loading) must not swallow it. In one CI run a SIGTERM 1.5 s into a docker stack
+    start was lost and the drill ran to the end, exit 0; an Exception subclass, as this
+    was then, is the likely way it vanished.
+    """
 
     exit_code = 130
 
