@@ -36,6 +36,7 @@ from drillkit.backends.common import (
     wait_until_ready,
 )
 from drillkit.errors import BackendUnavailable, EnvironmentFailure, StackNotReady
+from drillkit.procfs import proc_state
 from drillkit.stacks.recommender.replica import ADMIN_TOKEN_ENV
 
 STOP_GRACE = 8.0
@@ -46,15 +47,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def _proc_state(pid: int) -> str | None:
-    """The kernel's one-letter state of a process, or None when it does not exist."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return None
-    return stat[stat.rindex(")") + 2]
 
 
 def _is_ours(pid: int, stack_id: str) -> bool:
@@ -75,7 +67,7 @@ def process_alive(pid: int | None, stack_id: str) -> bool:
     if pid is None:
         return False
     _reap(pid)
-    state = _proc_state(pid)
+    state = proc_state(pid)
     return state is not None and state not in ("Z", "X") and _is_ours(pid, stack_id)
 
 
@@ -90,7 +82,7 @@ def strays(stack_id: str, known: set[int]) -> list[int]:
         pid = int(entry.name)
         if pid in known or pid == os.getpid():
             continue
-        if _is_ours(pid, stack_id) and _is_python_module(pid) and _proc_state(pid) not in (
+        if _is_ours(pid, stack_id) and _is_python_module(pid) and proc_state(pid) not in (
                 None, "Z", "X"):
             found.append(pid)
     return found
@@ -289,7 +281,7 @@ class LocalBackend(Backend):
         if not process_alive(pid, state.id):
             return "exited"
         assert pid is not None
-        return "paused" if _proc_state(pid) == "T" else "running"
+        return "paused" if proc_state(pid) == "T" else "running"
 
     # -- fault primitives ------------------------------------------------------------------
     def kill(self, state: StackState, name: str, *, signal: str = "KILL") -> None:

@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 from drillkit.errors import EnvironmentFailure
 from drillkit.faults.base import ROLE_GATEWAY, FaultKind
 from drillkit.faults.params import LoadSpikeParams
+from drillkit.procfs import proc_state
 
 MAX_SECONDS = 3600.0
 _STOP_WAIT = 5.0
@@ -42,11 +43,9 @@ def _pids_tagged(tag: str) -> list[int]:
             continue
         try:
             cmdline = (entry / "cmdline").read_bytes()
-            stat = (entry / "stat").read_text()
         except OSError:
             continue
-        state = stat.rpartition(")")[2].split()[:1]
-        if needle in cmdline + b"\0" and state not in (["Z"], ["X"]):
+        if needle in cmdline + b"\0" and proc_state(int(entry.name)) not in (None, "Z", "X"):
             found.append(int(entry.name))
     return found
 
