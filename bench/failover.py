@@ -36,8 +36,14 @@ _DURATION = re.compile(r"^(\d+(?:\.\d+)?)s$")
 
 
 def drillkit(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "drillkit", *args], env=env, cwd=cwd,
-                          capture_output=True, text=True, timeout=1200)
+    return subprocess.run(
+        [sys.executable, "-m", "drillkit", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
 
 
 def _scale(value: Any, factor: float) -> Any:
@@ -78,8 +84,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--backends", default="local,docker")
     parser.add_argument("--scenarios", default=DEFAULT)
-    parser.add_argument("--short", action="store_true",
-                        help="scale each scenario's timeline to about 20 s of load")
+    parser.add_argument(
+        "--short", action="store_true", help="scale each scenario's timeline to about 20 s of load"
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="drillkit-failover-"))
@@ -98,7 +105,8 @@ def main() -> None:
 
     # (scenario, backend, fault id) -> metric -> values
     figures: dict[tuple[str, str, str], dict[str, list[float]]] = defaultdict(
-        lambda: defaultdict(list))
+        lambda: defaultdict(list)
+    )
     passed: dict[tuple[str, str], int] = defaultdict(int)
     refused: dict[tuple[str, str], str] = {}  # runs with no report: the first error line
     started = time.monotonic()
@@ -108,16 +116,31 @@ def main() -> None:
         for path in paths:
             for backend in backends:
                 report = work / f"r-{run}-{path.stem}-{backend}.json"
-                proc = drillkit("run", str(path), "--ci", "--backend", backend, "--json",
-                                str(report), "--seed", str(run), env=env, cwd=work)
+                proc = drillkit(
+                    "run",
+                    str(path),
+                    "--ci",
+                    "--backend",
+                    backend,
+                    "--json",
+                    str(report),
+                    "--seed",
+                    str(run),
+                    env=env,
+                    cwd=work,
+                )
                 done += 1
-                print(f"[{done}/{total} {time.monotonic() - started:5.0f} s] {path.stem} on "
-                      f"{backend}: exit {proc.returncode}", file=sys.stderr)
+                print(
+                    f"[{done}/{total} {time.monotonic() - started:5.0f} s] {path.stem} on "
+                    f"{backend}: exit {proc.returncode}",
+                    file=sys.stderr,
+                )
                 if not report.exists():
                     print(proc.stderr[-800:], file=sys.stderr)
                     lines = [ln for ln in proc.stderr.splitlines() if "error" in ln]
-                    refused.setdefault((path.stem, backend),
-                                       f"exit {proc.returncode}: {(lines or ['?'])[0]}")
+                    refused.setdefault(
+                        (path.stem, backend), f"exit {proc.returncode}: {(lines or ['?'])[0]}"
+                    )
                     continue
                 data = json.loads(report.read_text())
                 passed[(path.stem, backend)] += data["status"] == "passed"
@@ -131,22 +154,30 @@ def main() -> None:
                     cell["failed"].append(fault["failed_requests"])
                     cell["degraded"].append(fault["degraded_responses"])
 
-    print(f"\nfailover figures: {args.runs} runs per scenario and backend"
-          f"{' (timelines shortened to ~20 s of load)' if args.short else ''}; "
-          "median (min..max)\n")
+    print(
+        f"\nfailover figures: {args.runs} runs per scenario and backend"
+        f"{' (timelines shortened to ~20 s of load)' if args.short else ''}; "
+        "median (min..max)\n"
+    )
     width = max([len("scenario"), *(len(p.stem) for p in paths)])
-    header = (f"{'scenario':<{width}} {'backend':<8} {'fault':<10} {'ttd':<22} {'rto':<22} "
-              f"{'failed':<16} {'degraded':<16} passed")
+    header = (
+        f"{'scenario':<{width}} {'backend':<8} {'fault':<10} {'ttd':<22} {'rto':<22} "
+        f"{'failed':<16} {'degraded':<16} passed"
+    )
     print(header)
     print("-" * len(header))
     for (scenario, backend, fault), cell in sorted(figures.items()):
         never = ""
         if cell.get("ttd_s_never") or cell.get("rto_s_never"):
-            never = (f"  never detected {len(cell.get('ttd_s_never', []))}, "
-                     f"never recovered {len(cell.get('rto_s_never', []))}")
-        print(f"{scenario:<{width}} {backend:<8} {fault:<10} {_fmt(cell['ttd_s'], ' s'):<22} "
-              f"{_fmt(cell['rto_s'], ' s'):<22} {_fmt(cell['failed']):<16} "
-              f"{_fmt(cell['degraded']):<16} {passed[(scenario, backend)]}/{args.runs}{never}")
+            never = (
+                f"  never detected {len(cell.get('ttd_s_never', []))}, "
+                f"never recovered {len(cell.get('rto_s_never', []))}"
+            )
+        print(
+            f"{scenario:<{width}} {backend:<8} {fault:<10} {_fmt(cell['ttd_s'], ' s'):<22} "
+            f"{_fmt(cell['rto_s'], ' s'):<22} {_fmt(cell['failed']):<16} "
+            f"{_fmt(cell['degraded']):<16} {passed[(scenario, backend)]}/{args.runs}{never}"
+        )
     for (scenario, backend), why in sorted(refused.items()):
         print(f"{scenario:<{width}} {backend:<8} not run: {why}")
     print(f"\n{total} drills in {time.monotonic() - started:.0f} s; reports in {work}")

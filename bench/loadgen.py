@@ -76,9 +76,15 @@ class _Conn:
         return status, headers
 
 
-async def run_open_loop(url: str, rate: float, seconds: float,
-                        target: Callable[[int], str], *, timeout: float = 2.0,
-                        max_connections: int = 256) -> Result:
+async def run_open_loop(
+    url: str,
+    rate: float,
+    seconds: float,
+    target: Callable[[int], str],
+    *,
+    timeout: float = 2.0,
+    max_connections: int = 256,
+) -> Result:
     """Offer ``rate`` requests/s for ``seconds`` to ``url`` (paths from ``target(i)``)."""
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
@@ -141,8 +147,9 @@ async def run_open_loop(url: str, rate: float, seconds: float,
     return result
 
 
-async def run_closed_loop(url: str, concurrency: int, seconds: float,
-                          target: Callable[[int], str]) -> Result:
+async def run_closed_loop(
+    url: str, concurrency: int, seconds: float, target: Callable[[int], str]
+) -> Result:
     """Each of ``concurrency`` workers sends its next request when the last one answers."""
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
@@ -173,4 +180,3 @@ async def run_closed_loop(url: str, concurrency: int, seconds: float,
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     return result
-

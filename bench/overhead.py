@@ -33,17 +33,23 @@ def main() -> None:
     scenario = load_scenario(path)
     ensure_artifacts(scenario.stack_spec().catalog)  # cached artifacts: not part of overhead
     budget = scenario.load.warmup + scenario.load.duration
-    print(f"scenario {scenario.name}: warmup {scenario.load.warmup:g} s + duration "
-          f"{scenario.load.duration:g} s = {budget:g} s of load")
+    print(
+        f"scenario {scenario.name}: warmup {scenario.load.warmup:g} s + duration "
+        f"{scenario.load.duration:g} s = {budget:g} s of load"
+    )
     overheads = []
     for i in range(args.runs):
         out = Path(tempfile.mkdtemp(prefix="drillkit-overhead-"))
         env = {**os.environ, "DRILLKIT_STATE_DIR": str(out / "state")}
         started = time.monotonic()
         marks: list[tuple[float, str]] = []
-        proc = subprocess.Popen([sys.executable, "-m", "drillkit", "run", str(path), "--ci",
-                                 "--out", str(out)], env=env, stderr=subprocess.PIPE,
-                                stdout=subprocess.DEVNULL, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "drillkit", "run", str(path), "--ci", "--out", str(out)],
+            env=env,
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+        )
         assert proc.stderr is not None
         for line in proc.stderr:
             marks.append((time.monotonic() - started, line.rstrip()))
@@ -51,11 +57,15 @@ def main() -> None:
         wall = time.monotonic() - started
         overhead = wall - budget
         overheads.append(overhead)
-        print(f"run {i + 1}: exit {proc.returncode}, wall {wall:.1f} s, overhead "
-              f"{overhead:.1f} s (target <= 15 s: {'met' if overhead <= 15 else 'NOT met'})")
+        print(
+            f"run {i + 1}: exit {proc.returncode}, wall {wall:.1f} s, overhead "
+            f"{overhead:.1f} s (target <= 15 s: {'met' if overhead <= 15 else 'NOT met'})"
+        )
         for t, line in marks:
-            if any(key in line for key in ("ready", "routing", "healing", "reports:",
-                                           "injected", "healed")):
+            if any(
+                key in line
+                for key in ("ready", "routing", "healing", "reports:", "injected", "healed")
+            ):
                 print(f"  {t:6.1f} s  {line[:110]}")
     if len(overheads) > 1:
         print(f"overhead: min {min(overheads):.1f} s, max {max(overheads):.1f} s")

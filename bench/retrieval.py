@@ -144,14 +144,23 @@ def time_cuda(fn: Callable[[int], object], min_time: float, min_calls: int = 3) 
 
 
 def table(title: str, headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
-              for i, h in enumerate(headers)]
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
+    ]
     print(f"\n== {title}")
-    print("  ".join(h.rjust(w) if i else h.ljust(w) for i, (h, w) in enumerate(
-        zip(headers, widths, strict=True))))
+    print(
+        "  ".join(
+            h.rjust(w) if i else h.ljust(w)
+            for i, (h, w) in enumerate(zip(headers, widths, strict=True))
+        )
+    )
     for r in rows:
-        print("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(
-            zip(r, widths, strict=True))))
+        print(
+            "  ".join(
+                c.rjust(w) if i else c.ljust(w)
+                for i, (c, w) in enumerate(zip(r, widths, strict=True))
+            )
+        )
     sys.stdout.flush()
 
 
@@ -179,21 +188,41 @@ class SearchRow:
         return self.batch * self.timing.calls / self.timing.seconds
 
 
-def exact_rows(shape: Shape, rows: Sequence[SearchRow], peak: float,
-               same_shape: dict[int, float]) -> list[list[str]]:
+def exact_rows(
+    shape: Shape, rows: Sequence[SearchRow], peak: float, same_shape: dict[int, float]
+) -> list[list[str]]:
     out = []
     for row in rows:
         qps = row.qps()
         gflops = qps * shape.exact_flops(1) / 1e9
         gemm = same_shape.get(row.batch, 0.0)
-        out.append([row.label, str(row.batch), str(row.timing.calls),
-                    f"{row.timing.ms_per_call:.2f}", f"{qps:,.1f}", f"{gflops:,.1f}",
-                    pct(gflops, peak), pct(gflops, gemm), row.timing.cores_used])
+        out.append(
+            [
+                row.label,
+                str(row.batch),
+                str(row.timing.calls),
+                f"{row.timing.ms_per_call:.2f}",
+                f"{qps:,.1f}",
+                f"{gflops:,.1f}",
+                pct(gflops, peak),
+                pct(gflops, gemm),
+                row.timing.cores_used,
+            ]
+        )
     return out
 
 
-EXACT_HEADERS = ("exact search", "batch", "calls", "ms/call", "QPS", "GFLOP/s", "% of peak",
-                 "% of same-shape GEMM", "cores used")
+EXACT_HEADERS = (
+    "exact search",
+    "batch",
+    "calls",
+    "ms/call",
+    "QPS",
+    "GFLOP/s",
+    "% of peak",
+    "% of same-shape GEMM",
+    "cores used",
+)
 
 
 def recall_at_k(found: Ids, truth: Ids) -> float:
@@ -203,7 +232,7 @@ def recall_at_k(found: Ids, truth: Ids) -> float:
 
 def batch_of(queries: Floats, batch: int, i: int) -> Floats:
     start = (i * batch) % queries.shape[0]
-    return queries[start:start + batch]
+    return queries[start : start + batch]
 
 
 def searcher(index: RetrievalIndex, queries: Floats, batch: int) -> Callable[[int], object]:
@@ -236,18 +265,25 @@ def cpu_ceiling(min_time: float) -> list[tuple[str, float, str]]:
     out = np.empty((n, n), dtype=np.float32)
     np.matmul(a, b, out=out)
     t = time_cpu(lambda i: np.matmul(a, b, out=out), min_time, 2)
-    rates = [(f"numpy (OpenBLAS) sgemm {n}x{n}x{n}", 2.0 * n**3 * t.calls / t.seconds / 1e9,
-              t.cores_used)]
+    rates = [
+        (
+            f"numpy (OpenBLAS) sgemm {n}x{n}x{n}",
+            2.0 * n**3 * t.calls / t.seconds / 1e9,
+            t.cores_used,
+        )
+    ]
     ta, tb, tout = torch.from_numpy(a), torch.from_numpy(b), torch.from_numpy(out)
     torch.matmul(ta, tb, out=tout)
     t = time_cpu(lambda i: torch.matmul(ta, tb, out=tout), min_time, 2)
-    rates.append((f"torch (MKL) sgemm {n}x{n}x{n}", 2.0 * n**3 * t.calls / t.seconds / 1e9,
-                  t.cores_used))
+    rates.append(
+        (f"torch (MKL) sgemm {n}x{n}x{n}", 2.0 * n**3 * t.calls / t.seconds / 1e9, t.cores_used)
+    )
     return rates
 
 
-def cpu_same_shape(items: Floats, queries: Floats, batch: int,
-                   min_time: float) -> tuple[float, str]:
+def cpu_same_shape(
+    items: Floats, queries: Floats, batch: int, min_time: float
+) -> tuple[float, str]:
     """GFLOP/s of queries[batch] @ items[chunk].T streamed over the whole catalog."""
     n, dim = items.shape
     chunk = min(CPU_CHUNK, n)
@@ -257,7 +293,7 @@ def cpu_same_shape(items: Floats, queries: Floats, batch: int,
 
     def step(i: int) -> None:
         s = starts[i % len(starts)]
-        np.matmul(q, items[s:s + chunk].T, out=out)
+        np.matmul(q, items[s : s + chunk].T, out=out)
 
     step(0)
     t = time_cpu(step, min_time, len(starts))  # at least one full pass over the items
@@ -277,20 +313,23 @@ def set_blas_threshold(value: int) -> None:
     faiss.cvar.distance_compute_blas_threshold = int(value)
 
 
-def run_cpu(items: Floats, queries: Floats, sample: Floats, args: argparse.Namespace,
-            shape: Shape) -> Ids:
+def run_cpu(
+    items: Floats, queries: Floats, sample: Floats, args: argparse.Namespace, shape: Shape
+) -> Ids:
     """The CPU tables; returns the exact top-k ids of ``sample`` (the recall reference)."""
     threads = args.threads
     set_threads(threads)
     torch.set_num_threads(threads)
     default_threshold = blas_threshold()
-    print(f"\nCPU: {usable_cores()} usable cores; faiss OpenMP threads {get_threads()} "
-          f"(set through drillkit's set_threads = faiss.omp_set_num_threads); torch threads "
-          f"{torch.get_num_threads()}; faiss distance_compute_blas_threshold "
-          f"{default_threshold} (faiss 1.15 compares batch*d with it: exact search of fewer "
-          f"than {threshold_batch(default_threshold, shape.dim)} queries per call at d="
-          f"{shape.dim} takes its non-BLAS loop, except a batch below the thread count, "
-          "which faiss splits over the items with BLAS)")
+    print(
+        f"\nCPU: {usable_cores()} usable cores; faiss OpenMP threads {get_threads()} "
+        f"(set through drillkit's set_threads = faiss.omp_set_num_threads); torch threads "
+        f"{torch.get_num_threads()}; faiss distance_compute_blas_threshold "
+        f"{default_threshold} (faiss 1.15 compares batch*d with it: exact search of fewer "
+        f"than {threshold_batch(default_threshold, shape.dim)} queries per call at d="
+        f"{shape.dim} takes its non-BLAS loop, except a batch below the thread count, "
+        "which faiss splits over the items with BLAS)"
+    )
 
     log("CPU: measuring the fp32 GEMM ceiling")
     squares = cpu_ceiling(args.min_time)
@@ -301,19 +340,34 @@ def run_cpu(items: Floats, queries: Floats, sample: Floats, args: argparse.Names
         log(f"CPU: same-shape GEMM, batch {batch}")
         rate, cores = cpu_same_shape(items, queries, batch, args.min_time)
         same_shape[batch] = rate
-        rows.append([f"numpy q[{batch},{shape.dim}] @ items[{CPU_CHUNK},{shape.dim}].T, all N",
-                     f"{rate:,.1f}", pct(rate, peak), cores])
-    table(f"CPU fp32 GEMM ceiling (peak = best square GEMM = {peak:,.1f} GFLOP/s)",
-          ("product", "GFLOP/s", "% of peak", "cores used"), rows)
+        rows.append(
+            [
+                f"numpy q[{batch},{shape.dim}] @ items[{CPU_CHUNK},{shape.dim}].T, all N",
+                f"{rate:,.1f}",
+                pct(rate, peak),
+                cores,
+            ]
+        )
+    table(
+        f"CPU fp32 GEMM ceiling (peak = best square GEMM = {peak:,.1f} GFLOP/s)",
+        ("product", "GFLOP/s", "% of peak", "cores used"),
+        rows,
+    )
 
     results, truth = cpu_exact(items, queries, sample, args, shape, peak, same_shape)
     run_cpu_ivf(items, queries, sample, truth, args, shape, results)
     return truth
 
 
-def cpu_exact(items: Floats, queries: Floats, sample: Floats, args: argparse.Namespace,
-              shape: Shape, peak: float, same_shape: dict[int, float],
-              ) -> tuple[list[SearchRow], Ids]:
+def cpu_exact(
+    items: Floats,
+    queries: Floats,
+    sample: Floats,
+    args: argparse.Namespace,
+    shape: Shape,
+    peak: float,
+    same_shape: dict[int, float],
+) -> tuple[list[SearchRow], Ids]:
     log("CPU: building drillkit's flat index (RetrievalIndex.build kind=flat device=cpu)")
     started = time.perf_counter()
     flat = RetrievalIndex.build(items, kind="flat", device="cpu")
@@ -349,9 +403,12 @@ def cpu_exact(items: Floats, queries: Floats, sample: Floats, args: argparse.Nam
         log(f"CPU: reference torch matmul + topk, batch {batch}")
         t = time_cpu(torch_reference(items_t, queries, batch), args.min_time)
         results.append(SearchRow("  reference: torch topk(q @ items.T)", batch, t))
-    table(f"CPU exact search, N={shape.items:,} d={shape.dim} k={K} "
-          f"({shape.exact_flops(1) / 1e9:.3f} GFLOP/query; index built in {flat_build:.1f} s)",
-          EXACT_HEADERS, exact_rows(shape, results, peak, same_shape))
+    table(
+        f"CPU exact search, N={shape.items:,} d={shape.dim} k={K} "
+        f"({shape.exact_flops(1) / 1e9:.3f} GFLOP/query; index built in {flat_build:.1f} s)",
+        EXACT_HEADERS,
+        exact_rows(shape, results, peak, same_shape),
+    )
 
     log(f"CPU: exact top-{K} of the {len(sample)}-query recall sample")
     _, truth = flat.search(sample, K)
@@ -366,12 +423,21 @@ def check_exact(index: RetrievalIndex, items: Floats, queries: Floats) -> None:
     for j in range(queries.shape[0]):
         best = np.argpartition(-scores[:, j], K)[:K]
         agree += int(set(best.tolist()) == set(ids[j].tolist()))
-    print(f"check: {index.backend} top-{K} equals numpy's exact top-{K} for "
-          f"{agree}/{queries.shape[0]} queries")
+    print(
+        f"check: {index.backend} top-{K} equals numpy's exact top-{K} for "
+        f"{agree}/{queries.shape[0]} queries"
+    )
 
 
-def run_cpu_ivf(items: Floats, queries: Floats, sample: Floats, truth: Ids,
-                args: argparse.Namespace, shape: Shape, exact: Sequence[SearchRow]) -> None:
+def run_cpu_ivf(
+    items: Floats,
+    queries: Floats,
+    sample: Floats,
+    truth: Ids,
+    args: argparse.Namespace,
+    shape: Shape,
+    exact: Sequence[SearchRow],
+) -> None:
     log("CPU: building drillkit's IVF index (RetrievalIndex.build kind=ivf device=cpu)")
     started = time.perf_counter()
     ivf = RetrievalIndex.build(items, kind="ivf", device="cpu")
@@ -379,13 +445,23 @@ def run_cpu_ivf(items: Floats, queries: Floats, sample: Floats, truth: Ids,
     ivf.search(queries[:1], K)
     rows = ivf_rows(ivf, queries, sample, truth, args, exact, "CPU")
     nlist = _nlist(ivf)
-    table(f"CPU IVF (drillkit defaults: nlist {nlist}, nprobe {ivf.nprobe}; built in "
-          f"{build:.1f} s), recall@{K} vs exact on {len(sample)} queries",
-          IVF_HEADERS, rows)
+    table(
+        f"CPU IVF (drillkit defaults: nlist {nlist}, nprobe {ivf.nprobe}; built in "
+        f"{build:.1f} s), recall@{K} vs exact on {len(sample)} queries",
+        IVF_HEADERS,
+        rows,
+    )
 
 
-IVF_HEADERS = ("index", "nprobe", "share scanned", f"recall@{K}", "batch", "QPS",
-               "speedup vs exact")
+IVF_HEADERS = (
+    "index",
+    "nprobe",
+    "share scanned",
+    f"recall@{K}",
+    "batch",
+    "QPS",
+    "speedup vs exact",
+)
 
 
 def _nlist(index: RetrievalIndex) -> int:
@@ -394,15 +470,20 @@ def _nlist(index: RetrievalIndex) -> int:
     return int(faiss.extract_index_ivf(cpu).nlist)
 
 
-def ivf_rows(ivf: RetrievalIndex, queries: Floats, sample: Floats, truth: Ids,
-             args: argparse.Namespace, exact: Sequence[SearchRow], where: str,
-             timer: Callable[[Callable[[int], object], float], Timing] | None = None,
-             ) -> list[list[str]]:
+def ivf_rows(
+    ivf: RetrievalIndex,
+    queries: Floats,
+    sample: Floats,
+    truth: Ids,
+    args: argparse.Namespace,
+    exact: Sequence[SearchRow],
+    where: str,
+    timer: Callable[[Callable[[int], object], float], Timing] | None = None,
+) -> list[list[str]]:
     timer = timer or time_cpu
     nlist = _nlist(ivf)
     default = ivf.nprobe or 1
-    probes = sorted({max(1, default // 4), max(1, default // 2), default,
-                     min(nlist, default * 2)})
+    probes = sorted({max(1, default // 4), max(1, default // 2), default, min(nlist, default * 2)})
     if ivf.backend == "torch-cuda/exact":
         probes = [default]  # that backend ignores the inverted lists: nprobe changes nothing
     exact_qps = {r.batch: r.qps() for r in exact if r.label.startswith("drillkit")}
@@ -416,11 +497,17 @@ def ivf_rows(ivf: RetrievalIndex, queries: Floats, sample: Floats, truth: Ids,
             t = timer(searcher(ivf, queries, batch), args.min_time)
             qps = batch * t.calls / t.seconds
             base = exact_qps.get(batch)
-            rows.append([
-                f"drillkit {ivf.backend}" + (" (default)" if nprobe == default else ""),
-                str(nprobe), pct(nprobe, nlist), f"{recall:.3f}", str(batch), f"{qps:,.1f}",
-                f"{qps / base:.1f}x" if base else "n/a",
-            ])
+            rows.append(
+                [
+                    f"drillkit {ivf.backend}" + (" (default)" if nprobe == default else ""),
+                    str(nprobe),
+                    pct(nprobe, nlist),
+                    f"{recall:.3f}",
+                    str(batch),
+                    f"{qps:,.1f}",
+                    f"{qps / base:.1f}x" if base else "n/a",
+                ]
+            )
     ivf.nprobe = default
     return rows
 
@@ -428,17 +515,25 @@ def ivf_rows(ivf: RetrievalIndex, queries: Floats, sample: Floats, truth: Ids,
 # -- GPU --------------------------------------------------------------------------------------
 
 
-def run_gpu(items: Floats, queries: Floats, sample: Floats, truth: Ids,
-            args: argparse.Namespace, shape: Shape) -> None:
+def run_gpu(
+    items: Floats,
+    queries: Floats,
+    sample: Floats,
+    truth: Ids,
+    args: argparse.Namespace,
+    shape: Shape,
+) -> None:
     if not torch.cuda.is_available():
         print("\nGPU: not present, skipped")
         return
     device = torch.device(GPU_DEVICE)
     props = torch.cuda.get_device_properties(device)
     has_faiss_gpu = hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
-    print(f"\nGPU: {props.name}, {props.total_memory / 2**30:.0f} GiB, "
-          f"{props.multi_processor_count} SMs; torch {torch.__version__}, CUDA "
-          f"{torch.version.cuda}; faiss GPU support: {'yes' if has_faiss_gpu else 'no'}")
+    print(
+        f"\nGPU: {props.name}, {props.total_memory / 2**30:.0f} GiB, "
+        f"{props.multi_processor_count} SMs; torch {torch.__version__}, CUDA "
+        f"{torch.version.cuda}; faiss GPU support: {'yes' if has_faiss_gpu else 'no'}"
+    )
     saved_precision = torch.get_float32_matmul_precision()
     try:
         log("GPU: measuring the matmul ceiling")
@@ -453,10 +548,19 @@ def run_gpu(items: Floats, queries: Floats, sample: Floats, truth: Ids,
         del gpu_items
         torch.cuda.empty_cache()
         rows = [[label, f"{rate:,.0f}", pct(rate, peak)] for label, rate in squares]
-        rows += [[f"torch q[{b},{shape.dim}] @ items[N,{shape.dim}].T fp32", f"{rate:,.0f}",
-                  pct(rate, peak)] for b, rate in same_shape.items()]
-        table(f"GPU matmul ceiling (peak = fp32 square GEMM, TF32 off = {peak:,.0f} GFLOP/s)",
-              ("product", "GFLOP/s", "% of fp32 peak"), rows)
+        rows += [
+            [
+                f"torch q[{b},{shape.dim}] @ items[N,{shape.dim}].T fp32",
+                f"{rate:,.0f}",
+                pct(rate, peak),
+            ]
+            for b, rate in same_shape.items()
+        ]
+        table(
+            f"GPU matmul ceiling (peak = fp32 square GEMM, TF32 off = {peak:,.0f} GFLOP/s)",
+            ("product", "GFLOP/s", "% of fp32 peak"),
+            rows,
+        )
 
         log("GPU: building drillkit's flat index (RetrievalIndex.build kind=flat device=cuda)")
         started = time.perf_counter()
@@ -473,9 +577,13 @@ def run_gpu(items: Floats, queries: Floats, sample: Floats, truth: Ids,
                 torch.cuda.empty_cache()
                 continue
             results.append(SearchRow(f"drillkit {flat.backend}", batch, t))
-        table(f"GPU exact search, N={shape.items:,} d={shape.dim} k={K} (queries from and "
-              f"results to host memory, as a replica does; index built and copied in "
-              f"{build:.1f} s)", EXACT_HEADERS, exact_rows(shape, results, peak, same_shape))
+        table(
+            f"GPU exact search, N={shape.items:,} d={shape.dim} k={K} (queries from and "
+            f"results to host memory, as a replica does; index built and copied in "
+            f"{build:.1f} s)",
+            EXACT_HEADERS,
+            exact_rows(shape, results, peak, same_shape),
+        )
         for failure in failures:
             print(f"  failed: {failure}")
         del flat
@@ -485,12 +593,18 @@ def run_gpu(items: Floats, queries: Floats, sample: Floats, truth: Ids,
         started = time.perf_counter()
         ivf = RetrievalIndex.build(items, kind="ivf", device="cuda")
         build = time.perf_counter() - started
-        note = ("" if ivf.backend.startswith("faiss-gpu")
-                else "; NOTE: without faiss-gpu drillkit searches IVF exactly with torch")
+        note = (
+            ""
+            if ivf.backend.startswith("faiss-gpu")
+            else "; NOTE: without faiss-gpu drillkit searches IVF exactly with torch"
+        )
         rows = ivf_rows(ivf, queries, sample, truth, args, results, "GPU", time_cuda)
-        table(f"GPU IVF (drillkit defaults: nlist {_nlist(ivf)}, nprobe {ivf.nprobe}; built in "
-              f"{build:.1f} s{note}), recall@{K} vs exact on {len(sample)} queries",
-              IVF_HEADERS, rows)
+        table(
+            f"GPU IVF (drillkit defaults: nlist {_nlist(ivf)}, nprobe {ivf.nprobe}; built in "
+            f"{build:.1f} s{note}), recall@{K} vs exact on {len(sample)} queries",
+            IVF_HEADERS,
+            rows,
+        )
         del ivf
         torch.cuda.empty_cache()
     finally:
@@ -518,16 +632,19 @@ def gpu_ceiling(device: torch.device, min_time: float) -> list[tuple[str, float]
     a16, b16 = a.bfloat16(), b.bfloat16()
     out16 = torch.empty((n, n), device=device, dtype=torch.bfloat16)
     t = time_cuda(lambda i: torch.matmul(a16, b16, out=out16), min_time)
-    rates.append((f"torch.matmul {n}x{n}x{n} bf16 (not the search's precision)",
-                  flops * t.calls / t.seconds / 1e9))
+    rates.append(
+        (
+            f"torch.matmul {n}x{n}x{n} bf16 (not the search's precision)",
+            flops * t.calls / t.seconds / 1e9,
+        )
+    )
     return rates
 
 
-def gpu_same_shape(gpu_items: torch.Tensor, queries: Floats, batch: int,
-                   min_time: float) -> float:
+def gpu_same_shape(gpu_items: torch.Tensor, queries: Floats, batch: int, min_time: float) -> float:
     n, dim = gpu_items.shape
     q = torch.from_numpy(np.ascontiguousarray(queries[:batch])).to(gpu_items.device)
-    chunks = [gpu_items[s:s + GPU_CHUNK] for s in range(0, n, GPU_CHUNK)]
+    chunks = [gpu_items[s : s + GPU_CHUNK] for s in range(0, n, GPU_CHUNK)]
 
     def full_pass(i: int) -> None:
         for chunk in chunks:
@@ -543,34 +660,48 @@ def gpu_same_shape(gpu_items: torch.Tensor, queries: Floats, batch: int,
 def main(argv: Sequence[str] | None = None) -> None:
     doc = __doc__ or ""
     parser = argparse.ArgumentParser(description=doc.split("\n")[0])
-    parser.add_argument("--items", type=int, default=None,
-                        help="catalog size N (default 1,000,000; 100,000 with --quick)")
+    parser.add_argument(
+        "--items",
+        type=int,
+        default=None,
+        help="catalog size N (default 1,000,000; 100,000 with --quick)",
+    )
     parser.add_argument("--dim", type=int, default=128)
-    parser.add_argument("--quick", action="store_true",
-                        help="100k items, short timings: under a minute on 2 cores")
-    parser.add_argument("--threads", type=int, default=usable_cores(),
-                        help="faiss and torch CPU threads (default: usable cores)")
-    parser.add_argument("--sample", type=int, default=None,
-                        help="queries in the recall sample (default 1024; 256 with --quick)")
+    parser.add_argument(
+        "--quick", action="store_true", help="100k items, short timings: under a minute on 2 cores"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=usable_cores(),
+        help="faiss and torch CPU threads (default: usable cores)",
+    )
+    parser.add_argument(
+        "--sample",
+        type=int,
+        default=None,
+        help="queries in the recall sample (default 1024; 256 with --quick)",
+    )
     args = parser.parse_args(argv)
     args.items = args.items or (100_000 if args.quick else 1_000_000)
     args.sample = args.sample or (256 if args.quick else 1024)
     args.min_time = 0.3 if args.quick else 3.0
     if args.items < 2 * CPU_CHUNK or args.dim < 1 or args.threads < 1 or args.sample < 1:
-        parser.error(f"need --items >= {2 * CPU_CHUNK}, --dim >= 1, --threads >= 1, "
-                     "--sample >= 1")
+        parser.error(f"need --items >= {2 * CPU_CHUNK}, --dim >= 1, --threads >= 1, --sample >= 1")
     shape = Shape(args.items, args.dim)
 
-    print(f"retrieval benchmark: N={shape.items:,} items x d={shape.dim} float32 "
-          f"({shape.items * shape.dim * 4 / 2**20:,.0f} MiB), k={K}, random unit vectors "
-          f"(numpy default_rng seed {SEED}); {os.cpu_count()} CPUs; load average at start "
-          f"{load_text()}; faiss {faiss.__version__}, numpy {np.__version__}, "
-          f"torch {torch.__version__}")
+    print(
+        f"retrieval benchmark: N={shape.items:,} items x d={shape.dim} float32 "
+        f"({shape.items * shape.dim * 4 / 2**20:,.0f} MiB), k={K}, random unit vectors "
+        f"(numpy default_rng seed {SEED}); {os.cpu_count()} CPUs; load average at start "
+        f"{load_text()}; faiss {faiss.__version__}, numpy {np.__version__}, "
+        f"torch {torch.__version__}"
+    )
     log(f"generating {shape.items:,} x {shape.dim} items and {QUERY_POOL} queries")
     rng = np.random.default_rng(SEED)
     items = unit_rows(rng, shape.items, shape.dim)
     queries = unit_rows(rng, QUERY_POOL, shape.dim)
-    sample = queries[:args.sample]
+    sample = queries[: args.sample]
 
     truth = run_cpu(items, queries, sample, args, shape)
     try:
@@ -579,8 +710,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         traceback.print_exc()
         print(f"\nGPU: failed: {first_line(exc)}")
         sys.exit(1)
-    print(f"\nload average at end: {load_text()}; wall time "
-          f"{time.perf_counter() - _STARTED:.0f} s")
+    print(f"\nload average at end: {load_text()}; wall time {time.perf_counter() - _STARTED:.0f} s")
 
 
 if __name__ == "__main__":

@@ -50,18 +50,25 @@ def targets(n_users: int) -> Callable[[int], str]:
 
 
 def row(label: str, r: Result) -> str:
-    return (f"{label:<28} offered {r.offered_rps:7.0f}/s  achieved {r.achieved_rps:7.1f}/s  "
-            f"p50 {r.pct(50):6.2f} ms  p99 {r.pct(99):7.2f} ms  errors {r.errors}  "
-            f"degraded {r.degraded}")
+    return (
+        f"{label:<28} offered {r.offered_rps:7.0f}/s  achieved {r.achieved_rps:7.1f}/s  "
+        f"p50 {r.pct(50):6.2f} ms  p99 {r.pct(99):7.2f} ms  errors {r.errors}  "
+        f"degraded {r.degraded}"
+    )
 
 
-async def sweep(gateway: str, rates: list[int], seconds: float,
-                target: Callable[[int], str]) -> int:
+async def sweep(
+    gateway: str, rates: list[int], seconds: float, target: Callable[[int], str]
+) -> int:
     best = 0
     for rate in rates:
         r = await run_open_loop(gateway, rate, seconds, target)
-        held = (r.pct(99) <= P99_TARGET_MS and r.errors == 0 and r.degraded == 0
-                and r.achieved_rps >= 0.97 * rate)
+        held = (
+            r.pct(99) <= P99_TARGET_MS
+            and r.errors == 0
+            and r.degraded == 0
+            and r.achieved_rps >= 0.97 * rate
+        )
         print(row(f"gateway @ {rate}/s", r) + ("  held" if held else "  NOT held"), flush=True)
         if held:
             best = rate
@@ -71,8 +78,9 @@ async def sweep(gateway: str, rates: list[int], seconds: float,
     return best
 
 
-async def measure(state_urls: dict[str, str], gateway: str, args: argparse.Namespace,
-                  n_users: int) -> None:
+async def measure(
+    state_urls: dict[str, str], gateway: str, args: argparse.Namespace, n_users: int
+) -> None:
     target = targets(n_users)
     await run_open_loop(gateway, 100, 2.0, target)  # warm up every path
     print("\n== replicas, direct (closed loop, 8 connections, 4 s each)")
@@ -85,13 +93,17 @@ async def measure(state_urls: dict[str, str], gateway: str, args: argparse.Names
     via = await run_open_loop(gateway, 50, 6.0, target)
     print(row("replica-1 direct", direct))
     print(row("via gateway", via))
-    print(f"gateway adds p50 {via.pct(50) - direct.pct(50):+.2f} ms, "
-          f"p99 {via.pct(99) - direct.pct(99):+.2f} ms")
+    print(
+        f"gateway adds p50 {via.pct(50) - direct.pct(50):+.2f} ms, "
+        f"p99 {via.pct(99) - direct.pct(99):+.2f} ms"
+    )
     print(f"\n== gateway rate sweep ({args.step_seconds:.0f} s per step, open loop)")
     rates = [int(x) for x in args.rates.split(",")]
     best = await sweep(gateway, rates, args.step_seconds, target)
-    print(f"\nhighest rate held with p99 <= {P99_TARGET_MS:.0f} ms: {best} req/s "
-          f"(target >= 300 req/s: {'met' if best >= 300 else 'NOT met'})")
+    print(
+        f"\nhighest rate held with p99 <= {P99_TARGET_MS:.0f} ms: {best} req/s "
+        f"(target >= 300 req/s: {'met' if best >= 300 else 'NOT met'})"
+    )
 
 
 def resolve_gpu(choice: str) -> tuple[str, str]:
@@ -104,8 +116,9 @@ def resolve_gpu(choice: str) -> tuple[str, str]:
     import torch  # only when a GPU may be wanted: the import takes a second or two
 
     if torch.cuda.is_available():
-        return "on", (f"GPU mode: on ({torch.cuda.get_device_name(0)}); the replicas serve "
-                      "with --device cuda")
+        return "on", (
+            f"GPU mode: on ({torch.cuda.get_device_name(0)}); the replicas serve with --device cuda"
+        )
     if choice == "on":
         raise BackendUnavailable("--gpu on, but torch sees no CUDA GPU on this machine")
     return "off", "GPU mode: skipped, no CUDA GPU present (--gpu auto); running the CPU path"
@@ -131,8 +144,12 @@ def main() -> None:
     parser.add_argument("--replicas", type=int, default=3)
     parser.add_argument("--step-seconds", type=float, default=6.0)
     parser.add_argument("--rates", default="100,200,300,400,500,600,700,800,1000,1200")
-    parser.add_argument("--gpu", choices=["off", "auto", "on"], default="off",
-                        help="serve on a CUDA GPU: off (default), auto, on")
+    parser.add_argument(
+        "--gpu",
+        choices=["off", "auto", "on"],
+        default="off",
+        help="serve on a CUDA GPU: off (default), auto, on",
+    )
     args = parser.parse_args()
 
     try:
@@ -143,9 +160,11 @@ def main() -> None:
     os.environ.setdefault("DRILLKIT_STATE_DIR", tempfile.mkdtemp(prefix="drillkit-bench-"))
     spec = StackSpec(replicas=args.replicas, catalog=CatalogSpec().resolved(), gpu=gpu)
     backend = LocalBackend()
-    print(f"machine: {os.cpu_count()} CPUs; catalog {spec.catalog.items} items x "
-          f"{spec.catalog.dim} dims; {args.replicas} replicas; load generator: bench/loadgen.py "
-          "(open-loop asyncio HTTP/1.1, same machine)")
+    print(
+        f"machine: {os.cpu_count()} CPUs; catalog {spec.catalog.items} items x "
+        f"{spec.catalog.dim} dims; {args.replicas} replicas; load generator: bench/loadgen.py "
+        "(open-loop asyncio HTTP/1.1, same machine)"
+    )
     print(gpu_line, flush=True)
     try:
         state = backend.up(spec, progress=lambda m, f: print(f"  {m}", file=sys.stderr))

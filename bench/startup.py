@@ -28,8 +28,13 @@ TARGET_S = 30.0
 
 
 def drillkit(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "drillkit", *args], env=env,
-                          capture_output=True, text=True, timeout=900)
+    return subprocess.run(
+        [sys.executable, "-m", "drillkit", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
 
 
 def main() -> None:
@@ -37,8 +42,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--replicas", type=int, default=3)
     parser.add_argument("--backends", default="local,docker")
-    parser.add_argument("--cold-runs", type=int, default=1,
-                        help="runs with an empty artifact cache (0: skip)")
+    parser.add_argument(
+        "--cold-runs", type=int, default=1, help="runs with an empty artifact cache (0: skip)"
+    )
     args = parser.parse_args()
 
     env = {**os.environ, "DRILLKIT_STATE_DIR": tempfile.mkdtemp(prefix="drillkit-startup-")}
@@ -52,8 +58,9 @@ def main() -> None:
 
     def timed_up(backend: str, run_env: dict[str, str]) -> float:
         started = time.monotonic()
-        proc = drillkit("stack", "up", "--backend", backend, "--replicas",
-                        str(args.replicas), env=run_env)
+        proc = drillkit(
+            "stack", "up", "--backend", backend, "--replicas", str(args.replicas), env=run_env
+        )
         took = time.monotonic() - started
         drillkit("stack", "down", env=run_env)
         if proc.returncode != 0:
@@ -72,14 +79,18 @@ def main() -> None:
             cold[backend].append(took)
             print(f"run {i + 1}: {backend:<7} cold, ready in {took:6.2f} s", flush=True)
 
-    print(f"\nstack ready, {args.replicas} replicas (wall time of `drillkit stack up`; "
-          f"{args.runs} cached and {args.cold_runs} cold runs each)")
+    print(
+        f"\nstack ready, {args.replicas} replicas (wall time of `drillkit stack up`; "
+        f"{args.runs} cached and {args.cold_runs} cold runs each)"
+    )
     print(f"{'backend':<8} {'artifacts':<10} {'median s':>9} {'min s':>7} {'max s':>7}")
     for label, table in (("cached", results), ("cold", cold)):
         for backend, times in table.items():
             if times:
-                print(f"{backend:<8} {label:<10} {statistics.median(times):9.2f} "
-                      f"{min(times):7.2f} {max(times):7.2f}")
+                print(
+                    f"{backend:<8} {label:<10} {statistics.median(times):9.2f} "
+                    f"{min(times):7.2f} {max(times):7.2f}"
+                )
     if "docker" in results and "local" in results:
         ratio = statistics.median(results["docker"]) / statistics.median(results["local"])
         print(f"docker / local: {ratio:.2f}x")

@@ -102,18 +102,35 @@ class DrillResult:
     error: str | None = None
 
 
-def interrupted_result(scenario: Scenario, path: Path | None, backend: str, started: float,
-                       reason: str) -> DrillResult:
+def interrupted_result(
+    scenario: Scenario, path: Path | None, backend: str, started: float, reason: str
+) -> DrillResult:
     """The result of a drill interrupted before the runner could account for it itself."""
-    return DrillResult(scenario=scenario, scenario_path=str(path or "<string>"),
-                       scenario_sha256=scenario_digest(path, scenario), backend=backend,
-                       status="interrupted", started_at=_iso(started),
-                       finished_at=_iso(time.time()), gpu=False, analysis=None, faults=[],
-                       error=reason)
+    return DrillResult(
+        scenario=scenario,
+        scenario_path=str(path or "<string>"),
+        scenario_sha256=scenario_digest(path, scenario),
+        backend=backend,
+        status="interrupted",
+        started_at=_iso(started),
+        finished_at=_iso(time.time()),
+        gpu=False,
+        analysis=None,
+        faults=[],
+        error=reason,
+    )
 
 
-RECORD_FIELDS = ("sent_at", "latency_ms", "status", "error", "degraded", "model_version",
-                 "model_digest", "replica")
+RECORD_FIELDS = (
+    "sent_at",
+    "latency_ms",
+    "status",
+    "error",
+    "degraded",
+    "model_version",
+    "model_digest",
+    "replica",
+)
 
 
 def write_records(path: Path, rows: list[Any], t0: float) -> Path:
@@ -177,8 +194,9 @@ def signals_deferred() -> Iterator[list[int]]:
 class _Actions:
     """Binds the timeline to fault kinds, a backend and the journal."""
 
-    def __init__(self, backend: Backend, state: StackState, journal: Journal,
-                 clock: WallClock) -> None:
+    def __init__(
+        self, backend: Backend, state: StackState, journal: Journal, clock: WallClock
+    ) -> None:
         self.backend = backend
         self.state = state
         self.journal = journal
@@ -227,17 +245,29 @@ def plan_faults(scenario: Scenario, seed: int) -> list[FaultRecord]:
     """Resolve targets (``random`` picks with a seeded RNG) into the drill's fault records."""
     rng = random.Random(seed)
     services = scenario.service_names()
-    return [FaultRecord(id=f.id, kind=f.kind, targets=f.resolved_targets(services, rng),
-                        at=f.at, duration=f.duration) for f in scenario.faults]
+    return [
+        FaultRecord(
+            id=f.id,
+            kind=f.kind,
+            targets=f.resolved_targets(services, rng),
+            at=f.at,
+            duration=f.duration,
+        )
+        for f in scenario.faults
+    ]
 
 
 class DrillRunner:
     """Runs one scenario end to end."""
 
-    def __init__(self, scenario: Scenario, scenario_path: Path | None,
-                 options: RunOptions | None = None,
-                 on_tick: Callable[[Tick], None] | None = None,
-                 on_progress: Callable[[str, float], None] | None = None) -> None:
+    def __init__(
+        self,
+        scenario: Scenario,
+        scenario_path: Path | None,
+        options: RunOptions | None = None,
+        on_tick: Callable[[Tick], None] | None = None,
+        on_progress: Callable[[str, float], None] | None = None,
+    ) -> None:
         self.scenario = scenario
         self.path = scenario_path
         self.options = options or RunOptions()
@@ -254,10 +284,13 @@ class DrillRunner:
         backend = get_backend(self.backend_name)
         existing = load_state()
         if existing is not None:
-            raise StateError(f"stack {existing.id} is already up; a drill brings up its own "
-                             "stack: run `drillkit stack down` first")
-        spec = dataclasses.replace(scenario.stack_spec(),
-                                   owner={"pid": os.getpid(), "scenario": scenario.name})
+            raise StateError(
+                f"stack {existing.id} is already up; a drill brings up its own "
+                "stack: run `drillkit stack down` first"
+            )
+        spec = dataclasses.replace(
+            scenario.stack_spec(), owner={"pid": os.getpid(), "scenario": scenario.name}
+        )
         backend.check_faults({record.kind for record in records})
         status = "error"
         error: str | None = None
@@ -271,8 +304,14 @@ class DrillRunner:
         journal = Journal()
         try:
             with _signals_raise():
-                self.on_tick(self._tick("starting", None, records, message="bringing up the "
-                                        f"stack ({self.backend_name})"))
+                self.on_tick(
+                    self._tick(
+                        "starting",
+                        None,
+                        records,
+                        message=f"bringing up the stack ({self.backend_name})",
+                    )
+                )
                 state = backend.up(spec, progress=self.on_progress)
                 # The released, verified versions; a response from anything else is wrong.
                 self.verified = _verified_digests(state)
@@ -299,8 +338,14 @@ class DrillRunner:
             error = str(exc)
         finally:
             with signals_deferred():
-                self.on_tick(self._tick("healing", None, records, message="healing faults, "
-                                        "stopping load, taking the stack down"))
+                self.on_tick(
+                    self._tick(
+                        "healing",
+                        None,
+                        records,
+                        message="healing faults, stopping load, taking the stack down",
+                    )
+                )
                 if timeline is not None:
                     timeline.finish()
                 if state is not None:
@@ -326,25 +371,36 @@ class DrillRunner:
                 analysis = self._analyze(driver, probe, watcher, records, t0, state)
         if late and status != "interrupted":
             status = "interrupted"
-            error = (f"interrupted by {signal.Signals(late[0]).name} while the drill was "
-                     "being analysed; the figures are complete")
+            error = (
+                f"interrupted by {signal.Signals(late[0]).name} while the drill was "
+                "being analysed; the figures are complete"
+            )
         if analysis is not None:
             if status == "running":
                 status = "passed" if analysis.passed else "failed"
                 if analysis.generator_saturated:
                     status = "error"
-                    error = ("the load generator could not hold 90% of its target rate in "
-                             "the baseline; the drill is invalid")
+                    error = (
+                        "the load generator could not hold 90% of its target rate in "
+                        "the baseline; the drill is invalid"
+                    )
             elif status == "aborted":
                 status = "failed"
         elif status == "running":
             status = "error"
         return DrillResult(
-            scenario=scenario, scenario_path=str(self.path or "<string>"),
-            scenario_sha256=scenario_digest(self.path, scenario), backend=self.backend_name,
-            status=status, started_at=_iso(started), finished_at=_iso(time.time()),
-            gpu=bool(state.gpu) if state is not None else False, analysis=analysis,
-            faults=records, error=error)
+            scenario=scenario,
+            scenario_path=str(self.path or "<string>"),
+            scenario_sha256=scenario_digest(self.path, scenario),
+            backend=self.backend_name,
+            status=status,
+            started_at=_iso(started),
+            finished_at=_iso(time.time()),
+            gpu=bool(state.gpu) if state is not None else False,
+            analysis=analysis,
+            faults=records,
+            error=error,
+        )
 
     # -- pieces -----------------------------------------------------------------------------
     def _start_load(self, state: StackState) -> tuple[Any, Any]:
@@ -354,10 +410,17 @@ class DrillRunner:
 
         load = self.scenario.load
         catalog = self.scenario.stack_spec().catalog.resolved()
-        plan = LoadPlan(host=state.gateway_url, rate=load.rate, users=load.users,
-                        run_seconds=load.warmup + load.duration, timeout=load.timeout,
-                        workers=load.workers, n_users=catalog.users, k=10,
-                        seed=self.options.seed)
+        plan = LoadPlan(
+            host=state.gateway_url,
+            rate=load.rate,
+            users=load.users,
+            run_seconds=load.warmup + load.duration,
+            timeout=load.timeout,
+            workers=load.workers,
+            n_users=catalog.users,
+            k=10,
+            seed=self.options.seed,
+        )
         driver = LoadDriver(Path(state.run_dir))
         driver.start(plan)
         store = ModelStore(Path(state.store))
@@ -365,13 +428,18 @@ class DrillRunner:
         probe = None
         if current is not None:
             first = state.replicas()[0]
-            probe = QualityProbe(state.gateway_url, store.version_dir(current),
-                                 seed=self.options.seed, reference_url=first.url)
+            probe = QualityProbe(
+                state.gateway_url,
+                store.version_dir(current),
+                seed=self.options.seed,
+                reference_url=first.url,
+            )
             probe.learn_reference()  # during warmup, from a replica serving the verified model
         return driver, probe
 
-    def _watch(self, driver: Any, watcher: StackWatcher, records: list[FaultRecord],
-               t0: float) -> str:
+    def _watch(
+        self, driver: Any, watcher: StackWatcher, records: list[FaultRecord], t0: float
+    ) -> str:
         load = self.scenario.load
         end = t0 + load.duration
         abort = self.scenario.abort
@@ -393,37 +461,78 @@ class DrillRunner:
             if now > t0 + abort.for_ and recent and abort.error_rate_above < 1.0:
                 window = [f for t, f in recent if t >= now - abort.for_]
                 if window and sum(window) / len(window) > abort.error_rate_above:
-                    self.on_tick(self._tick("stopping", now - t0, records, message=(
-                        f"abort: error rate above {abort.error_rate_above:.0%} for "
-                        f"{abort.for_:g} s")))
+                    self.on_tick(
+                        self._tick(
+                            "stopping",
+                            now - t0,
+                            records,
+                            message=(
+                                f"abort: error rate above {abort.error_rate_above:.0%} for "
+                                f"{abort.for_:g} s"
+                            ),
+                        )
+                    )
                     return "aborted"
             last_second = [lat for t, lat in latencies]
             states, _ = watcher.snapshot()
-            tick = self._tick("warmup" if now < t0 else "running", now - t0, records,
-                              rps=float(len(last_second)),
-                              p99=sorted(last_second)[int(0.99 * (len(last_second) - 1))]
-                              if last_second else 0.0,
-                              failed=sum(1 for _, f in recent if f and _ >= now - 1.0),
-                              requests=seen, states=states)
+            tick = self._tick(
+                "warmup" if now < t0 else "running",
+                now - t0,
+                records,
+                rps=float(len(last_second)),
+                p99=sorted(last_second)[int(0.99 * (len(last_second) - 1))] if last_second else 0.0,
+                failed=sum(1 for _, f in recent if f and _ >= now - 1.0),
+                requests=seen,
+                states=states,
+            )
             self.on_tick(tick)
             time.sleep(0.25)
 
-    def _tick(self, phase: str, t: float | None, records: list[FaultRecord], *,
-              rps: float = 0.0, p99: float = 0.0, failed: int = 0, requests: int = 0,
-              states: dict[str, str] | None = None, message: str = "") -> Tick:
-        return Tick(phase=phase, t=t, duration=self.scenario.load.duration, rps=rps,
-                    p99_ms=p99, failed=failed, degraded=0, requests=requests,
-                    replica_states=states or {}, faults=records, message=message)
+    def _tick(
+        self,
+        phase: str,
+        t: float | None,
+        records: list[FaultRecord],
+        *,
+        rps: float = 0.0,
+        p99: float = 0.0,
+        failed: int = 0,
+        requests: int = 0,
+        states: dict[str, str] | None = None,
+        message: str = "",
+    ) -> Tick:
+        return Tick(
+            phase=phase,
+            t=t,
+            duration=self.scenario.load.duration,
+            rps=rps,
+            p99_ms=p99,
+            failed=failed,
+            degraded=0,
+            requests=requests,
+            replica_states=states or {},
+            faults=records,
+            message=message,
+        )
 
-    def _analyze(self, driver: Any, probe: Any, watcher: StackWatcher,
-                 records: list[FaultRecord], t0: float, state: StackState | None) -> Analysis:
+    def _analyze(
+        self,
+        driver: Any,
+        probe: Any,
+        watcher: StackWatcher,
+        records: list[FaultRecord],
+        t0: float,
+        state: StackState | None,
+    ) -> Analysis:
         scenario = self.scenario
         rows = driver.records()
         if self.options.records_path is not None:
             write_records(self.options.records_path, rows, t0)
         recs = Records.build(rows, t0=t0, verified_digests=self.verified)
-        quality = [QualitySample(t - t0, share) for t, share in
-                   (probe.samples() if probe is not None else [])]
+        quality = [
+            QualitySample(t - t0, share)
+            for t, share in (probe.samples() if probe is not None else [])
+        ]
         _, events = watcher.snapshot()
         detection = [DetectionEvent(e.t - t0, e.source, e.subject, e.what) for e in events]
         runs = []
@@ -431,24 +540,41 @@ class DrillRunner:
             spec = scenario.fault(record.id)
             expect = spec.expect
             max_failed = expect.max_failed_requests
-            runs.append(FaultRun(
-                id=record.id, kind=record.kind, target=",".join(record.targets),
-                injected_at=None if record.injected_at is None else record.injected_at - t0,
-                healed_at=None if record.healed_at is None else record.healed_at - t0,
-                evidence=record.evidence or (record.error or ""),
-                expect=Expectation(
-                    detect_within=expect.detect_within,
-                    recover_within=expect.recover_within,
-                    max_failed_requests=_count_or_share(max_failed),
-                    max_wrong_model_responses=expect.max_wrong_model_responses)))
+            runs.append(
+                FaultRun(
+                    id=record.id,
+                    kind=record.kind,
+                    target=",".join(record.targets),
+                    injected_at=None if record.injected_at is None else record.injected_at - t0,
+                    healed_at=None if record.healed_at is None else record.healed_at - t0,
+                    evidence=record.evidence or (record.error or ""),
+                    expect=Expectation(
+                        detect_within=expect.detect_within,
+                        recover_within=expect.recover_within,
+                        max_failed_requests=_count_or_share(max_failed),
+                        max_wrong_model_responses=expect.max_wrong_model_responses,
+                    ),
+                )
+            )
         slo = scenario.slo
-        return analyze(DrillInput(
-            records=recs, quality=quality, faults=runs, events=detection,
-            slo=SLO(availability=slo.availability, p99_ms=slo.p99_ms, quality=slo.quality,
-                    degraded_max=slo.degraded_max),
-            duration=scenario.load.duration, target_rps=scenario.load.rate,
-            pass_score=scenario.scoring.pass_score,
-            generator_saturated=_saturated(recs, records, t0, scenario.load.rate)))
+        return analyze(
+            DrillInput(
+                records=recs,
+                quality=quality,
+                faults=runs,
+                events=detection,
+                slo=SLO(
+                    availability=slo.availability,
+                    p99_ms=slo.p99_ms,
+                    quality=slo.quality,
+                    degraded_max=slo.degraded_max,
+                ),
+                duration=scenario.load.duration,
+                target_rps=scenario.load.rate,
+                pass_score=scenario.scoring.pass_score,
+                generator_saturated=_saturated(recs, records, t0, scenario.load.rate),
+            )
+        )
 
 
 def _count_or_share(value: Any) -> int | float | None:

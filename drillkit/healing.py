@@ -31,8 +31,17 @@ class _GoneBackend(Backend):
 
 
 def _placeholder_state(stack_id: str) -> StackState:
-    return StackState(id=stack_id, backend="gone", created_at=0.0, run_dir="", store="",
-                      gateway_url="", admin_token="", gpu=False, spec={})
+    return StackState(
+        id=stack_id,
+        backend="gone",
+        created_at=0.0,
+        run_dir="",
+        store="",
+        gateway_url="",
+        admin_token="",
+        gpu=False,
+        spec={},
+    )
 
 
 @dataclass
@@ -61,9 +70,14 @@ def heal_all(journal: Journal | None = None) -> HealOutcome:
     state = load_state()
     backend = get_backend(state.backend) if state is not None else None
     orphan = state is not None and _orphaned(state)
-    stack_gone = state is None or orphan or (
-        backend is not None and not any(
-            backend.service_alive(state, name) for name in state.services))
+    stack_gone = (
+        state is None
+        or orphan
+        or (
+            backend is not None
+            and not any(backend.service_alive(state, name) for name in state.services)
+        )
+    )
     if state is not None and orphan and backend is not None:
         # Its drill is dead: bring nothing back to life, just take the stack down first.
         backend.down(state)
@@ -78,8 +92,12 @@ def heal_all(journal: Journal | None = None) -> HealOutcome:
             else:
                 kind = load_fault_kind(entry.kind)
                 if stack_gone or state is None or backend is None:
-                    ctx = FaultContext(_GoneBackend(), _placeholder_state(entry.stack_id),
-                                       journal, fault_id=entry.fault_id)
+                    ctx = FaultContext(
+                        _GoneBackend(),
+                        _placeholder_state(entry.stack_id),
+                        journal,
+                        fault_id=entry.fault_id,
+                    )
                 else:
                     ctx = FaultContext(backend, state, journal, fault_id=entry.fault_id)
                 kind.heal(ctx, record)

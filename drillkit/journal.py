@@ -65,12 +65,19 @@ class Journal:
         finally:
             os.close(fd)
 
-    def record_apply(self, *, fault_id: str, kind: str, target: str, stack_id: str,
-                     undo: dict[str, Any]) -> JournalEntry:
+    def record_apply(
+        self, *, fault_id: str, kind: str, target: str, stack_id: str, undo: dict[str, Any]
+    ) -> JournalEntry:
         """Journal a fault BEFORE it is applied."""
-        entry = JournalEntry(id=uuid.uuid4().hex[:16], fault_id=fault_id, kind=kind,
-                             target=target, stack_id=stack_id, applied_at=time.time(),
-                             undo=undo)
+        entry = JournalEntry(
+            id=uuid.uuid4().hex[:16],
+            fault_id=fault_id,
+            kind=kind,
+            target=target,
+            stack_id=stack_id,
+            applied_at=time.time(),
+            undo=undo,
+        )
         self._append({"op": "apply", **entry.__dict__})
         return entry
 

@@ -62,8 +62,14 @@ class FaultActions(Protocol):
 class FaultTimeline:
     """Runs the faults of one drill on their schedule."""
 
-    def __init__(self, records: list[FaultRecord], actions: FaultActions, clock: Clock,
-                 *, on_error: Callable[[FaultRecord, BaseException], None] | None = None) -> None:
+    def __init__(
+        self,
+        records: list[FaultRecord],
+        actions: FaultActions,
+        clock: Clock,
+        *,
+        on_error: Callable[[FaultRecord, BaseException], None] | None = None,
+    ) -> None:
         self.records = records
         self.actions = actions
         self.clock = clock
@@ -76,8 +82,9 @@ class FaultTimeline:
 
     def start(self, t0: float) -> None:
         for record in self.records:
-            thread = threading.Thread(target=self._run, args=(record, t0),
-                                      name=f"fault-{record.id}", daemon=True)
+            thread = threading.Thread(
+                target=self._run, args=(record, t0), name=f"fault-{record.id}", daemon=True
+            )
             self._threads.append(thread)
             thread.start()
 

@@ -112,19 +112,22 @@ def _cut_script(mode: str, peer: str) -> str:
 def _latency_script(peer: str, delay_ms: float, jitter_ms: float) -> str:
     """netem on the egress towards ``peer`` only: one added delay per round trip."""
     jitter = f" {jitter_ms:.0f}ms" if jitter_ms > 0 else ""
-    return "\n".join([
-        "set -e",
-        "tc qdisc del dev eth0 root 2>/dev/null || true",
-        "tc qdisc add dev eth0 root handle 1: prio",
-        f"tc qdisc add dev eth0 parent 1:3 handle 30: netem delay {delay_ms:.0f}ms{jitter}",
-        f"tc filter add dev eth0 protocol ip parent 1:0 prio 3 u32 match ip dst {peer}/32 "
-        "flowid 1:3",
-        "tc qdisc show dev eth0",
-    ])
+    return "\n".join(
+        [
+            "set -e",
+            "tc qdisc del dev eth0 root 2>/dev/null || true",
+            "tc qdisc add dev eth0 root handle 1: prio",
+            f"tc qdisc add dev eth0 parent 1:3 handle 30: netem delay {delay_ms:.0f}ms{jitter}",
+            f"tc filter add dev eth0 protocol ip parent 1:0 prio 3 u32 match ip dst {peer}/32 "
+            "flowid 1:3",
+            "tc qdisc show dev eth0",
+        ]
+    )
 
 
 _DOWN_SWEEPS = 5
 _DOWN_SWEEP_PAUSE = 0.5
+
 
 class DockerBackend(Backend):
     """Services as containers of the drillkit stack image."""
@@ -160,13 +163,19 @@ class DockerBackend(Backend):
                 replica_store(state, name)
                 port = free_port()
                 state.services[name] = ServiceState(
-                    name=name, role="replica", url=f"http://127.0.0.1:{port}", port=port,
+                    name=name,
+                    role="replica",
+                    url=f"http://127.0.0.1:{port}",
+                    port=port,
                     log=str(Path(state.run_dir) / "logs" / f"{name}.log"),
                 )
             gw_port = free_port()
             state.gateway_url = f"http://127.0.0.1:{gw_port}"
             state.services["gateway"] = ServiceState(
-                name="gateway", role="gateway", url=state.gateway_url, port=gw_port,
+                name="gateway",
+                role="gateway",
+                url=state.gateway_url,
+                port=gw_port,
                 log=str(Path(state.run_dir) / "logs" / "gateway.log"),
             )
             for name in state.services:
@@ -214,10 +223,21 @@ class DockerBackend(Backend):
         if service.role == "replica":
             port = REPLICA_PORT
             command = [
-                "python3", "-m", "drillkit.stacks.recommender.replica",
-                "--store", "/store", "--name", name, "--host", "0.0.0.0",
-                "--port", str(port), "--device", "cuda" if state.gpu else "cpu",
-                "--stack-id", state.id,
+                "python3",
+                "-m",
+                "drillkit.stacks.recommender.replica",
+                "--store",
+                "/store",
+                "--name",
+                name,
+                "--host",
+                "0.0.0.0",
+                "--port",
+                str(port),
+                "--device",
+                "cuda" if state.gpu else "cpu",
+                "--stack-id",
+                state.id,
             ]
             volumes = {state.stores[name]: {"bind": "/store", "mode": "ro"}}
             probe = "/readyz"
@@ -228,12 +248,24 @@ class DockerBackend(Backend):
             if settings.fallback:
                 relative = fallback_file(Path(state.store)).relative_to(state.store)
                 fallback = ["--fallback", f"/origin/{relative}"]
-            replicas = [arg for s in state.replicas()
-                        for arg in ("--replica", f"{s.name}=http://{s.name}:{REPLICA_PORT}")]
+            replicas = [
+                arg
+                for s in state.replicas()
+                for arg in ("--replica", f"{s.name}=http://{s.name}:{REPLICA_PORT}")
+            ]
             command = [
-                "python3", "-m", "drillkit.stacks.recommender.gateway",
-                "--host", "0.0.0.0", "--port", str(port), *fallback, *replicas,
-                *settings.args(), "--stack-id", state.id,
+                "python3",
+                "-m",
+                "drillkit.stacks.recommender.gateway",
+                "--host",
+                "0.0.0.0",
+                "--port",
+                str(port),
+                *fallback,
+                *replicas,
+                *settings.args(),
+                "--stack-id",
+                state.id,
             ]
             volumes = {state.store: {"bind": "/origin", "mode": "ro"}}
             probe = "/healthz"
@@ -295,15 +327,17 @@ class DockerBackend(Backend):
         for sweep in range(_DOWN_SWEEPS):
             if sweep:
                 time.sleep(_DOWN_SWEEP_PAUSE)
-            found = client.containers.list(all=True,
-                                           filters={"label": f"{LABEL_STACK}={state.id}"})
+            found = client.containers.list(all=True, filters={"label": f"{LABEL_STACK}={state.id}"})
             if not found and sweep:
                 break
             for container in found:
                 service = container.labels.get(LABEL_SERVICE, "")
                 known = state.services.get(service)
-                if (known is not None and known.log
-                        and container.labels.get(LABEL_ROLE) != "sidecar"):
+                if (
+                    known is not None
+                    and known.log
+                    and container.labels.get(LABEL_ROLE) != "sidecar"
+                ):
                     with contextlib.suppress(APIError, OSError):
                         Path(known.log).write_bytes(container.logs())
                 with contextlib.suppress(NotFound):
@@ -472,14 +506,27 @@ class DockerBackend(Backend):
         )
         return code == 0
 
-    def _run_privileged(self, image: str, command: list[str], *, network_mode: str,
-                        labels: dict[str, str], name: str | None = None) -> tuple[int, str]:
+    def _run_privileged(
+        self,
+        image: str,
+        command: list[str],
+        *,
+        network_mode: str,
+        labels: dict[str, str],
+        name: str | None = None,
+    ) -> tuple[int, str]:
         """Run a one-shot root container with NET_ADMIN; its exit code and output. The
         container is removed whatever happens; the image is never pulled."""
         require_image(self.client, image)
         container = self.client.containers.create(
-            image, command=command, name=name, labels=labels, network_mode=network_mode,
-            cap_add=["NET_ADMIN"], user="0:0", healthcheck={"test": ["NONE"]},
+            image,
+            command=command,
+            name=name,
+            labels=labels,
+            network_mode=network_mode,
+            cap_add=["NET_ADMIN"],
+            user="0:0",
+            healthcheck={"test": ["NONE"]},
         )
         try:
             container.start()

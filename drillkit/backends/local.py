@@ -82,8 +82,11 @@ def strays(stack_id: str, known: set[int]) -> list[int]:
         pid = int(entry.name)
         if pid in known or pid == os.getpid():
             continue
-        if _is_ours(pid, stack_id) and _is_python_module(pid) and proc_state(pid) not in (
-                None, "Z", "X"):
+        if (
+            _is_ours(pid, stack_id)
+            and _is_python_module(pid)
+            and proc_state(pid) not in (None, "Z", "X")
+        ):
             found.append(pid)
     return found
 
@@ -95,8 +98,9 @@ def _is_python_module(pid: int) -> bool:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    return len(argv) > 2 and Path(os.fsdecode(argv[0])).name.startswith("python") \
-        and argv[1] == b"-m"
+    return (
+        len(argv) > 2 and Path(os.fsdecode(argv[0])).name.startswith("python") and argv[1] == b"-m"
+    )
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:
@@ -150,8 +154,12 @@ class LocalBackend(Backend):
             proxy_port = free_port()
             state.proxy_url = f"http://127.0.0.1:{proxy_port}"
             state.services["linkproxy"] = ServiceState(
-                name="linkproxy", role="proxy", url=state.proxy_url, port=proxy_port,
-                log=str(run_dir / "logs" / "linkproxy.log"))
+                name="linkproxy",
+                role="proxy",
+                url=state.proxy_url,
+                port=proxy_port,
+                log=str(run_dir / "logs" / "linkproxy.log"),
+            )
             gw_port = free_port()
             state.gateway_url = f"http://127.0.0.1:{gw_port}"
             state.services["gateway"] = ServiceState(
@@ -184,10 +192,21 @@ class LocalBackend(Backend):
     def _command(self, state: StackState, name: str) -> list[str]:
         service = state.services[name]
         if service.role == "proxy":
-            links = [arg for s in state.replicas()
-                     for arg in ("--link", f"{s.name}={s.link_port}:{s.port}")]
-            return [self.python, "-m", "drillkit.faults.linkproxy",
-                    "--control-port", str(service.port), *links, "--stack-id", state.id]
+            links = [
+                arg
+                for s in state.replicas()
+                for arg in ("--link", f"{s.name}={s.link_port}:{s.port}")
+            ]
+            return [
+                self.python,
+                "-m",
+                "drillkit.faults.linkproxy",
+                "--control-port",
+                str(service.port),
+                *links,
+                "--stack-id",
+                state.id,
+            ]
         if service.role == "replica":
             return [
                 self.python,
@@ -210,8 +229,11 @@ class LocalBackend(Backend):
         fallback = ["--fallback", str(fallback_file(Path(state.store)))]
         if not state.spec["gateway"].get("fallback", True):
             fallback = []  # no popular-items answer: a request no replica serves fails (503)
-        replicas = [arg for s in state.replicas()
-                    for arg in ("--replica", f"{s.name}={_gateway_side_url(s)}")]
+        replicas = [
+            arg
+            for s in state.replicas()
+            for arg in ("--replica", f"{s.name}={_gateway_side_url(s)}")
+        ]
         return [
             self.python,
             "-m",
@@ -325,7 +347,10 @@ class LocalBackend(Backend):
     def slow_link(self, state: StackState, name: str, *, delay: float, jitter: float) -> str:
         # Delaying the request direction only adds `delay` once per round trip.
         self._proxy(state).set_mode(
-            name, "latency", delay_ms=delay * 1000, jitter_ms=jitter * 1000,
+            name,
+            "latency",
+            delay_ms=delay * 1000,
+            jitter_ms=jitter * 1000,
             direction="to_target",
         )
         return f"link proxy: gateway->{name} +{delay * 1000:.0f} ms"

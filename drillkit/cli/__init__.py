@@ -52,8 +52,14 @@ def _root(
     set_terminal(Terminal(quiet=quiet, verbose=verbose))
 
 
-def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
-                  file: object = None, line: str | None = None) -> None:
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: object = None,
+    line: str | None = None,
+) -> None:
     # A broken fault plugin (or any library's warning) is one line, not a source excerpt.
     terminal().warn(str(message))
 

@@ -149,8 +149,9 @@ def make_table(
         table.add_column(column)
     for i, row in enumerate(rows):
         # Text, not str: a cell's [brackets] (user input, error messages) are not markup.
-        table.add_row(*(Text(str(cell)) for cell in row),
-                      style=styles[i] if styles is not None else None)
+        table.add_row(
+            *(Text(str(cell)) for cell in row), style=styles[i] if styles is not None else None
+        )
     return table
 
 

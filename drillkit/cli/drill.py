@@ -40,8 +40,10 @@ def validate(
     for path in (resolve_scenario(p) for p in scenarios):
         scenario = load_scenario(path)
         faults = ", ".join(f"{f.id}@{f.at:g}s" for f in scenario.faults) or "no faults"
-        t.result(f"ok  {path}: {scenario.name} ({scenario.stack.replicas} replicas, "
-                 f"{scenario.load.rate:g} req/s for {scenario.load.duration:g} s; {faults})")
+        t.result(
+            f"ok  {path}: {scenario.name} ({scenario.stack.replicas} replicas, "
+            f"{scenario.load.rate:g} req/s for {scenario.load.duration:g} s; {faults})"
+        )
 
 
 def schema() -> None:
@@ -58,11 +60,15 @@ def list_(json_out: bool = typer.Option(False, "--json")) -> None:
 
     kinds = fault_kinds()
     scenario_paths = [str(p) for p in bundled_scenarios()]
-    faults = {name: {"description": info.description,
-                     "targets": sorted(info.target_roles),
-                     "params": info.params.model_json_schema().get("properties", {}),
-                     "source": info.source}
-              for name, info in sorted(kinds.items())}
+    faults = {
+        name: {
+            "description": info.description,
+            "targets": sorted(info.target_roles),
+            "params": info.params.model_json_schema().get("properties", {}),
+            "source": info.source,
+        }
+        for name, info in sorted(kinds.items())
+    }
     backends = backend_names()
     t = terminal()
     if json_out:
@@ -71,8 +77,10 @@ def list_(json_out: bool = typer.Option(False, "--json")) -> None:
     t.table("bundled scenarios", ["scenario"], [(p,) for p in scenario_paths])
     rows = []
     for name, info in faults.items():
-        params = ", ".join(f"{k}={json.dumps(v['default'])}" if "default" in v
-                           else f"{k} (required)" for k, v in info["params"].items())
+        params = ", ".join(
+            f"{k}={json.dumps(v['default'])}" if "default" in v else f"{k} (required)"
+            for k, v in info["params"].items()
+        )
         rows.append((name, ", ".join(info["targets"]), params or "-", info["description"]))
     t.table("fault kinds", ["kind", "targets", "params (defaults)", "what it does"], rows)
     t.result("backends: " + ", ".join(backends))

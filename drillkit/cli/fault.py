@@ -15,8 +15,9 @@ from drillkit.faults.base import ROLE_MODEL_STORE, fault_kinds
 from drillkit.faults.context import FaultContext, load_fault_kind
 from drillkit.journal import Journal
 
-app = typer.Typer(help="Inject a fault into the running stack (undo with `drillkit heal`).",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Inject a fault into the running stack (undo with `drillkit heal`).", no_args_is_help=True
+)
 
 
 def _parse_params(pairs: list[str]) -> dict[str, object]:
@@ -33,8 +34,9 @@ def _parse_params(pairs: list[str]) -> dict[str, object]:
 def inject(
     kind: str = typer.Argument(..., help="Fault kind (see `drillkit list`)."),
     target: str = typer.Option(..., "--target", "-t", help="Service name, or model-store."),
-    duration: float | None = typer.Option(None, "--duration", "-d",
-                                          help="Heal after this many seconds (blocks)."),
+    duration: float | None = typer.Option(
+        None, "--duration", "-d", help="Heal after this many seconds (blocks)."
+    ),
     param: list[str] = typer.Option([], "--param", "-p", help="Kind parameter key=value."),
 ) -> None:
     """Apply a fault now; it stays until `drillkit heal` (or --duration elapses)."""

@@ -32,13 +32,21 @@ class LiveView:
 
     def __enter__(self) -> LiveView:
         if not self.plain:
-            self._live = Live(Text(f"drill {self.scenario.name}: starting"),
-                              console=self.terminal.err, refresh_per_second=4, transient=True)
+            self._live = Live(
+                Text(f"drill {self.scenario.name}: starting"),
+                console=self.terminal.err,
+                refresh_per_second=4,
+                transient=True,
+            )
             self._live.__enter__()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         if self._live is not None:
             self._live.__exit__(exc_type, exc, tb)
             self._live = None
@@ -68,14 +76,23 @@ class LiveView:
             return f"[{self.scenario.name}] {tick.message}"
         t = "-" if tick.t is None else f"{tick.t:6.1f}s"
         states = " ".join(f"{k}={v}" for k, v in sorted(tick.replica_states.items()))
-        return (f"[{self.scenario.name}] t={t}/{tick.duration:g}s {tick.phase} "
-                f"rate {tick.rps:.0f}/s p99 {tick.p99_ms:.0f} ms failed/s {tick.failed} "
-                f"requests {tick.requests} | {states}")
+        return (
+            f"[{self.scenario.name}] t={t}/{tick.duration:g}s {tick.phase} "
+            f"rate {tick.rps:.0f}/s p99 {tick.p99_ms:.0f} ms failed/s {tick.failed} "
+            f"requests {tick.requests} | {states}"
+        )
 
     def _log_fault_changes(self, tick: Tick) -> None:
         for record in tick.faults:
-            mark = ("error" if record.error else "healed" if record.healed_at
-                    else "injected" if record.injected_at else "pending")
+            mark = (
+                "error"
+                if record.error
+                else "healed"
+                if record.healed_at
+                else "injected"
+                if record.injected_at
+                else "pending"
+            )
             if self._fault_marks.get(record.id) != mark:
                 self._fault_marks[record.id] = mark
                 if mark != "pending":
@@ -89,12 +106,16 @@ class LiveView:
 
     def _panel(self, tick: Tick) -> Group:
         t = tick.t if tick.t is not None else 0.0
-        header = Text.assemble((f"drill {self.scenario.name} ", "bold"), (tick.phase, "cyan"),
-                               f"  t = {t:6.1f} s of {tick.duration:g} s")
-        bar = ProgressBar(total=tick.duration, completed=max(0.0, min(t, tick.duration)),
-                          width=60)
-        figures = Text(f"rate {tick.rps:5.0f} req/s   p99 {tick.p99_ms:6.1f} ms   "
-                       f"failed {tick.failed}/s   requests {tick.requests}")
+        header = Text.assemble(
+            (f"drill {self.scenario.name} ", "bold"),
+            (tick.phase, "cyan"),
+            f"  t = {t:6.1f} s of {tick.duration:g} s",
+        )
+        bar = ProgressBar(total=tick.duration, completed=max(0.0, min(t, tick.duration)), width=60)
+        figures = Text(
+            f"rate {tick.rps:5.0f} req/s   p99 {tick.p99_ms:6.1f} ms   "
+            f"failed {tick.failed}/s   requests {tick.requests}"
+        )
         replicas = Text("replicas: ")
         for name, state in sorted(tick.replica_states.items()):
             replicas.append(f"{name} {state}  ", style=_STATE_STYLE.get(state, ""))
@@ -102,8 +123,13 @@ class LiveView:
         for column in ("fault", "kind", "target", "at", "state"):
             faults.add_column(column)
         for record in tick.faults:
-            faults.add_row(record.id, record.kind, ",".join(record.targets), f"{record.at:g}s",
-                           self._fault_marks.get(record.id, "pending"))
+            faults.add_row(
+                record.id,
+                record.kind,
+                ",".join(record.targets),
+                f"{record.at:g}s",
+                self._fault_marks.get(record.id, "pending"),
+            )
         # A progress bar ends no line of its own: a one-cell grid puts it on its own row.
         bar_row = Table.grid()
         bar_row.add_row(bar)

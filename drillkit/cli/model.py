@@ -39,8 +39,10 @@ def resolve_stores(store: Path | None) -> list[tuple[str, ModelStore]]:
 
     stores = built_stores()
     if not stores:
-        raise InputError("no model store: no stack is up and nothing is built; run "
-                         "`drillkit stack build` or pass --store")
+        raise InputError(
+            "no model store: no stack is up and nothing is built; run "
+            "`drillkit stack build` or pass --store"
+        )
     return [(f"built {label}", store) for label, store in stores]
 
 
@@ -62,13 +64,31 @@ def verify(
         any_failed |= failed
         results.append((label, model_store, checks, failed))
     if json_out:
-        t.json({"ok": not any_failed, "signature_checked": key is not None, "stores": [
-            {"label": label, "store": str(ms.root), "current": ms.current(), "ok": not failed,
-             "versions": [{"version": c.version, "ok": c.ok, "current": c.current,
-                           "error": c.error,
-                           "digest": c.manifest.digest if c.manifest else None}
-                          for c in checks]}
-            for label, ms, checks, failed in results]})
+        t.json(
+            {
+                "ok": not any_failed,
+                "signature_checked": key is not None,
+                "stores": [
+                    {
+                        "label": label,
+                        "store": str(ms.root),
+                        "current": ms.current(),
+                        "ok": not failed,
+                        "versions": [
+                            {
+                                "version": c.version,
+                                "ok": c.ok,
+                                "current": c.current,
+                                "error": c.error,
+                                "digest": c.manifest.digest if c.manifest else None,
+                            }
+                            for c in checks
+                        ],
+                    }
+                    for label, ms, checks, failed in results
+                ],
+            }
+        )
     else:
         for label, ms, checks, _ in results:
             if len(results) > 1:
@@ -77,8 +97,7 @@ def verify(
                 mark = " (CURRENT)" if c.current else ""
                 if c.ok:
                     assert c.manifest is not None
-                    t.result(f"ok      {c.version}{mark}  digest {c.manifest.digest[:16]}",
-                             "green")
+                    t.result(f"ok      {c.version}{mark}  digest {c.manifest.digest[:16]}", "green")
                 else:
                     t.result(f"FAILED  {c.version}{mark}  {c.error}", "red")
         if key is None:
@@ -89,8 +108,11 @@ def verify(
 
 @app.command()
 def rollback(
-    to: str | None = typer.Option(None, "--to", help="Version to serve (default: the newest "
-                                  "verified version older than CURRENT)."),
+    to: str | None = typer.Option(
+        None,
+        "--to",
+        help="Version to serve (default: the newest verified version older than CURRENT).",
+    ),
     store: Path | None = STORE,
 ) -> None:
     """Point CURRENT at an earlier verified version; running replicas reload it."""

@@ -10,8 +10,9 @@ import typer
 from drillkit.cli.state import terminal
 from drillkit.errors import InputError
 
-app = typer.Typer(help="Saved reports: show one, trends over the history, compare two.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Saved reports: show one, trends over the history, compare two.", no_args_is_help=True
+)
 
 OUT = typer.Option(Path("reports"), "--out", help="The report folder (`run --out`).")
 _SPARKS = "▁▂▃▄▅▆▇█"
@@ -26,8 +27,9 @@ def _resolve(arg: str, out: Path) -> Path:
 def show(
     report: str = typer.Argument("last", help="A JSON report, or `last`."),
     out: Path = OUT,
-    html: Path | None = typer.Option(None, "--html", help="Also write the HTML report here "
-                                     "(and its timeline PNG beside it)."),
+    html: Path | None = typer.Option(
+        None, "--html", help="Also write the HTML report here (and its timeline PNG beside it)."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Re-render a saved JSON report (exit code: the drill's own)."""
@@ -52,10 +54,12 @@ def show(
 
 @app.command()
 def trend(
-    history: Path = typer.Argument(Path("reports"), help="The report folder holding "
-                                   "history.jsonl, or the file itself."),
-    scenario: list[str] = typer.Option([], "--scenario", "-s", help="Only these scenarios "
-                                       "(names, or scenario files)."),
+    history: Path = typer.Argument(
+        Path("reports"), help="The report folder holding history.jsonl, or the file itself."
+    ),
+    scenario: list[str] = typer.Option(
+        [], "--scenario", "-s", help="Only these scenarios (names, or scenario files)."
+    ),
     last: int = typer.Option(10, "--last", "-n", min=1, help="Runs per scenario to list."),
     json_out: bool = typer.Option(False, "--json", help="Print the entries as JSON."),
 ) -> None:
@@ -70,13 +74,15 @@ def trend(
     scenario = [_scenario_name(s) if s not in known else s for s in scenario]
     unknown = [s for s in scenario if s not in known]
     if unknown:
-        raise InputError(f"--scenario {unknown[0]}: not in {loaded.path} "
-                         f"(it has {', '.join(known) or 'no runs'})")
-    groups = [(name, runs) for name, runs in loaded.by_scenario()
-              if not scenario or name in scenario]
+        raise InputError(
+            f"--scenario {unknown[0]}: not in {loaded.path} "
+            f"(it has {', '.join(known) or 'no runs'})"
+        )
+    groups = [
+        (name, runs) for name, runs in loaded.by_scenario() if not scenario or name in scenario
+    ]
     if json_out:
-        t.json({name: [e.model_dump(mode="json") for e in runs[-last:]]
-                for name, runs in groups})
+        t.json({name: [e.model_dump(mode="json") for e in runs[-last:]] for name, runs in groups})
         return
     if not groups:
         t.result(f"{loaded.path}: no runs yet")
@@ -88,27 +94,45 @@ def trend(
         for entry in shown:
             delta = "" if previous is None else f"{entry.score - previous:+.1f}"
             previous = entry.score
-            rows.append((
-                entry.started_at.astimezone().strftime("%Y-%m-%d %H:%M"),
-                entry.backend,
-                entry.status,
-                f"{entry.score:.1f}",
-                delta,
-                _secs(entry.ttd_s, entry.undetected),
-                _secs(entry.rto_s, entry.unrecovered),
-                "-" if entry.quality is None else f"{entry.quality:.1%}",
-                entry.failed,
-                entry.degraded,
-                ", ".join(entry.checks_failed) or "-",
-                (entry.commit or "")[:10] or "-",
-            ))
+            rows.append(
+                (
+                    entry.started_at.astimezone().strftime("%Y-%m-%d %H:%M"),
+                    entry.backend,
+                    entry.status,
+                    f"{entry.score:.1f}",
+                    delta,
+                    _secs(entry.ttd_s, entry.undetected),
+                    _secs(entry.rto_s, entry.unrecovered),
+                    "-" if entry.quality is None else f"{entry.quality:.1%}",
+                    entry.failed,
+                    entry.degraded,
+                    ", ".join(entry.checks_failed) or "-",
+                    (entry.commit or "")[:10] or "-",
+                )
+            )
         styles = [None if e.status == "passed" else "red" for e in shown]
         scores = [e.score for e in runs]
         runs_text = f"{len(runs)} run{'s' if len(runs) != 1 else ''}"
-        t.table(f"{name}: {runs_text}, score {_spark(scores[-40:])} "
-                f"(median {statistics.median(scores):.1f}, last {scores[-1]:.1f})",
-                ["started", "backend", "status", "score", "Δ", "ttd", "rto", "quality",
-                 "failed", "degraded", "failed checks", "commit"], rows, styles)
+        t.table(
+            f"{name}: {runs_text}, score {_spark(scores[-40:])} "
+            f"(median {statistics.median(scores):.1f}, last {scores[-1]:.1f})",
+            [
+                "started",
+                "backend",
+                "status",
+                "score",
+                "Δ",
+                "ttd",
+                "rto",
+                "quality",
+                "failed",
+                "degraded",
+                "failed checks",
+                "commit",
+            ],
+            rows,
+            styles,
+        )
 
 
 def _scenario_name(arg: str) -> str:
@@ -131,8 +155,9 @@ def _secs(value: float | None, missing: int) -> str:
 def _spark(values: list[float]) -> str:
     low, high = min(values), max(values)
     span = high - low
-    return "".join(_SPARKS[round((v - low) / span * (len(_SPARKS) - 1)) if span else -1]
-                   for v in values)
+    return "".join(
+        _SPARKS[round((v - low) / span * (len(_SPARKS) - 1)) if span else -1] for v in values
+    )
 
 
 @app.command()
@@ -140,35 +165,46 @@ def compare(
     baseline: str = typer.Argument(..., help="The reference JSON report (or `last`)."),
     candidate: str = typer.Argument(..., help="The JSON report to judge (or `last`)."),
     out: Path = OUT,
-    tolerance: float = typer.Option(20.0, "--tolerance", min=0.0,
-                                    help="ttd/rto growth (%) that counts as a regression."),
-    min_seconds: float = typer.Option(0.1, "--min-seconds", min=0.0,
-                                      help="ttd/rto growth below this many seconds is noise."),
-    quality_drop: float = typer.Option(1.0, "--quality-drop", min=0.0,
-                                       help="Quality drop (percentage points) that counts."),
+    tolerance: float = typer.Option(
+        20.0, "--tolerance", min=0.0, help="ttd/rto growth (%) that counts as a regression."
+    ),
+    min_seconds: float = typer.Option(
+        0.1, "--min-seconds", min=0.0, help="ttd/rto growth below this many seconds is noise."
+    ),
+    quality_drop: float = typer.Option(
+        1.0, "--quality-drop", min=0.0, help="Quality drop (percentage points) that counts."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the comparison as JSON."),
 ) -> None:
     """List regressions from BASELINE to CANDIDATE; exit 1 when there is one."""
     from drillkit.reports.compare import Thresholds, compare_files
 
     t = terminal()
-    result = compare_files(_resolve(baseline, out), _resolve(candidate, out),
-                           Thresholds(tolerance=tolerance / 100, min_seconds=min_seconds,
-                                      quality_drop=quality_drop / 100))
+    result = compare_files(
+        _resolve(baseline, out),
+        _resolve(candidate, out),
+        Thresholds(
+            tolerance=tolerance / 100, min_seconds=min_seconds, quality_drop=quality_drop / 100
+        ),
+    )
     if json_out:
         t.json(result.as_json())
     else:
         for note in result.notes:
             t.warn(note)
         shown = [c for c in result.changes if c.verdict != "same" or t.verbose]
-        styles = [{"regression": "bold red", "improvement": "green"}.get(c.verdict)
-                  for c in shown]
+        styles = [{"regression": "bold red", "improvement": "green"}.get(c.verdict) for c in shown]
         if shown:
-            t.table(f"{result.scenario}: {result.baseline} -> {result.candidate}",
-                    ["what", "before", "after", "verdict", "why"],
-                    [(c.what, c.before, c.after, c.verdict, c.why) for c in shown], styles)
+            t.table(
+                f"{result.scenario}: {result.baseline} -> {result.candidate}",
+                ["what", "before", "after", "verdict", "why"],
+                [(c.what, c.before, c.after, c.verdict, c.why) for c in shown],
+                styles,
+            )
         count = len(result.regressions)
-        t.result(f"{count} regression{'s' if count != 1 else ''}" if count
-                 else "no regressions", style="bold red" if count else "green")
+        t.result(
+            f"{count} regression{'s' if count != 1 else ''}" if count else "no regressions",
+            style="bold red" if count else "green",
+        )
     if result.regressions:
         raise typer.Exit(1)

@@ -21,24 +21,37 @@ if TYPE_CHECKING:
 
 def run(
     scenarios: list[Path] = typer.Argument(
-        None, help="Scenario files (or bundled names like kill-node), run one after another; "
-        "default: the bundled kill-node drill."),
-    backend: str | None = typer.Option(None, "--backend", "-b",
-                                       help="local | docker (overrides the scenario)."),
-    out: Path | None = typer.Option(None, "--out", help="Report folder (default: the "
-                                    "scenario's report.dir)."),
-    json_path: Path | None = typer.Option(None, "--json", help="Write the JSON report here "
-                                          "(with several drills: NAME-<scenario>.json)."),
-    junit_path: Path | None = typer.Option(None, "--junit", help="Write JUnit XML here "
-                                           "(one file for all the drills)."),
-    html_path: Path | None = typer.Option(None, "--html", help="Write the HTML report here, "
-                                          "and its timeline as a PNG beside it."),
-    records: Path | None = typer.Option(None, "--records", help="Also write every request "
-                                        "(gzipped JSON lines) here, for your own analysis."),
+        None,
+        help="Scenario files (or bundled names like kill-node), run one after another; "
+        "default: the bundled kill-node drill.",
+    ),
+    backend: str | None = typer.Option(
+        None, "--backend", "-b", help="local | docker (overrides the scenario)."
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", help="Report folder (default: the scenario's report.dir)."
+    ),
+    json_path: Path | None = typer.Option(
+        None,
+        "--json",
+        help="Write the JSON report here (with several drills: NAME-<scenario>.json).",
+    ),
+    junit_path: Path | None = typer.Option(
+        None, "--junit", help="Write JUnit XML here (one file for all the drills)."
+    ),
+    html_path: Path | None = typer.Option(
+        None, "--html", help="Write the HTML report here, and its timeline as a PNG beside it."
+    ),
+    records: Path | None = typer.Option(
+        None,
+        "--records",
+        help="Also write every request (gzipped JSON lines) here, for your own analysis.",
+    ),
     seed: int = typer.Option(0, "--seed", help="Seeds random targets and the load."),
     ci: bool = typer.Option(False, "--ci", help="No live view; line logs; JUnit by default."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Validate and print the timeline; "
-                                 "start nothing."),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Validate and print the timeline; start nothing."
+    ),
 ) -> None:
     """Run drills: bring the stack up, drive load, inject faults, heal, score."""
     from drillkit.cli.drill import DEFAULT_SCENARIO, resolve_scenario
@@ -51,47 +64,67 @@ def run(
     loaded = [(path, load_scenario(path)) for path in paths]
     if dry_run:
         for path, scenario in loaded:
-            t.result(f"{path}: {scenario.name}: stack {scenario.stack.replicas} replicas on "
-                     f"{backend or scenario.stack.backend}; load {scenario.load.rate:g} req/s, "
-                     f"warmup {scenario.load.warmup:g} s, duration {scenario.load.duration:g} s")
+            t.result(
+                f"{path}: {scenario.name}: stack {scenario.stack.replicas} replicas on "
+                f"{backend or scenario.stack.backend}; load {scenario.load.rate:g} req/s, "
+                f"warmup {scenario.load.warmup:g} s, duration {scenario.load.duration:g} s"
+            )
             for record in plan_faults(scenario, seed):
-                heal = (f"heal at {record.at + record.duration:g} s" if record.duration
-                        else "heal at end")
-                t.result(f"  t={record.at:>6.1f} s  {record.id}: {record.kind} on "
-                         f"{', '.join(record.targets)}; {heal}")
+                heal = (
+                    f"heal at {record.at + record.duration:g} s"
+                    if record.duration
+                    else "heal at end"
+                )
+                t.result(
+                    f"  t={record.at:>6.1f} s  {record.id}: {record.kind} on "
+                    f"{', '.join(record.targets)}; {heal}"
+                )
         return
     reports: list[DrillReport] = []
     worst = 0
     from drillkit.engine import Interrupted, interrupted_result, signals_deferred
 
     for path, scenario in loaded:
-        options = RunOptions(backend=backend, seed=seed,
-                             records_path=_per_drill(records, scenario.name, len(loaded) > 1))
+        options = RunOptions(
+            backend=backend,
+            seed=seed,
+            records_path=_per_drill(records, scenario.name, len(loaded) > 1),
+        )
         chosen = backend or scenario.stack.backend
-        t.debug(f"{path}: scenario {scenario.name}, backend {chosen}, seed {seed}, "
-                f"reports to {out or scenario.report.dir}")
+        t.debug(
+            f"{path}: scenario {scenario.name}, backend {chosen}, seed {seed}, "
+            f"reports to {out or scenario.report.dir}"
+        )
         from drillkit.cli.live import LiveView
 
         started = time.time()
         try:
             with LiveView(t, scenario, plain=ci) as view:
-                runner = DrillRunner(scenario, path, options, on_tick=view.tick,
-                                     on_progress=view.progress)
+                runner = DrillRunner(
+                    scenario, path, options, on_tick=view.tick, on_progress=view.progress
+                )
                 result = runner.run()
         except (KeyboardInterrupt, Interrupted):
             # Before the runner took charge of signals, or after it let go: nothing of this
             # drill is running (the runner cleans up whatever it started), say so in a report.
-            result = interrupted_result(scenario, path, chosen, started,
-                                        "interrupted before the drill started")
+            result = interrupted_result(
+                scenario, path, chosen, started, "interrupted before the drill started"
+            )
         # The report is written whole whatever arrives meanwhile; a signal then ends the run.
         with signals_deferred() as late:
             report = _report(result)
             reports.append(report)
             folder = out or Path(scenario.report.dir)
             many = len(loaded) > 1
-            _write(report, scenario, folder, _per_drill(json_path, scenario.name, many),
-                   None if many else junit_path, _per_drill(html_path, scenario.name, many),
-                   ci)
+            _write(
+                report,
+                scenario,
+                folder,
+                _per_drill(json_path, scenario.name, many),
+                None if many else junit_path,
+                _per_drill(html_path, scenario.name, many),
+                ci,
+            )
             from drillkit.reports.terminal import render_report
 
             render_report(report, t)
@@ -99,7 +132,7 @@ def run(
                 t.error(result.error)
         worst = max(worst, 130 if late else report.exit_code, key=_severity)
         if worst == 130:
-            skipped = [s.name for _, s in loaded[len(reports):]]
+            skipped = [s.name for _, s in loaded[len(reports) :]]
             if skipped:
                 t.warn(f"not run after the interrupt: {', '.join(skipped)}")
             break
@@ -127,29 +160,59 @@ def _report(result: DrillResult) -> DrillReport:
     from drillkit.engine import environment
     from drillkit.reports.model import DrillReport, Environment, ScenarioRef
 
-    ref = ScenarioRef(name=result.scenario.name, path=result.scenario_path,
-                      sha256=result.scenario_sha256)
+    ref = ScenarioRef(
+        name=result.scenario.name, path=result.scenario_path, sha256=result.scenario_sha256
+    )
     env = Environment(**environment(result.gpu))
     started = datetime.fromisoformat(result.started_at)
     finished = datetime.fromisoformat(result.finished_at)
     if result.analysis is None:  # the drill never got to t=0
         from drillkit.reports.model import LoadSummary
 
-        load = LoadSummary(target_rps=result.scenario.load.rate, achieved_rps=0.0, requests=0,
-                           generator_saturated=False)
-        return DrillReport(drillkit_version=__version__, scenario=ref, backend=result.backend,
-                           environment=env, status=result.status,  # type: ignore[arg-type]
-                           started_at=started, finished_at=finished, score=0.0,
-                           pass_score=result.scenario.scoring.pass_score, load=load, phases=[],
-                           faults=[], checks=[], series=[], error=result.error)
-    return DrillReport.from_analysis(result.analysis, scenario=ref, backend=result.backend,
-                                     environment=env, started_at=started, finished_at=finished,
-                                     status=result.status,  # type: ignore[arg-type]
-                                     error=result.error)
+        load = LoadSummary(
+            target_rps=result.scenario.load.rate,
+            achieved_rps=0.0,
+            requests=0,
+            generator_saturated=False,
+        )
+        return DrillReport(
+            drillkit_version=__version__,
+            scenario=ref,
+            backend=result.backend,
+            environment=env,
+            status=result.status,  # type: ignore[arg-type]
+            started_at=started,
+            finished_at=finished,
+            score=0.0,
+            pass_score=result.scenario.scoring.pass_score,
+            load=load,
+            phases=[],
+            faults=[],
+            checks=[],
+            series=[],
+            error=result.error,
+        )
+    return DrillReport.from_analysis(
+        result.analysis,
+        scenario=ref,
+        backend=result.backend,
+        environment=env,
+        started_at=started,
+        finished_at=finished,
+        status=result.status,  # type: ignore[arg-type]
+        error=result.error,
+    )
 
 
-def _write(report: DrillReport, scenario: Scenario, folder: Path, json_path: Path | None,
-           junit_path: Path | None, html_path: Path | None, ci: bool) -> None:
+def _write(
+    report: DrillReport,
+    scenario: Scenario,
+    folder: Path,
+    json_path: Path | None,
+    junit_path: Path | None,
+    html_path: Path | None,
+    ci: bool,
+) -> None:
     from drillkit.reports.history import append_history, entry_for
     from drillkit.reports.jsonfile import write_report
     from drillkit.reports.junit import write_junit

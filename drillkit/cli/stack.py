@@ -56,8 +56,9 @@ def up(
     retries: int = typer.Option(2, help="Gateway retries on another replica."),
     passive_ejection: bool = typer.Option(True, help="Eject a replica on a failed request."),
     deadline: float = typer.Option(1.0, help="Gateway budget per client request (s)."),
-    max_outstanding: int = typer.Option(32, min=0, help="Requests in flight per replica before "
-                                        "the gateway sheds load (0: no cap)."),
+    max_outstanding: int = typer.Option(
+        32, min=0, help="Requests in flight per replica before the gateway sheds load (0: no cap)."
+    ),
     fallback: bool = typer.Option(True, help="Popular-items answers when no replica can."),
     json_out: bool = typer.Option(False, "--json", help="Print the stack state as JSON."),
 ) -> None:
@@ -72,7 +73,9 @@ def up(
             check_interval=check_interval,
             retries=retries,
             passive_ejection=passive_ejection,
-            deadline=deadline, max_outstanding=max_outstanding, fallback=fallback,
+            deadline=deadline,
+            max_outstanding=max_outstanding,
+            fallback=fallback,
         ),
     )
     chosen = get_backend(backend)
@@ -90,8 +93,10 @@ def up(
     with t.progress("stack up") as update:
         state = chosen.up(spec, progress=update)
     for service in state.services.values():
-        t.debug(f"{service.name}: {service.role} at {service.url} ({service.ident()}), "
-                f"log {service.log}")
+        t.debug(
+            f"{service.name}: {service.role} at {service.url} ({service.ident()}), "
+            f"log {service.log}"
+        )
     if json_out:
         t.json(state.to_json() | {"admin_token": "<hidden>"})
         return
@@ -155,7 +160,9 @@ def down() -> None:
 @app.command()
 def build(
     backend: str = typer.Option(
-        "local", "--backend", "-b",
+        "local",
+        "--backend",
+        "-b",
         help="local: the model store only; docker: the stack image too.",
     ),
     items: int = ITEMS,
@@ -164,7 +171,8 @@ def build(
     rebuild: bool = typer.Option(False, "--rebuild", help="Build again even when cached."),
     gpu: str = typer.Option("auto", "--gpu", help="Train on: auto | on | off."),
     base_image: str | None = typer.Option(
-        None, "--base-image",
+        None,
+        "--base-image",
         help="docker: build FROM this image with PyPI (a registry is needed). Default: an "
         "offline base from debootstrap, packages from a local wheelhouse.",
     ),
@@ -187,12 +195,17 @@ def build(
             started = time.monotonic()
             tag, built = build_image(
                 base_image=check_base_image_name(base_image) if base_image else None,
-                rebuild=rebuild, progress=update,
+                rebuild=rebuild,
+                progress=update,
             )
-        image = {"image": tag, "image_built": built,
-                 "image_seconds": round(time.monotonic() - started, 1)}
-        t.info(f"image {tag} " + (f"built in {image['image_seconds']} s" if built
-                                    else "is up to date"))
+        image = {
+            "image": tag,
+            "image_built": built,
+            "image_seconds": round(time.monotonic() - started, 1),
+        }
+        t.info(
+            f"image {tag} " + (f"built in {image['image_seconds']} s" if built else "is up to date")
+        )
     with t.progress("build") as update:
         store = ensure_artifacts(spec, device=device, rebuild=rebuild, progress=update)
     info = json.loads((store.root / BUILD_INFO).read_text()) | image

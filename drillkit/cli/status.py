@@ -17,10 +17,12 @@ _STATE_STYLE = {"up": "green", "down": "red", "ejected": "red"}
 
 def status(
     watch: bool = typer.Option(False, "--watch", "-w", help="Refresh until Ctrl-C."),
-    interval: float = typer.Option(2.0, "--interval", "-i", min=0.2,
-                                   help="Seconds between refreshes (and the rate's window)."),
-    count: int = typer.Option(0, "--count", min=0,
-                              help="With --watch: stop after this many refreshes (0: never)."),
+    interval: float = typer.Option(
+        2.0, "--interval", "-i", min=0.2, help="Seconds between refreshes (and the rate's window)."
+    ),
+    count: int = typer.Option(
+        0, "--count", min=0, help="With --watch: stop after this many refreshes (0: never)."
+    ),
     json_out: bool = typer.Option(False, "--json", help="One machine-readable snapshot."),
 ) -> None:
     """Replica states, model versions, request rate, error and degraded share, open faults."""
@@ -65,8 +67,11 @@ def status(
 def _open_faults(stack_id: str) -> list[dict[str, Any]]:
     from drillkit.journal import Journal
 
-    return [{"fault": e.fault_id, "kind": e.kind, "target": e.target,
-             "since": e.applied_at} for e in Journal().pending() if e.stack_id == stack_id]
+    return [
+        {"fault": e.fault_id, "kind": e.kind, "target": e.target, "since": e.applied_at}
+        for e in Journal().pending()
+        if e.stack_id == stack_id
+    ]
 
 
 def _share(value: float | None) -> str:
@@ -78,27 +83,52 @@ def _render(s: dict[str, Any]) -> list[Any]:
     for svc in s["services"]:
         seen = svc.get("gateway_state") or ("-" if svc["role"] != "replica" else "?")
         health = "ready" if svc["ready"] else "running, not ready" if svc["alive"] else "down"
-        rows.append((svc["name"], svc["role"], health, seen, svc["model_version"] or "-",
-                     svc.get("reason") or ""))
+        rows.append(
+            (
+                svc["name"],
+                svc["role"],
+                health,
+                seen,
+                svc["model_version"] or "-",
+                svc.get("reason") or "",
+            )
+        )
         styles.append(_STATE_STYLE.get(seen) if svc["ready"] else "red")
     rate = "-" if s["rate"] is None else f"{s['rate']:.1f} req/s"
     parts: list[Any] = [
-        make_table(f"stack {s['stack']} ({s['backend']}{', GPU' if s['gpu'] else ''}) "
-                   f"at {s['gateway_url']}; model store CURRENT = {s['current_version']}",
-                   ["service", "role", "health", "gateway sees", "model", "why"], rows, styles),
+        make_table(
+            f"stack {s['stack']} ({s['backend']}{', GPU' if s['gpu'] else ''}) "
+            f"at {s['gateway_url']}; model store CURRENT = {s['current_version']}",
+            ["service", "role", "health", "gateway sees", "model", "why"],
+            rows,
+            styles,
+        ),
         f"{s['ready_replicas']}/{s['replicas']} replicas ready; traffic {rate}, errors "
         f"{_share(s['error_share'])}, degraded {_share(s['degraded_share'])}",
     ]
-    versions = {svc["model_version"] for svc in s["services"]
-                if svc["role"] == "replica" and svc["model_version"]}
+    versions = {
+        svc["model_version"]
+        for svc in s["services"]
+        if svc["role"] == "replica" and svc["model_version"]
+    }
     if len(versions) > 1:
         parts.append(f"replicas serve different model versions: {', '.join(sorted(versions))}")
     if s["open_faults"]:
-        parts.append(make_table("open faults (undo with `drillkit heal`)",
-                                ["fault", "kind", "target", "since"],
-                                [(f["fault"], f["kind"], f["target"],
-                                  time.strftime("%H:%M:%S", time.localtime(f["since"])))
-                                 for f in s["open_faults"]]))
+        parts.append(
+            make_table(
+                "open faults (undo with `drillkit heal`)",
+                ["fault", "kind", "target", "since"],
+                [
+                    (
+                        f["fault"],
+                        f["kind"],
+                        f["target"],
+                        time.strftime("%H:%M:%S", time.localtime(f["since"])),
+                    )
+                    for f in s["open_faults"]
+                ],
+            )
+        )
     else:
         parts.append("no open faults")
     return parts

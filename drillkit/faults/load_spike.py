@@ -109,8 +109,10 @@ class LoadSpike(FaultKind[LoadSpikeParams]):
                 tail = _tail(Path(record["log"]))
                 raise EnvironmentFailure(f"the load spike generator exited at once: {tail}")
             time.sleep(0.1)
-        return (f"load spike pid {record.get('pid')}: {params.rate:g} extra requests/s offered "
-                f"to {target} ({ctx.service_url(target)})")
+        return (
+            f"load spike pid {record.get('pid')}: {params.rate:g} extra requests/s offered "
+            f"to {target} ({ctx.service_url(target)})"
+        )
 
     def heal(self, ctx: Any, record: dict[str, Any]) -> None:
         _stop(record["tag"])

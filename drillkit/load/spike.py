@@ -129,8 +129,11 @@ class Spike:
                 continue
             i += 1
             if self.refused_since is not None and time.monotonic() - self.refused_since > give_up:
-                print(f"drillkit spike: {self.host}:{self.port} refused connections for "
-                      f"{give_up:g} s; stopping", file=sys.stderr)
+                print(
+                    f"drillkit spike: {self.host}:{self.port} refused connections for "
+                    f"{give_up:g} s; stopping",
+                    file=sys.stderr,
+                )
                 break
             if self._in_flight >= self.connections:
                 self.totals.skipped += 1
@@ -173,8 +176,11 @@ def main(argv: list[str] | None = None) -> None:
         await spike.run(args.max_seconds, args.give_up, stop)
 
     asyncio.run(go())
-    summary = {**asdict(spike.totals), "seconds": round(time.monotonic() - started, 3),
-               "rate": args.rate}
+    summary = {
+        **asdict(spike.totals),
+        "seconds": round(time.monotonic() - started, 3),
+        "rate": args.rate,
+    }
     print(json.dumps(summary), flush=True)
 
 

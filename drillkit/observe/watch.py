@@ -88,8 +88,14 @@ class StackWatcher:
         if episode is not None and episode != self._shed_since:
             # A new episode: every replica was at its in-flight cap and answers were shed.
             self._shed_since = episode
-            self._add(StackEvent(float(episode), "gateway", "gateway",
-                                 f"shedding load ({shedding.get('total')} shed so far)"))
+            self._add(
+                StackEvent(
+                    float(episode),
+                    "gateway",
+                    "gateway",
+                    f"shedding load ({shedding.get('total')} shed so far)",
+                )
+            )
 
     def _poll_replica(self, client: httpx.Client, name: str, url: str) -> None:
         info: dict[str, Any] = client.get(url + "/info", timeout=0.25).json()
@@ -102,5 +108,11 @@ class StackWatcher:
             when = float(event["time"])
             if when > self._last_refusal.get(name, 0.0):
                 self._last_refusal[name] = when
-                self._add(StackEvent(when, name, name, f"refused model {event.get('version')} "
-                                                       f"({event.get('reason')})"))
+                self._add(
+                    StackEvent(
+                        when,
+                        name,
+                        name,
+                        f"refused model {event.get('version')} ({event.get('reason')})",
+                    )
+                )

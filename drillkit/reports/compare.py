@@ -78,12 +78,14 @@ def compare_files(baseline: Path, candidate: Path, thresholds: Thresholds) -> Co
         raise InputError(
             f"{candidate}: schema_version {json.dumps(versions[candidate])} differs from "
             f"{baseline}'s {json.dumps(versions[baseline])}: reports of different schema "
-            "versions cannot be compared")
+            "versions cannot be compared"
+        )
     a, b = read_report(baseline), read_report(candidate)
     if a.scenario.name != b.scenario.name:
         raise InputError(
             f"{candidate}: scenario {b.scenario.name!r} is not {baseline}'s "
-            f"{a.scenario.name!r}: compare two reports of one scenario")
+            f"{a.scenario.name!r}: compare two reports of one scenario"
+        )
     return compare_reports(a, b, thresholds, baseline=baseline, candidate=candidate)
 
 
@@ -96,23 +98,43 @@ def _schema_version(path: Path) -> object:
     return data.get("schema_version") if isinstance(data, dict) else None
 
 
-def compare_reports(a: DrillReport, b: DrillReport, thresholds: Thresholds, *,
-                    baseline: Path = Path("A"), candidate: Path = Path("B")) -> Comparison:
+def compare_reports(
+    a: DrillReport,
+    b: DrillReport,
+    thresholds: Thresholds,
+    *,
+    baseline: Path = Path("A"),
+    candidate: Path = Path("B"),
+) -> Comparison:
     """What changed from ``a`` (the baseline) to ``b`` (the candidate)."""
     result = Comparison(a.scenario.name, baseline, candidate)
     if a.scenario.sha256 != b.scenario.sha256:
-        result.notes.append("the scenario file changed between the two runs "
-                            f"(sha256 {a.scenario.sha256[:12]} -> {b.scenario.sha256[:12]})")
+        result.notes.append(
+            "the scenario file changed between the two runs "
+            f"(sha256 {a.scenario.sha256[:12]} -> {b.scenario.sha256[:12]})"
+        )
     if a.backend != b.backend:
         result.notes.append(f"backends differ: {a.backend} -> {b.backend}")
     add = result.changes.append
 
     passed_before, passed_now = a.status == "passed", b.status == "passed"
-    add(Change("status", a.status, b.status,
-               "regression" if passed_before and not passed_now
-               else "improvement" if passed_now and not passed_before else "same"))
-    add(Change("score", f"{a.score:.2f}", f"{b.score:.2f}",
-               "info" if a.score != b.score else "same"))
+    add(
+        Change(
+            "status",
+            a.status,
+            b.status,
+            "regression"
+            if passed_before and not passed_now
+            else "improvement"
+            if passed_now and not passed_before
+            else "same",
+        )
+    )
+    add(
+        Change(
+            "score", f"{a.score:.2f}", f"{b.score:.2f}", "info" if a.score != b.score else "same"
+        )
+    )
 
     before_checks = {c.name: c for c in a.checks}
     for check in b.checks:
@@ -120,9 +142,16 @@ def compare_reports(a: DrillReport, b: DrillReport, thresholds: Thresholds, *,
         was = "absent" if old is None else "passed" if old.passed else "failed"
         now = "passed" if check.passed else "failed"
         if not check.passed and was != "failed":
-            add(Change(f"check {check.name}", was, now, "regression",
-                       check.detail or f"actual {_num(check.actual)}, target "
-                                       f"{check.op or ''}{_num(check.target)}"))
+            add(
+                Change(
+                    f"check {check.name}",
+                    was,
+                    now,
+                    "regression",
+                    check.detail
+                    or f"actual {_num(check.actual)}, target {check.op or ''}{_num(check.target)}",
+                )
+            )
         elif check.passed and was == "failed":
             add(Change(f"check {check.name}", was, now, "improvement"))
 
@@ -132,13 +161,16 @@ def compare_reports(a: DrillReport, b: DrillReport, thresholds: Thresholds, *,
         if old_fault is None:
             result.notes.append(f"fault {fault.id} is new in the candidate")
             continue
-        for label, was_s, now_s in (("ttd", old_fault.ttd_s, fault.ttd_s),
-                                    ("rto", old_fault.rto_s, fault.rto_s)):
+        for label, was_s, now_s in (
+            ("ttd", old_fault.ttd_s, fault.ttd_s),
+            ("rto", old_fault.rto_s, fault.rto_s),
+        ):
             add(_timing(f"fault {fault.id} {label}", was_s, now_s, thresholds))
         for label, was_n, now_n in (
-                ("failed", old_fault.failed_requests, fault.failed_requests),
-                ("degraded", old_fault.degraded_responses, fault.degraded_responses),
-                ("wrong-model", old_fault.wrong_model_responses, fault.wrong_model_responses)):
+            ("failed", old_fault.failed_requests, fault.failed_requests),
+            ("degraded", old_fault.degraded_responses, fault.degraded_responses),
+            ("wrong-model", old_fault.wrong_model_responses, fault.wrong_model_responses),
+        ):
             if was_n != now_n:
                 add(Change(f"fault {fault.id} {label}", str(was_n), str(now_n), "info"))
 
@@ -148,11 +180,22 @@ def compare_reports(a: DrillReport, b: DrillReport, thresholds: Thresholds, *,
         if old_phase is None or old_phase.quality is None or phase.quality is None:
             continue
         drop = old_phase.quality - phase.quality
-        verdict: Verdict = ("regression" if drop > thresholds.quality_drop
-                            else "improvement" if -drop > thresholds.quality_drop else "same")
-        add(Change(f"phase {phase.name} quality", f"{old_phase.quality:.1%}",
-                   f"{phase.quality:.1%}", verdict,
-                   f"down {drop:.1%}" if verdict == "regression" else ""))
+        verdict: Verdict = (
+            "regression"
+            if drop > thresholds.quality_drop
+            else "improvement"
+            if -drop > thresholds.quality_drop
+            else "same"
+        )
+        add(
+            Change(
+                f"phase {phase.name} quality",
+                f"{old_phase.quality:.1%}",
+                f"{phase.quality:.1%}",
+                verdict,
+                f"down {drop:.1%}" if verdict == "regression" else "",
+            )
+        )
     return result
 
 
@@ -167,8 +210,13 @@ def _timing(what: str, was: float | None, now: float | None, th: Thresholds) -> 
     growth = now - was
     if growth > th.min_seconds and now > was * (1 + th.tolerance):
         pct = f" (+{growth / was:.0%})" if was > 0 else ""
-        return Change(what, before, after, "regression",
-                      f"worse by {growth:.2f} s{pct}; allowed {th.tolerance:.0%}")
+        return Change(
+            what,
+            before,
+            after,
+            "regression",
+            f"worse by {growth:.2f} s{pct}; allowed {th.tolerance:.0%}",
+        )
     if -growth > th.min_seconds and was > now * (1 + th.tolerance):
         return Change(what, before, after, "improvement")
     return Change(what, before, after, "same")

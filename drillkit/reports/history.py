@@ -101,8 +101,7 @@ def entry_for(report: DrillReport, report_path: Path | None, folder: Path) -> Hi
         ttd_s=max((v for v in ttds if v is not None), default=None),
         rto_s=max((v for v in rtos if v is not None), default=None),
         undetected=sum(1 for f in report.faults if f.injected_at is not None and f.ttd_s is None),
-        unrecovered=sum(1 for f in report.faults
-                        if f.injected_at is not None and f.rto_s is None),
+        unrecovered=sum(1 for f in report.faults if f.injected_at is not None and f.rto_s is None),
         quality=min(qualities, default=None),
         requests=sum(p.requests for p in report.phases),
         failed=sum(p.failed for p in report.phases),
@@ -155,8 +154,10 @@ class HistoryFile:
 
     def by_scenario(self) -> Iterator[tuple[str, list[HistoryEntry]]]:
         for name in self.scenarios():
-            yield name, sorted((e for e in self.entries if e.scenario == name),
-                               key=lambda e: e.started_at)
+            yield (
+                name,
+                sorted((e for e in self.entries if e.scenario == name), key=lambda e: e.started_at),
+            )
 
 
 def read_history(path: Path) -> HistoryFile:
@@ -170,8 +171,10 @@ def read_history(path: Path) -> HistoryFile:
     try:
         text = source.read_text(encoding="utf-8", errors="replace")
     except FileNotFoundError:
-        raise InputError(f"{source}: no history yet; every `drillkit run` appends one line "
-                         f"to <out>/{HISTORY_FILE}") from None
+        raise InputError(
+            f"{source}: no history yet; every `drillkit run` appends one line "
+            f"to <out>/{HISTORY_FILE}"
+        ) from None
     except OSError as exc:
         raise InputError(f"{source}: cannot read the history: {exc.strerror or exc}") from None
     entries: list[HistoryEntry] = []

@@ -21,8 +21,9 @@ REPORT_MODE = 0o644
 
 def write_report(report: DrillReport, path: str | os.PathLike[str]) -> Path:
     """Write ``report`` as indented JSON to ``path``, atomically; returns the path."""
-    return atomic_write(path, (report.model_dump_json(indent=2) + "\n").encode("utf-8"),
-                        mode=REPORT_MODE)
+    return atomic_write(
+        path, (report.model_dump_json(indent=2) + "\n").encode("utf-8"), mode=REPORT_MODE
+    )
 
 
 def read_report(path: str | os.PathLike[str]) -> DrillReport:

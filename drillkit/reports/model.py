@@ -236,7 +236,6 @@ class DrillReport(_Model):
             phases=[PhaseReport.model_validate(p, from_attributes=True) for p in analysis.phases],
             faults=[FaultReport.model_validate(f, from_attributes=True) for f in analysis.faults],
             checks=[CheckReport.model_validate(c, from_attributes=True) for c in analysis.checks],
-            series=[SeriesReport.model_validate(s, from_attributes=True)
-                    for s in analysis.series],
+            series=[SeriesReport.model_validate(s, from_attributes=True) for s in analysis.series],
             error=error,
         )

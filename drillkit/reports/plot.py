@@ -313,8 +313,16 @@ def _latency(ax: Axes, cols: _Series, target: float | None) -> None:
 def _note(ax: Axes, text: str) -> None:
     """A small grey remark in a panel's top-left corner (how to read it)."""
     if text:
-        ax.text(0.003, 0.96, text, transform=ax.transAxes, ha="left", va="top", fontsize=7,
-                color="#8c959f")
+        ax.text(
+            0.003,
+            0.96,
+            text,
+            transform=ax.transAxes,
+            ha="left",
+            va="top",
+            fontsize=7,
+            color="#8c959f",
+        )
 
 
 def _rolling_mean(values: Sequence[float], width: int) -> list[float]:

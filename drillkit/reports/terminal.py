@@ -32,8 +32,19 @@ _DASH = "-"
 
 #: The phases table's columns, in the terminal and the HTML report alike.
 PHASE_COLUMNS: tuple[str, ...] = (
-    "phase", "start", "end", "requests", "rps", "failed", "degraded", "wrong-model",
-    "availability", "p50 ms", "p95 ms", "p99 ms", "quality",
+    "phase",
+    "start",
+    "end",
+    "requests",
+    "rps",
+    "failed",
+    "degraded",
+    "wrong-model",
+    "availability",
+    "p50 ms",
+    "p95 ms",
+    "p99 ms",
+    "quality",
 )
 
 

@@ -174,8 +174,9 @@ class _Builder:
             try:
                 value = value.encode("utf-16", "surrogatepass").decode("utf-16")
             except UnicodeDecodeError:
-                raise self.error("the text holds a lone UTF-16 surrogate escape", node,
-                                 path) from None
+                raise self.error(
+                    "the text holds a lone UTF-16 surrogate escape", node, path
+                ) from None
         return value
 
     def _sequence(self, node: SequenceNode, path: Loc) -> list[Any]:

@@ -143,9 +143,11 @@ class GatewaySection(_Section):
         default=1.0, description="Deadline of a request over all tries."
     )
     max_outstanding: Int = Field(
-        default=32, ge=0, le=10_000,
+        default=32,
+        ge=0,
+        le=10_000,
         description="Requests in flight per replica before the gateway sheds load (answers "
-                    "at once from the fallback); 0: no cap, requests queue.",
+        "at once from the fallback); 0: no cap, requests queue.",
     )
     fallback: bool = Field(
         default=True,
@@ -381,9 +383,12 @@ class ReportSection(_Section):
     formats: tuple[ReportFormat, ...] = Field(
         default=("terminal", "json"), description="Any of terminal, json, junit, html."
     )
-    dir: str = Field(default="reports", min_length=1,
-                     description="Folder the reports go to, relative to the working folder and "
-                                 "inside it; `drillkit run --out DIR` names any other.")
+    dir: str = Field(
+        default="reports",
+        min_length=1,
+        description="Folder the reports go to, relative to the working folder and "
+        "inside it; `drillkit run --out DIR` names any other.",
+    )
 
     @field_validator("dir")
     @classmethod
@@ -394,11 +399,15 @@ class ReportSection(_Section):
             raise FieldError("a folder name cannot hold a NUL character")
         parts = PurePosixPath(value).parts
         if PurePosixPath(value).is_absolute() or value.startswith("~"):
-            raise FieldError(f"{value!r} is not a relative folder; to write elsewhere, use "
-                             "`drillkit run --out DIR`")
+            raise FieldError(
+                f"{value!r} is not a relative folder; to write elsewhere, use "
+                "`drillkit run --out DIR`"
+            )
         if ".." in parts:
-            raise FieldError(f"{value!r} leaves the working folder; to write elsewhere, use "
-                             "`drillkit run --out DIR`")
+            raise FieldError(
+                f"{value!r} leaves the working folder; to write elsewhere, use "
+                "`drillkit run --out DIR`"
+            )
         return value
 
     @field_validator("formats")

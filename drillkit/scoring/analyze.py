@@ -262,8 +262,12 @@ def _concerns(event: DetectionEvent, targets: Sequence[str]) -> bool:
     if MODEL_STORE in targets:
         # Any replica that rejects an artifact noticed a damaged store.
         what = event.what.lower()
-        return (event.subject == MODEL_STORE or "integrity" in what or "sanity" in what
-                or what.startswith("refused model"))
+        return (
+            event.subject == MODEL_STORE
+            or "integrity" in what
+            or "sanity" in what
+            or what.startswith("refused model")
+        )
     return False
 
 

@@ -81,5 +81,8 @@ def leftovers(cli: Cli) -> list[str]:
     stacks = state / "stacks"
     marks = [str(state), *(p.name for p in stacks.iterdir())] if stacks.is_dir() else [str(state)]
     out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
-    return [line for line in out.splitlines()
-            if "ps -eo" not in line and any(mark in line for mark in marks)]
+    return [
+        line
+        for line in out.splitlines()
+        if "ps -eo" not in line and any(mark in line for mark in marks)
+    ]

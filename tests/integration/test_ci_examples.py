@@ -22,9 +22,20 @@ _EXPR = re.compile(r"\$\{\{\s*([^}]+?)\s*\}\}")
 
 
 def test_the_examples_pass_yamllint() -> None:
-    proc = subprocess.run([sys.executable, "-m", "yamllint", "--strict", "-c",
-                           str(ROOT / ".yamllint.yaml"), str(EXAMPLES)],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "yamllint",
+            "--strict",
+            "-c",
+            str(ROOT / ".yamllint.yaml"),
+            str(EXAMPLES),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -45,8 +56,9 @@ def test_github_workflow_is_a_scheduled_matrix_that_uploads_reports() -> None:
     job = doc["jobs"]["drill"]
     scenarios = job["strategy"]["matrix"]["scenario"]
     assert scenarios and set(scenarios) <= BUNDLED
-    upload = [s for s in job["steps"] if str(s.get("uses", "")).startswith(
-        "actions/upload-artifact")]
+    upload = [
+        s for s in job["steps"] if str(s.get("uses", "")).startswith("actions/upload-artifact")
+    ]
     assert upload and upload[0]["if"] == "always()" and upload[0]["with"]["path"] == "reports/"
 
 
@@ -62,9 +74,14 @@ def test_gitlab_job_is_a_scheduled_matrix_with_artifacts() -> None:
 def _bash(script: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     # `drillkit` on PATH is the one of this interpreter, as `pip install` would place it.
     path = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
-    return subprocess.run(["bash", "-e", "-o", "pipefail", "-c", script], cwd=cwd,
-                          env={**env, "PATH": path}, capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        ["bash", "-e", "-o", "pipefail", "-c", script],
+        cwd=cwd,
+        env={**env, "PATH": path},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def _github_job(workdir: Path, env: dict[str, str]) -> dict[str, subprocess.CompletedProcess[str]]:
@@ -91,8 +108,12 @@ def _project(workdir: Path) -> str:
 
 
 def _job_env(cli: Cli, workdir: Path, drill: str) -> dict[str, str]:
-    return {**cli.env, "SCENARIO": drill, "GITHUB_STEP_SUMMARY": str(workdir / "summary"),
-            "GITHUB_SHA": "0123456789abcdef"}
+    return {
+        **cli.env,
+        "SCENARIO": drill,
+        "GITHUB_STEP_SUMMARY": str(workdir / "summary"),
+        "GITHUB_SHA": "0123456789abcdef",
+    }
 
 
 def test_github_job_commands_run_verbatim(cli: Cli, tmp_path: Path) -> None:
@@ -116,8 +137,10 @@ def test_github_job_commands_run_verbatim(cli: Cli, tmp_path: Path) -> None:
     reports = workdir / "reports"
     assert (reports / "ci-kill.html").is_file() and (reports / "ci-kill.png").is_file()
     assert (reports / "ci-kill.xml").is_file()
-    history = [json.loads(line) for line in (workdir / "drill-history" / "history.jsonl")
-               .read_text().splitlines()]
+    history = [
+        json.loads(line)
+        for line in (workdir / "drill-history" / "history.jsonl").read_text().splitlines()
+    ]
     assert [h["scenario"] for h in history] == ["ci-kill", "ci-kill"]
     assert history[-1]["commit"] == "0123456789abcdef"
     assert "ci-kill: 2 runs" in (workdir / "summary").read_text()
@@ -135,7 +158,10 @@ def test_gitlab_script_runs_verbatim(cli: Cli, tmp_path: Path) -> None:
     assert "ci-kill: 1 run," in proc.stdout
     assert (workdir / "drill-history" / "last.json").is_file()
     assert sorted(p.suffix for p in (workdir / "reports").glob("ci-kill.*")) == [
-        ".html", ".png", ".xml"]
+        ".html",
+        ".png",
+        ".xml",
+    ]
     assert not leftovers(cli)
 
 

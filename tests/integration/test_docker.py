@@ -29,11 +29,28 @@ STACK = {"backend": "docker", "replicas": 3, "catalog": {"items": 2000, "dim": 3
 
 @pytest.fixture(scope="module")
 def image(cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
-    env = {**os.environ, "DRILLKIT_CACHE_DIR": str(cache_dir),
-           "DRILLKIT_STATE_DIR": str(tmp_path_factory.mktemp("image-state"))}
-    proc = subprocess.run([sys.executable, "-m", "drillkit", "stack", "build", "--backend",
-                           "docker", *SMALL, "--json"], env=env, capture_output=True, text=True,
-                          timeout=1800)
+    env = {
+        **os.environ,
+        "DRILLKIT_CACHE_DIR": str(cache_dir),
+        "DRILLKIT_STATE_DIR": str(tmp_path_factory.mktemp("image-state")),
+    }
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "drillkit",
+            "stack",
+            "build",
+            "--backend",
+            "docker",
+            *SMALL,
+            "--json",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     return str(json.loads(proc.stdout)["image"])
 
@@ -44,29 +61,54 @@ def docker_leftovers(cli: Cli) -> list[str]:
     found = []
     for stack in (p.name for p in stacks.iterdir()) if stacks.is_dir() else []:
         for what in (["ps", "-a"], ["network", "ls"], ["volume", "ls"]):
-            out = subprocess.run(["docker", *what, "-q", "--filter",
-                                  f"label=drillkit.stack={stack}"],
-                                 capture_output=True, text=True, check=True).stdout
+            out = subprocess.run(
+                ["docker", *what, "-q", "--filter", f"label=drillkit.stack={stack}"],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
             found += [f"{what[0]} {line}" for line in out.split()]
     return found
 
 
 def netns_rules(container: str) -> str:
     """iptables rules and qdiscs in a container's network namespace, read from a sidecar."""
-    image = subprocess.run(["docker", "inspect", "-f", "{{.Config.Image}}", container],
-                           capture_output=True, text=True, check=True).stdout.strip()
+    image = subprocess.run(
+        ["docker", "inspect", "-f", "{{.Config.Image}}", container],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     return subprocess.run(
-        ["docker", "run", "--rm", "--network", f"container:{container}", "--cap-add",
-         "NET_ADMIN", "--user", "0:0", "--label", "drillkit.role=test-probe", image, "sh", "-c",
-         "iptables -S; tc qdisc show dev eth0"],
-        capture_output=True, text=True, check=True).stdout
+        [
+            "docker",
+            "run",
+            "--rm",
+            "--network",
+            f"container:{container}",
+            "--cap-add",
+            "NET_ADMIN",
+            "--user",
+            "0:0",
+            "--label",
+            "drillkit.role=test-probe",
+            image,
+            "sh",
+            "-c",
+            "iptables -S; tc qdisc show dev eth0",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
 
 
 def up(cli: Cli) -> dict[str, Any]:
     proc = cli("stack", "up", "--backend", "docker", *SMALL, timeout=300)
     assert proc.returncode == 0, proc.stderr
     state: dict[str, Any] = json.loads(
-        (Path(cli.env["DRILLKIT_STATE_DIR"]) / "stack.json").read_text())
+        (Path(cli.env["DRILLKIT_STATE_DIR"]) / "stack.json").read_text()
+    )
     return state
 
 
@@ -78,9 +120,14 @@ def test_stack_up_serves_and_down_leaves_nothing(cli: Cli, image: str) -> None:
     assert response.status_code == 200
     assert response.headers["x-model-version"] == "v2" and len(response.json()["items"]) == 10
     for name, service in state["services"].items():
-        labels = json.loads(subprocess.run(
-            ["docker", "inspect", "-f", "{{json .Config.Labels}}", service["container"]],
-            capture_output=True, text=True, check=True).stdout)
+        labels = json.loads(
+            subprocess.run(
+                ["docker", "inspect", "-f", "{{json .Config.Labels}}", service["container"]],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+        )
         assert labels["drillkit.stack"] == state["id"]
         assert labels["drillkit.service"] == name and labels["drillkit.target"] == "true"
         assert labels["drillkit.session"] == state["session"]
@@ -117,12 +164,34 @@ def test_faults_on_containers_take_effect_and_heal_clean(cli: Cli, image: str) -
 
 def test_latency_uses_netem_or_says_why_not(cli: Cli, image: str) -> None:
     state = up(cli)
-    injected = cli("fault", "inject", "latency", "--target", "replica-1", "--param",
-                   "delay=150ms")
-    kernel_has_netem = subprocess.run(
-        ["docker", "run", "--rm", "--network", "none", "--cap-add", "NET_ADMIN", "--user",
-         "0:0", image, "tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"],
-        capture_output=True).returncode == 0
+    injected = cli("fault", "inject", "latency", "--target", "replica-1", "--param", "delay=150ms")
+    kernel_has_netem = (
+        subprocess.run(
+            [
+                "docker",
+                "run",
+                "--rm",
+                "--network",
+                "none",
+                "--cap-add",
+                "NET_ADMIN",
+                "--user",
+                "0:0",
+                image,
+                "tc",
+                "qdisc",
+                "add",
+                "dev",
+                "lo",
+                "root",
+                "netem",
+                "delay",
+                "1ms",
+            ],
+            capture_output=True,
+        ).returncode
+        == 0
+    )
     if kernel_has_netem:
         assert injected.returncode == 0, injected.stderr
         assert "answered in" in injected.stdout
@@ -134,12 +203,14 @@ def test_latency_uses_netem_or_says_why_not(cli: Cli, image: str) -> None:
     assert "netem" not in netns_rules(state["services"]["replica-1"]["container"])
 
 
-def test_target_guard_refuses_a_container_without_the_stack_labels(cli: Cli,
-                                                                   image: str) -> None:
+def test_target_guard_refuses_a_container_without_the_stack_labels(cli: Cli, image: str) -> None:
     up(cli)
-    stranger = subprocess.run(["docker", "create", "--label", "drillkit.role=test-stranger",
-                               image, "sleep", "120"], capture_output=True, text=True,
-                              check=True).stdout.strip()
+    stranger = subprocess.run(
+        ["docker", "create", "--label", "drillkit.role=test-stranger", image, "sleep", "120"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     try:
         subprocess.run(["docker", "start", stranger], check=True, capture_output=True)
         path = Path(cli.env["DRILLKIT_STATE_DIR"]) / "stack.json"
@@ -151,8 +222,12 @@ def test_target_guard_refuses_a_container_without_the_stack_labels(cli: Cli,
             refused = cli("fault", "inject", kind, "--target", "replica-2")
             assert refused.returncode == 2, refused.stderr
             assert "not a drill target" in refused.stderr and "Traceback" not in refused.stderr
-        running = subprocess.run(["docker", "inspect", "-f", "{{.State.Status}}", stranger],
-                                 capture_output=True, text=True, check=True).stdout.strip()
+        running = subprocess.run(
+            ["docker", "inspect", "-f", "{{.State.Status}}", stranger],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
         assert running == "running"
         state["services"]["replica-2"]["container"] = real
         path.write_text(json.dumps(state))
@@ -171,12 +246,17 @@ def test_kill_node_drill_on_docker(cli: Cli, image: str, tmp_path: Path) -> None
     assert not docker_leftovers(cli)
 
 
-CUT = {"id": "cut-1", "kind": "cut_network", "target": "replica-2", "at": "3s",
-       "duration": "8s", "params": {"mode": "blackhole"}}
+CUT = {
+    "id": "cut-1",
+    "kind": "cut_network",
+    "target": "replica-2",
+    "at": "3s",
+    "duration": "8s",
+    "params": {"mode": "blackhole"},
+}
 
 
-def test_sigint_mid_fault_on_docker_leaves_nothing(cli: Cli, image: str,
-                                                   tmp_path: Path) -> None:
+def test_sigint_mid_fault_on_docker_leaves_nothing(cli: Cli, image: str, tmp_path: Path) -> None:
     report = tmp_path / "r.json"
     proc = _start_drill(cli, scenario(tmp_path, "interrupted", [CUT], stack=STACK), report)
     _wait_for_injection(cli, proc, timeout=180)
@@ -189,10 +269,17 @@ def test_sigint_mid_fault_on_docker_leaves_nothing(cli: Cli, image: str,
 
 
 def test_kill_9_mid_fault_then_heal_on_docker(cli: Cli, image: str, tmp_path: Path) -> None:
-    corrupt = {"id": "bad-1", "kind": "corrupt_model", "target": "replica-1", "at": "3s",
-               "duration": "8s", "params": {"mode": "zero"}}
-    proc = _start_drill(cli, scenario(tmp_path, "crashed", [CUT, corrupt], stack=STACK),
-                        tmp_path / "r.json")
+    corrupt = {
+        "id": "bad-1",
+        "kind": "corrupt_model",
+        "target": "replica-1",
+        "at": "3s",
+        "duration": "8s",
+        "params": {"mode": "zero"},
+    }
+    proc = _start_drill(
+        cli, scenario(tmp_path, "crashed", [CUT, corrupt], stack=STACK), tmp_path / "r.json"
+    )
     _wait_for_injection(cli, proc, timeout=180)
     proc.kill()
     proc.communicate(timeout=30)
@@ -217,4 +304,3 @@ def test_a_missing_image_names_the_build_command(image: str) -> None:
 
     with pytest.raises(BackendUnavailable, match="drillkit stack build --backend docker"):
         require_image(docker_client(), "drillkit/stack:never-built")
-

@@ -20,11 +20,23 @@ STACK = {"replicas": 3, "catalog": {"items": 2000, "dim": 32, "seed": 7}}
 LOAD = {"rate": 80, "users": 16, "duration": "12s", "warmup": "2s", "timeout": "2s"}
 
 
-def scenario(tmp_path: Path, name: str, faults: list[dict[str, Any]], *,
-             stack: dict[str, Any] | None = None, **extra: Any) -> Path:
-    doc = {"version": 1, "name": name, "stack": {**STACK, **(stack or {})}, "load": LOAD,
-           "faults": faults, "report": {"formats": ["json"]},
-           **extra}
+def scenario(
+    tmp_path: Path,
+    name: str,
+    faults: list[dict[str, Any]],
+    *,
+    stack: dict[str, Any] | None = None,
+    **extra: Any,
+) -> Path:
+    doc = {
+        "version": 1,
+        "name": name,
+        "stack": {**STACK, **(stack or {})},
+        "load": LOAD,
+        "faults": faults,
+        "report": {"formats": ["json"]},
+        **extra,
+    }
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
@@ -38,9 +50,14 @@ def run_drill(cli: Cli, path: Path, tmp_path: Path, *args: str) -> tuple[int, di
     return proc.returncode, data
 
 
-KILL = {"id": "kill-1", "kind": "kill_node", "target": "replica-1", "at": "3s",
-        "duration": "5s", "expect": {"detect_within": "1s", "max_failed_requests": 0,
-                                     "max_wrong_model_responses": 0}}
+KILL = {
+    "id": "kill-1",
+    "kind": "kill_node",
+    "target": "replica-1",
+    "at": "3s",
+    "duration": "5s",
+    "expect": {"detect_within": "1s", "max_failed_requests": 0, "max_wrong_model_responses": 0},
+}
 
 
 def test_kill_node_drill_passes_with_exact_figures(cli: Cli, tmp_path: Path) -> None:
@@ -70,30 +87,70 @@ def test_the_measurement_can_fail(cli: Cli, tmp_path: Path) -> None:
     assert "kill-1.max_failed_requests" in failed
 
 
-@pytest.mark.parametrize(("fault", "evidence", "detected_by"), [
-    pytest.param({"kind": "pause_node", "target": "replica-2"}, "paused", "gateway",
-                 id="pause"),
-    pytest.param({"kind": "cut_network", "target": "replica-3", "params": {"mode": "blackhole"}},
-                 "hung", "gateway", id="blackhole"),
-    pytest.param({"kind": "cut_network", "target": "replica-3", "params": {"mode": "reject"}},
-                 "re", "gateway", id="reject"),
-    pytest.param({"kind": "latency", "target": "replica-1", "params": {"delay": "100ms"}},
-                 "+100 ms", None, id="latency"),
-    pytest.param({"kind": "corrupt_model", "target": "replica-2",
-                  "params": {"mode": "bitflip"}}, "sha256", "replica-2", id="bitflip-reload"),
-    pytest.param({"kind": "corrupt_model", "target": "replica-1",
-                  "params": {"mode": "truncate", "apply": "restart"}}, "truncate", "",
-                 id="truncate-restart"),  # the restart itself is seen first, by the gateway
-    pytest.param({"kind": "corrupt_model", "target": "model-store",
-                  "params": {"mode": "poison"}}, "poisoned", "replica-", id="poison-store"),
-    pytest.param({"kind": "load_spike", "target": "gateway", "params": {"rate": 300}},
-                 "300 extra requests/s", None, id="load-spike"),
-])
-def test_every_fault_kind_takes_effect_and_heals(cli: Cli, tmp_path: Path,
-                                                 fault: dict[str, Any], evidence: str,
-                                                 detected_by: str | None) -> None:
-    spec = {"id": "f-1", "at": "3s", "duration": "5s",
-            "expect": {"max_wrong_model_responses": 0}, **fault}
+@pytest.mark.parametrize(
+    ("fault", "evidence", "detected_by"),
+    [
+        pytest.param(
+            {"kind": "pause_node", "target": "replica-2"}, "paused", "gateway", id="pause"
+        ),
+        pytest.param(
+            {"kind": "cut_network", "target": "replica-3", "params": {"mode": "blackhole"}},
+            "hung",
+            "gateway",
+            id="blackhole",
+        ),
+        pytest.param(
+            {"kind": "cut_network", "target": "replica-3", "params": {"mode": "reject"}},
+            "re",
+            "gateway",
+            id="reject",
+        ),
+        pytest.param(
+            {"kind": "latency", "target": "replica-1", "params": {"delay": "100ms"}},
+            "+100 ms",
+            None,
+            id="latency",
+        ),
+        pytest.param(
+            {"kind": "corrupt_model", "target": "replica-2", "params": {"mode": "bitflip"}},
+            "sha256",
+            "replica-2",
+            id="bitflip-reload",
+        ),
+        pytest.param(
+            {
+                "kind": "corrupt_model",
+                "target": "replica-1",
+                "params": {"mode": "truncate", "apply": "restart"},
+            },
+            "truncate",
+            "",
+            id="truncate-restart",
+        ),  # the restart itself is seen first, by the gateway
+        pytest.param(
+            {"kind": "corrupt_model", "target": "model-store", "params": {"mode": "poison"}},
+            "poisoned",
+            "replica-",
+            id="poison-store",
+        ),
+        pytest.param(
+            {"kind": "load_spike", "target": "gateway", "params": {"rate": 300}},
+            "300 extra requests/s",
+            None,
+            id="load-spike",
+        ),
+    ],
+)
+def test_every_fault_kind_takes_effect_and_heals(
+    cli: Cli, tmp_path: Path, fault: dict[str, Any], evidence: str, detected_by: str | None
+) -> None:
+    spec = {
+        "id": "f-1",
+        "at": "3s",
+        "duration": "5s",
+        "expect": {"max_wrong_model_responses": 0},
+        **fault,
+    }
     code, report = run_drill(cli, scenario(tmp_path, "one-fault", [spec]), tmp_path)
     assert code in (0, 1), report
     (result,) = report["faults"]
@@ -101,7 +158,8 @@ def test_every_fault_kind_takes_effect_and_heals(cli: Cli, tmp_path: Path,
     assert result["healed_at"] is not None
     if detected_by is not None:  # the stack itself noticed, while the fault lasted
         assert result["detected_by"] is not None and result["detected_by"].startswith(
-            detected_by), result
+            detected_by
+        ), result
         assert result["ttd_s"] is not None and result["ttd_s"] <= 2.0
     assert result["wrong_model_responses"] == 0
     assert not leftovers(cli)
@@ -110,9 +168,15 @@ def test_every_fault_kind_takes_effect_and_heals(cli: Cli, tmp_path: Path,
 
 def test_a_load_spike_is_shed_detected_and_recovered(cli: Cli, tmp_path: Path) -> None:
     # One replica, so the spike exceeds what it can serve and the gateway must shed.
-    spike = {"id": "spike-1", "kind": "load_spike", "target": "gateway", "at": "3s",
-             "duration": "4s", "params": {"rate": 3000},
-             "expect": {"recover_within": "8s", "max_wrong_model_responses": 0}}
+    spike = {
+        "id": "spike-1",
+        "kind": "load_spike",
+        "target": "gateway",
+        "at": "3s",
+        "duration": "4s",
+        "params": {"rate": 3000},
+        "expect": {"recover_within": "8s", "max_wrong_model_responses": 0},
+    }
     path = scenario(tmp_path, "spike", [spike], stack={"replicas": 1})
     code, report = run_drill(cli, path, tmp_path)
     assert code in (0, 1), report
@@ -121,14 +185,18 @@ def test_a_load_spike_is_shed_detected_and_recovered(cli: Cli, tmp_path: Path) -
     # The steady users met the overload as shed (degraded) answers, at once, not as errors.
     assert fault["degraded_responses"] > 0, fault
     assert fault["detected_by"] is not None and fault["detected_by"].startswith(
-        "gateway: shedding load"), fault
+        "gateway: shedding load"
+    ), fault
     # Normal again once the spike is over (the SLOs hold for 3 s in a row: rto).
     assert fault["rto_s"] is not None and fault["rto_s"] <= 8.0, fault
     after = next(p for p in report["phases"] if p["name"] == "after")
     assert after["failed"] == 0 and after["degraded"] <= 0.05 * after["requests"], after
     assert not leftovers(cli)
-    assert not [p for p in Path("/proc").iterdir() if p.name.isdigit()
-                and b"drillkit.load.spike" in _cmdline(p)]
+    assert not [
+        p
+        for p in Path("/proc").iterdir()
+        if p.name.isdigit() and b"drillkit.load.spike" in _cmdline(p)
+    ]
 
 
 def _cmdline(proc: Path) -> bytes:
@@ -139,9 +207,14 @@ def _cmdline(proc: Path) -> bytes:
 
 
 def _start_drill(cli: Cli, path: Path, report: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "drillkit", "run", str(path), "--ci",
-                             "--json", str(report)], env=cli.env, cwd=cli.cwd, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-m", "drillkit", "run", str(path), "--ci", "--json", str(report)],
+        env=cli.env,
+        cwd=cli.cwd,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 def _wait_for_injection(cli: Cli, proc: subprocess.Popen[str], timeout: float = 120) -> None:
@@ -157,11 +230,18 @@ def _wait_for_injection(cli: Cli, proc: subprocess.Popen[str], timeout: float = 
 
 
 def test_sigint_during_a_fault_heals_and_reports(cli: Cli, tmp_path: Path) -> None:
-    corrupt = {"id": "bad-1", "kind": "corrupt_model", "target": "model-store", "at": "3s",
-               "duration": "6s", "params": {"mode": "bitflip"}}
+    corrupt = {
+        "id": "bad-1",
+        "kind": "corrupt_model",
+        "target": "model-store",
+        "at": "3s",
+        "duration": "6s",
+        "params": {"mode": "bitflip"},
+    }
     report = tmp_path / "r.json"
-    proc = _start_drill(cli, scenario(tmp_path, "interrupted", [KILL | {"at": "3s"}, corrupt]),
-                        report)
+    proc = _start_drill(
+        cli, scenario(tmp_path, "interrupted", [KILL | {"at": "3s"}, corrupt]), report
+    )
     _wait_for_injection(cli, proc)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
@@ -175,8 +255,14 @@ def test_sigint_during_a_fault_heals_and_reports(cli: Cli, tmp_path: Path) -> No
 
 
 def test_kill_9_during_corrupt_model_then_heal(cli: Cli, tmp_path: Path) -> None:
-    corrupt = {"id": "bad-1", "kind": "corrupt_model", "target": "model-store", "at": "3s",
-               "duration": "8s", "params": {"mode": "zero"}}
+    corrupt = {
+        "id": "bad-1",
+        "kind": "corrupt_model",
+        "target": "model-store",
+        "at": "3s",
+        "duration": "8s",
+        "params": {"mode": "zero"},
+    }
     proc = _start_drill(cli, scenario(tmp_path, "crashed", [corrupt]), tmp_path / "r.json")
     _wait_for_injection(cli, proc)
     proc.kill()
@@ -199,16 +285,22 @@ def test_kill_9_during_corrupt_model_then_heal(cli: Cli, tmp_path: Path) -> None
     assert cli("heal").stdout.strip() == "nothing to heal"
 
 
-@pytest.mark.parametrize("content", [
-    pytest.param("version: 1\nname: x\nload: {rate: -5}\n", id="negative-rate"),
-    pytest.param("version: 1\nname: x\nfaults:\n  - {kind: kill_node, target: replica-9, "
-                 "at: 1s}\n", id="missing-target"),
-    pytest.param("version: 1\nname: x\nload: {durration: 5s}\n", id="unknown-key"),
-    pytest.param("version: [1\n", id="malformed"),
-    pytest.param("", id="empty"),
-])
-def test_bad_scenarios_exit_2_with_one_line_and_start_nothing(cli: Cli, tmp_path: Path,
-                                                              content: str) -> None:
+@pytest.mark.parametrize(
+    "content",
+    [
+        pytest.param("version: 1\nname: x\nload: {rate: -5}\n", id="negative-rate"),
+        pytest.param(
+            "version: 1\nname: x\nfaults:\n  - {kind: kill_node, target: replica-9, at: 1s}\n",
+            id="missing-target",
+        ),
+        pytest.param("version: 1\nname: x\nload: {durration: 5s}\n", id="unknown-key"),
+        pytest.param("version: [1\n", id="malformed"),
+        pytest.param("", id="empty"),
+    ],
+)
+def test_bad_scenarios_exit_2_with_one_line_and_start_nothing(
+    cli: Cli, tmp_path: Path, content: str
+) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text(content)
     for command in (["validate", str(path)], ["run", str(path)]):
@@ -222,12 +314,17 @@ def test_bad_scenarios_exit_2_with_one_line_and_start_nothing(cli: Cli, tmp_path
 
 
 def test_abort_condition_stops_the_drill_early_and_heals(cli: Cli, tmp_path: Path) -> None:
-    every = {"id": "kill-all", "kind": "kill_node", "target": ["replica-1", "replica-2",
-                                                               "replica-3"],
-             "at": "2s", "duration": "8s"}
+    every = {
+        "id": "kill-all",
+        "kind": "kill_node",
+        "target": ["replica-1", "replica-2", "replica-3"],
+        "at": "2s",
+        "duration": "8s",
+    }
     naked = {"gateway": {"retries": 0, "passive_ejection": False, "fallback": False}}
-    path = scenario(tmp_path, "abort", [every], stack=naked,
-                    abort={"error_rate_above": "50%", "for": "1s"})
+    path = scenario(
+        tmp_path, "abort", [every], stack=naked, abort={"error_rate_above": "50%", "for": "1s"}
+    )
     started = time.monotonic()
     code, report = run_drill(cli, path, tmp_path)
     assert code == 1, report
@@ -240,9 +337,13 @@ def test_abort_condition_stops_the_drill_early_and_heals(cli: Cli, tmp_path: Pat
 
 
 def test_a_generator_that_cannot_hold_its_rate_is_exit_3(cli: Cli, tmp_path: Path) -> None:
-    doc = {"version": 1, "name": "saturated", "stack": STACK,
-           "load": {"rate": 3000, "users": 2, "duration": "6s", "warmup": "1s"},
-           "report": {"formats": ["json"]}}
+    doc = {
+        "version": 1,
+        "name": "saturated",
+        "stack": STACK,
+        "load": {"rate": 3000, "users": 2, "duration": "6s", "warmup": "1s"},
+        "report": {"formats": ["json"]},
+    }
     path = tmp_path / "saturated.yaml"
     path.write_text(yaml.safe_dump(doc))
     code, report = run_drill(cli, path, tmp_path)

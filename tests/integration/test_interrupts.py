@@ -30,8 +30,14 @@ from .test_drills import scenario
 # Two faults over a 10 s drill: a killed replica, then a corrupted model store.
 FAULTS = [
     {"id": "kill-1", "kind": "kill_node", "target": "replica-1", "at": "2s", "duration": "4s"},
-    {"id": "bad-1", "kind": "corrupt_model", "target": "model-store", "at": "5s",
-     "duration": "4s", "params": {"mode": "bitflip"}},
+    {
+        "id": "bad-1",
+        "kind": "corrupt_model",
+        "target": "model-store",
+        "at": "5s",
+        "duration": "4s",
+        "params": {"mode": "bitflip"},
+    },
 ]
 LOAD = {"rate": 40, "users": 8, "duration": "10s", "warmup": "2s", "timeout": "2s"}
 # From the drill's first log line: stack start (about 5 s), warmup, 10 s of load, teardown.
@@ -40,23 +46,29 @@ MOMENTS_PER_BACKEND = 10
 CRASHES_PER_BACKEND = 4
 
 
-def _moments(backend: str, count: int, signals: list[signal.Signals],
-             seed: int) -> list[Any]:
+def _moments(backend: str, count: int, signals: list[signal.Signals], seed: int) -> list[Any]:
     rng = random.Random(seed)
     params = []
     for i in range(count):
         sig = signals[i % len(signals)]
         at = round(rng.uniform(0.0, SPAN[backend]), 2)
         marks = [pytest.mark.docker] if backend == "docker" else []
-        params.append(pytest.param(backend, sig, at, marks=marks,
-                                   id=f"{backend}-{sig.name.lower()}-{at}s"))
+        params.append(
+            pytest.param(backend, sig, at, marks=marks, id=f"{backend}-{sig.name.lower()}-{at}s")
+        )
     return params
 
 
-INTERRUPTS = [m for b, seed in (("local", 1), ("docker", 2))
-              for m in _moments(b, MOMENTS_PER_BACKEND, [signal.SIGINT, signal.SIGTERM], seed)]
-CRASHES = [m for b, seed in (("local", 3), ("docker", 4))
-           for m in _moments(b, CRASHES_PER_BACKEND, [signal.SIGKILL], seed)]
+INTERRUPTS = [
+    m
+    for b, seed in (("local", 1), ("docker", 2))
+    for m in _moments(b, MOMENTS_PER_BACKEND, [signal.SIGINT, signal.SIGTERM], seed)
+]
+CRASHES = [
+    m
+    for b, seed in (("local", 3), ("docker", 4))
+    for m in _moments(b, CRASHES_PER_BACKEND, [signal.SIGKILL], seed)
+]
 
 
 class _Drill:
@@ -64,9 +76,24 @@ class _Drill:
 
     def __init__(self, cli: Cli, path: Path, report: Path, backend: str) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "drillkit", "run", str(path), "--ci", "--backend", backend,
-             "--json", str(report)], env=cli.env, cwd=cli.cwd, text=True, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE)
+            [
+                sys.executable,
+                "-m",
+                "drillkit",
+                "run",
+                str(path),
+                "--ci",
+                "--backend",
+                backend,
+                "--json",
+                str(report),
+            ],
+            env=cli.env,
+            cwd=cli.cwd,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         self.lines: list[str] = []
         self.started = threading.Event()
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -85,7 +112,8 @@ class _Drill:
         time.sleep(at)
         assert self.proc.poll() is None, (
             f"the drill ended (exit {self.proc.returncode}) before the moment:\n"
-            + "".join(self.lines[-20:]))
+            + "".join(self.lines[-20:])
+        )
         self.proc.send_signal(sig)
 
     def finish(self, timeout: float) -> tuple[int, str]:
@@ -110,14 +138,18 @@ def _nothing_left(cli: Cli, backend: str) -> None:
 
 
 @pytest.mark.parametrize(("backend", "sig", "at"), INTERRUPTS)
-def test_an_interrupt_at_any_moment_heals_and_reports(cli: Cli, tmp_path: Path, backend: str,
-                                                      sig: signal.Signals, at: float,
-                                                      request: pytest.FixtureRequest) -> None:
+def test_an_interrupt_at_any_moment_heals_and_reports(
+    cli: Cli,
+    tmp_path: Path,
+    backend: str,
+    sig: signal.Signals,
+    at: float,
+    request: pytest.FixtureRequest,
+) -> None:
     if backend == "docker":
         request.getfixturevalue("image")
     report = tmp_path / "r.json"
-    drill = _Drill(cli, scenario(tmp_path, "interrupted", FAULTS, load=LOAD), report,
-                   backend)
+    drill = _Drill(cli, scenario(tmp_path, "interrupted", FAULTS, load=LOAD), report, backend)
     drill.signal_at(sig, at)
     code, err = drill.finish(timeout=180)
     assert code == 130, err[-3000:]
@@ -130,14 +162,19 @@ def test_an_interrupt_at_any_moment_heals_and_reports(cli: Cli, tmp_path: Path, 
 
 
 @pytest.mark.parametrize(("backend", "sig", "at"), CRASHES)
-def test_kill_9_at_any_moment_then_heal_leaves_nothing(cli: Cli, tmp_path: Path,
-                                                       backend: str, sig: signal.Signals,
-                                                       at: float,
-                                                       request: pytest.FixtureRequest) -> None:
+def test_kill_9_at_any_moment_then_heal_leaves_nothing(
+    cli: Cli,
+    tmp_path: Path,
+    backend: str,
+    sig: signal.Signals,
+    at: float,
+    request: pytest.FixtureRequest,
+) -> None:
     if backend == "docker":
         request.getfixturevalue("image")
-    drill = _Drill(cli, scenario(tmp_path, "crashed", FAULTS, load=LOAD), tmp_path / "r.json",
-                   backend)
+    drill = _Drill(
+        cli, scenario(tmp_path, "crashed", FAULTS, load=LOAD), tmp_path / "r.json", backend
+    )
     drill.signal_at(sig, at)
     code, err = drill.finish(timeout=60)
     assert code == -signal.SIGKILL, err[-3000:]

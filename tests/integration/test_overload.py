@@ -24,7 +24,6 @@ from loadgen import Result, run_closed_loop, run_open_loop
 OVERLOAD_SECONDS = 30.0
 
 
-
 def _target(i: int) -> str:
     return f"/recommend?user_id={i % 5000}&k=10"
 
@@ -37,9 +36,11 @@ def _counter(url: str, sample: str) -> float:
 
 
 def _summary(r: Result) -> str:
-    return (f"offered {r.offered_rps:.0f} req/s for {r.seconds:.0f} s: {r.requests} requests, "
-            f"{len(r.latencies_ms)} answered, {r.degraded} degraded, errors {r.error_kinds}, "
-            f"{r.late_starts} sent late, p50 {r.pct(50):.1f} ms, p99 {r.pct(99):.1f} ms")
+    return (
+        f"offered {r.offered_rps:.0f} req/s for {r.seconds:.0f} s: {r.requests} requests, "
+        f"{len(r.latencies_ms)} answered, {r.degraded} degraded, errors {r.error_kinds}, "
+        f"{r.late_starts} sent late, p50 {r.pct(50):.1f} ms, p99 {r.pct(99):.1f} ms"
+    )
 
 
 def _first_clean_stretch(degraded_at: list[float], length: float) -> float:
@@ -67,8 +68,11 @@ def test_three_times_the_sustainable_rate_is_shed_and_recovered(cli: Cli) -> Non
     sustainable = capacity.achieved_rps
     assert sustainable > 50, sustainable
 
-    overload: Result = asyncio.run(run_open_loop(gateway, 3 * sustainable, OVERLOAD_SECONDS,
-                                                 _target, timeout=3.0, max_connections=512))
+    overload: Result = asyncio.run(
+        run_open_loop(
+            gateway, 3 * sustainable, OVERLOAD_SECONDS, _target, timeout=3.0, max_connections=512
+        )
+    )
     answered = len(overload.latencies_ms)
     print(f"\ncapacity: {_summary(capacity)}\noverload: {_summary(overload)}")
     assert answered > 0.5 * overload.requests, _summary(overload)
@@ -78,7 +82,7 @@ def test_three_times_the_sustainable_rate_is_shed_and_recovered(cli: Cli) -> Non
     # No unbounded queue: latency at the end of the overload is no worse than after its first
     # seconds, and every answer came within the gateway's deadline plus scheduling slack.
     third = answered // 3
-    early = statistics.median(overload.latencies_ms[third // 3: third])
+    early = statistics.median(overload.latencies_ms[third // 3 : third])
     late = statistics.median(overload.latencies_ms[-third:])
     assert late <= 2 * early + 100, (early, late)
     assert overload.pct(99) <= 1000 + 500, overload.pct(99)
@@ -94,13 +98,15 @@ def test_three_times_the_sustainable_rate_is_shed_and_recovered(cli: Cli) -> Non
     assert after.errors == 0, _summary(after)
     recovered_at = _first_clean_stretch(after.degraded_at, 2.0)
     assert recovered_at <= 4.0, after.degraded_at[:50]
-    tail = after.latencies_ms[len(after.latencies_ms) // 2:]
+    tail = after.latencies_ms[len(after.latencies_ms) // 2 :]
     assert statistics.median(tail) < 100, statistics.median(tail)
     expired = _counter(replica, 'drillkit_replica_requests_total{outcome="expired"}')
-    print(f"\nsustainable {sustainable:.0f} req/s; overload offered {3 * sustainable:.0f} req/s "
-          f"for {OVERLOAD_SECONDS:.0f} s: answered {answered}, degraded {overload.degraded}, "
-          f"errors {overload.errors}, median {early:.0f} -> {late:.0f} ms, "
-          f"p99 {overload.pct(99):.0f} ms; after the drop: normal from {recovered_at:.2f} s "
-          f"({after.degraded} degraded of {after.requests}), median "
-          f"{statistics.median(tail):.1f} ms; the replica skipped {expired:.0f} request(s) "
-          "the gateway had given up on")
+    print(
+        f"\nsustainable {sustainable:.0f} req/s; overload offered {3 * sustainable:.0f} req/s "
+        f"for {OVERLOAD_SECONDS:.0f} s: answered {answered}, degraded {overload.degraded}, "
+        f"errors {overload.errors}, median {early:.0f} -> {late:.0f} ms, "
+        f"p99 {overload.pct(99):.0f} ms; after the drop: normal from {recovered_at:.2f} s "
+        f"({after.degraded} degraded of {after.requests}), median "
+        f"{statistics.median(tail):.1f} ms; the replica skipped {expired:.0f} request(s) "
+        "the gateway had given up on"
+    )

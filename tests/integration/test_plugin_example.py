@@ -22,8 +22,7 @@ from .conftest import Cli, leftovers
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "custom-fault"
-BUILTIN_KINDS = {"kill_node", "pause_node", "cut_network", "latency", "corrupt_model",
-                 "load_spike"}
+BUILTIN_KINDS = {"kill_node", "pause_node", "cut_network", "latency", "corrupt_model", "load_spike"}
 
 
 class VenvCli(Cli):
@@ -39,14 +38,24 @@ class VenvCli(Cli):
         return self.run("-m", "drillkit", *args, timeout=timeout)
 
     def run(self, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([str(self.python), *args], env=self.env, cwd=self.cwd,
-                              capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(
+            [str(self.python), *args],
+            env=self.env,
+            cwd=self.cwd,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
 
 def make_venv(path: Path) -> Path:
     """A venv that sees this interpreter's packages; its python."""
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip",
-                    str(path)], check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(path)],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     python = path / "bin" / "python"
     if sys.prefix != sys.base_prefix:
         # Run from a venv, --system-site-packages would reach the base interpreter's packages,
@@ -54,25 +63,50 @@ def make_venv(path: Path) -> Path:
         # where an editable drillkit lives).
         purelib = subprocess.run(
             [str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-            check=True, capture_output=True, text=True, timeout=60).stdout.strip()
-        Path(purelib, "_drillkit_parent_env.pth").write_text("".join(
-            f"import site; site.addsitedir({folder!r})\n" for folder in site.getsitepackages()))
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout.strip()
+        Path(purelib, "_drillkit_parent_env.pth").write_text(
+            "".join(
+                f"import site; site.addsitedir({folder!r})\n" for folder in site.getsitepackages()
+            )
+        )
     return python
 
 
 def pip_install(python: Path, source: Path) -> None:
     proc = subprocess.run(
-        [str(python), "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index",
-         "--disable-pip-version-check", "--quiet", str(source)],
-        capture_output=True, text=True, timeout=180)
+        [
+            str(python),
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--disable-pip-version-check",
+            "--quiet",
+            str(source),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def copy_example(tmp_path: Path) -> Path:
     """The example, copied: pip builds in the source tree, which must stay clean."""
     copy = tmp_path / "custom-fault"
-    shutil.copytree(EXAMPLE, copy, ignore=shutil.ignore_patterns(
-        "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache"))
+    shutil.copytree(
+        EXAMPLE,
+        copy,
+        ignore=shutil.ignore_patterns(
+            "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache"
+        ),
+    )
     return copy
 
 
@@ -100,8 +134,16 @@ def test_the_example_plugin_installs_validates_and_drills(cli: Cli, tmp_path: Pa
     assert "flap-1" in validated.stdout
 
     report = tmp_path / "r.json"
-    ran = venv("run", str(scenario), "--ci", "--out", str(tmp_path / "reports"),
-               "--json", str(report), timeout=300)
+    ran = venv(
+        "run",
+        str(scenario),
+        "--ci",
+        "--out",
+        str(tmp_path / "reports"),
+        "--json",
+        str(report),
+        timeout=300,
+    )
     assert "Traceback" not in ran.stderr, ran.stderr
     data = json.loads(report.read_text())
     assert ran.returncode == 0, (data.get("error"), data.get("checks"))
@@ -123,8 +165,9 @@ def test_the_example_plugin_installs_validates_and_drills(cli: Cli, tmp_path: Pa
     assert not (state / "journal.jsonl").exists()
 
     # The example's own unit tests, with the plugin installed (so none is skipped).
-    tested = venv.run("-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs",
-                      str(example / "tests"), timeout=120)
+    tested = venv.run(
+        "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs", str(example / "tests"), timeout=120
+    )
     assert tested.returncode == 0, tested.stdout + tested.stderr
     assert " passed" in tested.stdout and "skipped" not in tested.stdout, tested.stdout
 
@@ -151,7 +194,8 @@ def test_a_plugin_that_fails_to_import_costs_a_warning(cli: Cli, tmp_path: Path)
     package.mkdir()
     (package / "pyproject.toml").write_text(BROKEN_PYPROJECT)
     (package / "broken_fault.py").write_text(
-        'raise ImportError("this plugin is broken on purpose")\n')
+        'raise ImportError("this plugin is broken on purpose")\n'
+    )
     python = make_venv(tmp_path / "venv")
     pip_install(python, package)
     venv = VenvCli(python, cli, tmp_path)

@@ -47,8 +47,10 @@ def test_inject_status_heal(cli: Cli) -> None:
     worker = threading.Thread(target=traffic)
     worker.start()
     try:
-        wait_for(lambda: _replica(_status(cli), "replica-2")["gateway_state"] != "up",
-                 what="the gateway to see replica-2 down")
+        wait_for(
+            lambda: _replica(_status(cli), "replica-2")["gateway_state"] != "up",
+            what="the gateway to see replica-2 down",
+        )
         during = _status(cli)
     finally:
         stop.set()

@@ -44,24 +44,54 @@ def _faults(seconds: float) -> list[dict[str, Any]]:
 
     length = f"{max(3.0, seconds * 0.05):.0f}s"
     return [
-        {"id": "kill-1", "kind": "kill_node", "target": "replica-1", "at": at(0.2),
-         "duration": length},
-        {"id": "pause-1", "kind": "pause_node", "target": "replica-2", "at": at(0.5),
-         "duration": length},
-        {"id": "bad-1", "kind": "corrupt_model", "target": "model-store", "at": at(0.75),
-         "duration": length, "params": {"mode": "bitflip"}},
+        {
+            "id": "kill-1",
+            "kind": "kill_node",
+            "target": "replica-1",
+            "at": at(0.2),
+            "duration": length,
+        },
+        {
+            "id": "pause-1",
+            "kind": "pause_node",
+            "target": "replica-2",
+            "at": at(0.5),
+            "duration": length,
+        },
+        {
+            "id": "bad-1",
+            "kind": "corrupt_model",
+            "target": "model-store",
+            "at": at(0.75),
+            "duration": length,
+            "params": {"mode": "bitflip"},
+        },
     ]
 
 
 def test_a_long_drill_keeps_memory_flat_and_figures_true(cli: Cli, tmp_path: Path) -> None:
-    load = {"rate": 50, "users": 10, "duration": f"{SECONDS:.0f}s", "warmup": "3s",
-            "timeout": "2s"}
+    load = {"rate": 50, "users": 10, "duration": f"{SECONDS:.0f}s", "warmup": "3s", "timeout": "2s"}
     path = scenario(tmp_path, "soak", _faults(SECONDS), load=load)
     report_path, records_path = tmp_path / "r.json", tmp_path / "records.jsonl.gz"
-    proc = subprocess.Popen([sys.executable, "-m", "drillkit", "run", str(path), "--ci",
-                             "--json", str(report_path), "--records", str(records_path)],
-                            env=cli.env, cwd=cli.cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "drillkit",
+            "run",
+            str(path),
+            "--ci",
+            "--json",
+            str(report_path),
+            "--records",
+            str(records_path),
+        ],
+        env=cli.env,
+        cwd=cli.cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     samples: list[tuple[float, float]] = []
 
     def sample() -> None:
@@ -83,8 +113,10 @@ def test_a_long_drill_keeps_memory_flat_and_figures_true(cli: Cli, tmp_path: Pat
     baseline = next(rss for t, rss in samples if t >= settled)
     peak = max(rss for t, rss in samples if t >= settled)
     growth = peak - baseline
-    print(f"\ndrillkit RSS: {baseline:.0f} MB at {settled:.0f} s, peak {peak:.0f} MB after it "
-          f"(+{growth:.1f} MB) over {SECONDS:.0f} s, {len(samples)} samples")
+    print(
+        f"\ndrillkit RSS: {baseline:.0f} MB at {settled:.0f} s, peak {peak:.0f} MB after it "
+        f"(+{growth:.1f} MB) over {SECONDS:.0f} s, {len(samples)} samples"
+    )
     assert growth <= GROWTH_LIMIT_MB, samples
 
     # Figures: recount each phase from the raw records and compare.
@@ -97,8 +129,9 @@ def test_a_long_drill_keeps_memory_flat_and_figures_true(cli: Cli, tmp_path: Pat
     for phase in report["phases"]:
         inside = [r for r in rows if phase["start"] <= r["sent_at"] - t0 < phase["end"]]
         failed = sum(1 for r in inside if r["status"] == 0 or r["status"] >= 500)
-        degraded = sum(1 for r in inside if r["degraded"] and not (
-            r["status"] == 0 or r["status"] >= 500))
+        degraded = sum(
+            1 for r in inside if r["degraded"] and not (r["status"] == 0 or r["status"] >= 500)
+        )
         assert (phase["requests"], phase["failed"]) == (len(inside), failed), phase["name"]
         assert phase["degraded"] == degraded, phase["name"]
     measured = [r for r in rows if 0 <= r["sent_at"] - t0 < SECONDS]

@@ -7,10 +7,20 @@ from drillkit.journal import Journal
 
 def test_pending_is_applied_minus_healed(tmp_path: Path) -> None:
     journal = Journal(tmp_path)
-    a = journal.record_apply(fault_id="a", kind="kill_node", target="replica-1", stack_id="s",
-                             undo={"service": "replica-1"})
-    b = journal.record_apply(fault_id="b", kind="corrupt_model", target="model-store",
-                             stack_id="s", undo={"mode": "zero"})
+    a = journal.record_apply(
+        fault_id="a",
+        kind="kill_node",
+        target="replica-1",
+        stack_id="s",
+        undo={"service": "replica-1"},
+    )
+    b = journal.record_apply(
+        fault_id="b",
+        kind="corrupt_model",
+        target="model-store",
+        stack_id="s",
+        undo={"mode": "zero"},
+    )
     journal.update_undo(b, {"backup": "/x"})
     journal.record_heal(a.id)
     (left,) = journal.pending()
@@ -20,8 +30,7 @@ def test_pending_is_applied_minus_healed(tmp_path: Path) -> None:
 
 def test_a_torn_last_line_is_ignored(tmp_path: Path) -> None:
     journal = Journal(tmp_path)
-    journal.record_apply(fault_id="a", kind="kill_node", target="replica-1", stack_id="s",
-                         undo={})
+    journal.record_apply(fault_id="a", kind="kill_node", target="replica-1", stack_id="s", undo={})
     with journal.path.open("a") as handle:
         handle.write('{"op": "apply", "id": "torn"')  # crash mid-write
     assert [e.fault_id for e in Journal(tmp_path).pending()] == ["a"]

@@ -54,12 +54,21 @@ TOKEN = "s3cret-admin-token"
 KEY = b"test-key"
 
 
-def drillkit(*args: str, cwd: Path, env: dict[str, str] | None = None,
-             ) -> subprocess.CompletedProcess[str]:
+def drillkit(
+    *args: str,
+    cwd: Path,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
     full = {k: v for k, v in os.environ.items() if k != KEY_ENV}
     full.update(DRILLKIT_HOME=str(cwd / "home"), NO_COLOR="1", **(env or {}))
-    return subprocess.run([sys.executable, "-m", "drillkit", *args], cwd=cwd, env=full,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "drillkit", *args],
+        cwd=cwd,
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
@@ -70,6 +79,7 @@ def one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
 
 
 # --- the replica's admin endpoint ----------------------------------------------------------
+
 
 class Replica:
     """A replica app in-process (no lifespan: nothing loads) with its reloads counted."""
@@ -119,8 +129,9 @@ REFUSED = [
 
 
 @pytest.mark.parametrize("kwargs", REFUSED)
-def test_admin_reload_refuses_requests_without_the_token(replica: Replica,
-                                                         kwargs: dict[str, Any]) -> None:
+def test_admin_reload_refuses_requests_without_the_token(
+    replica: Replica, kwargs: dict[str, Any]
+) -> None:
     response = replica.request("POST", "/admin/reload", **kwargs)
     assert response.status_code == 401
     assert response.json() == {"error": "missing or wrong admin token"}
@@ -129,16 +140,16 @@ def test_admin_reload_refuses_requests_without_the_token(replica: Replica,
 
 def test_admin_reload_with_the_token_reloads(replica: Replica) -> None:
     # The control case: the same request with the token does reach reload().
-    response = replica.request("POST", "/admin/reload",
-                               headers={"Authorization": f"Bearer {TOKEN}"})
+    response = replica.request(
+        "POST", "/admin/reload", headers={"Authorization": f"Bearer {TOKEN}"}
+    )
     assert response.status_code == 200
     assert response.json() == {"outcome": "no-current", "serving": None}
     assert replica.reloads == 1
 
 
 def test_admin_reload_is_post_only(replica: Replica) -> None:
-    response = replica.request("GET", "/admin/reload",
-                               headers={"Authorization": f"Bearer {TOKEN}"})
+    response = replica.request("GET", "/admin/reload", headers={"Authorization": f"Bearer {TOKEN}"})
     assert response.status_code == 405
     assert replica.reloads == 0
 
@@ -152,8 +163,9 @@ def test_admin_endpoints_are_off_without_a_configured_token(tmp_path: Path, auth
     assert off.reloads == 0
 
 
-def test_the_token_is_compared_in_constant_time(replica: Replica,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_token_is_compared_in_constant_time(
+    replica: Replica, monkeypatch: pytest.MonkeyPatch
+) -> None:
     calls: list[tuple[object, object]] = []
     real = hmac.compare_digest
 
@@ -169,6 +181,7 @@ def test_the_token_is_compared_in_constant_time(replica: Replica,
 
 
 # --- manifests with a bad HMAC ---------------------------------------------------------------
+
 
 def _edit_manifest(store: ModelStore, version: str, edit: Callable[[dict[str, Any]], None]) -> None:
     path = store.version_dir(version) / MANIFEST_NAME
@@ -188,32 +201,49 @@ def _rehash_payload(store: ModelStore) -> Callable[[dict[str, Any]], None]:
 
     def edit(data: dict[str, Any]) -> None:
         data["files"]["weights.safetensors"] = {
-            "sha256": hashlib.sha256(weights.read_bytes()).hexdigest(), "size": 4096}
+            "sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
+            "size": 4096,
+        }
 
     return edit
 
 
 BAD_SIGNATURES: list[Any] = [
-    pytest.param(lambda s: lambda d: d.update(signature=_signature_of(s, "v1")),
-                 "signature does not match", id="replayed-from-another-version"),
-    pytest.param(lambda s: lambda d: d.update(signature=d["signature"].upper()),
-                 "signature does not match", id="upper-case-hex"),
-    pytest.param(lambda s: lambda d: d.update(signature=d["signature"].split(":")[1]),
-                 "signature does not match", id="without-the-scheme"),
-    pytest.param(lambda s: lambda d: d.update(signature="hmac-sha256:" + "0" * 64),
-                 "signature does not match", id="zeros"),
-    pytest.param(lambda s: lambda d: d.update(signature=""), "signature does not match",
-                 id="empty"),
+    pytest.param(
+        lambda s: lambda d: d.update(signature=_signature_of(s, "v1")),
+        "signature does not match",
+        id="replayed-from-another-version",
+    ),
+    pytest.param(
+        lambda s: lambda d: d.update(signature=d["signature"].upper()),
+        "signature does not match",
+        id="upper-case-hex",
+    ),
+    pytest.param(
+        lambda s: lambda d: d.update(signature=d["signature"].split(":")[1]),
+        "signature does not match",
+        id="without-the-scheme",
+    ),
+    pytest.param(
+        lambda s: lambda d: d.update(signature="hmac-sha256:" + "0" * 64),
+        "signature does not match",
+        id="zeros",
+    ),
+    pytest.param(
+        lambda s: lambda d: d.update(signature=""), "signature does not match", id="empty"
+    ),
     pytest.param(lambda s: lambda d: d.pop("signature"), "unsigned manifest", id="removed"),
     pytest.param(_rehash_payload, "signature does not match", id="payload-swapped-and-rehashed"),
-    pytest.param(lambda s: lambda d: d["info"].update(dim=9), "signature does not match",
-                 id="info-edited"),
+    pytest.param(
+        lambda s: lambda d: d["info"].update(dim=9), "signature does not match", id="info-edited"
+    ),
 ]
 
 
 @pytest.mark.parametrize(("edit", "expected"), BAD_SIGNATURES)
 def test_a_manifest_with_a_bad_hmac_is_refused(
-    tmp_path: Path, edit: Callable[[ModelStore], Callable[[dict[str, Any]], None]],
+    tmp_path: Path,
+    edit: Callable[[ModelStore], Callable[[dict[str, Any]], None]],
     expected: str,
 ) -> None:
     store = make_store(tmp_path / "store", key=KEY)
@@ -240,8 +270,9 @@ def test_the_replica_refuses_a_version_whose_hmac_does_not_match(
     _edit_manifest(store, "v2", lambda d: d["metrics"].update(recall_at_10=0.99))
     monkeypatch.setenv(KEY_ENV, KEY.decode())
     replica = Replica(store.root, TOKEN)
-    response = replica.request("POST", "/admin/reload",
-                               headers={"Authorization": f"Bearer {TOKEN}"})
+    response = replica.request(
+        "POST", "/admin/reload", headers={"Authorization": f"Bearer {TOKEN}"}
+    )
     assert response.status_code == 200
     body = response.json()
     assert (body["outcome"], body["version"]) == ("refused", "v2")
@@ -249,16 +280,21 @@ def test_the_replica_refuses_a_version_whose_hmac_does_not_match(
     assert replica.replica.served is None  # v1 has no sanity metric: nothing is served
     assert {"version": "v2", "reason": "signature"}.items() <= replica.replica.events[0].items()
     metrics = replica.request("GET", "/metrics").text.splitlines()
-    assert any(line.startswith("drillkit_replica_integrity_failures_total{")
-               and 'version="v2"' in line and 'reason="signature"' in line
-               and line.endswith(" 1.0") for line in metrics), metrics
+    assert any(
+        line.startswith("drillkit_replica_integrity_failures_total{")
+        and 'version="v2"' in line
+        and 'reason="signature"' in line
+        and line.endswith(" 1.0")
+        for line in metrics
+    ), metrics
 
 
 def test_model_verify_names_a_bad_hmac(tmp_path: Path) -> None:
     store = make_store(tmp_path / "store", key=KEY)
     _edit_manifest(store, "v2", lambda d: d.update(signature=_signature_of(store, "v1")))
-    proc = drillkit("model", "verify", "--store", str(store.root), cwd=tmp_path,
-                    env={KEY_ENV: KEY.decode()})
+    proc = drillkit(
+        "model", "verify", "--store", str(store.root), cwd=tmp_path, env={KEY_ENV: KEY.decode()}
+    )
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr
     assert "FAILED  v2 (CURRENT)" in proc.stdout and "signature does not match" in proc.stdout
@@ -268,13 +304,15 @@ def test_model_verify_names_a_bad_hmac(tmp_path: Path) -> None:
 def test_model_verify_reports_a_non_ascii_signature_without_a_traceback(tmp_path: Path) -> None:
     store = make_store(tmp_path / "store", key=KEY)
     _edit_manifest(store, "v2", lambda d: d.update(signature="hmac-sha256:\u00e9"))
-    proc = drillkit("model", "verify", "--store", str(store.root), cwd=tmp_path,
-                    env={KEY_ENV: KEY.decode()})
+    proc = drillkit(
+        "model", "verify", "--store", str(store.root), cwd=tmp_path, env={KEY_ENV: KEY.decode()}
+    )
     assert "Traceback" not in proc.stderr
     assert proc.returncode == 1 and "FAILED  v2" in proc.stdout
 
 
 # --- paths in a scenario ---------------------------------------------------------------------
+
 
 def _text_fields(model: type[BaseModel], prefix: str = "") -> set[str]:
     """Every field of ``model`` (recursively) that holds free text a file author chooses."""
@@ -297,14 +335,29 @@ def test_report_dir_is_the_only_path_a_scenario_names() -> None:
     # A tripwire: a new free-text field may name a path (a store, a log, a script) and then
     # needs the same rule as report.dir below. Literals (backend, mode, file, ...) are closed.
     fields = _text_fields(Scenario)
-    fields |= {f"faults.params[{kind}].{f}" for kind, model in fault_param_models().items()
-               for f in _text_fields(model)}
-    assert fields == {"name", "description", "faults.id", "faults.kind", "faults.target",
-                      "report.dir"}
+    fields |= {
+        f"faults.params[{kind}].{f}"
+        for kind, model in fault_param_models().items()
+        for f in _text_fields(model)
+    }
+    assert fields == {
+        "name",
+        "description",
+        "faults.id",
+        "faults.kind",
+        "faults.target",
+        "report.dir",
+    }
 
 
-SAFE_DIRS = ["reports", "out/reports", "./reports", "reports/nightly-2024", "reports..old",
-             "a/.../b"]
+SAFE_DIRS = [
+    "reports",
+    "out/reports",
+    "./reports",
+    "reports/nightly-2024",
+    "reports..old",
+    "a/.../b",
+]
 
 
 @pytest.mark.parametrize("folder", SAFE_DIRS)
@@ -353,23 +406,30 @@ def test_run_refuses_an_escaping_report_dir_before_starting(tmp_path: Path) -> N
 
 # {touch}: a shell command creating the marker file; {argv}: the same as an argument list.
 TAG_PAYLOADS = [
-    pytest.param("description: !!python/object/apply:os.system [{touch}]\n",
-                 id="apply-os-system"),
-    pytest.param("description: !!python/object/apply:subprocess.call [{argv}]\n",
-                 id="apply-subprocess-call"),
-    pytest.param("description: !!python/object/new:subprocess.Popen [{argv}]\n",
-                 id="new-popen"),
+    pytest.param("description: !!python/object/apply:os.system [{touch}]\n", id="apply-os-system"),
+    pytest.param(
+        "description: !!python/object/apply:subprocess.call [{argv}]\n", id="apply-subprocess-call"
+    ),
+    pytest.param("description: !!python/object/new:subprocess.Popen [{argv}]\n", id="new-popen"),
     pytest.param("description: !!python/name:os.system ''\n", id="python-name"),
     pytest.param("description: !!python/module:os ''\n", id="python-module"),
-    pytest.param("x-payload: !!python/object/apply:os.system [{touch}]\n",
-                 id="in-an-ignored-extension-key"),
-    pytest.param("x-a: &p !!python/object/apply:os.system [{touch}]\ndescription: *p\n",
-                 id="behind-an-anchor"),
+    pytest.param(
+        "x-payload: !!python/object/apply:os.system [{touch}]\n", id="in-an-ignored-extension-key"
+    ),
+    pytest.param(
+        "x-a: &p !!python/object/apply:os.system [{touch}]\ndescription: *p\n",
+        id="behind-an-anchor",
+    ),
     pytest.param("? !!python/name:os.system ''\n: 1\n", id="as-a-key"),
-    pytest.param("faults:\n- kind: kill_node\n  target: replica-1\n  at: 1s\n  params: "
-                 "!!python/object/apply:os.system [{touch}]\n", id="as-fault-params"),
-    pytest.param("description: !<tag:yaml.org,2002:python/object/apply:os.system> [{touch}]\n",
-                 id="verbatim-tag"),
+    pytest.param(
+        "faults:\n- kind: kill_node\n  target: replica-1\n  at: 1s\n  params: "
+        "!!python/object/apply:os.system [{touch}]\n",
+        id="as-fault-params",
+    ),
+    pytest.param(
+        "description: !<tag:yaml.org,2002:python/object/apply:os.system> [{touch}]\n",
+        id="verbatim-tag",
+    ),
     pytest.param("description: !touch {touch}\n", id="custom-local-tag"),
     pytest.param("description: !e!os.system {touch}\n", id="custom-tag-directive"),
 ]
@@ -377,7 +437,8 @@ TAG_PAYLOADS = [
 
 def _document(body: str, marker: Path) -> str:
     body = body.replace("{touch}", json.dumps(f"touch {marker}")).replace(
-        "{argv}", json.dumps(["touch", str(marker)]))
+        "{argv}", json.dumps(["touch", str(marker)])
+    )
     head = "%TAG !e! tag:yaml.org,2002:python/object/apply:\n---\n" if "!e!" in body else ""
     return f"{head}version: 1\nname: x\n{body}"
 
@@ -404,24 +465,30 @@ def test_object_building_yaml_tags_are_refused(tmp_path: Path, body: str) -> Non
 
 
 @pytest.mark.parametrize("command", [["validate"], ["run", "--dry-run"]])
-def test_the_cli_refuses_object_tags_and_runs_nothing(tmp_path: Path,
-                                                      command: list[str]) -> None:
+def test_the_cli_refuses_object_tags_and_runs_nothing(tmp_path: Path, command: list[str]) -> None:
     marker = tmp_path / "pwned"
     path = tmp_path / "drill.yaml"
     path.write_text(_document(str(TAG_PAYLOADS[0].values[0]), marker))
     proc = drillkit(*command, str(path), cwd=tmp_path)
     assert proc.returncode == 2
     line = one_error_line(proc)
-    assert line.startswith(f"drillkit: error: {path}:3: description: unsupported YAML tag "
-                           "!!python/object/apply:os.system")
+    assert line.startswith(
+        f"drillkit: error: {path}:3: description: unsupported YAML tag "
+        "!!python/object/apply:os.system"
+    )
     assert not marker.exists()
 
 
 # --- no scenario value reaches a shell -------------------------------------------------------
 
-_SHELL_CALLS = {("os", "system"), ("os", "popen"), ("subprocess", "getoutput"),
-                ("subprocess", "getstatusoutput"), ("asyncio", "create_subprocess_shell"),
-                ("pty", "spawn")}
+_SHELL_CALLS = {
+    ("os", "system"),
+    ("os", "popen"),
+    ("subprocess", "getoutput"),
+    ("subprocess", "getstatusoutput"),
+    ("asyncio", "create_subprocess_shell"),
+    ("pty", "spawn"),
+}
 _SPAWNS = {"run", "Popen", "call", "check_call", "check_output"}
 #: The one place a shell runs: network faults in a sidecar container, scripts made of
 #: drillkit's own constants, a mode from a Literal and an address parsed by ipaddress.
@@ -464,14 +531,19 @@ def test_no_shell_in_process_calls() -> None:
     for where, function, call in _calls():
         at = f"{where}:{call.lineno} ({function})"
         target = call.func
-        dotted = (target.value.id, target.attr) if (
-            isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name)) else None
-        if dotted in _SHELL_CALLS or (dotted and dotted[0] == "os" and
-                                      dotted[1].startswith(("exec", "spawn"))):
+        dotted = (
+            (target.value.id, target.attr)
+            if (isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name))
+            else None
+        )
+        if dotted in _SHELL_CALLS or (
+            dotted and dotted[0] == "os" and dotted[1].startswith(("exec", "spawn"))
+        ):
             problems.append(f"{at}: {'.'.join(dotted)}")
         for keyword in call.keywords:
             if keyword.arg == "shell" and not (
-                    isinstance(keyword.value, ast.Constant) and keyword.value.value is False):
+                isinstance(keyword.value, ast.Constant) and keyword.value.value is False
+            ):
                 problems.append(f"{at}: shell=")
         if dotted and dotted[0] == "subprocess" and dotted[1] in _SPAWNS and call.args:
             spawns += 1
@@ -479,30 +551,45 @@ def test_no_shell_in_process_calls() -> None:
             if isinstance(argv, ast.Constant | ast.JoinedStr | ast.BinOp):
                 problems.append(f"{at}: a command line as one string")
         for arg in call.args:
-            head = [e.value for e in arg.elts[:2] if isinstance(e, ast.Constant)] if isinstance(
-                arg, ast.List) else []
+            head = (
+                [e.value for e in arg.elts[:2] if isinstance(e, ast.Constant)]
+                if isinstance(arg, ast.List)
+                else []
+            )
             if head in (["sh", "-c"], ["bash", "-c"]) and (where, function) not in _SH_C_ALLOWED:
                 problems.append(f"{at}: sh -c")
     assert problems == [], problems
     assert spawns >= 4  # the scan sees the local backend, Locust and image builds
 
 
-SHELL_VALUES = ["$(touch pwned)", "`touch pwned`", "x; touch pwned", "x && touch pwned",
-                "x | touch pwned", "x\ntouch pwned", "$(touch {marker})", "'; touch {marker}; '"]
+SHELL_VALUES = [
+    "$(touch pwned)",
+    "`touch pwned`",
+    "x; touch pwned",
+    "x && touch pwned",
+    "x | touch pwned",
+    "x\ntouch pwned",
+    "$(touch {marker})",
+    "'; touch {marker}; '",
+]
 
 
 @pytest.mark.parametrize("command", [["validate"], ["run", "--dry-run"]])
-def test_shell_metacharacters_in_scenario_values_run_nothing(tmp_path: Path,
-                                                             command: list[str]) -> None:
+def test_shell_metacharacters_in_scenario_values_run_nothing(
+    tmp_path: Path, command: list[str]
+) -> None:
     marker = tmp_path / "elsewhere" / "pwned"
     marker.parent.mkdir()
     values = [v.replace("{marker}", str(marker)) for v in SHELL_VALUES]
     doc = {
-        "version": 1, "name": "shell-meta", "description": " ".join(values),
+        "version": 1,
+        "name": "shell-meta",
+        "description": " ".join(values),
         "x-payload": values,
-        "faults": [{"kind": "kill_node", "target": "replica-1", "at": "1s"},
-                   {"kind": "latency", "target": "replica-2", "at": "2s",
-                    "params": {"delay": "50ms"}}],
+        "faults": [
+            {"kind": "kill_node", "target": "replica-1", "at": "1s"},
+            {"kind": "latency", "target": "replica-2", "at": "2s", "params": {"delay": "50ms"}},
+        ],
         "report": {"dir": "reports/$(touch pwned)/`touch pwned`;touch pwned"},
     }
     path = tmp_path / "drill.yaml"
@@ -514,25 +601,49 @@ def test_shell_metacharacters_in_scenario_values_run_nothing(tmp_path: Path,
     assert not (tmp_path / "reports").exists()  # validate and --dry-run write nothing
 
 
-@pytest.mark.parametrize(("body", "field"), [
-    pytest.param("name: x;touch pwned\n", "name", id="name"),
-    pytest.param("name: x\nfaults:\n- {id: '$(touch pwned)', kind: kill_node, "
-                 "target: replica-1, at: 1}\n", "faults[0].id", id="fault-id"),
-    pytest.param("name: x\nfaults:\n- {kind: kill_node, target: 'replica-1;touch pwned', "
-                 "at: 1}\n", "faults[0].target", id="target"),
-    pytest.param("name: x\nfaults:\n- {kind: kill_node, target: [replica-1, '`touch`'], "
-                 "at: 1}\n", "faults[0].target[1]", id="target-in-a-list"),
-    pytest.param("name: x\nfaults:\n- {kind: 'kill_node;id', target: replica-1, at: 1}\n",
-                 "faults[0].kind", id="kind"),
-    pytest.param("name: x\nfaults:\n- {kind: kill_node, target: replica-1, at: 1, "
-                 "params: {signal: 'KILL;id'}}\n", "faults[0].params.signal", id="signal"),
-    pytest.param("name: x\nfaults:\n- {kind: corrupt_model, target: replica-1, at: 1, "
-                 "params: {file: '../../etc/passwd'}}\n", "faults[0].params.file",
-                 id="corrupt-file"),
-    pytest.param("name: x\nstack: {backend: 'local;id'}\n", "stack.backend", id="backend"),
-    pytest.param("name: x\nreport: {formats: ['json;id']}\n", "report.formats[0]",
-                 id="report-format"),
-])
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        pytest.param("name: x;touch pwned\n", "name", id="name"),
+        pytest.param(
+            "name: x\nfaults:\n- {id: '$(touch pwned)', kind: kill_node, "
+            "target: replica-1, at: 1}\n",
+            "faults[0].id",
+            id="fault-id",
+        ),
+        pytest.param(
+            "name: x\nfaults:\n- {kind: kill_node, target: 'replica-1;touch pwned', at: 1}\n",
+            "faults[0].target",
+            id="target",
+        ),
+        pytest.param(
+            "name: x\nfaults:\n- {kind: kill_node, target: [replica-1, '`touch`'], at: 1}\n",
+            "faults[0].target[1]",
+            id="target-in-a-list",
+        ),
+        pytest.param(
+            "name: x\nfaults:\n- {kind: 'kill_node;id', target: replica-1, at: 1}\n",
+            "faults[0].kind",
+            id="kind",
+        ),
+        pytest.param(
+            "name: x\nfaults:\n- {kind: kill_node, target: replica-1, at: 1, "
+            "params: {signal: 'KILL;id'}}\n",
+            "faults[0].params.signal",
+            id="signal",
+        ),
+        pytest.param(
+            "name: x\nfaults:\n- {kind: corrupt_model, target: replica-1, at: 1, "
+            "params: {file: '../../etc/passwd'}}\n",
+            "faults[0].params.file",
+            id="corrupt-file",
+        ),
+        pytest.param("name: x\nstack: {backend: 'local;id'}\n", "stack.backend", id="backend"),
+        pytest.param(
+            "name: x\nreport: {formats: ['json;id']}\n", "report.formats[0]", id="report-format"
+        ),
+    ],
+)
 def test_names_that_reach_commands_refuse_shell_metacharacters(body: str, field: str) -> None:
     # Everything that becomes part of a command line, a file name or a container name is a
     # closed set or a strict pattern; only description and report.dir are free text.
@@ -542,6 +653,7 @@ def test_names_that_reach_commands_refuse_shell_metacharacters(body: str, field:
 
 
 # --- the docker target guard -----------------------------------------------------------------
+
 
 class FakeContainer:
     def __init__(self, labels: dict[str, str] | None, name: str = "stranger") -> None:
@@ -573,20 +685,40 @@ class FakeDockerClient:
 
 def _state() -> StackState:
     return StackState(
-        id="st1", backend="docker", created_at=1.0, run_dir="/nonexistent", store="/nonexistent",
-        gateway_url="http://127.0.0.1:1", admin_token="t", gpu=False,
+        id="st1",
+        backend="docker",
+        created_at=1.0,
+        run_dir="/nonexistent",
+        store="/nonexistent",
+        gateway_url="http://127.0.0.1:1",
+        admin_token="t",
+        gpu=False,
         spec={"replicas": 2, "gateway": {}},
-        services={name: ServiceState(name, role, "http://127.0.0.1:2", 2, container=f"c-{name}")
-                  for name, role in (("replica-1", "replica"), ("replica-2", "replica"),
-                                     ("gateway", "gateway"))},
-        image="drillkit/stack:test", network="drillkit-st1", session="sess",
+        services={
+            name: ServiceState(name, role, "http://127.0.0.1:2", 2, container=f"c-{name}")
+            for name, role in (
+                ("replica-1", "replica"),
+                ("replica-2", "replica"),
+                ("gateway", "gateway"),
+            )
+        },
+        image="drillkit/stack:test",
+        network="drillkit-st1",
+        session="sess",
     )
 
 
-def _labels(stack: str = "st1", service: str = "replica-2", target: str | None = "true",
-            ) -> dict[str, str]:
-    labels = {LABEL_STACK: stack, LABEL_SESSION: "sess", LABEL_SERVICE: service,
-              LABEL_ROLE: "replica"}
+def _labels(
+    stack: str = "st1",
+    service: str = "replica-2",
+    target: str | None = "true",
+) -> dict[str, str]:
+    labels = {
+        LABEL_STACK: stack,
+        LABEL_SESSION: "sess",
+        LABEL_SERVICE: service,
+        LABEL_ROLE: "replica",
+    }
     if target is not None:
         labels[LABEL_TARGET] = target
     return labels
@@ -604,8 +736,7 @@ GUARDED: list[Any] = [
     pytest.param(lambda b, s: b.resume(s, "replica-2"), id="resume"),
     pytest.param(lambda b, s: b.restart(s, "replica-2"), id="restart"),
     pytest.param(lambda b, s: b.cut_link(s, "replica-2", mode="blackhole"), id="cut-link"),
-    pytest.param(lambda b, s: b.slow_link(s, "replica-2", delay=0.1, jitter=0.0),
-                 id="slow-link"),
+    pytest.param(lambda b, s: b.slow_link(s, "replica-2", delay=0.1, jitter=0.0), id="slow-link"),
 ]
 STRANGERS = [
     pytest.param(None, id="no-labels"),
@@ -614,8 +745,10 @@ STRANGERS = [
     pytest.param(_labels(target=None), id="not-a-target"),
     pytest.param(_labels(target="false"), id="target-false"),
     pytest.param(_labels(service="replica-1"), id="another-services-container"),
-    pytest.param({LABEL_SESSION: "sess", LABEL_ROLE: "sidecar", LABEL_STACK: "st1"},
-                 id="the-stacks-own-sidecar"),
+    pytest.param(
+        {LABEL_SESSION: "sess", LABEL_ROLE: "sidecar", LABEL_STACK: "st1"},
+        id="the-stacks-own-sidecar",
+    ),
 ]
 
 

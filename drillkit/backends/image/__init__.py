@@ -181,9 +181,17 @@ def build_offline_base(client: Any, report: Progress, *, mirror: str | None = No
         rootfs = Path(tmp) / "rootfs"
         report(f"debootstrap bookworm from {mirror}", -1)
         result = subprocess.run(
-            [debootstrap, "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}",
-             "bookworm", str(rootfs), mirror],
-            capture_output=True, text=True, check=False,
+            [
+                debootstrap,
+                "--variant=minbase",
+                f"--include={','.join(BASE_PACKAGES)}",
+                "bookworm",
+                str(rootfs),
+                mirror,
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if result.returncode != 0:
             tail = " | ".join((result.stdout + result.stderr).strip().splitlines()[-3:])
@@ -224,9 +232,20 @@ def wheelhouse(reqs: str, report: Progress) -> Path:
     report("downloading wheels into the wheelhouse (pip download)", -1)
     # Wheels for this interpreter: the base's Python is 3.11 on glibc, as here.
     result = subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--only-binary=:all:", "--dest", str(folder),
-         "-r", str(folder / "requirements.txt")],
-        capture_output=True, text=True, check=False,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--only-binary=:all:",
+            "--dest",
+            str(folder),
+            "-r",
+            str(folder / "requirements.txt"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if result.returncode != 0:
         tail = " | ".join(result.stderr.strip().splitlines()[-3:])
@@ -324,7 +343,12 @@ def prune_stale(client: Any, *, keep: str) -> list[str]:
 
 
 def _run_build(
-    client: Any, context: Path, tag: str, buildargs: dict[str, str], *, rebuild: bool,
+    client: Any,
+    context: Path,
+    tag: str,
+    buildargs: dict[str, str],
+    *,
+    rebuild: bool,
     report: Progress,
 ) -> None:
     from docker.errors import APIError

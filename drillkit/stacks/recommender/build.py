@@ -112,8 +112,9 @@ def _build_into(
 
     started = time.monotonic()
     key = signing_key()
-    trained = train_versions(spec, device=device, progress=progress,
-                             index_kind=index_kind_for(spec.items))
+    trained = train_versions(
+        spec, device=device, progress=progress, index_kind=index_kind_for(spec.items)
+    )
     for snapshot in trained:
         store.add_version(snapshot.write, metrics=snapshot.metrics, info=snapshot.info, key=key)
     info = {

@@ -893,8 +893,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--retries", type=int, default=defaults.retries)
     p.add_argument("--try-timeout", type=float, default=defaults.try_timeout)
     p.add_argument("--deadline", type=float, default=defaults.deadline)
-    p.add_argument("--max-outstanding", type=int, default=defaults.max_outstanding,
-                   help="requests in flight per replica before load is shed (0: no cap)")
+    p.add_argument(
+        "--max-outstanding",
+        type=int,
+        default=defaults.max_outstanding,
+        help="requests in flight per replica before load is shed (0: no cap)",
+    )
     p.add_argument("--no-passive-ejection", action="store_true")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--stack-id", default="", help="recorded for process identification")

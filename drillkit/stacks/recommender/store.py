@@ -174,8 +174,9 @@ def verify_version(version_dir: Path, *, key: bytes | None = None) -> Manifest:
         expected = sign(manifest.canonical_bytes(), key)
         # Bytes, not str: compare_digest refuses non-ASCII text, and a forged manifest may
         # carry any.
-        if not hmac.compare_digest(expected.encode(),
-                                   manifest.signature.encode("utf-8", "surrogatepass")):
+        if not hmac.compare_digest(
+            expected.encode(), manifest.signature.encode("utf-8", "surrogatepass")
+        ):
             raise SignatureError(f"{version_dir / MANIFEST_NAME}: signature does not match")
     if not manifest.files:
         raise ManifestError(f"{version_dir / MANIFEST_NAME}: lists no files")

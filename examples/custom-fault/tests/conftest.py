@@ -30,8 +30,12 @@ def make_ctx(backend: FakeBackend, journal: Journal) -> Callable[..., FakeContex
     state = fake_state()
 
     def make(**overrides: Any) -> FakeContext:
-        return FakeContext(overrides.get("backend", backend), state, journal,
-                           fault_id=overrides.get("fault_id", "flap-1"))
+        return FakeContext(
+            overrides.get("backend", backend),
+            state,
+            journal,
+            fault_id=overrides.get("fault_id", "flap-1"),
+        )
 
     return make
 

@@ -131,8 +131,16 @@ def fake_state() -> StackState:
         for name in SERVICES
     }
     return StackState(
-        id="fake-stack", backend="fake", created_at=0.0, run_dir="", store="",
-        gateway_url="http://fake/gateway", admin_token="", gpu=False, spec={}, services=services,
+        id="fake-stack",
+        backend="fake",
+        created_at=0.0,
+        run_dir="",
+        store="",
+        gateway_url="http://fake/gateway",
+        admin_token="",
+        gpu=False,
+        spec={},
+        services=services,
     )
 
 

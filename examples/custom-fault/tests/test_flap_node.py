@@ -44,24 +44,30 @@ def _apply(ctx: FakeContext, **params: Any) -> tuple[FlapNode, FlapNodeParams, d
 # -- parameters -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("raw", "expected"), [
-    pytest.param({}, {"down": 1.0, "up": 2.0, "signal": "KILL"}, id="defaults"),
-    pytest.param({"down": "250ms", "up": "1m"}, {"down": 0.25, "up": 60.0}, id="units"),
-    pytest.param({"down": 3}, {"down": 3.0}, id="bare-seconds"),
-    pytest.param({"signal": "sigterm"}, {"signal": "TERM"}, id="signal-spelling"),
-])
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        pytest.param({}, {"down": 1.0, "up": 2.0, "signal": "KILL"}, id="defaults"),
+        pytest.param({"down": "250ms", "up": "1m"}, {"down": 0.25, "up": 60.0}, id="units"),
+        pytest.param({"down": 3}, {"down": 3.0}, id="bare-seconds"),
+        pytest.param({"signal": "sigterm"}, {"signal": "TERM"}, id="signal-spelling"),
+    ],
+)
 def test_params_accept(raw: dict[str, Any], expected: dict[str, Any]) -> None:
     params = FlapNodeParams.model_validate(raw)
     assert {k: getattr(params, k) for k in expected} == expected
 
 
-@pytest.mark.parametrize(("raw", "field", "message"), [
-    pytest.param({"period": "3s"}, "period", "Extra inputs", id="unknown-key"),
-    pytest.param({"down": 0}, "down", "greater than 0", id="zero-down"),
-    pytest.param({"up": "-1s"}, "up", "duration", id="negative-up"),
-    pytest.param({"up": "2h"}, "up", "at most 3600s", id="too-slow"),
-    pytest.param({"signal": "HUP"}, "signal", "KILL", id="unknown-signal"),
-])
+@pytest.mark.parametrize(
+    ("raw", "field", "message"),
+    [
+        pytest.param({"period": "3s"}, "period", "Extra inputs", id="unknown-key"),
+        pytest.param({"down": 0}, "down", "greater than 0", id="zero-down"),
+        pytest.param({"up": "-1s"}, "up", "duration", id="negative-up"),
+        pytest.param({"up": "2h"}, "up", "at most 3600s", id="too-slow"),
+        pytest.param({"signal": "HUP"}, "signal", "KILL", id="unknown-signal"),
+    ],
+)
 def test_params_refuse(raw: dict[str, Any], field: str, message: str) -> None:
     with pytest.raises(ValidationError) as info:
         FlapNodeParams.model_validate(raw)
@@ -120,8 +126,7 @@ def test_the_record_is_journaled_before_the_first_kill(
     backend: FakeBackend, journal: Journal, make_ctx: MakeCtx
 ) -> None:
     pending_at_kill: list[list[str]] = []
-    backend.before_kill = lambda name: pending_at_kill.append(
-        [e.kind for e in journal.pending()])
+    backend.before_kill = lambda name: pending_at_kill.append([e.kind for e in journal.pending()])
     _, _, record = _apply(make_ctx())
     assert pending_at_kill[0] == ["flap_node"]
     (entry,) = journal.pending()
@@ -147,8 +152,7 @@ def test_it_flaps_until_healed_and_not_after(backend: FakeBackend, make_ctx: Mak
     assert [op for op, name in backend.calls if name != "replica-2"] == []
 
 
-def test_each_cycle_waits_for_ready_then_stays_up(backend: FakeBackend,
-                                                  make_ctx: MakeCtx) -> None:
+def test_each_cycle_waits_for_ready_then_stays_up(backend: FakeBackend, make_ctx: MakeCtx) -> None:
     backend.startup = 0.15  # much slower to start than `down` or `up`
     ctx = make_ctx()
     kind, _, record = _apply(ctx, down="10ms", up="100ms")
@@ -174,9 +178,9 @@ def test_term_waits_for_the_target_to_go(backend: FakeBackend, make_ctx: MakeCtx
 
 # The thread gives up on the same target at about the same time; heal may say so.
 @pytest.mark.filterwarnings("ignore::drillkit_flap_fault.FlapNodeWarning")
-def test_check_applied_fails_when_the_target_survives(backend: FakeBackend,
-                                                      make_ctx: MakeCtx,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_check_applied_fails_when_the_target_survives(
+    backend: FakeBackend, make_ctx: MakeCtx, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(backend, "kill", lambda state, name, signal="KILL": None)
     ctx = make_ctx()
     kind, params, record = _apply(ctx)
@@ -188,8 +192,9 @@ def test_check_applied_fails_when_the_target_survives(backend: FakeBackend,
 # -- healing -----------------------------------------------------------------------------------
 
 
-def test_heal_from_the_record_alone(backend: FakeBackend, journal: Journal,
-                                    make_ctx: MakeCtx) -> None:
+def test_heal_from_the_record_alone(
+    backend: FakeBackend, journal: Journal, make_ctx: MakeCtx
+) -> None:
     """`drillkit heal` after a crash: another process, a fresh instance, only the journal."""
     record = make_ctx().begin("flap_node", "replica-2", {"service": "replica-2"})
     backend.kill(make_ctx().state, "replica-2")  # the crashed drill left it down
@@ -209,8 +214,9 @@ def test_heal_of_a_fault_that_never_took_effect(backend: FakeBackend, make_ctx: 
     assert backend.calls == []
 
 
-def test_heal_with_a_fresh_instance_stops_the_thread(backend: FakeBackend,
-                                                     make_ctx: MakeCtx) -> None:
+def test_heal_with_a_fresh_instance_stops_the_thread(
+    backend: FakeBackend, make_ctx: MakeCtx
+) -> None:
     """The engine's clean-up (heal_all) heals with a new FlapNode and a new context."""
     _, _, record = _apply(make_ctx())
     eventually(lambda: backend.count("kill") >= 2)
@@ -221,8 +227,9 @@ def test_heal_with_a_fresh_instance_stops_the_thread(backend: FakeBackend,
     assert backend.service_alive(make_ctx().state, "replica-2")
 
 
-def test_heal_during_a_slow_restart_leaves_one_target(backend: FakeBackend,
-                                                      make_ctx: MakeCtx) -> None:
+def test_heal_during_a_slow_restart_leaves_one_target(
+    backend: FakeBackend, make_ctx: MakeCtx
+) -> None:
     backend.restart_delay = 0.2
     ctx = make_ctx()
     kind, _, record = _apply(ctx, down="1ms")
@@ -233,8 +240,9 @@ def test_heal_during_a_slow_restart_leaves_one_target(backend: FakeBackend,
     assert backend.ready(ctx.state, "replica-2")
 
 
-def test_a_heal_from_another_process_stops_the_kills(backend: FakeBackend, journal: Journal,
-                                                     make_ctx: MakeCtx) -> None:
+def test_a_heal_from_another_process_stops_the_kills(
+    backend: FakeBackend, journal: Journal, make_ctx: MakeCtx
+) -> None:
     ctx = make_ctx()
     kind, _, record = _apply(ctx)
     eventually(lambda: backend.count("kill") >= 2)
@@ -247,8 +255,9 @@ def test_a_heal_from_another_process_stops_the_kills(backend: FakeBackend, journ
     kind.heal(ctx, record)
 
 
-def test_a_failed_restart_stops_the_flapping_and_heal_says_so(backend: FakeBackend,
-                                                              make_ctx: MakeCtx) -> None:
+def test_a_failed_restart_stops_the_flapping_and_heal_says_so(
+    backend: FakeBackend, make_ctx: MakeCtx
+) -> None:
     backend.fail_restarts = 1
     ctx = make_ctx()
     kind, _, record = _apply(ctx)

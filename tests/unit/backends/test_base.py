@@ -21,8 +21,14 @@ from drillkit.errors import InputError
 
 def sample_state() -> StackState:
     return StackState(
-        id="s1", backend="local", created_at=1.0, run_dir="/tmp/run", store="/tmp/run/store",
-        gateway_url="http://127.0.0.1:1", admin_token="secret", gpu=False,
+        id="s1",
+        backend="local",
+        created_at=1.0,
+        run_dir="/tmp/run",
+        store="/tmp/run/store",
+        gateway_url="http://127.0.0.1:1",
+        admin_token="secret",
+        gpu=False,
         spec={"replicas": 1, "gateway": {}},
         services={"replica-1": ServiceState("replica-1", "replica", "http://127.0.0.1:2", 2, 99)},
     )
@@ -45,11 +51,14 @@ def test_corrupt_state_is_a_clear_input_error(drillkit_home: Path) -> None:
         load_state()
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    pytest.param({"replicas": 0}, "replicas: expected 1..16", id="zero-replicas"),
-    pytest.param({"replicas": 17}, "replicas: expected 1..16", id="too-many"),
-    pytest.param({"gpu": "maybe"}, "gpu: expected auto, on or off", id="bad-gpu"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        pytest.param({"replicas": 0}, "replicas: expected 1..16", id="zero-replicas"),
+        pytest.param({"replicas": 17}, "replicas: expected 1..16", id="too-many"),
+        pytest.param({"gpu": "maybe"}, "gpu: expected auto, on or off", id="bad-gpu"),
+    ],
+)
 def test_stack_spec_validates(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(InputError, match=message):
         StackSpec(**kwargs)  # type: ignore[arg-type]

@@ -37,8 +37,7 @@ def test_restore_script_succeeds_when_nothing_is_set() -> None:
     # Without iptables or tc (or privileges) every command fails: the undo still succeeds,
     # which is what makes it idempotent.
     empty_path = {"PATH": "/nonexistent"}
-    proc = subprocess.run(["/bin/sh", "-c", _restore_script()], env=empty_path,
-                          capture_output=True)
+    proc = subprocess.run(["/bin/sh", "-c", _restore_script()], env=empty_path, capture_output=True)
     assert proc.returncode == 0
 
 

@@ -17,8 +17,13 @@ from tests.unit.stacks.recommender.test_store import flip_byte, make_store
 def drillkit(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "DRILLKIT_HOME": str(home)}
     env.pop("DRILLKIT_MODEL_KEY", None)
-    return subprocess.run([sys.executable, "-m", "drillkit", *args], env=env,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "drillkit", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_help_is_fast_and_lists_commands(tmp_path: Path) -> None:
@@ -28,30 +33,53 @@ def test_help_is_fast_and_lists_commands(tmp_path: Path) -> None:
     assert "stack" in proc.stdout and "model" in proc.stdout
     # Heavy modules are imported lazily: no torch, faiss or docker for --help.
     probe = subprocess.run(
-        [sys.executable, "-c", "import sys, drillkit.cli; "
-         "print(sorted(m for m in ('torch', 'faiss', 'docker', 'locust') if m in sys.modules))"],
-        capture_output=True, text=True, timeout=60)
+        [
+            sys.executable,
+            "-c",
+            "import sys, drillkit.cli; "
+            "print(sorted(m for m in ('torch', 'faiss', 'docker', 'locust') if m in sys.modules))",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert probe.stdout.strip() == "[]"
     assert time.monotonic() - started < 30
 
 
-@pytest.mark.parametrize(("args", "code", "needle"), [
-    pytest.param(["stack", "status"], 3, "no stack is up", id="status-without-stack"),
-    pytest.param(["model", "verify"], 2, "no model store", id="verify-without-store"),
-    pytest.param(["model", "verify", "--store", "/nonexistent"], 2, "not a model store",
-                 id="verify-bad-store"),
-    pytest.param(["stack", "up", "--replicas", "0"], 2, "replicas: expected 1..16",
-                 id="zero-replicas"),
-    pytest.param(["stack", "up", "--backend", "nope"], 2, "unknown backend", id="bad-backend"),
-    pytest.param(["status"], 3, "start one with `drillkit stack up`", id="runbook-status"),
-    pytest.param(["fault", "inject", "kill_node", "--target", "replica-2"], 3,
-                 "start one with `drillkit stack up`", id="inject-without-stack"),
-    pytest.param(["report", "trend", "/nonexistent"], 2, "no history yet", id="trend-no-history"),
-    pytest.param(["report", "show", "/nonexistent.json"], 2, "no such report",
-                 id="show-missing"),
-])
-def test_expected_errors_are_one_line(tmp_path: Path, args: list[str], code: int,
-                                      needle: str) -> None:
+@pytest.mark.parametrize(
+    ("args", "code", "needle"),
+    [
+        pytest.param(["stack", "status"], 3, "no stack is up", id="status-without-stack"),
+        pytest.param(["model", "verify"], 2, "no model store", id="verify-without-store"),
+        pytest.param(
+            ["model", "verify", "--store", "/nonexistent"],
+            2,
+            "not a model store",
+            id="verify-bad-store",
+        ),
+        pytest.param(
+            ["stack", "up", "--replicas", "0"], 2, "replicas: expected 1..16", id="zero-replicas"
+        ),
+        pytest.param(["stack", "up", "--backend", "nope"], 2, "unknown backend", id="bad-backend"),
+        pytest.param(["status"], 3, "start one with `drillkit stack up`", id="runbook-status"),
+        pytest.param(
+            ["fault", "inject", "kill_node", "--target", "replica-2"],
+            3,
+            "start one with `drillkit stack up`",
+            id="inject-without-stack",
+        ),
+        pytest.param(
+            ["report", "trend", "/nonexistent"], 2, "no history yet", id="trend-no-history"
+        ),
+        pytest.param(
+            ["report", "show", "/nonexistent.json"], 2, "no such report", id="show-missing"
+        ),
+    ],
+)
+def test_expected_errors_are_one_line(
+    tmp_path: Path, args: list[str], code: int, needle: str
+) -> None:
     proc = drillkit(*args, home=tmp_path)
     assert proc.returncode == code, proc.stderr
     assert proc.stderr.startswith("drillkit: error: ")
@@ -80,14 +108,14 @@ def test_model_verify_and_rollback_on_a_store(tmp_path: Path) -> None:
     assert back.returncode == 0, back.stderr
     assert "CURRENT v3 -> v2" in back.stdout
     assert store.current() == "v2"
-    refused = drillkit("model", "rollback", "--to", "v3", "--store", str(store.root),
-                       home=tmp_path)
+    refused = drillkit("model", "rollback", "--to", "v3", "--store", str(store.root), home=tmp_path)
     assert refused.returncode == 1
     assert "v3" in refused.stderr and "SHA-256 mismatch" in refused.stderr
 
 
-def test_scenario_names_prefer_the_projects_own_folder(tmp_path: Path,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_scenario_names_prefer_the_projects_own_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from drillkit.cli.drill import SCENARIOS_DIR, resolve_scenario
 
     monkeypatch.chdir(tmp_path)

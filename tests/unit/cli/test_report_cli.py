@@ -14,8 +14,9 @@ from tests.unit.reports.test_model import sample_report
 
 
 def _rto(report: DrillReport, rto: float) -> DrillReport:
-    return report.model_copy(update={"faults": [report.faults[0].model_copy(
-        update={"rto_s": rto})]})
+    return report.model_copy(
+        update={"faults": [report.faults[0].model_copy(update={"rto_s": rto})]}
+    )
 
 
 def test_compare_gates_on_a_worse_rto(tmp_path: Path) -> None:
@@ -35,8 +36,7 @@ def test_compare_gates_on_a_worse_rto(tmp_path: Path) -> None:
     as_json = drillkit("report", "compare", str(a), str(worse), "--json", home=tmp_path)
     assert json.loads(as_json.stdout)["regressions"] == 1
 
-    lenient = drillkit("report", "compare", str(a), str(worse), "--tolerance", "50",
-                       home=tmp_path)
+    lenient = drillkit("report", "compare", str(a), str(worse), "--tolerance", "50", home=tmp_path)
     assert lenient.returncode == 0, lenient.stdout
 
 
@@ -58,8 +58,8 @@ def test_show_last_and_trend(tmp_path: Path) -> None:
     out = tmp_path / "reports"
     for i, score in enumerate([90.0, 70.0, 95.0]):
         report = sample_report(status="passed" if score >= 80 else "failed").model_copy(
-            update={"score": score,
-                    "started_at": sample_report().started_at + timedelta(days=i)})
+            update={"score": score, "started_at": sample_report().started_at + timedelta(days=i)}
+        )
         path = write_report(report, out / f"kill-node-{i}.json")
         write_report(report, out / "last.json")
         append_history(out, entry_for(report, path, out))
@@ -72,8 +72,9 @@ def test_show_last_and_trend(tmp_path: Path) -> None:
     assert "kill-node: 3 runs" in trend.stdout
     assert "-20.0" in trend.stdout and "+25.0" in trend.stdout
 
-    as_json = json.loads(drillkit("report", "trend", str(out), "--json", "--last", "2",
-                                  home=tmp_path).stdout)
+    as_json = json.loads(
+        drillkit("report", "trend", str(out), "--json", "--last", "2", home=tmp_path).stdout
+    )
     assert [e["score"] for e in as_json["kill-node"]] == [70.0, 95.0]
 
     unknown = drillkit("report", "trend", str(out), "--scenario", "nope", home=tmp_path)

@@ -34,8 +34,11 @@ def _parse(argv: list[str]) -> Any:
     return command
 
 
-@pytest.mark.parametrize("argv", [["status", "--bogus"], ["model", "rollbak"],
-                                  ["fault", "inject"]], ids=["option", "command", "missing"])
+@pytest.mark.parametrize(
+    "argv",
+    [["status", "--bogus"], ["model", "rollbak"], ["fault", "inject"]],
+    ids=["option", "command", "missing"],
+)
 def test_the_parser_refuses_what_the_cli_refuses(argv: list[str]) -> None:
     with pytest.raises(Exception, match="No such|Missing"):
         _parse(argv)
@@ -53,8 +56,11 @@ def test_completion_installs_with_typers_option() -> None:
 
 
 def test_every_alert_has_a_runbook_section() -> None:
-    rules = [r for g in yaml.safe_load((EXAMPLES / "alerts.yml").read_text())["groups"]
-             for r in g["rules"]]
+    rules = [
+        r
+        for g in yaml.safe_load((EXAMPLES / "alerts.yml").read_text())["groups"]
+        for r in g["rules"]
+    ]
     sections = set(re.findall(r"^## (\w+)$", RUNBOOK, flags=re.M))
     for rule in rules:
         assert rule["alert"] in sections

@@ -119,17 +119,22 @@ def test_a_generator_that_cannot_start_is_reported(tmp_path: Path) -> None:
 
 def spike(*args: str, timeout: float = 30.0) -> tuple[dict[str, Any], float, str]:
     started = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "drillkit.load.spike", *args],
-                          capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[3])})
+    proc = subprocess.run(
+        [sys.executable, "-m", "drillkit.load.spike", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[3])},
+    )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout.strip().splitlines()[-1]), time.monotonic() - started, proc.stderr
 
 
 def test_the_generator_gives_up_when_the_target_refuses_connections() -> None:
     port = free_port()  # nothing listens there
-    totals, elapsed, stderr = spike("--url", f"http://127.0.0.1:{port}", "--rate", "50",
-                                    "--give-up", "0.5")
+    totals, elapsed, stderr = spike(
+        "--url", f"http://127.0.0.1:{port}", "--rate", "50", "--give-up", "0.5"
+    )
     assert totals["answered"] == 0 and totals["errors"] > 0
     assert "refused connections" in stderr
     assert elapsed < 10
@@ -138,8 +143,9 @@ def test_the_generator_gives_up_when_the_target_refuses_connections() -> None:
 def test_in_flight_requests_are_bounded_not_queued(gateway: FakeReplica) -> None:
     gateway.mode = "slow"
     gateway.slow_seconds = 0.5
-    totals, _, _ = spike("--url", gateway.url, "--rate", "100", "--connections", "3",
-                         "--max-seconds", "1")
+    totals, _, _ = spike(
+        "--url", gateway.url, "--rate", "100", "--connections", "3", "--max-seconds", "1"
+    )
     # At most 3 at a time against 0.5 s answers: the rest of the 100 due were not sent.
     assert totals["sent"] <= 3 * 3 and totals["skipped"] >= 80, totals
     assert totals["sent"] + totals["skipped"] >= 95

@@ -22,16 +22,16 @@ def test_entry_summarises_the_report(tmp_path: Path) -> None:
     report = sample_report()
     entry = entry_for(report, tmp_path / "kill-node-1.json", tmp_path)
     fault = report.faults[0]
-    assert (entry.scenario, entry.status, entry.score) == ("kill-node", report.status,
-                                                           report.score)
+    assert (entry.scenario, entry.status, entry.score) == ("kill-node", report.status, report.score)
     assert (entry.ttd_s, entry.rto_s) == (fault.ttd_s, fault.rto_s)
     assert entry.report == "kill-node-1.json"
     assert entry.checks_failed == ["kill-1.max_failed_requests"]
     assert entry.failed == sum(p.failed for p in report.phases)
 
 
-def test_commit_and_run_come_from_ci_variables(tmp_path: Path,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_commit_and_run_come_from_ci_variables(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("GITHUB_SHA", "abc123")
     monkeypatch.setenv("CI_PIPELINE_ID", "77")
     entry = entry_for(sample_report(), None, tmp_path)
@@ -41,8 +41,11 @@ def test_commit_and_run_come_from_ci_variables(tmp_path: Path,
 def test_append_then_read_in_order(tmp_path: Path) -> None:
     for i in range(3):
         report = sample_report().model_copy(
-            update={"started_at": sample_report().started_at + timedelta(hours=i),
-                    "score": 50.0 + i})
+            update={
+                "started_at": sample_report().started_at + timedelta(hours=i),
+                "score": 50.0 + i,
+            }
+        )
         append_history(tmp_path, entry_for(report, None, tmp_path))
     history = read_history(tmp_path)
     assert history.path == tmp_path / HISTORY_FILE

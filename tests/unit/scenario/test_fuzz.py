@@ -67,8 +67,13 @@ def durations(draw: st.DrawFn, min_ms: int = 1, max_ms: int = 3_600_000) -> Spel
     """A duration in any spelling the format allows, with its value in seconds."""
     ms = draw(st.integers(min_ms, max_ms))
     seconds = Decimal(ms) / 1000
-    spellings: list[Any] = [f"{ms}ms", f"{seconds}s", f"{seconds} s", f" {seconds}s ",
-                            float(seconds)]
+    spellings: list[Any] = [
+        f"{ms}ms",
+        f"{seconds}s",
+        f"{seconds} s",
+        f" {seconds}s ",
+        float(seconds),
+    ]
     if ms % 1000 == 0:
         spellings += [ms // 1000, str(ms // 1000)]
     if ms % 6000 == 0:
@@ -100,6 +105,7 @@ def counts_or_shares(draw: st.DrawFn) -> tuple[Any, CountOrShare]:
 
 
 # --- a valid drill, and what it must load as -------------------------------------------------
+
 
 @dataclass
 class Expected:
@@ -140,10 +146,18 @@ def fault_params(draw: st.DrawFn, kind: str) -> tuple[Any, dict[str, Any]]:
     params: dict[str, Any] = {}
     loaded: dict[str, Any] = {}
     if kind == "kill_node":
-        spelled, signal = draw(st.sampled_from([
-            ("KILL", "KILL"), ("TERM", "TERM"), ("SIGKILL", "KILL"), ("sigterm", "TERM"),
-            (" kill ", "KILL"), ("SigTerm", "TERM"),
-        ]))
+        spelled, signal = draw(
+            st.sampled_from(
+                [
+                    ("KILL", "KILL"),
+                    ("TERM", "TERM"),
+                    ("SIGKILL", "KILL"),
+                    ("sigterm", "TERM"),
+                    (" kill ", "KILL"),
+                    ("SigTerm", "TERM"),
+                ]
+            )
+        )
         return ({"signal": spelled}, {"signal": signal}) if empty == "given" else (empty, {})
     if kind == "cut_network":
         if draw(st.booleans()):
@@ -161,8 +175,10 @@ def fault_params(draw: st.DrawFn, kind: str) -> tuple[Any, dict[str, Any]]:
     if kind == "corrupt_model":
         mode = draw(st.sampled_from(["bitflip", "truncate", "zero", "poison"]))
         params["mode"] = loaded["mode"] = mode
-        for key, choices in (("file", ["weights", "index", "tables"]),
-                             ("apply", ["reload", "restart"])):
+        for key, choices in (
+            ("file", ["weights", "index", "tables"]),
+            ("apply", ["reload", "restart"]),
+        ):
             if draw(st.booleans()):
                 params[key] = loaded[key] = draw(st.sampled_from(choices))
         if mode == "bitflip" and draw(st.booleans()):
@@ -181,8 +197,13 @@ def fault_params(draw: st.DrawFn, kind: str) -> tuple[Any, dict[str, Any]]:
 
 
 @st.composite
-def faults(draw: st.DrawFn, index: int, replicas: int, duration_ms: int,
-           shared_expect: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
+def faults(
+    draw: st.DrawFn,
+    index: int,
+    replicas: int,
+    duration_ms: int,
+    shared_expect: dict[str, Any] | None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
     kind = draw(st.sampled_from(KINDS))
     roles = fault_kinds()[kind].target_roles
     names = _services(roles, replicas)
@@ -196,7 +217,9 @@ def faults(draw: st.DrawFn, index: int, replicas: int, duration_ms: int,
     at, at_s = draw(durations(min_ms=0, max_ms=duration_ms - 1))
     doc: dict[str, Any] = {"kind": kind, "target": target, "at": at}
     want: dict[str, Any] = {
-        "kind": kind, "at": at_s, "duration": None,
+        "kind": kind,
+        "at": at_s,
+        "duration": None,
         "target": tuple(target) if isinstance(target, list) else target,
         "id": f"{kind}-{index}",
     }
@@ -262,8 +285,11 @@ def valid_docs(draw: st.DrawFn) -> tuple[dict[str, Any], Expected]:
         stack["gpu"] = draw(st.sampled_from(["auto", "on", "off"]))
         want.checks.append((("stack", "gpu"), stack["gpu"]))
     if draw(st.booleans()):
-        catalog = {"items": draw(st.integers(100, 5_000_000)), "dim": draw(st.integers(8, 1024)),
-                   "seed": draw(st.integers(0, 2**63 - 1))}
+        catalog = {
+            "items": draw(st.integers(100, 5_000_000)),
+            "dim": draw(st.integers(8, 1024)),
+            "seed": draw(st.integers(0, 2**63 - 1)),
+        }
         stack["catalog"] = catalog
         want.checks += [(("stack", "catalog", k), v) for k, v in catalog.items()]
     if draw(st.booleans()):
@@ -333,8 +359,11 @@ def valid_docs(draw: st.DrawFn) -> tuple[dict[str, Any], Expected]:
         doc["scoring"] = {"pass_score": score}
         want.checks.append((("scoring", "pass_score"), float(score)))
     if draw(st.booleans()):
-        formats = draw(st.lists(st.sampled_from(["terminal", "json", "junit", "html"]),
-                                unique=True, max_size=4))
+        formats = draw(
+            st.lists(
+                st.sampled_from(["terminal", "json", "junit", "html"]), unique=True, max_size=4
+            )
+        )
         parts = st.lists(_words(_LOWER + "_", _LOWER + "_.-", 15), min_size=1, max_size=4)
         folder = "/".join(draw(parts))
         doc["report"] = {"formats": formats, "dir": folder}
@@ -391,7 +420,10 @@ def assert_means(scenario: Scenario, want: Expected) -> None:
     assert len(scenario.faults) == len(want.faults)
     for fault, expected in zip(scenario.faults, want.faults, strict=True):
         assert (fault.id, fault.kind, fault.target, fault.at, fault.duration) == (
-            expected["id"], expected["kind"], expected["target"], expected["at"],
+            expected["id"],
+            expected["kind"],
+            expected["target"],
+            expected["at"],
             expected["duration"],
         )
         for key, value in expected["params"].items():
@@ -416,16 +448,93 @@ def test_generated_scenarios_load_as_written(fuzz_dir: Path, data: st.DataObject
 # --- broken files --------------------------------------------------------------------------
 
 BAD_VALUES: list[Any] = [
-    None, True, False, 0, -1, 17, 2**63, -(2**63), 10**30, 1.5, -0.0, math.nan, math.inf,
-    -math.inf, 1e308, "", " ", "5 parsecs", "5S", "5 sec", "-5s", "5s5", "ms", "1e999s", "1e999",
-    "1e-999999999999ms", "1e999999999999%", "99.9", "150%", "-1%", "%", "0x10", "1_000",
-    "\u0663", "\uff15s", "5s\u200b", "\u202e5s", "replica-0", "replica-17", "replica-01",
-    "Replica-1", "random", "model-store", "gateway", [], {}, [1, [2, [3]]], {"a": {"b": None}},
-    ["replica-1", "replica-1"], ["random"], "KILL", "SIGSTOP", "poison", "a" * 300, "x\ny",
-    "2024-02-30", "yes", "on", "~", "null", "'", "\\", "\t", "{", "*a", "&a", "!!str", "<<",
+    None,
+    True,
+    False,
+    0,
+    -1,
+    17,
+    2**63,
+    -(2**63),
+    10**30,
+    1.5,
+    -0.0,
+    math.nan,
+    math.inf,
+    -math.inf,
+    1e308,
+    "",
+    " ",
+    "5 parsecs",
+    "5S",
+    "5 sec",
+    "-5s",
+    "5s5",
+    "ms",
+    "1e999s",
+    "1e999",
+    "1e-999999999999ms",
+    "1e999999999999%",
+    "99.9",
+    "150%",
+    "-1%",
+    "%",
+    "0x10",
+    "1_000",
+    "\u0663",
+    "\uff15s",
+    "5s\u200b",
+    "\u202e5s",
+    "replica-0",
+    "replica-17",
+    "replica-01",
+    "Replica-1",
+    "random",
+    "model-store",
+    "gateway",
+    [],
+    {},
+    [1, [2, [3]]],
+    {"a": {"b": None}},
+    ["replica-1", "replica-1"],
+    ["random"],
+    "KILL",
+    "SIGSTOP",
+    "poison",
+    "a" * 300,
+    "x\ny",
+    "2024-02-30",
+    "yes",
+    "on",
+    "~",
+    "null",
+    "'",
+    "\\",
+    "\t",
+    "{",
+    "*a",
+    "&a",
+    "!!str",
+    "<<",
 ]
-UNKNOWN_KEYS = ["durration", "replica", "Kind", "target ", "at\t", "x", "versions", "faults ",
-                "\uff56ersion", "na\u200bme", "", " ", "<<", "1", "\u00e9t\u00e9", "\u202eevil"]
+UNKNOWN_KEYS = [
+    "durration",
+    "replica",
+    "Kind",
+    "target ",
+    "at\t",
+    "x",
+    "versions",
+    "faults ",
+    "\uff56ersion",
+    "na\u200bme",
+    "",
+    " ",
+    "<<",
+    "1",
+    "\u00e9t\u00e9",
+    "\u202eevil",
+]
 
 
 def _paths(node: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -481,27 +590,101 @@ def damaged_data(draw: st.DrawFn, doc: dict[str, Any]) -> dict[str, Any] | Any:
 
 
 FRAGMENTS = [
-    ": ", "- ", "{", "}", "[", "]", ",", "&a ", "*a", "*undefined", "? ", "|", ">", "'", '"',
-    "#", "@", "`", "%", "\t", "\\", "---", "...", "%YAML 1.2\n---\n", "%TAG !e! tag:evil,2024:\n",
-    "!custom ", "!e!x ", "!!binary ", "!!set ", "!!omap ", "!!python/object/apply:os.system ",
-    "!!python/name:os.system ", "!<tag:yaml.org,2002:python/object/new:os.system> ",
-    "!!str ", "!!null ", "!!map ", "!!seq ", "!!bool ", "!!int ", "!!float ", "!!timestamp ",
-    "<<: *a\n", "&a {<<: *a}",
-    "\u00e9", "\u200b", "\u202e", "\u2028", "\x85", "\ufeff", "\U0001f600", "\x07", "\x1b[31m",
-    ".nan", ".inf", "-.inf", "9" * 5000, "0x_", "1e999", "2024-13-45", "12:30:99",
+    ": ",
+    "- ",
+    "{",
+    "}",
+    "[",
+    "]",
+    ",",
+    "&a ",
+    "*a",
+    "*undefined",
+    "? ",
+    "|",
+    ">",
+    "'",
+    '"',
+    "#",
+    "@",
+    "`",
+    "%",
+    "\t",
+    "\\",
+    "---",
+    "...",
+    "%YAML 1.2\n---\n",
+    "%TAG !e! tag:evil,2024:\n",
+    "!custom ",
+    "!e!x ",
+    "!!binary ",
+    "!!set ",
+    "!!omap ",
+    "!!python/object/apply:os.system ",
+    "!!python/name:os.system ",
+    "!<tag:yaml.org,2002:python/object/new:os.system> ",
+    "!!str ",
+    "!!null ",
+    "!!map ",
+    "!!seq ",
+    "!!bool ",
+    "!!int ",
+    "!!float ",
+    "!!timestamp ",
+    "<<: *a\n",
+    "&a {<<: *a}",
+    "\u00e9",
+    "\u200b",
+    "\u202e",
+    "\u2028",
+    "\x85",
+    "\ufeff",
+    "\U0001f600",
+    "\x07",
+    "\x1b[31m",
+    ".nan",
+    ".inf",
+    "-.inf",
+    "9" * 5000,
+    "0x_",
+    "1e999",
+    "2024-13-45",
+    "12:30:99",
 ]
 WHOLE = [
-    "", " ", "\n\n", "---\n", "...\n", "--- ~\n", "~", "null", "1", "[]", "{}", "!!map {}",
-    "[1, 2]", "'text'", "- a\n- b\n", "--- |\n  block\n", "%YAML 1.1\n---\n{}\n", "\ufeff",
-    "# only a comment\n", "version: 1\n---\nname: x\n", "version: 1\nname: x\n...\n---\n",
+    "",
+    " ",
+    "\n\n",
+    "---\n",
+    "...\n",
+    "--- ~\n",
+    "~",
+    "null",
+    "1",
+    "[]",
+    "{}",
+    "!!map {}",
+    "[1, 2]",
+    "'text'",
+    "- a\n- b\n",
+    "--- |\n  block\n",
+    "%YAML 1.1\n---\n{}\n",
+    "\ufeff",
+    "# only a comment\n",
+    "version: 1\n---\nname: x\n",
+    "version: 1\nname: x\n...\n---\n",
 ]
 
 
 def _nested(depth: int, flow: bool) -> str:
     if flow:
         return "[" * depth + "]" * depth
-    return "\n" + "".join("  " * level + "k:\n" for level in range(1, depth + 1)) + "  " * (
-        depth + 1) + "v"
+    return (
+        "\n"
+        + "".join("  " * level + "k:\n" for level in range(1, depth + 1))
+        + "  " * (depth + 1)
+        + "v"
+    )
 
 
 def _alias_bomb(levels: int, width: int) -> str:
@@ -514,10 +697,25 @@ def _alias_bomb(levels: int, width: int) -> str:
 @st.composite
 def damaged_text(draw: st.DrawFn, text: str) -> str | bytes:
     lines = text.split("\n")
-    how = draw(st.sampled_from([
-        "insert", "insert", "duplicate", "delete", "truncate", "indent", "tag", "whole",
-        "nesting", "bomb", "number", "bytes", "line-endings",
-    ]))
+    how = draw(
+        st.sampled_from(
+            [
+                "insert",
+                "insert",
+                "duplicate",
+                "delete",
+                "truncate",
+                "indent",
+                "tag",
+                "whole",
+                "nesting",
+                "bomb",
+                "number",
+                "bytes",
+                "line-endings",
+            ]
+        )
+    )
     at = draw(st.integers(0, max(0, len(lines) - 1)))
     if how == "insert":
         line = lines[at]
@@ -545,22 +743,56 @@ def damaged_text(draw: st.DrawFn, text: str) -> str | bytes:
         bomb = _alias_bomb(draw(st.integers(1, 6)), draw(st.integers(2, 12)))
         return bomb + text
     elif how == "number":
-        number = draw(st.sampled_from([
-            "9" * draw(st.integers(1, 6000)), "-" + "9" * 400, "1e" + "9" * 30, "0." + "0" * 400
-            + "1", ".NaN", "-.INF", "0b2", "0o9", "1_2_3", "1:2:3", "+12.5e+3", "0x" + "f" * 300,
-        ]))
-        key = draw(st.sampled_from([
-            "  rate", "  replicas", "  users", "  duration", "  at", "  seed", "  flips",
-            "  pass_score", "version",
-        ]))
+        number = draw(
+            st.sampled_from(
+                [
+                    "9" * draw(st.integers(1, 6000)),
+                    "-" + "9" * 400,
+                    "1e" + "9" * 30,
+                    "0." + "0" * 400 + "1",
+                    ".NaN",
+                    "-.INF",
+                    "0b2",
+                    "0o9",
+                    "1_2_3",
+                    "1:2:3",
+                    "+12.5e+3",
+                    "0x" + "f" * 300,
+                ]
+            )
+        )
+        key = draw(
+            st.sampled_from(
+                [
+                    "  rate",
+                    "  replicas",
+                    "  users",
+                    "  duration",
+                    "  at",
+                    "  seed",
+                    "  flips",
+                    "  pass_score",
+                    "version",
+                ]
+            )
+        )
         lines.insert(at, f"{key}: {number}")
     elif how == "bytes":
         data = bytearray(text.encode())
         pos = draw(st.integers(0, len(data)))
-        data[pos:pos] = draw(st.sampled_from([
-            b"\xff", b"\xc3", b"\xed\xa0\x80", b"\x00", b"\xfe\xff", b"\x80abc",
-            b"\xf4\x90\x80\x80",
-        ]))
+        data[pos:pos] = draw(
+            st.sampled_from(
+                [
+                    b"\xff",
+                    b"\xc3",
+                    b"\xed\xa0\x80",
+                    b"\x00",
+                    b"\xfe\xff",
+                    b"\x80abc",
+                    b"\xf4\x90\x80\x80",
+                ]
+            )
+        )
         if draw(st.booleans()):
             return b"\xff\xfe" + text.encode("utf-16-le")
         return bytes(data)
@@ -574,10 +806,18 @@ def broken_files(draw: st.DrawFn) -> bytes:
     doc, _ = draw(valid_docs())
     if draw(st.booleans()):
         doc = draw(damaged_data(doc))
-        return yaml.safe_dump(doc, allow_unicode=draw(st.booleans()), sort_keys=False,
-                              default_flow_style=draw(st.sampled_from([False, None]))).encode()
-    text = yaml.safe_dump(doc, allow_unicode=True, sort_keys=False,
-                          default_flow_style=draw(st.sampled_from([False, None])))
+        return yaml.safe_dump(
+            doc,
+            allow_unicode=draw(st.booleans()),
+            sort_keys=False,
+            default_flow_style=draw(st.sampled_from([False, None])),
+        ).encode()
+    text = yaml.safe_dump(
+        doc,
+        allow_unicode=True,
+        sort_keys=False,
+        default_flow_style=draw(st.sampled_from([False, None])),
+    )
     for _ in range(draw(st.integers(1, 2))):
         damaged = draw(damaged_text(text))
         if isinstance(damaged, bytes):
@@ -602,7 +842,7 @@ def check_located(path: Path, data: bytes) -> ScenarioError | None:
         assert 1 <= error.line <= _lines_in(data) + 1, message
         where = f"{error.field}: " if error.field else ""
         assert message.startswith(f"{path}:{error.line}: {where}"), message
-        assert message[len(f"{path}:{error.line}: {where}"):].strip(), "says what is wrong"
+        assert message[len(f"{path}:{error.line}: {where}") :].strip(), "says what is wrong"
         assert len(message.splitlines()) == 1, f"not one line: {message!r}"
         return error
     assert isinstance(scenario, Scenario)
@@ -622,11 +862,15 @@ def test_broken_scenarios_load_or_fail_with_a_located_message(
 
 # --- known gaps, fixed in drillkit/scenario/loader.py (see the report on issue 6) -------------
 
-@pytest.mark.parametrize("text", [
-    pytest.param("x-a: &a {<<: *a}\n", id="merges-itself"),
-    pytest.param("x-a: &a {k: 1, <<: [*a]}\n", id="merges-itself-in-a-list"),
-    pytest.param("x-a: &a\n  b: &b {<<: *a}\n  <<: *b\n", id="merges-its-parent"),
-])
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("x-a: &a {<<: *a}\n", id="merges-itself"),
+        pytest.param("x-a: &a {k: 1, <<: [*a]}\n", id="merges-itself-in-a-list"),
+        pytest.param("x-a: &a\n  b: &b {<<: *a}\n  <<: *b\n", id="merges-its-parent"),
+    ],
+)
 def test_a_recursive_merge_is_a_located_error(text: str) -> None:
     with pytest.raises(ScenarioError) as caught:
         loads_scenario("version: 1\nname: x\n" + text, "drill.yaml")
@@ -653,10 +897,18 @@ def test_an_escaped_lone_surrogate_is_a_located_error() -> None:
     assert str(caught.value).startswith("drill.yaml:3: description: ")
 
 
-@pytest.mark.parametrize("value", [
-    "!!bool 1", "!!bool abc", "!!int ''", "!!int _", "!!float ''", "!!timestamp 1",
-    "!!timestamp abc",
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "!!bool 1",
+        "!!bool abc",
+        "!!int ''",
+        "!!int _",
+        "!!float ''",
+        "!!timestamp 1",
+        "!!timestamp abc",
+    ],
+)
 def test_an_explicit_tag_on_a_wrong_value_is_a_located_error(value: str) -> None:
     with pytest.raises(ScenarioError) as caught:
         loads_scenario(f"version: 1\nname: x\ndescription: {value}\n", "drill.yaml")
@@ -676,15 +928,28 @@ CLI_FILES = 30
 
 
 def _validate(path: Path, home: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("FORCE_COLOR", "CLICOLOR_FORCE", "TTY_COMPATIBLE", "COLUMNS")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("FORCE_COLOR", "CLICOLOR_FORCE", "TTY_COMPATIBLE", "COLUMNS")
+    }
     env.update(DRILLKIT_HOME=str(home), NO_COLOR="1")
-    return subprocess.run([sys.executable, "-m", "drillkit", "validate", str(path)],
-                          capture_output=True, text=True, env=env, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "drillkit", "validate", str(path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
 
 
-@settings(max_examples=6, deadline=None, derandomize=True, phases=[Phase.generate],
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=6,
+    deadline=None,
+    derandomize=True,
+    phases=[Phase.generate],
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(data=st.data())
 def test_the_cli_exits_0_or_2_with_one_line(
     tmp_path_factory: pytest.TempPathFactory, data: st.DataObject

@@ -716,8 +716,9 @@ def test_requests_past_the_in_flight_cap_are_shed_at_once(
     make_replicas: Callable[[int], list[FakeReplica]], make_gateway: Callable[..., Gateway]
 ) -> None:
     (replica,) = make_replicas(1)
-    gw = make_gateway([replica], check_interval=30.0, try_timeout=2.0, deadline=3.0,
-                      max_outstanding=2)
+    gw = make_gateway(
+        [replica], check_interval=30.0, try_timeout=2.0, deadline=3.0, max_outstanding=2
+    )
     assert gw.status()["shedding"] == {"total": 0, "since": None, "last": None}
     replica.mode = "slow"
     replica.slow_seconds = 0.6

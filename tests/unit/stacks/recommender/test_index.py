@@ -166,9 +166,11 @@ def test_gpu_search_matches_cpu(
     np.testing.assert_array_equal(gpu_ids, cpu_ids)
 
 
-@pytest.mark.parametrize(("items", "kind"), [(20_000, "flat"), (199_999, "flat"),
-                                             (200_000, "ivf"), (1_000_000, "ivf")],
-                         ids=["default", "below", "threshold", "million"])
+@pytest.mark.parametrize(
+    ("items", "kind"),
+    [(20_000, "flat"), (199_999, "flat"), (200_000, "ivf"), (1_000_000, "ivf")],
+    ids=["default", "below", "threshold", "million"],
+)
 def test_large_catalogs_are_served_from_ivf(items: int, kind: str) -> None:
     from drillkit.stacks.recommender.build import index_kind_for
 

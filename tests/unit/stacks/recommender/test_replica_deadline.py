@@ -40,8 +40,13 @@ class App:
     def __init__(self, tmp_path: Path) -> None:
         self.app = create_app(ReplicaConfig(store=tmp_path / "store", name="replica-1"))
         self.model = CountingModel()
-        served: Any = ServedModel(version="v1", manifest=None, digest="d" * 64,  # type: ignore[arg-type]
-                                  model=self.model, loaded_at=0.0)  # type: ignore[arg-type]
+        served: Any = ServedModel(
+            version="v1",
+            manifest=None,
+            digest="d" * 64,  # type: ignore[arg-type]
+            model=self.model,
+            loaded_at=0.0,
+        )  # type: ignore[arg-type]
         self.app.state.replica.served = served
 
     def get(self, url: str, headers: dict[str, str] | None = None) -> httpx.Response:
@@ -70,8 +75,9 @@ def outcome(app: App, name: str) -> float:
 
 
 def test_a_request_past_its_deadline_gets_a_fast_503_and_no_computation(app: App) -> None:
-    response = app.get("/recommend?user_id=3&k=5",
-                       headers={DEADLINE_HEADER: f"{time.time() - 0.5:.3f}"})
+    response = app.get(
+        "/recommend?user_id=3&k=5", headers={DEADLINE_HEADER: f"{time.time() - 0.5:.3f}"}
+    )
     assert response.status_code == 503
     assert "deadline passed" in response.json()["error"]
     assert app.model.computed == 0
@@ -79,14 +85,16 @@ def test_a_request_past_its_deadline_gets_a_fast_503_and_no_computation(app: App
     assert outcome(app, "ok") == 0
 
 
-@pytest.mark.parametrize("headers", [
-    pytest.param(None, id="no-deadline"),
-    pytest.param({DEADLINE_HEADER: "FUTURE"}, id="future"),
-    pytest.param({DEADLINE_HEADER: "SKEWED"}, id="far-past-is-a-clock-mismatch"),
-    pytest.param({DEADLINE_HEADER: "nan"}, id="nan"),
-])
-def test_a_request_within_its_deadline_is_served(app: App,
-                                                 headers: dict[str, str] | None) -> None:
+@pytest.mark.parametrize(
+    "headers",
+    [
+        pytest.param(None, id="no-deadline"),
+        pytest.param({DEADLINE_HEADER: "FUTURE"}, id="future"),
+        pytest.param({DEADLINE_HEADER: "SKEWED"}, id="far-past-is-a-clock-mismatch"),
+        pytest.param({DEADLINE_HEADER: "nan"}, id="nan"),
+    ],
+)
+def test_a_request_within_its_deadline_is_served(app: App, headers: dict[str, str] | None) -> None:
     if headers is not None:
         value = headers[DEADLINE_HEADER]
         if value == "FUTURE":
