@@ -35,10 +35,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from loadgen import Result, run_closed_loop, run_open_loop
 
-from drillkit.backends.base import StackSpec
 from drillkit.backends.local import LocalBackend
 from drillkit.errors import BackendUnavailable, DrillkitError
-from drillkit.stacks.recommender.data import CatalogSpec
+from drillkit.stacks.base import bring_up, take_down
+from drillkit.stacks.recommender.preset import RecommenderPreset
+from drillkit.stacks.recommender.spec import CatalogSpec, RecommenderSpec
 
 P99_TARGET_MS = 50.0
 
@@ -158,7 +159,7 @@ def main() -> None:
         print(f"serve.py: error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
     os.environ.setdefault("DRILLKIT_STATE_DIR", tempfile.mkdtemp(prefix="drillkit-bench-"))
-    spec = StackSpec(replicas=args.replicas, catalog=CatalogSpec().resolved(), gpu=gpu)
+    spec = RecommenderSpec(replicas=args.replicas, catalog=CatalogSpec().resolved(), gpu=gpu)
     backend = LocalBackend()
     print(
         f"machine: {os.cpu_count()} CPUs; catalog {spec.catalog.items} items x "
@@ -167,17 +168,22 @@ def main() -> None:
     )
     print(gpu_line, flush=True)
     try:
-        state = backend.up(spec, progress=lambda m, f: print(f"  {m}", file=sys.stderr))
+        state = bring_up(
+            RecommenderPreset(),
+            spec,
+            backend,
+            progress=lambda m, f: print(f"  {m}", file=sys.stderr),
+        )
     except DrillkitError as exc:  # e.g. the GPU is visible to us but not usable by the stack
         print(f"serve.py: error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
     try:
-        urls = {s.name: s.url for s in state.replicas()}
+        urls = {name: state.service(name).url() for name in state.names_with_role("replica")}
         describe_replicas(urls, gpu)
         n_users = spec.catalog.resolved().users
-        asyncio.run(measure(urls, state.gateway_url, args, n_users))
+        asyncio.run(measure(urls, state.entry_url, args, n_users))
     finally:
-        backend.down(state)
+        take_down(state, backend)
 
 
 if __name__ == "__main__":

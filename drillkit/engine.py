@@ -10,7 +10,7 @@ before they are applied, so a drillkit killed with SIGKILL leaves enough for ``d
 from __future__ import annotations
 
 import contextlib
-import dataclasses
+import enum
 import hashlib
 import json
 import os
@@ -24,17 +24,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from drillkit.backends.base import Backend, StackState, get_backend, load_state
+from drillkit.backends.base import Backend, Owner, StackState, get_backend, load_state
 from drillkit.errors import DrillkitError, StateError
-from drillkit.faults.base import FaultKind
-from drillkit.faults.context import FaultContext, load_fault_kind
+from drillkit.faults.base import FaultKind, fault_kinds, load_fault_kind
+from drillkit.faults.context import FaultContext
 from drillkit.journal import Journal
-from drillkit.observe.records import Records
+from drillkit.observe.quality import QualityProbe
+from drillkit.observe.records import WIRE_FIELDS, Records, RequestRecord, is_failed
 from drillkit.observe.series import QualitySample
-from drillkit.observe.watch import StackWatcher
+from drillkit.observe.watch import StackWatcher, Watcher
 from drillkit.scenario.model import Scenario
+from drillkit.scenario.units import CountOrShare
 from drillkit.scoring.analyze import (
     SLO,
     Analysis,
@@ -44,7 +46,12 @@ from drillkit.scoring.analyze import (
     FaultRun,
     analyze,
 )
-from drillkit.timeline import FaultRecord, FaultTimeline, WallClock
+from drillkit.stacks.base import StackPreset, bring_up, get_preset, take_down
+from drillkit.timeline import Clock, FaultRecord, FaultTimeline, WallClock
+
+if TYPE_CHECKING:
+    from drillkit.healing import HealResult
+    from drillkit.load.driver import LoadPlan
 
 
 class Interrupted(KeyboardInterrupt):
@@ -60,12 +67,64 @@ class Interrupted(KeyboardInterrupt):
     exit_code = 130
 
 
+class DrillState(enum.Enum):
+    """Where a drill is; :attr:`DrillRunner.history` lists the states it went through."""
+
+    CREATED = "created"
+    STARTING = "starting"  # the stack is coming up
+    WARMUP = "warmup"  # load runs, t=0 is ahead
+    RUNNING = "running"  # t=0 passed: faults on their timeline
+    HEALING = "healing"  # healing faults, stopping load, taking the stack down
+    ANALYZING = "analyzing"
+    DONE = "done"
+
+
 @dataclass
 class RunOptions:
     backend: str | None = None  # overrides the scenario's stack.backend
     seed: int = 0  # seeds "random" targets and the load's user ids
-    gateway_overrides: dict[str, Any] = field(default_factory=dict)
     records_path: Path | None = None  # write every request record here (gzipped JSON lines)
+
+
+class LoadGenerator(Protocol):
+    """The drill's load (:class:`drillkit.load.driver.LoadDriver`, or a fake in tests)."""
+
+    def start(self, plan: LoadPlan, run_dir: Path | None = None) -> None: ...
+
+    def since(self, index: int) -> tuple[list[RequestRecord], int]: ...
+
+    def records(self) -> list[RequestRecord]: ...
+
+    def stop(self, grace: float | None = None) -> int | None: ...
+
+
+@dataclass
+class DrillParts:
+    """The collaborators of one drill. :meth:`for_scenario` builds the real ones; tests hand
+    in fakes (``drillkit.testing.FakeBackend``, a fake load, a fake clock)."""
+
+    backend: Backend[Any]
+    preset: StackPreset[Any]
+    journal: Journal
+    load: LoadGenerator
+    watcher: Watcher
+    probe: QualityProbe | None
+    clock: Clock = field(default_factory=WallClock)
+    kinds: Callable[[str], FaultKind[Any]] = load_fault_kind
+
+    @classmethod
+    def for_scenario(cls, scenario: Scenario, options: RunOptions) -> DrillParts:
+        from drillkit.load.driver import LoadDriver
+
+        preset = get_preset(scenario.stack.preset)
+        return cls(
+            backend=get_backend(options.backend or scenario.stack.backend),
+            preset=preset,
+            journal=Journal(),
+            load=LoadDriver(),
+            watcher=StackWatcher(preset),
+            probe=preset.quality_probe(options.seed),
+        )
 
 
 @dataclass
@@ -100,6 +159,8 @@ class DrillResult:
     analysis: Analysis | None
     faults: list[FaultRecord]
     error: str | None = None
+    heal_failures: list[HealResult] = field(default_factory=list)
+    """Faults still applied after the drill's final heal: the drill cannot pass."""
 
 
 def interrupted_result(
@@ -121,26 +182,14 @@ def interrupted_result(
     )
 
 
-RECORD_FIELDS = (
-    "sent_at",
-    "latency_ms",
-    "status",
-    "error",
-    "degraded",
-    "model_version",
-    "model_digest",
-    "replica",
-)
-
-
-def write_records(path: Path, rows: list[Any], t0: float) -> Path:
+def write_records(path: Path, rows: list[RequestRecord], t0: float) -> Path:
     """Every request of a drill as gzipped JSON lines: a header naming t0 and the fields,
-    then one array per request (``RequestRecord``'s wire form, send times in epoch s)."""
+    then one array per request (the wire form of :mod:`drillkit.observe.records`)."""
     import gzip
 
     from drillkit.fsutil import atomic_write
 
-    header = json.dumps({"records_version": 1, "t0": t0, "fields": RECORD_FIELDS})
+    header = json.dumps({"records_version": 1, "t0": t0, "fields": WIRE_FIELDS})
     body = "\n".join([header, *(row.to_wire() for row in rows)]) + "\n"
     return atomic_write(path, gzip.compress(body.encode("utf-8"), compresslevel=5), mode=0o644)
 
@@ -195,19 +244,24 @@ class _Actions:
     """Binds the timeline to fault kinds, a backend and the journal."""
 
     def __init__(
-        self, backend: Backend, state: StackState, journal: Journal, clock: WallClock
+        self,
+        backend: Backend[Any],
+        state: StackState[Any],
+        journal: Journal,
+        clock: Clock,
+        kinds: Callable[[str], FaultKind[Any]],
     ) -> None:
         self.backend = backend
         self.state = state
         self.journal = journal
         self.clock = clock
+        self.load_kind = kinds
         self.kinds: dict[str, FaultKind[Any]] = {}
         self.params: dict[str, Any] = {}
         self.contexts: dict[str, FaultContext] = {}
-        self._state_lock = threading.Lock()
 
     def register(self, record: FaultRecord, params: Any) -> None:
-        self.kinds[record.id] = load_fault_kind(record.kind)
+        self.kinds[record.id] = self.load_kind(record.kind)
         self.params[record.id] = params
 
     def apply(self, record: FaultRecord) -> None:
@@ -258,7 +312,12 @@ def plan_faults(scenario: Scenario, seed: int) -> list[FaultRecord]:
 
 
 class DrillRunner:
-    """Runs one scenario end to end."""
+    """Runs one scenario end to end with the collaborators it is given.
+
+    The state machine: CREATED -> STARTING -> WARMUP -> RUNNING -> HEALING -> ANALYZING ->
+    DONE. Whatever ends a drill early (an abort condition, a harness failure, a signal), the
+    HEALING step runs: every fault is healed, the load stopped, the stack taken down.
+    """
 
     def __init__(
         self,
@@ -267,69 +326,81 @@ class DrillRunner:
         options: RunOptions | None = None,
         on_tick: Callable[[Tick], None] | None = None,
         on_progress: Callable[[str, float], None] | None = None,
+        *,
+        parts: DrillParts | None = None,
     ) -> None:
         self.scenario = scenario
         self.path = scenario_path
         self.options = options or RunOptions()
         self.on_tick = on_tick or (lambda tick: None)
         self.on_progress = on_progress or (lambda message, fraction: None)
-        self.clock = WallClock()
+        self.parts = parts or DrillParts.for_scenario(scenario, self.options)
         self.backend_name = self.options.backend or scenario.stack.backend
-        self.verified: set[str] = set()
+        self.verified: frozenset[str] | None = None
+        self.state = DrillState.CREATED
+        self.history: list[DrillState] = [self.state]
+
+    def _enter(self, state: DrillState) -> None:
+        self.state = state
+        self.history.append(state)
 
     def run(self) -> DrillResult:
         scenario = self.scenario
+        parts = self.parts
+        clock = parts.clock
         started = time.time()
         records = plan_faults(scenario, self.options.seed)
-        backend = get_backend(self.backend_name)
         existing = load_state()
         if existing is not None:
             raise StateError(
                 f"stack {existing.id} is already up; a drill brings up its own "
                 "stack: run `drillkit stack down` first"
             )
-        spec = dataclasses.replace(
-            scenario.stack_spec(), owner={"pid": os.getpid(), "scenario": scenario.name}
-        )
-        backend.check_faults({record.kind for record in records})
+        kinds = fault_kinds()
+        needs: set[str] = set()
+        for record in records:
+            info = kinds.get(record.kind)
+            needs |= set(info.cls.needs) if info is not None else set()
+        parts.backend.check_capabilities(needs)
         status = "error"
         error: str | None = None
+        heal_failures: list[HealResult] = []
         analysis: Analysis | None = None
-        state: StackState | None = None
+        state: StackState[Any] | None = None
         timeline: FaultTimeline | None = None
-        driver: Any = None
-        probe: Any = None
-        watcher: StackWatcher | None = None
+        load_started = watching = probing = False
         t0: float | None = None
-        journal = Journal()
         try:
             with _signals_raise():
-                self.on_tick(
-                    self._tick(
-                        "starting",
-                        None,
-                        records,
-                        message=f"bringing up the stack ({self.backend_name})",
-                    )
+                self._enter(DrillState.STARTING)
+                message = f"bringing up the stack ({self.backend_name})"
+                self.on_tick(self._tick("starting", None, records, message=message))
+                state = bring_up(
+                    parts.preset,
+                    scenario.stack_spec(),
+                    parts.backend,
+                    owner=Owner(pid=os.getpid(), scenario=scenario.name),
+                    progress=self.on_progress,
                 )
-                state = backend.up(spec, progress=self.on_progress)
                 # The released, verified versions; a response from anything else is wrong.
-                self.verified = _verified_digests(state)
-                from drillkit.backends.base import save_state
-
-                save_state(state)
-                actions = _Actions(backend, state, journal, self.clock)
+                self.verified = parts.preset.verified_digests(state)
+                actions = _Actions(parts.backend, state, parts.journal, clock, parts.kinds)
                 for record in records:
                     actions.register(record, scenario.fault(record.id).params)
-                watcher = StackWatcher(state)
-                watcher.start()
-                driver, probe = self._start_load(state)
-                t0 = time.time() + scenario.load.warmup
-                timeline = FaultTimeline(records, actions, self.clock)
+                parts.watcher.start(state)
+                watching = True
+                self._enter(DrillState.WARMUP)
+                parts.load.start(self._load_plan(state), Path(state.run_dir))
+                load_started = True
+                if parts.probe is not None:
+                    parts.probe.prepare(state)  # during warmup, before any fault
+                t0 = clock.now() + scenario.load.warmup
+                timeline = FaultTimeline(records, actions, clock)
                 timeline.start(t0)
-                if probe is not None:
-                    probe.start()
-                status = self._watch(driver, watcher, records, t0)
+                if parts.probe is not None:
+                    parts.probe.start()
+                    probing = True
+                status = self._watch(records, t0)
         except Interrupted as exc:
             status = "interrupted"
             error = str(exc)
@@ -338,14 +409,9 @@ class DrillRunner:
             error = str(exc)
         finally:
             with signals_deferred():
-                self.on_tick(
-                    self._tick(
-                        "healing",
-                        None,
-                        records,
-                        message="healing faults, stopping load, taking the stack down",
-                    )
-                )
+                self._enter(DrillState.HEALING)
+                message = "healing faults, stopping load, taking the stack down"
+                self.on_tick(self._tick("healing", None, records, message=message))
                 if timeline is not None:
                     timeline.finish()
                 if state is not None:
@@ -353,22 +419,25 @@ class DrillRunner:
                     # way) is still in the journal: undo it before the stack goes.
                     from drillkit.healing import heal_all
 
-                    leftover = heal_all(journal)
-                    if leftover.failures:
-                        error = "; ".join(line for line in leftover.lines if "NOT" in line)
-                if probe is not None:
-                    probe.stop()
-                if driver is not None:
-                    driver.stop()
-                if watcher is not None:
-                    watcher.stop()
+                    heal_failures = heal_all(
+                        parts.journal, state=state, backend=parts.backend, kinds=parts.kinds
+                    ).failures
+                if probing and parts.probe is not None:
+                    parts.probe.stop()
+                if load_started:
+                    parts.load.stop()
+                if watching:
+                    parts.watcher.stop()
                 if state is not None:
-                    backend.down(state)
-                journal.compact()
+                    take_down(state, parts.backend)
+                parts.journal.compact()
+        if heal_failures:
+            error = "; ".join(result.line() for result in heal_failures)
         # A signal while the records are analysed must not lose them: note it, finish.
         with signals_deferred() as late:
-            if t0 is not None and driver is not None and watcher is not None:
-                analysis = self._analyze(driver, probe, watcher, records, t0, state)
+            self._enter(DrillState.ANALYZING)
+            if t0 is not None and load_started:
+                analysis = self._analyze(records, t0)
         if late and status != "interrupted":
             status = "interrupted"
             error = (
@@ -377,7 +446,7 @@ class DrillRunner:
             )
         if analysis is not None:
             if status == "running":
-                status = "passed" if analysis.passed else "failed"
+                status = "passed" if analysis.passed and not heal_failures else "failed"
                 if analysis.generator_saturated:
                     status = "error"
                     error = (
@@ -388,6 +457,7 @@ class DrillRunner:
                 status = "failed"
         elif status == "running":
             status = "error"
+        self._enter(DrillState.DONE)
         return DrillResult(
             scenario=scenario,
             scenario_path=str(self.path or "<string>"),
@@ -400,60 +470,45 @@ class DrillRunner:
             analysis=analysis,
             faults=records,
             error=error,
+            heal_failures=heal_failures,
         )
 
     # -- pieces -----------------------------------------------------------------------------
-    def _start_load(self, state: StackState) -> tuple[Any, Any]:
-        from drillkit.load.driver import LoadDriver, LoadPlan
-        from drillkit.observe.quality import QualityProbe
-        from drillkit.stacks.recommender.store import ModelStore
+    def _load_plan(self, state: StackState[Any]) -> LoadPlan:
+        from drillkit.load.driver import LoadPlan
 
         load = self.scenario.load
-        catalog = self.scenario.stack_spec().catalog.resolved()
-        plan = LoadPlan(
-            host=state.gateway_url,
+        workload = self.parts.preset.workload(state)
+        return LoadPlan(
+            host=state.entry_url,
             rate=load.rate,
             users=load.users,
             run_seconds=load.warmup + load.duration,
             timeout=load.timeout,
             workers=load.workers,
-            n_users=catalog.users,
-            k=10,
+            n_users=workload.users,
+            k=workload.k,
             seed=self.options.seed,
         )
-        driver = LoadDriver(Path(state.run_dir))
-        driver.start(plan)
-        store = ModelStore(Path(state.store))
-        current = store.current()
-        probe = None
-        if current is not None:
-            first = state.replicas()[0]
-            probe = QualityProbe(
-                state.gateway_url,
-                store.version_dir(current),
-                seed=self.options.seed,
-                reference_url=first.url,
-            )
-            probe.learn_reference()  # during warmup, from a replica serving the verified model
-        return driver, probe
 
-    def _watch(
-        self, driver: Any, watcher: StackWatcher, records: list[FaultRecord], t0: float
-    ) -> str:
+    def _watch(self, records: list[FaultRecord], t0: float) -> str:
         load = self.scenario.load
+        clock = self.parts.clock
         end = t0 + load.duration
         abort = self.scenario.abort
         seen = 0
         recent: list[tuple[float, bool]] = []
         latencies: list[tuple[float, float]] = []
+        never = threading.Event()
         while True:
-            now = time.time()
+            now = clock.now()
             if now >= end + load.timeout + 0.5:
                 return "running"
-            new, seen = driver.since(seen)
+            if now >= t0 and self.state is DrillState.WARMUP:
+                self._enter(DrillState.RUNNING)
+            new, seen = self.parts.load.since(seen)
             for r in new:
-                failed = r.status == 0 or r.status >= 500
-                recent.append((r.sent_at, failed))
+                recent.append((r.sent_at, is_failed(r.status)))
                 latencies.append((r.sent_at, r.latency_ms))
             horizon = now - max(abort.for_, 1.0)
             recent = [x for x in recent if x[0] >= horizon]
@@ -461,32 +516,25 @@ class DrillRunner:
             if now > t0 + abort.for_ and recent and abort.error_rate_above < 1.0:
                 window = [f for t, f in recent if t >= now - abort.for_]
                 if window and sum(window) / len(window) > abort.error_rate_above:
-                    self.on_tick(
-                        self._tick(
-                            "stopping",
-                            now - t0,
-                            records,
-                            message=(
-                                f"abort: error rate above {abort.error_rate_above:.0%} for "
-                                f"{abort.for_:g} s"
-                            ),
-                        )
+                    message = (
+                        f"abort: error rate above {abort.error_rate_above:.0%} for {abort.for_:g} s"
                     )
+                    self.on_tick(self._tick("stopping", now - t0, records, message=message))
                     return "aborted"
-            last_second = [lat for t, lat in latencies]
-            states, _ = watcher.snapshot()
+            last_second = sorted(lat for t, lat in latencies)
+            states, _ = self.parts.watcher.snapshot()
             tick = self._tick(
                 "warmup" if now < t0 else "running",
                 now - t0,
                 records,
                 rps=float(len(last_second)),
-                p99=sorted(last_second)[int(0.99 * (len(last_second) - 1))] if last_second else 0.0,
-                failed=sum(1 for _, f in recent if f and _ >= now - 1.0),
+                p99=last_second[int(0.99 * (len(last_second) - 1))] if last_second else 0.0,
+                failed=sum(1 for t, f in recent if f and t >= now - 1.0),
                 requests=seen,
                 states=states,
             )
             self.on_tick(tick)
-            time.sleep(0.25)
+            clock.wait_until(now + 0.25, never)
 
     def _tick(
         self,
@@ -515,31 +563,20 @@ class DrillRunner:
             message=message,
         )
 
-    def _analyze(
-        self,
-        driver: Any,
-        probe: Any,
-        watcher: StackWatcher,
-        records: list[FaultRecord],
-        t0: float,
-        state: StackState | None,
-    ) -> Analysis:
+    def _analyze(self, records: list[FaultRecord], t0: float) -> Analysis:
         scenario = self.scenario
-        rows = driver.records()
+        parts = self.parts
+        rows = parts.load.records()
         if self.options.records_path is not None:
             write_records(self.options.records_path, rows, t0)
         recs = Records.build(rows, t0=t0, verified_digests=self.verified)
-        quality = [
-            QualitySample(t - t0, share)
-            for t, share in (probe.samples() if probe is not None else [])
-        ]
-        _, events = watcher.snapshot()
+        samples = parts.probe.samples() if parts.probe is not None else []
+        quality = [QualitySample(t - t0, share) for t, share in samples]
+        _, events = parts.watcher.snapshot()
         detection = [DetectionEvent(e.t - t0, e.source, e.subject, e.what) for e in events]
         runs = []
         for record in records:
-            spec = scenario.fault(record.id)
-            expect = spec.expect
-            max_failed = expect.max_failed_requests
+            expect = scenario.fault(record.id).expect
             runs.append(
                 FaultRun(
                     id=record.id,
@@ -551,7 +588,7 @@ class DrillRunner:
                     expect=Expectation(
                         detect_within=expect.detect_within,
                         recover_within=expect.recover_within,
-                        max_failed_requests=_count_or_share(max_failed),
+                        max_failed_requests=_count_or_share(expect.max_failed_requests),
                         max_wrong_model_responses=expect.max_wrong_model_responses,
                     ),
                 )
@@ -572,24 +609,20 @@ class DrillRunner:
                 duration=scenario.load.duration,
                 target_rps=scenario.load.rate,
                 pass_score=scenario.scoring.pass_score,
-                generator_saturated=_saturated(recs, records, t0, scenario.load.rate),
+                generator_saturated=_saturated(recs, records, scenario.load.rate),
             )
         )
 
 
-def _count_or_share(value: Any) -> int | float | None:
+def _count_or_share(value: CountOrShare | None) -> int | float | None:
     if value is None:
         return None
-    if isinstance(value, int | float):
-        return value
-    # units.CountOrShare: a count or a share
-    share = getattr(value, "share", None)
-    if share is not None:
-        return float(share)
-    return int(getattr(value, "count", value))
+    if value.share is not None:
+        return float(value.share)
+    return value.count
 
 
-def _saturated(recs: Records, records: list[FaultRecord], t0: float, rate: float) -> bool:
+def _saturated(recs: Records, records: list[FaultRecord], rate: float) -> bool:
     """The generator could not hold 90% of its rate in the baseline (before the first fault)."""
     first = min((r.at for r in records), default=None)
     end = first if first is not None and first > 0 else float(recs.t[-1]) if len(recs) else 0.0
@@ -599,21 +632,17 @@ def _saturated(recs: Records, records: list[FaultRecord], t0: float, rate: float
     return len(baseline) < 0.9 * rate * end
 
 
-def _verified_digests(state: StackState) -> set[str]:
-    """Digests of every version that verifies in the stack's stores when it comes up."""
-    from drillkit.stacks.recommender.store import ModelStore, signing_key
-
-    digests: set[str] = set()
-    key = signing_key()
-    for root in state.all_stores():
-        for check in ModelStore(root).check_all(key=key):
-            if check.manifest is not None:
-                digests.add(check.manifest.digest)
-    return digests
-
-
 def environment(gpu: bool) -> dict[str, Any]:
     return {"gpu": gpu, "python": platform.python_version(), "host_cpus": os.cpu_count() or 1}
 
 
-__all__ = ["DrillResult", "DrillRunner", "Interrupted", "RunOptions", "Tick"]
+__all__ = [
+    "DrillParts",
+    "DrillResult",
+    "DrillRunner",
+    "DrillState",
+    "Interrupted",
+    "LoadGenerator",
+    "RunOptions",
+    "Tick",
+]

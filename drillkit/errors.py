@@ -1,7 +1,7 @@
 """drillkit's one exception tree.
 
 Every error drillkit expects to happen derives from :class:`DrillkitError` and carries the
-process exit code the CLI uses for it (see contracts.md, section 1)::
+process exit code the CLI uses for it (``docs/cli.md``, exit codes)::
 
     DrillkitError                   exit 1 unless a subclass says otherwise
     ├── InputError                  exit 2: bad usage, scenario or argument; nothing was started
@@ -13,12 +13,14 @@ process exit code the CLI uses for it (see contracts.md, section 1)::
     │   ├── BackendUnavailable      the backend cannot be used (no Docker, no GPU, ...)
     │   ├── NoStackError            a command needs a running stack and there is none
     │   └── StackNotReady           a service never became ready
-    ├── ArtifactError               exit 1: a model artifact failed verification
-    │   ├── ManifestError           manifest missing, not JSON, or malformed
-    │   ├── IntegrityError          a file is missing, or its size or digest differs
-    │   ├── SignatureError          the HMAC signature is missing or wrong
-    │   └── SanityGateError         the model verifies but its outputs are broken
-    └── DrillFailed                 exit 1: a drill ran and failed its checks
+    └── ArtifactError               exit 1: a model artifact failed verification
+        ├── ManifestError           manifest missing, not JSON, or malformed
+        ├── IntegrityError          a file is missing, or its size or digest differs
+        ├── SignatureError          the HMAC signature is missing or wrong
+        └── SanityGateError         the model verifies but its outputs are broken
+
+A drill that runs and fails its checks is not an exception: it is a report with status
+``failed`` (exit 1).
 
 The CLI prints an expected error as one line, ``drillkit: error: <message>``, and exits with
 :attr:`DrillkitError.exit_code`; anything else is a bug and keeps its traceback.
@@ -108,9 +110,3 @@ class SignatureError(ArtifactError):
 
 class SanityGateError(ArtifactError):
     """The model verified but failed the load-time sanity gate (non-finite or low recall)."""
-
-
-class DrillFailed(DrillkitError):
-    """A drill ran to its end and failed its checks."""
-
-    exit_code = 1

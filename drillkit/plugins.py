@@ -1,26 +1,22 @@
-"""Loading a named plugin class from an entry-point group, with built-in fallbacks.
+"""Loading a named plugin from an entry-point group.
 
-Built-in backends and fault kinds register through the same entry points a third-party
-package would use; the fallback table keeps a source checkout without installed metadata
-working.
+Built-in backends, stack presets and fault kinds register through the same entry points a
+third-party package uses (``pyproject.toml``), so this is the one registry of each: a list
+of what exists is the list of entry points, never a table kept beside it.
 """
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Mapping
 from importlib.metadata import entry_points
 
 from drillkit.errors import InputError
 
 
-def load_plugin(group: str, name: str, builtins: Mapping[str, str], *, what: str) -> object:
-    """The object registered as ``name`` in ``group``, else the built-in ``module:attr``."""
-    for ep in entry_points(group=group):
-        if ep.name == name:
-            return ep.load()
-    if name not in builtins:
-        known = sorted({*builtins, *(ep.name for ep in entry_points(group=group))})
-        raise InputError(f"unknown {what} {name!r} (available: {', '.join(known)})")
-    module, _, attr = builtins[name].partition(":")
-    return getattr(importlib.import_module(module), attr)
+def load_plugin(group: str, name: str, *, what: str) -> object:
+    """The object registered as ``name`` in ``group``; InputError naming the known ones."""
+    found = list(entry_points(group=group, name=name))
+    if not found:
+        known = sorted({ep.name for ep in entry_points(group=group)})
+        hint = ", ".join(known) if known else "none: is drillkit installed (pip install -e .)?"
+        raise InputError(f"unknown {what} {name!r} (available: {hint})")
+    return found[0].load()

@@ -1,175 +1,283 @@
-"""The backend contract: how a stack's services are started, observed, disturbed and stopped.
+"""The backend contract: how the services of a :class:`~drillkit.stacks.plan.StackPlan` are
+started, observed, disturbed and stopped.
 
-A backend turns a :class:`StackSpec` into running services and a :class:`StackState` that is
-saved to disk, so that a later command (``stack status``, ``stack down``, ``heal``) in another
-process can find and act on the same services. Backends register under the ``drillkit.backends``
-entry-point group, the same way a third-party backend would.
+A backend runs any plan and knows nothing of what its services are: it resolves the plan's
+references (ports, URLs between services, mounts), starts the services in dependency order,
+waits for each readiness check, and returns a :class:`StackState` that is saved to disk, so
+that a later command (``stack status``, ``stack down``, ``heal``) in another process finds and
+acts on the same services. Each backend has its own typed state (:attr:`Backend.State`: a
+:class:`StackState` subclass whose services are its own :class:`ServiceState` subclass), so
+a process id or a container id is a field of the backend that set it, not a loose key.
 
-Required methods of a backend: :meth:`Backend.up`, :meth:`Backend.down`,
-:meth:`Backend.service_alive`. The fault primitives (:meth:`Backend.kill`,
-:meth:`Backend.pause`, :meth:`Backend.resume`, :meth:`Backend.restart`) are what fault kinds
-build on.
+Backends register under the ``drillkit.backends`` entry-point group, the built-in ones
+exactly as a third-party backend would. Required methods: :meth:`Backend.up`,
+:meth:`Backend.down`, :meth:`Backend.service_status`. The fault primitives
+(:meth:`~Backend.kill`, :meth:`~Backend.pause`, :meth:`~Backend.resume`,
+:meth:`~Backend.restart`, and for the plan's links :meth:`~Backend.cut_link`,
+:meth:`~Backend.slow_link`, :meth:`~Backend.restore_link`, :meth:`~Backend.probe_link`) are
+what fault kinds build on. ``docs/plugins.md`` shows how to write one.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from drillkit import paths
 from drillkit.errors import InputError
 from drillkit.fsutil import atomic_write
-from drillkit.stacks.recommender.data import CatalogSpec
+from drillkit.netprobe import http_ok, probe_tcp
+from drillkit.stacks.plan import HttpCheck, Link, StackPlan, TcpCheck
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "Backend",
+    "Owner",
+    "Progress",
+    "ServiceState",
+    "StackIdentity",
+    "StackState",
+    "backend_names",
+    "clear_state",
+    "get_backend",
+    "load_state",
+    "probe_tcp",
+    "save_state",
+    "state_path",
+]
+
+ENTRY_POINT_GROUP = "drillkit.backends"
 
 Progress = Callable[[str, float], None]
 """Progress callback: a message and a completed fraction in 0..1 (or -1 when unknown)."""
 
 STATE_FILE = "stack.json"
-MAX_REPLICAS = 16
 
 
-@dataclass(frozen=True)
-class GatewaySettings:
-    """Failover settings of the gateway; a drill may turn each off to show its effect."""
+class Owner(BaseModel):
+    """The ``drillkit run`` that owns a stack: when its process is gone, `drillkit heal`
+    takes the stack down instead of healing it."""
 
-    check_interval: float = 0.2
-    check_timeout: float = 0.2
-    fall: int = 2
-    rise: int = 2
-    passive_ejection: bool = True
-    retries: int = 2
-    try_timeout: float = 0.3
-    deadline: float = 1.0
-    max_outstanding: int = 32  # per replica; beyond it the gateway sheds load (0: no cap)
-    fallback: bool = True  # popular-items answers (degraded) when no replica can answer
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
-    def args(self) -> list[str]:
-        out = [
-            "--check-interval",
-            str(self.check_interval),
-            "--check-timeout",
-            str(self.check_timeout),
-            "--fall",
-            str(self.fall),
-            "--rise",
-            str(self.rise),
-            "--retries",
-            str(self.retries),
-            "--try-timeout",
-            str(self.try_timeout),
-            "--deadline",
-            str(self.deadline),
-            "--max-outstanding",
-            str(self.max_outstanding),
-        ]
-        if not self.passive_ejection:
-            out.append("--no-passive-ejection")
-        return out
+    pid: int
+    scenario: str
 
 
-@dataclass(frozen=True)
-class StackSpec:
-    """What to bring up."""
+class ServiceState(BaseModel):
+    """One service as its backend started it. Backends subclass it with what they need to
+    find the service again (a pid, a container id)."""
 
-    replicas: int = 3
-    catalog: CatalogSpec = field(default_factory=CatalogSpec)
-    gpu: str = "auto"  # auto | on | off
-    gateway: GatewaySettings = field(default_factory=GatewaySettings)
-    store: Path | None = None  # serve this store in place instead of a copy of the cache
-    owner: dict[str, Any] | None = None
-    """Recorded in the state from the first save: a drill's pid, so that `drillkit heal` can
-    tell a stack whose drill was killed mid-start from one started by `stack up`."""
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.replicas <= MAX_REPLICAS:
-            raise InputError(f"replicas: expected 1..{MAX_REPLICAS}, got {self.replicas}")
-        if self.gpu not in ("auto", "on", "off"):
-            raise InputError(f"gpu: expected auto, on or off, got {self.gpu!r}")
-
-    def service_names(self) -> list[str]:
-        return [*(f"replica-{i}" for i in range(1, self.replicas + 1)), "gateway"]
-
-
-@dataclass
-class ServiceState:
-    """One running service as the backend started it."""
+    model_config = ConfigDict(extra="forbid")
 
     name: str
-    role: str  # "replica" | "gateway"
-    url: str
-    port: int
-    pid: int | None = None
+    role: str
+    ports: dict[str, int] = Field(default_factory=dict)
+    """Where drillkit reaches each named port from the host, on 127.0.0.1."""
     log: str | None = None
-    container: str | None = None
-    link_port: int | None = None  # where the gateway reaches it (the link proxy), if proxied
+
+    def url(self, port: str = "http") -> str:
+        """``http://127.0.0.1:PORT`` of a named port, as drillkit reaches it."""
+        try:
+            return f"http://127.0.0.1:{self.ports[port]}"
+        except KeyError:
+            raise InputError(f"service {self.name} has no port {port!r}") from None
 
     def ident(self) -> str:
-        """How to find it on the host: ``pid 1234`` or ``container 0123456789ab``."""
-        if self.container:
-            return f"container {self.container[:12]}"
-        return f"pid {self.pid}"
+        """How to find the service on the host, for evidence lines (``pid 1234``)."""
+        return self.name
 
 
-@dataclass
-class StackState:
-    """A stack that is (or was) up: everything a later command needs to find it."""
+S = TypeVar("S", bound=ServiceState)
+
+
+class StackState(BaseModel, Generic[S]):
+    """A stack that is (or was) up: its plan and everything a later command needs."""
+
+    model_config = ConfigDict(extra="forbid")
 
     id: str
     backend: str
     created_at: float
     run_dir: str
-    store: str
-    gateway_url: str
-    admin_token: str
+    plan: StackPlan
+    gpu: bool = False
+    owner: Owner | None = None
+    services: dict[str, S] = Field(default_factory=dict)
+
+    @property
+    def entry_url(self) -> str:
+        """Where clients send requests (the plan's entry endpoint)."""
+        entry = self.plan.entry
+        return self.service(entry.service).url(entry.port)
+
+    def service(self, name: str) -> S:
+        try:
+            return self.services[name]
+        except KeyError:
+            raise InputError(f"no service {name!r} in stack {self.id}") from None
+
+    def secret(self, name: str) -> str:
+        return self.plan.secrets[name]
+
+    def role_of(self, name: str) -> str | None:
+        service = self.services.get(name)
+        return service.role if service is not None else None
+
+    def names_with_role(self, role: str) -> list[str]:
+        return [s.name for s in self.plan.with_role(role)]
+
+    def public_json(self) -> dict[str, Any]:
+        """The state as JSON data with the plan's secrets hidden, for printing; with the
+        entry URL (``gateway_url``, its name in format v1) and each service's ``url``."""
+        data = self.model_dump(mode="json")
+        data["plan"] = self.plan.redacted()
+        data["gateway_url"] = self.entry_url
+        for name, service in self.services.items():
+            if "http" in service.ports:
+                data["services"][name]["url"] = service.url()
+        return data
+
+
+@dataclass(frozen=True)
+class StackIdentity:
+    """What :func:`drillkit.stacks.base.bring_up` decided before a backend starts a stack."""
+
+    id: str
+    run_dir: Path
     gpu: bool
-    spec: dict[str, Any]
-    services: dict[str, ServiceState] = field(default_factory=dict)
-    # Each replica serves its own copy of the store, as a node with a local model cache
-    # would: a corrupt_model fault can then hit one replica or all of them.
-    stores: dict[str, str] = field(default_factory=dict)
-    proxy_url: str | None = None  # control API of the link fault proxy, when there is one
-    owner: dict[str, Any] | None = None  # set when a `drillkit run` owns the stack: its pid
-    image: str | None = None  # docker: the stack image the containers run
-    network: str | None = None  # docker: the stack's own network
-    session: str | None = None  # docker: the session label on everything created
+    owner: Owner | None = None
+    created_at: float = 0.0
 
-    def replica_stores(self) -> dict[str, Path]:
-        return {name: Path(root) for name, root in self.stores.items()}
-
-    def all_stores(self) -> list[Path]:
-        """The origin store and every replica's copy."""
-        return [Path(self.store), *self.replica_stores().values()]
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> StackState:
-        services = {k: ServiceState(**v) for k, v in data.get("services", {}).items()}
-        return cls(**{**data, "services": services})
-
-    def replicas(self) -> list[ServiceState]:
-        return [s for s in self.services.values() if s.role == "replica"]
+    def fields(self) -> dict[str, Any]:
+        """The :class:`StackState` fields it sets."""
+        return {
+            "id": self.id,
+            "run_dir": str(self.run_dir),
+            "gpu": self.gpu,
+            "owner": self.owner,
+            "created_at": self.created_at or time.time(),
+        }
 
 
+T = TypeVar("T", bound=StackState[Any])
+
+
+class Backend(ABC, Generic[T]):
+    """Runs the services of a stack plan somewhere."""
+
+    name: ClassVar[str]
+    State: ClassVar[type[StackState[Any]]]
+    """The backend's typed stack state, used to read a saved state back."""
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def gpu_available(self) -> bool:
+        """Whether services that want a GPU (:attr:`ServicePlan.gpu`) can get one here."""
+        return False
+
+    def no_gpu_reason(self) -> str:
+        """Why :meth:`gpu_available` is false, and what to do about it."""
+        return f"the {self.name} backend gives services no GPU"
+
+    @abstractmethod
+    def up(self, plan: StackPlan, stack: StackIdentity, *, progress: Progress | None = None) -> T:
+        """Start every service in dependency order and return once each passed its readiness
+        check. The state is saved as services start, so that ``stack down`` can clean up a
+        half start; on failure leave nothing running and raise an EnvironmentFailure."""
+
+    @abstractmethod
+    def down(self, state: T) -> None:
+        """Stop every service of the stack and remove what the backend created; idempotent.
+        Files of the stack (its run folder, the plan's data) are not the backend's."""
+
+    @abstractmethod
+    def service_status(self, state: T, name: str) -> str:
+        """``running``, ``paused`` or ``exited``."""
+
+    def service_alive(self, state: T, name: str) -> bool:
+        """Whether the service's process or container runs (not necessarily ready)."""
+        return self.service_status(state, name) != "exited"
+
+    def ready(self, state: T, name: str, *, timeout: float = 1.0) -> bool:
+        """Whether the service passes its plan's readiness check now (from the host)."""
+        check = state.plan.service(name).ready
+        service = state.services.get(name)
+        if service is None or not self.service_alive(state, name):
+            return False
+        if check is None:
+            return True
+        port = service.ports.get(check.port)
+        if port is None:
+            return False
+        if isinstance(check, TcpCheck):
+            return probe_tcp("127.0.0.1", port, timeout=timeout, http=False)[0] == "answered"
+        assert isinstance(check, HttpCheck)
+        return http_ok("127.0.0.1", port, check.path, timeout=timeout)
+
+    def check_capabilities(self, needs: set[str]) -> None:
+        """Raise BackendUnavailable before anything starts when one of the primitives a
+        drill's fault kinds need (:attr:`FaultKind.needs`, e.g. ``slow_link``) cannot work
+        here: the docker backend's ``slow_link`` needs the kernel's netem."""
+        return None
+
+    # -- fault primitives -------------------------------------------------------------------
+    def kill(self, state: T, name: str, *, signal: str = "KILL") -> None:
+        raise NotImplementedError(f"{self.name} backend cannot kill services")
+
+    def pause(self, state: T, name: str) -> None:
+        raise NotImplementedError(f"{self.name} backend cannot pause services")
+
+    def resume(self, state: T, name: str) -> None:
+        raise NotImplementedError(f"{self.name} backend cannot resume services")
+
+    def restart(self, state: T, name: str) -> None:
+        """Start a service again (killing it first if it runs); the new process or container
+        is recorded in the saved state."""
+        raise NotImplementedError(f"{self.name} backend cannot restart services")
+
+    # Network links of the plan. Each cut or slow returns a line of evidence.
+    def cut_link(self, state: T, link: Link, *, mode: str) -> str:
+        """Cut ``link``: ``blackhole`` (packets dropped, connections hang) or ``reject``
+        (refused or reset)."""
+        raise NotImplementedError(f"{self.name} backend cannot cut network links")
+
+    def slow_link(self, state: T, link: Link, *, delay: float, jitter: float) -> str:
+        """Add ``delay`` seconds (+- ``jitter``) to each round trip on ``link``."""
+        raise NotImplementedError(f"{self.name} backend cannot slow network links")
+
+    def restore_link(self, state: T, link: Link) -> None:
+        """Undo :meth:`cut_link` / :meth:`slow_link`; idempotent, also when nothing is set."""
+        raise NotImplementedError(f"{self.name} backend cannot restore network links")
+
+    def probe_link(self, state: T, link: Link, *, timeout: float) -> tuple[str, float]:
+        """One HTTP request over ``link`` as its source sends it: ``answered``, ``hung``,
+        ``refused``, ``reset`` or ``unreachable``, and the seconds it took."""
+        raise NotImplementedError(f"{self.name} backend cannot probe network links")
+
+
+# -- the saved state ---------------------------------------------------------------------------
 def state_path() -> Path:
     return paths.state_dir() / STATE_FILE
 
 
-def save_state(state: StackState) -> None:
+def save_state(state: StackState[Any]) -> None:
     """Write the active stack's state atomically, readable by the owner only (it holds the
-    admin token)."""
-    atomic_write(state_path(), json.dumps(state.to_json(), indent=2).encode(), mode=0o600)
+    plan's secrets)."""
+    atomic_write(state_path(), state.model_dump_json(indent=2).encode(), mode=0o600)
 
 
-def load_state() -> StackState | None:
-    """The active stack, or None. A state file that cannot be parsed is an InputError."""
+def load_state() -> StackState[Any] | None:
+    """The active stack, read into its backend's state type, or None. A state file that
+    cannot be parsed is an InputError."""
     path = state_path()
     try:
         data = json.loads(path.read_text())
@@ -177,10 +285,18 @@ def load_state() -> StackState | None:
         return None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: stack state is not valid JSON ({exc}); remove it") from None
+    backend = data.get("backend") if isinstance(data, dict) else None
+    if not isinstance(backend, str):
+        raise InputError(f"{path}: stack state names no backend; remove it")
+    model = backend_class(backend).State
     try:
-        return StackState.from_json(data)
-    except TypeError as exc:
-        raise InputError(f"{path}: stack state is malformed ({exc}); remove it") from None
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise InputError(
+            f"{path}: stack state is malformed ({where}: {first['msg']}); remove it"
+        ) from None
 
 
 def clear_state() -> None:
@@ -188,106 +304,21 @@ def clear_state() -> None:
         state_path().unlink()
 
 
-class Backend(ABC):
-    """Runs the services of a stack somewhere."""
-
-    name: ClassVar[str]
-
-    @abstractmethod
-    def up(self, spec: StackSpec, *, progress: Progress | None = None) -> StackState:
-        """Start every service and return once all are ready; on failure leave nothing
-        running and raise an EnvironmentFailure."""
-
-    @abstractmethod
-    def down(self, state: StackState) -> None:
-        """Stop every service of the stack; idempotent."""
-
-    @abstractmethod
-    def service_alive(self, state: StackState, name: str) -> bool:
-        """Whether the service's process or container is running (not necessarily ready)."""
-
-    def service_status(self, state: StackState, name: str) -> str:
-        """``running``, ``paused`` or ``exited``."""
-        return "running" if self.service_alive(state, name) else "exited"
-
-    def kill(self, state: StackState, name: str, *, signal: str = "KILL") -> None:
-        raise NotImplementedError(f"{self.name} backend cannot kill services")
-
-    def pause(self, state: StackState, name: str) -> None:
-        raise NotImplementedError(f"{self.name} backend cannot pause services")
-
-    def resume(self, state: StackState, name: str) -> None:
-        raise NotImplementedError(f"{self.name} backend cannot resume services")
-
-    def restart(self, state: StackState, name: str) -> None:
-        raise NotImplementedError(f"{self.name} backend cannot restart services")
-
-    def check_faults(self, kinds: set[str]) -> None:
-        """Raise BackendUnavailable before anything starts when a fault kind cannot work on
-        this backend here (the docker backend's latency needs the kernel's netem)."""
-        return None
-
-    # Network links between the gateway and a replica. Each returns a line of evidence.
-    def cut_link(self, state: StackState, name: str, *, mode: str) -> str:
-        """Cut the gateway <-> ``name`` link: ``blackhole`` (packets dropped, connections
-        hang) or ``reject`` (refused or reset)."""
-        raise NotImplementedError(f"{self.name} backend cannot cut network links")
-
-    def slow_link(self, state: StackState, name: str, *, delay: float, jitter: float) -> str:
-        """Add ``delay`` seconds (+- ``jitter``) to each round trip on the link."""
-        raise NotImplementedError(f"{self.name} backend cannot slow network links")
-
-    def restore_link(self, state: StackState, name: str) -> None:
-        """Undo :meth:`cut_link` / :meth:`slow_link`; idempotent, also when nothing is set."""
-        raise NotImplementedError(f"{self.name} backend cannot restore network links")
-
-    def probe_link(self, state: StackState, name: str, *, timeout: float) -> tuple[str, float]:
-        """One HTTP request over the link as the gateway sends it: ``answered``, ``hung``,
-        ``refused`` or ``reset``, and the seconds it took."""
-        raise NotImplementedError(f"{self.name} backend cannot probe network links")
-
-
-def probe_tcp(host: str, port: int, *, timeout: float) -> tuple[str, float]:
-    """Send one HTTP request to ``host:port`` and say what happened, with the time it took."""
-    import socket
-    import time
-
-    started = time.monotonic()
-    try:
-        with socket.create_connection((host, port), timeout=timeout) as sock:
-            sock.settimeout(max(0.01, timeout - (time.monotonic() - started)))
-            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n")
-            data = sock.recv(64)
-            outcome = "answered" if data else "reset"
-    except TimeoutError:
-        outcome = "hung"
-    except ConnectionRefusedError:
-        outcome = "refused"
-    except (ConnectionResetError, BrokenPipeError):
-        outcome = "reset"
-    except OSError:  # no route to host, name not known: the address went silent
-        outcome = "unreachable"
-    return outcome, time.monotonic() - started
-
-
-_BUILTIN = {
-    "local": "drillkit.backends.local:LocalBackend",
-    "docker": "drillkit.backends.docker:DockerBackend",
-}
-
-
+# -- the registry ------------------------------------------------------------------------------
 def backend_names() -> list[str]:
-    names = set(_BUILTIN)
-    names.update(ep.name for ep in entry_points(group="drillkit.backends"))
-    return sorted(names)
+    return sorted({ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)})
 
 
-def get_backend(name: str) -> Backend:
-    """Instantiate a backend by name from the ``drillkit.backends`` entry points."""
+def backend_class(name: str) -> type[Backend[Any]]:
+    """The backend class registered as ``name`` under ``drillkit.backends``."""
     from drillkit.plugins import load_plugin
 
-    cls = load_plugin("drillkit.backends", name, _BUILTIN, what="backend")
-    backend = cls() if isinstance(cls, type) else None
-    if not isinstance(backend, Backend):
+    cls = load_plugin(ENTRY_POINT_GROUP, name, what="backend")
+    if not (isinstance(cls, type) and issubclass(cls, Backend)):
         raise InputError(f"backend {name!r} does not implement drillkit.backends.base.Backend")
-    return backend
+    return cls
+
+
+def get_backend(name: str) -> Backend[Any]:
+    """Instantiate a backend by name from the ``drillkit.backends`` entry points."""
+    return backend_class(name)()

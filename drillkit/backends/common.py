@@ -1,133 +1,84 @@
-"""What every backend does the same way: the stack's id and folders, the model-store copies,
-the saved state, and waiting until the stack serves."""
+"""What every backend does the same way with a plan: start its services in dependency order,
+wait for their readiness checks, fail fast when one exits, and pick free ports."""
 
 from __future__ import annotations
 
-import contextlib
-import secrets
-import shutil
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-import httpx
-
-from drillkit import paths
-from drillkit.backends.base import Progress, StackSpec, StackState
-from drillkit.errors import ArtifactError, BackendUnavailable, StackNotReady
-from drillkit.stacks.recommender.build import ensure_artifacts
-from drillkit.stacks.recommender.store import ModelStore, signing_key, verify_version
+from drillkit.backends.base import Backend, Progress, StackState, save_state
+from drillkit.errors import StackNotReady
+from drillkit.stacks.plan import ServicePlan
 
 READY_TIMEOUT = 180.0
+_POLL = 0.1
 
 
-def new_stack(spec: StackSpec, backend: str, *, gpu: bool, report: Progress) -> StackState:
-    """A fresh stack id and run folder, with the origin model store in place."""
-    stack_id = time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
-    run_dir = paths.state_dir() / "stacks" / stack_id
-    (run_dir / "logs").mkdir(parents=True, exist_ok=True)
-    if spec.store is not None:
-        store_root = Path(spec.store).resolve()
-        if not ModelStore(store_root).versions():
-            raise BackendUnavailable(f"{store_root}: not a model store (no versions/)")
-    else:
-        report("model artifacts", -1)
-        cached = ensure_artifacts(spec.catalog, device="cuda" if gpu else "cpu", progress=report)
-        # Each stack serves its own copy, so a corrupt_model fault never touches the cache.
-        store_root = run_dir / "store"
-        shutil.copytree(cached.root, store_root, ignore=shutil.ignore_patterns(".*"))
-    return StackState(
-        id=stack_id,
-        backend=backend,
-        created_at=time.time(),
-        run_dir=str(run_dir),
-        store=str(store_root),
-        gateway_url="",
-        admin_token=secrets.token_hex(16),
-        gpu=gpu,
-        owner=dict(spec.owner) if spec.owner else None,
-        spec={
-            "replicas": spec.replicas,
-            "gpu": spec.gpu,
-            "catalog": {
-                "items": spec.catalog.items,
-                "dim": spec.catalog.dim,
-                "seed": spec.catalog.seed,
-            },
-            "gateway": vars(spec.gateway),
-        },
-    )
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
-def replica_store(state: StackState, name: str) -> Path:
-    """Copy the origin store for one replica, as a node's local model cache."""
-    node_store = Path(state.run_dir) / "nodes" / name / "store"
-    shutil.copytree(state.store, node_store, ignore=shutil.ignore_patterns(".*"))
-    state.stores[name] = str(node_store)
-    return node_store
+def log_tail(path: str | None, lines: int = 5) -> str:
+    """The last non-empty lines of a log, joined on one line."""
+    if not path:
+        return ""
+    try:
+        text = Path(path).read_text(errors="replace")
+    except OSError:
+        return ""
+    tail = [line for line in text.strip().splitlines() if line.strip()][-lines:]
+    return " | ".join(tail)
 
 
-def remove_copies(state: StackState) -> None:
-    """Delete the stack's own store copies (never a user's ``--store``)."""
-    if Path(state.store).parent == Path(state.run_dir):
-        shutil.rmtree(state.store, ignore_errors=True)
-    shutil.rmtree(Path(state.run_dir) / "nodes", ignore_errors=True)
-
-
-def fallback_file(store_root: Path) -> Path:
-    """popular.json of the newest servable version: the gateway's degraded answer."""
-    store = ModelStore(store_root)
-    key = signing_key()
-    for version in store.serving_candidates():
-        folder = store.version_dir(version)
-        with contextlib.suppress(ArtifactError):
-            verify_version(folder, key=key)
-            return folder / "popular.json"
-    raise StackNotReady(f"{store_root}: no model version verifies; cannot start the gateway")
-
-
-def wait_until_ready(
-    state: StackState,
+def start_in_order(
+    backend: Backend[Any],
+    state: StackState[Any],
+    *,
+    start: Callable[[ServicePlan], None],
     check_running: Callable[[str], None],
     report: Progress,
-    *,
     timeout: float = READY_TIMEOUT,
 ) -> None:
-    """Wait until every replica answers /readyz and the gateway routes to all of them.
-
-    ``check_running(name)`` raises when a service has exited, so a crash fails fast.
-    """
+    """Start the plan's services wave by wave, then wait until each passes its readiness
+    check. A service whose dependency must be *ready* starts once it is. ``start`` starts
+    one service and records it in ``state`` (saved after each start, so that a half start
+    can be cleaned up); ``check_running(name)`` raises when a service has exited, so a crash
+    fails fast instead of waiting for the timeout."""
     deadline = time.monotonic() + timeout
-    pending = {s.name for s in state.replicas()}
-    total = len(pending) + 1
-    with httpx.Client(timeout=1.0) as client:
+    checked = [s.name for s in state.plan.services if s.ready is not None]
+    ready: set[str] = set()
+
+    def wait(names: list[str]) -> None:
+        pending = [n for n in names if n not in ready]
         while pending:
-            for name in sorted(pending):
+            for name in list(pending):
                 check_running(name)
-                with contextlib.suppress(httpx.HTTPError):
-                    if client.get(state.services[name].url + "/readyz").status_code == 200:
-                        pending.discard(name)
-                        report(f"{name} ready", (total - len(pending) - 1) / total)
-            if pending and time.monotonic() > deadline:
-                raise StackNotReady(
-                    f"not ready after {timeout:.0f} s: "
-                    f"{', '.join(sorted(pending))}; logs in {state.run_dir}"
-                )
-            if pending:
-                time.sleep(0.1)
-        # The gateway is ready for the drill once it routes to every replica.
-        want = {s.name for s in state.replicas()}
-        while True:
-            check_running("gateway")
-            with contextlib.suppress(httpx.HTTPError, ValueError):
-                body = client.get(state.gateway_url + "/status").json()
-                up = {r["name"] for r in body["replicas"] if r["state"] == "up"}
-                if want <= up:
-                    report("gateway routing to every replica", 1.0)
-                    return
+                if backend.ready(state, name):
+                    pending.remove(name)
+                    ready.add(name)
+                    report(f"{name} ready", len(ready) / max(1, len(checked)))
+            if not pending:
+                return
             if time.monotonic() > deadline:
                 raise StackNotReady(
-                    f"gateway did not see every replica up after {timeout:.0f} s; "
-                    f"logs in {state.run_dir}"
+                    f"not ready after {timeout:.0f} s: {', '.join(sorted(pending))}; "
+                    f"logs in {state.run_dir}/logs"
                 )
-            time.sleep(0.05)
+            time.sleep(_POLL)
+
+    for wave in state.plan.start_order():
+        for service in wave:
+            wait([d.service for d in service.depends_on if d.condition == "ready"])
+            report(f"starting {service.name}", -1)
+            start(service)
+            save_state(state)
+    wait(checked)
+
+
+def service_log(state: StackState[Any], name: str) -> str:
+    return str(Path(state.run_dir) / "logs" / f"{name}.log")

@@ -54,25 +54,29 @@ def schema() -> None:
 
 
 def list_(json_out: bool = typer.Option(False, "--json")) -> None:
-    """Bundled scenarios, fault kinds (with their params) and backends."""
+    """Bundled scenarios, fault kinds (with their params), backends and stack presets."""
     from drillkit.backends.base import backend_names
-    from drillkit.faults.base import fault_kinds
+    from drillkit.faults.base import ANY_SERVICE, fault_kinds
+    from drillkit.stacks.base import preset_names
 
     kinds = fault_kinds()
     scenario_paths = [str(p) for p in bundled_scenarios()]
     faults = {
         name: {
             "description": info.description,
-            "targets": sorted(info.target_roles),
+            "targets": sorted("any service" if r == ANY_SERVICE else r for r in info.target_roles),
             "params": info.params.model_json_schema().get("properties", {}),
             "source": info.source,
         }
         for name, info in sorted(kinds.items())
     }
     backends = backend_names()
+    stacks = preset_names()
     t = terminal()
     if json_out:
-        t.json({"scenarios": scenario_paths, "faults": faults, "backends": backends})
+        t.json(
+            {"scenarios": scenario_paths, "faults": faults, "backends": backends, "stacks": stacks}
+        )
         return
     t.table("bundled scenarios", ["scenario"], [(p,) for p in scenario_paths])
     rows = []
@@ -84,3 +88,4 @@ def list_(json_out: bool = typer.Option(False, "--json")) -> None:
         rows.append((name, ", ".join(info["targets"]), params or "-", info["description"]))
     t.table("fault kinds", ["kind", "targets", "params (defaults)", "what it does"], rows)
     t.result("backends: " + ", ".join(backends))
+    t.result("stack presets: " + ", ".join(stacks))

@@ -11,9 +11,10 @@ from pydantic import ValidationError
 from drillkit.cli.stack import active_stack
 from drillkit.cli.state import terminal
 from drillkit.errors import InputError, TargetError
-from drillkit.faults.base import ROLE_MODEL_STORE, fault_kinds
-from drillkit.faults.context import FaultContext, load_fault_kind
+from drillkit.faults.base import ANY_SERVICE, fault_kinds, load_fault_kind
+from drillkit.faults.context import FaultContext
 from drillkit.journal import Journal
+from drillkit.stacks.base import get_preset
 
 app = typer.Typer(
     help="Inject a fault into the running stack (undo with `drillkit heal`).", no_args_is_help=True
@@ -51,13 +52,13 @@ def inject(
         where = ".".join(str(p) for p in first["loc"])
         raise InputError(f"--param {where}: {first['msg']}") from None
     state, backend = active_stack()
-    roles = {s.name: s.role for s in state.services.values()}
-    role = ROLE_MODEL_STORE if target == ROLE_MODEL_STORE else roles.get(target)
-    if role is None or role not in info.target_roles:
-        allowed = sorted(n for n, r in roles.items() if r in info.target_roles)
-        if ROLE_MODEL_STORE in info.target_roles:
-            allowed.append(ROLE_MODEL_STORE)
-        raise TargetError(f"--target {target!r}: {kind} can target {', '.join(allowed)}")
+    services = {s.name: s.role for s in state.services.values()}
+    extra = get_preset(state.plan.preset).extra_targets(state)  # e.g. model-store
+    wanted = info.target_roles
+    allowed = [n for n, role in services.items() if ANY_SERVICE in wanted or role in wanted]
+    allowed += [n for n, role in extra.items() if role in wanted]
+    if target not in allowed:
+        raise TargetError(f"--target {target!r}: {kind} can target {', '.join(sorted(allowed))}")
     t = terminal()
     fault = load_fault_kind(kind)
     journal = Journal()

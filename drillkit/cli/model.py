@@ -31,9 +31,14 @@ def resolve_stores(store: Path | None) -> list[tuple[str, ModelStore]]:
             raise InputError(f"{store}: not a model store (no versions/ folder)")
         return [(str(store), ModelStore(store))]
     state = load_state()
-    if state is not None:
-        stores = [("origin", ModelStore(Path(state.store)))]
-        stores += [(name, ModelStore(root)) for name, root in state.replica_stores().items()]
+    if state is not None and state.plan.preset == "recommender":
+        from drillkit.stacks.recommender.preset import origin_store, replica_store
+
+        stores = [("origin", ModelStore(origin_store(state)))]
+        stores += [
+            (name, ModelStore(replica_store(state, name)))
+            for name in state.names_with_role("replica")
+        ]
         return stores
     from drillkit.stacks.recommender.build import built_stores
 

@@ -2,36 +2,38 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import typer
 
-from drillkit.backends.base import (
-    Backend,
-    GatewaySettings,
-    StackSpec,
-    StackState,
-    clear_state,
-    get_backend,
-    load_state,
-)
+from drillkit.backends.base import Backend, StackState, clear_state, get_backend, load_state
 from drillkit.cli.state import terminal
 from drillkit.errors import NoStackError, StateError
-from drillkit.stacks.recommender.data import CatalogSpec
+from drillkit.stacks.base import bring_up, get_preset, take_down
+from drillkit.stacks.recommender.spec import (
+    MAX_REPLICAS,
+    CatalogSpec,
+    GatewaySettings,
+    RecommenderSpec,
+)
 
 app = typer.Typer(
     help="Bring the reference recommender stack up, inspect it, tear it down.", no_args_is_help=True
 )
 
+_CATALOG = CatalogSpec()
+_GATEWAY = GatewaySettings()
 BACKEND = typer.Option("local", "--backend", "-b", help="Where services run: local | docker.")
-ITEMS = typer.Option(20_000, "--items", help="Catalog size (items).")
-DIM = typer.Option(64, "--dim", help="Embedding dimensions.")
-SEED = typer.Option(42, "--seed", help="Seed of the synthetic catalog.")
+ITEMS = typer.Option(_CATALOG.items, "--items", help="Catalog size (items).")
+DIM = typer.Option(_CATALOG.dim, "--dim", help="Embedding dimensions.")
+SEED = typer.Option(_CATALOG.seed, "--seed", help="Seed of the synthetic catalog.")
 
 
-def active_stack() -> tuple[StackState, Backend]:
+def active_stack() -> tuple[StackState[Any], Backend[Any]]:
     """The running stack and its backend; NoStackError (exit 3) when none is up."""
     state = load_state()
     if state is None:
@@ -42,7 +44,9 @@ def active_stack() -> tuple[StackState, Backend]:
 @app.command()
 def up(
     backend: str = BACKEND,
-    replicas: int = typer.Option(3, "--replicas", "-n", help="Model-server replicas (1..16)."),
+    replicas: int = typer.Option(
+        3, "--replicas", "-n", help=f"Model-server replicas (1..{MAX_REPLICAS})."
+    ),
     items: int = ITEMS,
     dim: int = DIM,
     seed: int = SEED,
@@ -52,24 +56,35 @@ def up(
         "--store",
         help="Serve this model store in place instead of a private copy of the built artifacts.",
     ),
-    check_interval: float = typer.Option(0.2, help="Gateway active health-check period (s)."),
-    retries: int = typer.Option(2, help="Gateway retries on another replica."),
-    passive_ejection: bool = typer.Option(True, help="Eject a replica on a failed request."),
-    deadline: float = typer.Option(1.0, help="Gateway budget per client request (s)."),
-    max_outstanding: int = typer.Option(
-        32, min=0, help="Requests in flight per replica before the gateway sheds load (0: no cap)."
+    check_interval: float = typer.Option(
+        _GATEWAY.check_interval, help="Gateway active health-check period (s)."
     ),
-    fallback: bool = typer.Option(True, help="Popular-items answers when no replica can."),
+    retries: int = typer.Option(_GATEWAY.retries, help="Gateway retries on another replica."),
+    passive_ejection: bool = typer.Option(
+        _GATEWAY.passive_ejection, help="Eject a replica on a failed request."
+    ),
+    deadline: float = typer.Option(
+        _GATEWAY.deadline, help="Gateway budget per client request (s)."
+    ),
+    max_outstanding: int = typer.Option(
+        _GATEWAY.max_outstanding,
+        min=0,
+        help="Requests in flight per replica before the gateway sheds load (0: no cap).",
+    ),
+    fallback: bool = typer.Option(
+        _GATEWAY.fallback, help="Popular-items answers when no replica can."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the stack state as JSON."),
 ) -> None:
     """Start the stack detached; returns once every service is ready."""
     t = terminal()
-    spec = StackSpec(
+    spec = RecommenderSpec(
         replicas=replicas,
         catalog=CatalogSpec(items=items, dim=dim, seed=seed).resolved(),
         gpu=gpu,
         store=store,
-        gateway=GatewaySettings(
+        gateway=dataclasses.replace(
+            _GATEWAY,
             check_interval=check_interval,
             retries=retries,
             passive_ejection=passive_ejection,
@@ -84,27 +99,25 @@ def up(
         old_backend = get_backend(existing.backend)
         if any(old_backend.service_alive(existing, name) for name in existing.services):
             raise StateError(
-                f"stack {existing.id} is already up at {existing.gateway_url}; "
+                f"stack {existing.id} is already up at {existing.entry_url}; "
                 "run `drillkit stack down` first"
             )
         t.warn(f"stack {existing.id} was left half-running; cleaning it up")
-        old_backend.down(existing)
+        take_down(existing, old_backend)
         clear_state()
     with t.progress("stack up") as update:
-        state = chosen.up(spec, progress=update)
+        state = bring_up(get_preset("recommender"), spec, chosen, progress=update)
     for service in state.services.values():
-        t.debug(
-            f"{service.name}: {service.role} at {service.url} ({service.ident()}), "
-            f"log {service.log}"
-        )
+        urls = ", ".join(f"{name} {service.url(name)}" for name in service.ports)
+        t.debug(f"{service.name}: {service.role} at {urls} ({service.ident()}), log {service.log}")
     if json_out:
-        t.json(state.to_json() | {"admin_token": "<hidden>"})
+        t.json(state.public_json() | get_preset(state.plan.preset).describe(state))
         return
     t.info(
-        f"stack {state.id} is up: {len(state.replicas())} replicas "
+        f"stack {state.id} is up: {len(state.names_with_role('replica'))} replicas "
         f"({'GPU' if state.gpu else 'CPU'}), logs in {state.run_dir}/logs"
     )
-    t.result(state.gateway_url)
+    t.result(state.entry_url)
 
 
 @app.command()
@@ -153,7 +166,7 @@ def down() -> None:
     if state is None:
         t.info("no stack is up")
         return
-    get_backend(state.backend).down(state)
+    take_down(state)
     t.result(f"stack {state.id} is down")
 
 
@@ -189,7 +202,7 @@ def build(
     device = {"on": "cuda", "off": "cpu"}.get(gpu, "auto")
     image: dict[str, object] = {}
     if backend == "docker":
-        from drillkit.backends.image import build_image, check_base_image_name
+        from drillkit.backends.docker.image import build_image, check_base_image_name
 
         with t.progress("image") as update:
             started = time.monotonic()

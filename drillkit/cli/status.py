@@ -33,10 +33,10 @@ def status(
     # The rate needs two readings; a one-shot status waits one short window for the second.
     window = interval if watch else min(interval, 1.0)
     with httpx.Client(timeout=1.0) as client:
-        before = read_traffic(client, state.gateway_url)
+        before = read_traffic(client, state.entry_url)
         if not watch:
             time.sleep(window)
-            after = read_traffic(client, state.gateway_url)
+            after = read_traffic(client, state.entry_url)
             snapshot = stack_status(state, backend) | traffic_rates(before, after)
             snapshot["open_faults"] = _open_faults(state.id)
             if json_out:
@@ -49,7 +49,7 @@ def status(
             with t.watch() as show:
                 while True:
                     time.sleep(window)
-                    after = read_traffic(client, state.gateway_url)
+                    after = read_traffic(client, state.entry_url)
                     snapshot = stack_status(state, backend) | traffic_rates(before, after)
                     snapshot["open_faults"] = _open_faults(state.id)
                     before = after

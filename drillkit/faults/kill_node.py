@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import time
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from drillkit.errors import EnvironmentFailure
-from drillkit.faults.base import ROLE_GATEWAY, ROLE_REPLICA, FaultKind
+from drillkit.faults.base import ANY_SERVICE, FaultKind, UndoRecord
+from drillkit.faults.context import FaultContext
 from drillkit.faults.params import KillNodeParams
 
 # A graceful stop lets in-flight requests finish; uvicorn gives them 5 s.
@@ -17,27 +18,25 @@ class KillNode(FaultKind[KillNodeParams]):
     name: ClassVar[str] = "kill_node"
     Params = KillNodeParams
     description: ClassVar[str] = "the target dies at once (KILL) or stops gracefully (TERM)"
-    target_roles: ClassVar[frozenset[str]] = frozenset({ROLE_REPLICA, ROLE_GATEWAY})
+    target_roles: ClassVar[frozenset[str]] = frozenset({ANY_SERVICE})
 
-    def apply(self, ctx: Any, target: str, params: KillNodeParams) -> dict[str, Any]:
+    def apply(self, ctx: FaultContext, target: str, params: KillNodeParams) -> UndoRecord:
         record = ctx.begin(self.name, target, {"service": target, "signal": params.signal})
         ctx.backend.kill(ctx.state, target, signal=params.signal)
-        return dict(record)
+        return record
 
     def check_applied(
-        self, ctx: Any, target: str, params: KillNodeParams, record: dict[str, Any]
+        self, ctx: FaultContext, target: str, params: KillNodeParams, record: UndoRecord
     ) -> str:
         deadline = time.monotonic() + (0.0 if params.signal == "KILL" else _STOP_WAIT) + 2.0
         while ctx.backend.service_alive(ctx.state, target):
             if time.monotonic() > deadline:
                 raise EnvironmentFailure(f"{target} is still running after SIG{params.signal}")
             time.sleep(0.01)
-        ident = ctx.state.services[target].ident()
-        return f"{target} ({ident}) is gone after SIG{params.signal}"
+        return f"{target} ({ctx.ident(target)}) is gone after SIG{params.signal}"
 
-    def heal(self, ctx: Any, record: dict[str, Any]) -> None:
-        target = record["service"]
+    def heal(self, ctx: FaultContext, record: UndoRecord) -> None:
+        target = str(record["service"])
         if not ctx.backend.service_alive(ctx.state, target):
             ctx.backend.restart(ctx.state, target)
-            ctx.save_state()
         ctx.wait_ready(target)

@@ -15,6 +15,7 @@ hour, or 5 s after the gateway starts refusing connections (the stack went away)
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import secrets
 import signal
@@ -22,12 +23,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
+from drillkit import procfs
 from drillkit.errors import EnvironmentFailure
-from drillkit.faults.base import ROLE_GATEWAY, FaultKind
+from drillkit.faults.base import ROLE_GATEWAY, FaultKind, UndoRecord
+from drillkit.faults.context import FaultContext
 from drillkit.faults.params import LoadSpikeParams
-from drillkit.procfs import proc_state
 
 MAX_SECONDS = 3600.0
 _STOP_WAIT = 5.0
@@ -36,17 +38,12 @@ _START_WAIT = 10.0
 
 def _pids_tagged(tag: str) -> list[int]:
     """Live processes whose arguments carry ``--tag <tag>``."""
-    needle = b"\0--tag\0" + tag.encode() + b"\0"
     found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if needle in cmdline + b"\0" and proc_state(int(entry.name)) not in (None, "Z", "X"):
-            found.append(int(entry.name))
+    for pid in procfs.pids():
+        argv = procfs.argv(pid) or []
+        tagged = any(a == b"--tag" and b == tag.encode() for a, b in itertools.pairwise(argv))
+        if tagged and procfs.live(pid):
+            found.append(pid)
     return found
 
 
@@ -71,7 +68,7 @@ class LoadSpike(FaultKind[LoadSpikeParams]):
     description: ClassVar[str] = "extra requests/s on top of the drill's load (an open loop)"
     target_roles: ClassVar[frozenset[str]] = frozenset({ROLE_GATEWAY})
 
-    def apply(self, ctx: Any, target: str, params: LoadSpikeParams) -> dict[str, Any]:
+    def apply(self, ctx: FaultContext, target: str, params: LoadSpikeParams) -> UndoRecord:
         url = ctx.service_url(target)
         tag = secrets.token_hex(8)
         log = Path(ctx.state.run_dir) / f"load-spike-{ctx.fault_id}-{tag}.log"
@@ -97,10 +94,10 @@ class LoadSpike(FaultKind[LoadSpikeParams]):
         deadline = time.monotonic() + _START_WAIT
         while not _pids_tagged(tag) and process.poll() is None and time.monotonic() < deadline:
             time.sleep(0.01)
-        return dict(ctx.amend(record, pid=process.pid))
+        return ctx.amend(record, pid=process.pid)
 
     def check_applied(
-        self, ctx: Any, target: str, params: LoadSpikeParams, record: dict[str, Any]
+        self, ctx: FaultContext, target: str, params: LoadSpikeParams, record: UndoRecord
     ) -> str:
         # Long enough for the interpreter to start and fail on a bad argument or address.
         deadline = time.monotonic() + 1.0
@@ -114,8 +111,8 @@ class LoadSpike(FaultKind[LoadSpikeParams]):
             f"to {target} ({ctx.service_url(target)})"
         )
 
-    def heal(self, ctx: Any, record: dict[str, Any]) -> None:
-        _stop(record["tag"])
+    def heal(self, ctx: FaultContext, record: UndoRecord) -> None:
+        _stop(str(record["tag"]))
 
 
 def _tail(log: Path, limit: int = 300) -> str:

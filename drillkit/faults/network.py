@@ -1,22 +1,30 @@
-"""Network faults on the gateway -> replica link: ``cut_network`` and ``latency``.
+"""Network faults on the links of a stack's plan: ``cut_network`` and ``latency``.
 
-The backend does the cutting (:meth:`~drillkit.backends.base.Backend.cut_link`): on the local
-backend each link runs through drillkit's link proxy (:mod:`drillkit.faults.linkproxy`), so a
-link can be cut or slowed without privileges; on the docker backend iptables and tc rules are
-set in the target container's network namespace from a short-lived NET_ADMIN sidecar.
-``blackhole`` really hangs connections (packets dropped, nothing answers); ``reject`` refuses
-and resets them.
+A fault on service X acts on every link of the plan that ends at X (the reference stack: the
+gateway -> replica link). The backend does the cutting (:meth:`~drillkit.backends.base.
+Backend.cut_link`): on the local backend each link runs through drillkit's link proxy
+(:mod:`drillkit.backends.local.linkproxy`), so a link can be cut or slowed without
+privileges; on the docker backend iptables and tc rules are set in the target container's
+network namespace from a short-lived NET_ADMIN sidecar. ``blackhole`` really hangs
+connections (packets dropped, nothing answers); ``reject`` refuses and resets them.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from drillkit.errors import EnvironmentFailure
-from drillkit.faults.base import ROLE_REPLICA, FaultKind
+from drillkit.faults.base import ROLE_REPLICA, FaultKind, UndoRecord
+from drillkit.faults.context import FaultContext
 from drillkit.faults.params import CutNetworkParams, LatencyParams
+from drillkit.stacks.plan import Link
 
 _PROBE_TIMEOUT = 0.3
+
+
+def _links(ctx: FaultContext, record: UndoRecord) -> list[Link]:
+    names = record["links"]
+    return [link for link in ctx.state.plan.links if link.name in names]
 
 
 class CutNetwork(FaultKind[CutNetworkParams]):
@@ -24,27 +32,37 @@ class CutNetwork(FaultKind[CutNetworkParams]):
     Params = CutNetworkParams
     description: ClassVar[str] = "traffic between the gateway and the target is cut"
     target_roles: ClassVar[frozenset[str]] = frozenset({ROLE_REPLICA})
+    needs: ClassVar[frozenset[str]] = frozenset({"cut_link"})
 
-    def apply(self, ctx: Any, target: str, params: CutNetworkParams) -> dict[str, Any]:
+    def apply(self, ctx: FaultContext, target: str, params: CutNetworkParams) -> UndoRecord:
         if params.direction != "both":
             raise EnvironmentFailure(
                 f"cut_network direction {params.direction!r}: only both ways is supported"
             )
-        record = ctx.begin(self.name, target, {"link": target})
-        ctx.backend.cut_link(ctx.state, target, mode=params.mode)
-        return dict(record)
+        links = ctx.links_to(target)
+        record = ctx.begin(self.name, target, {"links": [link.name for link in links]})
+        for link in links:
+            ctx.backend.cut_link(ctx.state, link, mode=params.mode)
+        return record
 
     def check_applied(
-        self, ctx: Any, target: str, params: CutNetworkParams, record: dict[str, Any]
+        self, ctx: FaultContext, target: str, params: CutNetworkParams, record: UndoRecord
     ) -> str:
-        outcome, took = ctx.backend.probe_link(ctx.state, target, timeout=_PROBE_TIMEOUT)
         expected = {"blackhole": ("hung",), "reject": ("refused", "reset")}[params.mode]
-        if outcome not in expected:
-            raise EnvironmentFailure(f"link to {target} {outcome} during {params.mode}")
-        return f"link gateway->{target}: a probe request {outcome} ({took * 1000:.0f} ms)"
+        lines = []
+        for link in _links(ctx, record):
+            outcome, took = ctx.backend.probe_link(ctx.state, link, timeout=_PROBE_TIMEOUT)
+            if outcome not in expected:
+                raise EnvironmentFailure(f"link to {target} {outcome} during {params.mode}")
+            lines.append(
+                f"link {link.source}->{link.target}: a probe request {outcome} "
+                f"({took * 1000:.0f} ms)"
+            )
+        return "; ".join(lines)
 
-    def heal(self, ctx: Any, record: dict[str, Any]) -> None:
-        ctx.backend.restore_link(ctx.state, record["link"])
+    def heal(self, ctx: FaultContext, record: UndoRecord) -> None:
+        for link in _links(ctx, record):
+            ctx.backend.restore_link(ctx.state, link)
 
 
 class Latency(FaultKind[LatencyParams]):
@@ -52,26 +70,34 @@ class Latency(FaultKind[LatencyParams]):
     Params = LatencyParams
     description: ClassVar[str] = "delay (and jitter) is added between the gateway and the target"
     target_roles: ClassVar[frozenset[str]] = frozenset({ROLE_REPLICA})
+    needs: ClassVar[frozenset[str]] = frozenset({"slow_link"})
 
-    def apply(self, ctx: Any, target: str, params: LatencyParams) -> dict[str, Any]:
-        record = ctx.begin(self.name, target, {"link": target})
-        ctx.backend.slow_link(ctx.state, target, delay=params.delay, jitter=params.jitter)
-        return dict(record)
+    def apply(self, ctx: FaultContext, target: str, params: LatencyParams) -> UndoRecord:
+        links = ctx.links_to(target)
+        record = ctx.begin(self.name, target, {"links": [link.name for link in links]})
+        for link in links:
+            ctx.backend.slow_link(ctx.state, link, delay=params.delay, jitter=params.jitter)
+        return record
 
     def check_applied(
-        self, ctx: Any, target: str, params: LatencyParams, record: dict[str, Any]
+        self, ctx: FaultContext, target: str, params: LatencyParams, record: UndoRecord
     ) -> str:
         timeout = params.delay + params.jitter + 1.0
-        outcome, took = ctx.backend.probe_link(ctx.state, target, timeout=timeout)
-        if outcome != "answered" or took < params.delay - params.jitter:
-            raise EnvironmentFailure(
-                f"link gateway->{target}: a probe request {outcome} in {took * 1000:.0f} ms, "
-                f"expected an answer after at least {(params.delay - params.jitter) * 1000:.0f} ms"
+        lines = []
+        for link in _links(ctx, record):
+            outcome, took = ctx.backend.probe_link(ctx.state, link, timeout=timeout)
+            if outcome != "answered" or took < params.delay - params.jitter:
+                least = (params.delay - params.jitter) * 1000
+                raise EnvironmentFailure(
+                    f"link {link.source}->{link.target}: a probe request {outcome} in "
+                    f"{took * 1000:.0f} ms, expected an answer after at least {least:.0f} ms"
+                )
+            lines.append(
+                f"link {link.source}->{link.target}: +{params.delay * 1000:.0f} ms; a probe "
+                f"request answered in {took * 1000:.0f} ms"
             )
-        return (
-            f"link gateway->{target}: +{params.delay * 1000:.0f} ms; a probe request "
-            f"answered in {took * 1000:.0f} ms"
-        )
+        return "; ".join(lines)
 
-    def heal(self, ctx: Any, record: dict[str, Any]) -> None:
-        ctx.backend.restore_link(ctx.state, record["link"])
+    def heal(self, ctx: FaultContext, record: UndoRecord) -> None:
+        for link in _links(ctx, record):
+            ctx.backend.restore_link(ctx.state, link)

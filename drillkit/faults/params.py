@@ -15,14 +15,10 @@ from drillkit.scenario.units import (
     Duration,
     FieldError,
     PositiveDuration,
-    Share,
     format_duration,
-    show_value,
 )
 
 __all__ = [
-    "BUILTIN_PARAMS",
-    "CorruptModelParams",
     "CutNetworkParams",
     "FaultParams",
     "KillNodeParams",
@@ -109,55 +105,6 @@ class LatencyParams(FaultParams):
         return self
 
 
-class CorruptModelParams(FaultParams):
-    """``corrupt_model``: how the model artifact is damaged and how the damage is picked up."""
-
-    mode: Literal["bitflip", "truncate", "zero", "poison"] = Field(
-        default="bitflip",
-        description=(
-            "bitflip: flip random bits; truncate: cut the file short; zero: overwrite with zeros; "
-            "poison: replace weights with NaN/garbage and re-sign the manifest."
-        ),
-    )
-    file: Literal["weights", "index", "tables"] = Field(
-        default="weights", description="Which file of the model version is damaged."
-    )
-    apply: Literal["reload", "restart"] = Field(
-        default="reload", description="reload: hot-reload the model; restart: restart the target."
-    )
-    flips: Annotated[int, Field(ge=1, le=1_000_000, strict=True)] = Field(
-        default=16, description="Bits flipped (mode: bitflip)."
-    )
-    fraction: Share = Field(
-        default=0.5, description="Share of the file kept (mode: truncate), below 1."
-    )
-
-    @field_validator("fraction")
-    @classmethod
-    def _fraction_below_one(cls, value: float) -> float:
-        if value >= 1:
-            raise ValueError(
-                f"expected a share below 100% (keeping the whole file damages nothing), "
-                f"got {show_value(value)}"
-            )
-        return value
-
-    @model_validator(mode="after")
-    def _options_match_mode(self) -> CorruptModelParams:
-        # A parameter that the chosen mode ignores is almost always a mistake in the drill. Only
-        # a value other than the default counts, so that a dumped model validates again.
-        defaults = type(self).model_fields
-        if self.flips != defaults["flips"].default and self.mode != "bitflip":
-            raise FieldError(
-                f"flips only applies to mode: bitflip (mode is {self.mode})", ("flips",)
-            )
-        if self.fraction != defaults["fraction"].default and self.mode != "truncate":
-            raise FieldError(
-                f"fraction only applies to mode: truncate (mode is {self.mode})", ("fraction",)
-            )
-        return self
-
-
 class LoadSpikeParams(FaultParams):
     """``load_spike``: extra traffic on top of the drill's load, for the fault's duration."""
 
@@ -168,15 +115,3 @@ class LoadSpikeParams(FaultParams):
         default=256,
         description="Most extra requests in flight; a request due beyond it is not sent.",
     )
-
-
-#: Built-in fault kinds and their params models; the registry in
-#: :mod:`drillkit.faults.base` falls back to this table when a built-in's entry point is missing.
-BUILTIN_PARAMS: dict[str, type[BaseModel]] = {
-    "kill_node": KillNodeParams,
-    "pause_node": PauseNodeParams,
-    "cut_network": CutNetworkParams,
-    "latency": LatencyParams,
-    "corrupt_model": CorruptModelParams,
-    "load_spike": LoadSpikeParams,
-}

@@ -4,10 +4,11 @@ nothing answers, the nastiest kind of failure for a client without deadlines."""
 from __future__ import annotations
 
 import time
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from drillkit.errors import EnvironmentFailure
-from drillkit.faults.base import ROLE_GATEWAY, ROLE_REPLICA, FaultKind
+from drillkit.faults.base import ANY_SERVICE, FaultKind, UndoRecord
+from drillkit.faults.context import FaultContext
 from drillkit.faults.params import PauseNodeParams
 
 
@@ -15,15 +16,15 @@ class PauseNode(FaultKind[PauseNodeParams]):
     name: ClassVar[str] = "pause_node"
     Params = PauseNodeParams
     description: ClassVar[str] = "the target freezes: sockets stay open, nothing answers"
-    target_roles: ClassVar[frozenset[str]] = frozenset({ROLE_REPLICA, ROLE_GATEWAY})
+    target_roles: ClassVar[frozenset[str]] = frozenset({ANY_SERVICE})
 
-    def apply(self, ctx: Any, target: str, params: PauseNodeParams) -> dict[str, Any]:
+    def apply(self, ctx: FaultContext, target: str, params: PauseNodeParams) -> UndoRecord:
         record = ctx.begin(self.name, target, {"service": target})
         ctx.backend.pause(ctx.state, target)
-        return dict(record)
+        return record
 
     def check_applied(
-        self, ctx: Any, target: str, params: PauseNodeParams, record: dict[str, Any]
+        self, ctx: FaultContext, target: str, params: PauseNodeParams, record: UndoRecord
     ) -> str:
         # Signal delivery is asynchronous: give the kernel a moment to stop every thread.
         deadline = time.monotonic() + 2.0
@@ -33,10 +34,10 @@ class PauseNode(FaultKind[PauseNodeParams]):
             status = ctx.backend.service_status(ctx.state, target)
         if status != "paused":
             raise EnvironmentFailure(f"{target} is {status}, not paused")
-        return f"{target} ({ctx.state.services[target].ident()}) is paused"
+        return f"{target} ({ctx.ident(target)}) is paused"
 
-    def heal(self, ctx: Any, record: dict[str, Any]) -> None:
-        target = record["service"]
+    def heal(self, ctx: FaultContext, record: UndoRecord) -> None:
+        target = str(record["service"])
         ctx.backend.resume(ctx.state, target)
         if ctx.backend.service_alive(ctx.state, target):
             ctx.wait_ready(target)

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from drillkit import procfs
 from drillkit.errors import EnvironmentFailure, InputError
 from drillkit.load.sink import RecordSink, SinkStats
 from drillkit.observe.records import RequestRecord
@@ -120,15 +121,14 @@ class LoadDriver:
     ``run_dir`` receives ``locust.log`` and ``locust_stats.json``.
     """
 
-    def __init__(self, run_dir: Path, *, ready_timeout: float = 30.0) -> None:
-        self.run_dir = Path(run_dir)
+    def __init__(self, run_dir: Path | None = None, *, ready_timeout: float = 30.0) -> None:
+        self.run_dir = Path(run_dir) if run_dir is not None else Path(".")
         self.ready_timeout = ready_timeout
         self.plan: LoadPlan | None = None
         self.started_at: float | None = None  # epoch time the load processes were ready
         self._sink = RecordSink()
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
-        self._stopped = False
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -176,14 +176,17 @@ class LoadDriver:
         )
         return env
 
-    def start(self, plan: LoadPlan) -> None:
+    def start(self, plan: LoadPlan, run_dir: Path | None = None) -> None:
         """Start the sink and the Locust child; return once every load process is connected.
+        ``run_dir`` (default: the one given at construction) receives Locust's log and stats.
 
         Raises EnvironmentFailure, with the end of Locust's log, when the child exits or
         does not connect within ``ready_timeout`` (bad host, Locust not installed, ...).
         """
         if self._proc is not None:
             raise RuntimeError("LoadDriver.start() called twice")
+        if run_dir is not None:
+            self.run_dir = Path(run_dir)
         plan.validate()
         self.plan = plan
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -286,7 +289,6 @@ class LoadDriver:
         if self._log is not None:
             self._log.close()
             self._log = None
-        self._stopped = True
         return rc
 
     def __enter__(self) -> LoadDriver:
@@ -387,30 +389,8 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
 
 
 def live_group_members(pgid: int) -> list[int]:
-    """Pids of the processes in group ``pgid`` that are still running (zombies excluded:
-    an orphan that already died is only waiting for init to reap it)."""
-    proc = Path("/proc")
-    if not proc.is_dir():  # not Linux: the kernel's view, zombies included
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return []
-        except PermissionError:
-            pass
-        return [pgid]
-    members: list[int] = []
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
-        fields = stat[stat.rfind(")") + 2 :].split()
-        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-            members.append(int(entry.name))
-    return members
+    """Pids of the processes in group ``pgid`` that are still running."""
+    return procfs.group_members(pgid)
 
 
 def _wait_group_gone(pgid: int, timeout: float) -> bool:

@@ -45,18 +45,9 @@ from locust import FastHttpUser, events, task
 from locust.runners import MasterRunner
 from locust.user.wait_time import constant_throughput
 
-from drillkit.observe.records import WIRE_FIELDS
+from drillkit.observe.records import wire_line, wire_tail
 
 logger = logging.getLogger("drillkit.load")
-
-# Lines are encoded here rather than through RequestRecord.to_wire(): that builds a new JSON
-# encoder per call, which costs as much as the rest of the listener. Fail at import, not
-# silently, if the wire format ever changes.
-_EXPECTED_WIRE = ("sent_at", "latency_ms", "status", "error", "degraded", "model_version",
-                  "model_digest", "replica")  # fmt: skip
-if WIRE_FIELDS != _EXPECTED_WIRE:
-    raise SystemExit(f"drillkit locustfile: wire format changed to {WIRE_FIELDS}; update it")
-_encode = json.JSONEncoder(separators=(",", ":")).encode
 
 _FLUSH_SECONDS = 0.05
 _FLUSH_LINES = 256
@@ -246,10 +237,9 @@ def _on_request(
     if tail is None:
         if len(_tails) >= _MAX_TAILS:
             _tails.clear()
-        err, degraded, version, digest, replica = key
-        tail = _encode([err, 1 if degraded else 0, version, digest, replica])[1:]
+        tail = wire_tail(*key)
         _tails[key] = tail
-    line = f"[{start_time!r},{response_time!r},{status},{tail}"
+    line = wire_line(start_time, response_time, status, tail)
     writer = _writer
     if writer is not None:
         writer.add(line)

@@ -12,7 +12,8 @@ the ``X-Degraded`` header, the model version/digest from ``X-Model-Version``/``X
 ("" when absent), and ``replica`` from ``X-Replica``.
 
 :class:`Records` holds them column-wise (numpy) with times relative to the drill's t=0, and
-derives the per-request classes of contracts.md section 3: failed, degraded, wrong-model.
+derives the per-request classes of ``docs/report.md`` (definitions): failed, degraded,
+wrong-model.
 """
 
 from __future__ import annotations
@@ -40,6 +41,30 @@ BoolArray = npt.NDArray[np.bool_]
 IntArray = npt.NDArray[np.int64]
 
 
+#: ``status`` of a request that got no usable response (timeout, connection failure).
+NO_RESPONSE = 0
+#: The lowest status that counts as a failure: the server's own errors.
+FAILED_STATUS = 500
+
+_encode = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def is_failed(status: int) -> bool:
+    """The one rule for a failed request: no usable response, or a 5xx status."""
+    return status == NO_RESPONSE or status >= FAILED_STATUS
+
+
+def wire_tail(error: str, degraded: bool, version: str, digest: str, replica: str) -> str:
+    """The end of a wire line after the status: a handful of distinct values per drill, so
+    the load generator encodes each once and keeps it."""
+    return _encode([error, 1 if degraded else 0, version, digest, replica])[1:]
+
+
+def wire_line(sent_at: float, latency_ms: float, status: int, tail: str) -> str:
+    """One wire line: ``repr`` of a float is what JSON prints for it."""
+    return f"[{sent_at!r},{latency_ms!r},{status},{tail}"
+
+
 @dataclass(frozen=True, slots=True)
 class RequestRecord:
     """One request as the load generator saw it."""
@@ -54,19 +79,9 @@ class RequestRecord:
     replica: str = ""
 
     def to_wire(self) -> str:
-        return json.dumps(
-            [
-                self.sent_at,
-                self.latency_ms,
-                self.status,
-                self.error,
-                int(self.degraded),
-                self.model_version,
-                self.model_digest,
-                self.replica,
-            ],
-            separators=(",", ":"),
-        )
+        tail = wire_tail(self.error, self.degraded, self.model_version, self.model_digest,
+                         self.replica)  # fmt: skip
+        return wire_line(self.sent_at, self.latency_ms, self.status, tail)
 
     @classmethod
     def from_wire(cls, line: str | bytes) -> RequestRecord:
@@ -100,28 +115,32 @@ class Records:
 
     @classmethod
     def build(
-        cls, rows: Sequence[RequestRecord], *, t0: float, verified_digests: Iterable[str]
+        cls, rows: Sequence[RequestRecord], *, t0: float, verified_digests: Iterable[str] | None
     ) -> Records:
-        """Columns from records; ``t0`` is the epoch time of the drill's t=0."""
-        verified = set(verified_digests)
+        """Columns from records; ``t0`` is the epoch time of the drill's t=0. With
+        ``verified_digests`` None the stack serves no versioned model: nothing is wrong-model."""
+        verified = set(verified_digests) if verified_digests is not None else None
         order = sorted(range(len(rows)), key=lambda i: rows[i].sent_at)
         ordered = [rows[i] for i in order]
         t = np.fromiter((r.sent_at - t0 for r in ordered), dtype=np.float64, count=len(ordered))
         latency = np.fromiter((r.latency_ms for r in ordered), dtype=np.float64, count=len(ordered))
         status = np.fromiter((r.status for r in ordered), dtype=np.int64, count=len(ordered))
-        failed = (status == 0) | (status >= 500)
+        failed = (status == NO_RESPONSE) | (status >= FAILED_STATUS)  # is_failed, per column
         degraded = (
             np.fromiter((r.degraded for r in ordered), dtype=np.bool_, count=len(ordered)) & ~failed
         )
         ok = ~failed & ~degraded & (status < 400)
-        wrong = (
-            np.fromiter(
-                (r.model_digest not in verified for r in ordered),
-                dtype=np.bool_,
-                count=len(ordered),
+        if verified is None:
+            wrong = np.zeros(len(ordered), dtype=np.bool_)
+        else:
+            wrong = (
+                np.fromiter(
+                    (r.model_digest not in verified for r in ordered),
+                    dtype=np.bool_,
+                    count=len(ordered),
+                )
+                & ok
             )
-            & ok
-        )
         replica = np.array([r.replica for r in ordered], dtype=np.str_)
         return cls(t, latency, status, failed, degraded, wrong, replica)
 

@@ -5,41 +5,48 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from drillkit.backends.base import Backend, StackState
-from drillkit.stacks.recommender.store import ModelStore
+from drillkit.stacks.base import get_preset
+from drillkit.stacks.plan import HttpCheck
 
 _REQUESTS = "drillkit_gateway_requests"
 
 
-def stack_status(state: StackState, backend: Backend, *, timeout: float = 1.0) -> dict[str, Any]:
+def stack_status(
+    state: StackState[Any], backend: Backend[Any], *, timeout: float = 1.0
+) -> dict[str, Any]:
     """A JSON-ready snapshot of the stack (the shape of ``drillkit stack status --json``)."""
     gateway_view: dict[str, dict[str, Any]] = {}
     services: list[dict[str, Any]] = []
     with httpx.Client(timeout=timeout) as client:
-        with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
-            body = client.get(state.gateway_url + "/status").json()
+        with contextlib.suppress(httpx.HTTPError, ValueError, KeyError, TypeError):
+            body = client.get(state.entry_url + "/status").json()
             gateway_view = {r["name"]: r for r in body["replicas"]}
         for service in state.services.values():
             alive = backend.service_alive(state, service.name)
+            check = state.plan.service(service.name).ready
             ready = False
             detail: dict[str, Any] = {}
-            if alive:
+            if alive and isinstance(check, HttpCheck):
+                # One request: its status is the readiness, its body says why (not).
                 with contextlib.suppress(httpx.HTTPError, ValueError):
-                    path = "/health" if service.role == "proxy" else "/readyz"
-                    response = client.get(service.url + path)
+                    response = client.get(service.url(check.port) + check.path)
                     ready = response.status_code == 200
-                    detail = response.json()
+                    answer = response.json()
+                    detail = answer if isinstance(answer, dict) else {}
+            elif alive:
+                ready = backend.ready(state, service.name, timeout=timeout)
             entry: dict[str, Any] = {
                 "name": service.name,
                 "role": service.role,
-                "url": service.url,
-                "pid": service.pid,
+                "url": service.url() if "http" in service.ports else None,
+                "where": service.ident(),
+                "pid": getattr(service, "pid", None),
                 "alive": alive,
                 "ready": ready,
                 "model_version": detail.get("model_version"),
@@ -48,23 +55,25 @@ def stack_status(state: StackState, backend: Backend, *, timeout: float = 1.0) -
             }
             if not ready and detail.get("reason"):
                 entry["reason"] = detail["reason"]
-            if service.role == "replica":
-                seen = gateway_view.get(service.name, {})
+            if service.name in gateway_view:
+                seen = gateway_view[service.name]
                 entry["gateway_state"] = seen.get("state")
                 entry["gateway_since"] = seen.get("since")
             services.append(entry)
     replicas = [s for s in services if s["role"] == "replica"]
-    store = ModelStore(Path(state.store))
+    entry_service = state.plan.entry.service
     return {
         "stack": state.id,
         "backend": state.backend,
-        "gateway_url": state.gateway_url,
-        "store": state.store,
-        "current_version": store.current(),
+        "preset": state.plan.preset,
+        "gateway_url": state.entry_url,
+        "store": None,
+        "current_version": None,
+        **get_preset(state.plan.preset).describe(state),
         "gpu": state.gpu,
         "replicas": len(replicas),
         "ready_replicas": sum(1 for s in replicas if s["ready"]),
-        "gateway_ready": any(s["ready"] for s in services if s["role"] == "gateway"),
+        "gateway_ready": any(s["ready"] for s in services if s["name"] == entry_service),
         "services": services,
     }
 

@@ -16,10 +16,17 @@ from pathlib import Path
 from typing import Final
 
 from drillkit.fsutil import atomic_write
+from drillkit.reports.format import (
+    PHASE_COLUMNS,
+    format_check_value,
+    format_score,
+    ms,
+    seconds,
+    share,
+)
 from drillkit.reports.jsonfile import REPORT_MODE
-from drillkit.reports.model import CheckReport, DrillReport, format_score
+from drillkit.reports.model import CheckReport, DrillReport
 from drillkit.reports.plot import figure_svg, timeline_figure, write_png
-from drillkit.reports.terminal import PHASE_COLUMNS, format_check_value
 
 __all__ = ["render_html", "score_breakdown", "write_html"]
 
@@ -67,15 +74,15 @@ def write_html(report: DrillReport, path: str | os.PathLike[str]) -> list[Path]:
 
 
 def _seconds(value: float | None) -> str:
-    return _DASH if value is None else f"{value:.2f}s"
+    return seconds(value, dash=_DASH)
 
 
 def _ms(value: float | None) -> str:
-    return _DASH if value is None else f"{value:.1f}"
+    return ms(value, dash=_DASH)
 
 
 def _share(value: float | None, digits: int = 2) -> str:
-    return _DASH if value is None else f"{value * 100:.{digits}f}%"
+    return share(value, digits, dash=_DASH)
 
 
 def _num(value: float) -> str:

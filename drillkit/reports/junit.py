@@ -22,8 +22,9 @@ import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from pathlib import Path
 
+from drillkit.reports.format import format_score
 from drillkit.reports.jsonfile import REPORT_MODE, atomic_write
-from drillkit.reports.model import CheckReport, DrillReport, format_score
+from drillkit.reports.model import CheckReport, DrillReport
 
 __all__ = ["junit_xml", "write_junit"]
 

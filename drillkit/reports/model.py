@@ -1,4 +1,4 @@
-"""The JSON report, schema version 1 (contracts.md section 4), as pydantic models.
+"""The JSON report, schema version 1 (``docs/report.md``), as pydantic models.
 
 Every field of the contract is required. drillkit adds a few *extension* fields, all optional
 with a default, so that a report that carries only the contract's fields still reads:
@@ -16,7 +16,6 @@ No other field is accepted: an unknown key is a typo or a report from a differen
 
 from __future__ import annotations
 
-import math
 import os
 import platform
 from datetime import datetime
@@ -39,21 +38,15 @@ __all__ = [
     "ScenarioRef",
     "SeriesReport",
     "Status",
-    "format_score",
+    "json_schema",
 ]
 
 SCHEMA_VERSION: Final = 1
 
 Status = Literal["passed", "failed", "error", "interrupted"]
 
-#: The process exit code of each status (contracts.md section 1).
+#: The process exit code of each status (``docs/cli.md``).
 EXIT_CODES: dict[str, int] = {"passed": 0, "failed": 1, "error": 3, "interrupted": 130}
-
-
-def format_score(score: float) -> str:
-    """The score with two decimals, truncated: 79.996 must not read as a passing 80.00."""
-    # The epsilon undoes float error such as 0.29 * 100 == 28.999999999999996.
-    return f"{math.floor(score * 100 + 1e-9) / 100:.2f}"
 
 
 class _Model(BaseModel):
@@ -198,7 +191,7 @@ class DrillReport(_Model):
 
     @property
     def exit_code(self) -> int:
-        """The exit code this drill's status calls for (contracts.md section 1)."""
+        """The exit code this drill's status calls for (``docs/cli.md``)."""
         return EXIT_CODES[self.status]
 
     @classmethod
@@ -239,3 +232,12 @@ class DrillReport(_Model):
             series=[SeriesReport.model_validate(s, from_attributes=True) for s in analysis.series],
             error=error,
         )
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of a report, schema version 1 (``docs/report.schema.json``)."""
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        **DrillReport.model_json_schema(),
+        "title": f"drillkit report, schema version {SCHEMA_VERSION}",
+    }

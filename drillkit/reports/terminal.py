@@ -13,13 +13,21 @@ from typing import TYPE_CHECKING
 from rich.table import Table
 from rich.text import Text
 
-from drillkit.reports.model import CheckReport, DrillReport, format_score
+from drillkit.reports.format import (
+    PHASE_COLUMNS,
+    format_check_value,
+    format_score,
+    ms,
+    seconds,
+    share,
+)
+from drillkit.reports.model import DrillReport
 
 if TYPE_CHECKING:
     # Only for the annotation: the CLI package imports this module, not the other way round.
     from drillkit.cli.console import Terminal
 
-__all__ = ["format_check_value", "render_report", "score_line"]
+__all__ = ["render_report", "score_line"]
 
 _STATUS_STYLE = {
     "passed": "bold green",
@@ -27,57 +35,6 @@ _STATUS_STYLE = {
     "error": "bold red",
     "interrupted": "bold yellow",
 }
-_DASH = "-"
-
-
-#: The phases table's columns, in the terminal and the HTML report alike.
-PHASE_COLUMNS: tuple[str, ...] = (
-    "phase",
-    "start",
-    "end",
-    "requests",
-    "rps",
-    "failed",
-    "degraded",
-    "wrong-model",
-    "availability",
-    "p50 ms",
-    "p95 ms",
-    "p99 ms",
-    "quality",
-)
-
-
-def _seconds(value: float | None) -> str:
-    return _DASH if value is None else f"{value:.2f}s"
-
-
-def _ms(value: float | None) -> str:
-    return _DASH if value is None else f"{value:.1f}"
-
-
-def _share(value: float | None, digits: int = 2) -> str:
-    return _DASH if value is None else f"{value * 100:.{digits}f}%"
-
-
-def format_check_value(check: CheckReport, value: float | None) -> str:
-    """A check's target or actual in the unit its name implies."""
-    if value is None:
-        return "never" if check.name.endswith(("_within",)) else _DASH
-    if check.op == "==":
-        return "yes" if value >= 1 else "no"
-    name = check.name
-    if name.endswith((".availability",)):
-        return _share(value, 3)
-    if name.endswith((".degraded", ".quality")):
-        return _share(value, 2)
-    if name.endswith("_ms"):
-        return f"{value:.1f} ms"
-    if name.endswith("_within"):
-        return f"{value:.2f} s"
-    if name.endswith(".max_failed_requests") and check.target < 1 and check.target != 0:
-        return _share(value, 3)  # a share of the fault's requests
-    return f"{value:g}"
 
 
 def _table(title: str, columns: Sequence[str], *, right_from: int = 1) -> Table:
@@ -118,18 +75,18 @@ def _phases(report: DrillReport) -> Table:
             table,
             [
                 p.name,
-                _seconds(p.start),
-                _seconds(p.end),
+                seconds(p.start),
+                seconds(p.end),
                 str(p.requests),
                 f"{p.rps:.1f}",
                 str(p.failed),
                 str(p.degraded),
                 str(p.wrong_model),
-                _share(p.availability, 3),
-                _ms(p.p50_ms),
-                _ms(p.p95_ms),
-                _ms(p.p99_ms),
-                _share(p.quality, 1),
+                share(p.availability, 3),
+                ms(p.p50_ms),
+                ms(p.p95_ms),
+                ms(p.p99_ms),
+                share(p.quality, 1),
             ],
         )
     return table
@@ -161,11 +118,11 @@ def _faults(report: DrillReport) -> Table:
                 f.id,
                 f.kind,
                 f.target,
-                _seconds(f.injected_at),
-                _seconds(f.detected_at),
-                _seconds(f.ttd_s),
-                _seconds(f.recovered_at),
-                _seconds(f.rto_s),
+                seconds(f.injected_at),
+                seconds(f.detected_at),
+                seconds(f.ttd_s),
+                seconds(f.recovered_at),
+                seconds(f.rto_s),
                 f"{f.failed_requests}/{f.requests}",
                 str(f.degraded_responses),
                 str(f.wrong_model_responses),

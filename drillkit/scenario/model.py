@@ -1,4 +1,4 @@
-"""The scenario file, format version 1, as frozen pydantic models (contracts.md, section 2).
+"""The scenario file, format version 1, as frozen pydantic models (``docs/scenario.md``).
 
 Every model forbids unknown keys. Checks that need more than one field (a target must exist in a
 stack of N replicas, a fault must start inside the load window, ids must be unique, params must
@@ -6,8 +6,8 @@ suit the fault kind) run as validators too, so a :class:`Scenario` that exists i
 it was made. Those checks raise :class:`~drillkit.scenario.units.FieldError` with the exact
 sub-location, which :func:`first_error` turns back into a field path.
 
-Nothing here imports heavy modules; :meth:`Scenario.stack_spec` imports the backend contract
-(and with it numpy) only when called.
+Nothing here imports heavy modules: the stack settings come from a standard-library-only
+module of the preset (:mod:`drillkit.stacks.recommender.spec`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import random
 import re
 from collections.abc import Sequence
 from pathlib import PurePosixPath
-from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -34,7 +34,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from drillkit.errors import TargetError
-from drillkit.faults.base import ROLE_GATEWAY, ROLE_MODEL_STORE, ROLE_REPLICA, fault_kinds
+from drillkit.faults.base import ANY_SERVICE, ROLE_GATEWAY, ROLE_REPLICA, fault_kinds
 from drillkit.scenario.units import (
     CountOrShareField,
     Duration,
@@ -45,9 +45,14 @@ from drillkit.scenario.units import (
     format_duration,
     show_value,
 )
-
-if TYPE_CHECKING:
-    from drillkit.backends.base import StackSpec
+from drillkit.stacks.recommender.spec import (
+    CATALOG_LIMITS,
+    MAX_REPLICAS,
+    ROLE_MODEL_STORE,
+    CatalogSpec,
+    GatewaySettings,
+    RecommenderSpec,
+)
 
 __all__ = [
     "EXTENSION_PREFIX",
@@ -75,9 +80,9 @@ FORMAT_VERSION = 1
 #: Top-level keys with this prefix are ignored: a place for YAML anchors to live.
 EXTENSION_PREFIX = "x-"
 
-#: Mirrors :data:`drillkit.backends.base.MAX_REPLICAS`; importing that module would pull numpy
-#: into every ``drillkit validate`` (a unit test keeps the two equal).
-MAX_REPLICAS = 16
+# The defaults of the stack's settings live with the stack; the scenario format shows them.
+_CATALOG = CatalogSpec()
+_GATEWAY = GatewaySettings()
 
 #: The pseudo-target of ``corrupt_model`` meaning the store every replica loads from.
 MODEL_STORE = "model-store"
@@ -109,48 +114,72 @@ class _Section(BaseModel):
 class CatalogSection(_Section):
     """The synthetic catalog the reference stack is trained on (see ``CatalogSpec``)."""
 
-    items: Int = Field(default=20_000, ge=100, le=5_000_000, description="Items in the catalog.")
-    dim: Int = Field(default=64, ge=8, le=1024, description="Embedding dimension of the model.")
-    seed: Int = Field(default=42, ge=0, le=2**63 - 1, description="Seed of the data generator.")
+    items: Int = Field(
+        default=_CATALOG.items,
+        ge=CATALOG_LIMITS["items"][0],
+        le=CATALOG_LIMITS["items"][1],
+        description="Items in the catalog.",
+    )
+    dim: Int = Field(
+        default=_CATALOG.dim,
+        ge=CATALOG_LIMITS["dim"][0],
+        le=CATALOG_LIMITS["dim"][1],
+        description="Embedding dimension of the model.",
+    )
+    seed: Int = Field(
+        default=_CATALOG.seed,
+        ge=CATALOG_LIMITS["seed"][0],
+        le=CATALOG_LIMITS["seed"][1],
+        description="Seed of the data generator.",
+    )
 
 
 class GatewaySection(_Section):
-    """Failover settings of the gateway (``drillkit.backends.base.GatewaySettings``).
+    """Failover settings of the gateway
+    (``drillkit.stacks.recommender.spec.GatewaySettings``, where the defaults live).
 
     A drill can turn retries or passive ejection off to show what they are worth.
     """
 
     check_interval: PositiveDuration = Field(
-        default=0.2, description="Time between active health checks."
+        default=_GATEWAY.check_interval, description="Time between active health checks."
     )
-    check_timeout: PositiveDuration = Field(default=0.2, description="Timeout of one health check.")
+    check_timeout: PositiveDuration = Field(
+        default=_GATEWAY.check_timeout, description="Timeout of one health check."
+    )
     fall: Int = Field(
-        default=2, ge=1, le=100, description="Failed checks before a replica is marked down."
+        default=_GATEWAY.fall,
+        ge=1,
+        le=100,
+        description="Failed checks before a replica is marked down.",
     )
     rise: Int = Field(
-        default=2, ge=1, le=100, description="Passed checks before a replica is marked up."
+        default=_GATEWAY.rise,
+        ge=1,
+        le=100,
+        description="Passed checks before a replica is marked up.",
     )
     passive_ejection: bool = Field(
-        default=True, description="Mark a replica down on a failed request."
+        default=_GATEWAY.passive_ejection, description="Mark a replica down on a failed request."
     )
     retries: Int = Field(
-        default=2, ge=0, le=MAX_REPLICAS, description="Retries on another replica."
+        default=_GATEWAY.retries, ge=0, le=MAX_REPLICAS, description="Retries on another replica."
     )
     try_timeout: PositiveDuration = Field(
-        default=0.3, description="Timeout of one try at a replica."
+        default=_GATEWAY.try_timeout, description="Timeout of one try at a replica."
     )
     deadline: PositiveDuration = Field(
-        default=1.0, description="Deadline of a request over all tries."
+        default=_GATEWAY.deadline, description="Deadline of a request over all tries."
     )
     max_outstanding: Int = Field(
-        default=32,
+        default=_GATEWAY.max_outstanding,
         ge=0,
         le=10_000,
         description="Requests in flight per replica before the gateway sheds load (answers "
         "at once from the fallback); 0: no cap, requests queue.",
     )
     fallback: bool = Field(
-        default=True,
+        default=_GATEWAY.fallback,
         description="Answer with popular items (degraded) when no replica can; off: fail (503).",
     )
 
@@ -504,6 +533,8 @@ class Scenario(_Section):
                     (*here, "at"),
                 )
             roles = fault_kinds()[fault.kind].target_roles
+            if ANY_SERVICE in roles:  # every service of this stack: its replicas and gateway
+                roles = (roles - {ANY_SERVICE}) | {ROLE_REPLICA, ROLE_GATEWAY}
             if fault.target == RANDOM_TARGET:
                 if ROLE_REPLICA not in roles:
                     raise FieldError(
@@ -523,14 +554,10 @@ class Scenario(_Section):
         """The stack's services: ``replica-1`` .. ``replica-N``, then ``gateway``."""
         return [*(f"replica-{i}" for i in range(1, self.stack.replicas + 1)), "gateway"]
 
-    def stack_spec(self) -> StackSpec:
-        """The backend's :class:`~drillkit.backends.base.StackSpec` for this scenario's stack."""
-        # Imported here: the backend contract pulls in numpy, and validation must stay light.
-        from drillkit.backends.base import GatewaySettings, StackSpec
-        from drillkit.stacks.recommender.data import CatalogSpec
-
+    def stack_spec(self) -> RecommenderSpec:
+        """What the ``recommender`` preset brings up for this scenario's ``stack:``."""
         stack = self.stack
-        return StackSpec(
+        return RecommenderSpec(
             replicas=stack.replicas,
             catalog=CatalogSpec(
                 items=stack.catalog.items, dim=stack.catalog.dim, seed=stack.catalog.seed
@@ -695,7 +722,8 @@ def _describe(error: ErrorDetails, root: type[BaseModel]) -> tuple[Loc, str]:
     if kind in _BOUNDS:
         key, words = _BOUNDS[kind]
         bound = ctx.get(key)
-        shown = f"{bound:g}" if isinstance(bound, int | float) else str(bound)
+        # An int bound as written (2000000, not 2e+06); a float as short as it goes.
+        shown = f"{bound:g}" if isinstance(bound, float) else str(bound)
         return loc, f"expected a number {words} {shown}, got {got}"
     if kind == "too_short":
         return loc, f"expected at least {ctx.get('min_length')} item(s), got {got}"

@@ -194,17 +194,6 @@ class CountOrShare:
         if (self.count is None) == (self.share is None):
             raise ValueError("CountOrShare needs exactly one of count and share")
 
-    def limit(self, total: int) -> float:
-        """The largest number of requests allowed out of ``total``."""
-        if self.count is not None:
-            return float(self.count)
-        assert self.share is not None
-        return self.share * total
-
-    def allows(self, value: int, total: int) -> bool:
-        """Whether ``value`` requests out of ``total`` stay within the limit."""
-        return value <= self.limit(total)
-
     def __str__(self) -> str:
         if self.count is not None:
             return str(self.count)

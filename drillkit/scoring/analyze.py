@@ -1,6 +1,6 @@
 """From what a drill observed to its verdict: phases, detection, recovery, checks and the score.
 
-The definitions are those of contracts.md section 3; this module is their one implementation.
+The definitions are those of ``docs/report.md``; this module is their one implementation.
 Inputs are small frozen dataclasses (the engine maps the scenario's models onto them) so that
 scoring can be tested with hand-built records and no stack.
 
@@ -574,7 +574,7 @@ def _clip(t: float, duration: float) -> float:
 
 
 def analyze(inp: DrillInput) -> Analysis:
-    """Phases, fault results, checks and the score of one drill (contracts.md section 3)."""
+    """Phases, fault results, checks and the score of one drill (``docs/report.md``)."""
     duration = inp.duration
     records = inp.records.window(0.0, duration)  # warmup and stragglers are not scored
     quality = QualityTrack(inp.quality)

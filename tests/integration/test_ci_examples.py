@@ -50,8 +50,8 @@ def _gitlab() -> dict[str, Any]:
 
 
 def test_github_workflow_is_a_scheduled_matrix_that_uploads_reports() -> None:
-    doc = _github()
-    triggers = doc.get("on", doc.get(True))  # YAML 1.1 reads a bare `on` as true
+    doc: dict[Any, Any] = _github()
+    triggers = doc["on"] if "on" in doc else doc[True]  # YAML 1.1 reads a bare `on` as true
     assert triggers["schedule"][0]["cron"].count(" ") == 4
     job = doc["jobs"]["drill"]
     scenarios = job["strategy"]["matrix"]["scenario"]

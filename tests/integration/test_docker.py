@@ -299,7 +299,7 @@ def test_bad_docker_environment_is_exit_3_with_the_reason(cli: Cli, image: str) 
 
 
 def test_a_missing_image_names_the_build_command(image: str) -> None:
-    from drillkit.backends.image import docker_client, require_image
+    from drillkit.backends.docker.image import docker_client, require_image
     from drillkit.errors import BackendUnavailable
 
     with pytest.raises(BackendUnavailable, match="drillkit stack build --backend docker"):

@@ -268,7 +268,9 @@ def test_kill_9_during_corrupt_model_then_heal(cli: Cli, tmp_path: Path) -> None
     proc.kill()
     proc.communicate(timeout=30)
     state = json.loads((Path(cli.env["DRILLKIT_STATE_DIR"]) / "stack.json").read_text())
-    stores = [state["store"], *state["stores"].values()]
+    plan = state["plan"]  # the origin store, and each replica's copy (its `store` mount)
+    copies = [m["source"] for s in plan["services"] for m in s["mounts"] if m["name"] == "store"]
+    stores = [plan["settings"]["origin"], *copies]
     healed = cli("heal")
     assert healed.returncode == 0, healed.stderr
     assert "taken down" in healed.stdout and "healed" in healed.stdout

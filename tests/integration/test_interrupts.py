@@ -28,7 +28,7 @@ from .test_docker import image  # noqa: F401  (the stack image, for the docker c
 from .test_drills import scenario
 
 # Two faults over a 10 s drill: a killed replica, then a corrupted model store.
-FAULTS = [
+FAULTS: list[dict[str, Any]] = [
     {"id": "kill-1", "kind": "kill_node", "target": "replica-1", "at": "2s", "duration": "4s"},
     {
         "id": "bad-1",

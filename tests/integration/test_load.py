@@ -29,7 +29,7 @@ import pytest
 from drillkit.errors import EnvironmentFailure
 from drillkit.load import LoadDriver, LoadPlan
 from drillkit.load.driver import live_group_members
-from drillkit.observe.quality import QualityProbe
+from drillkit.stacks.recommender.quality import GoldenUserProbe
 
 DIGEST = "d1" * 32
 
@@ -291,7 +291,7 @@ def test_quality_probe_scores_answers_against_offline_recall(tmp_path: Path) -> 
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}"
-        probe = QualityProbe(url, version, rate=40.0, seed=3)
+        probe = GoldenUserProbe(url, version, rate=40.0, seed=3)
         began = time.time()
         with probe:
             time.sleep(1.0)

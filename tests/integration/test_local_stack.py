@@ -89,14 +89,15 @@ def test_bad_replica_count_is_exit_2_with_one_line(cli: Cli, replicas: str) -> N
 def test_bad_requests_and_cold_start(cli: Cli) -> None:
     state = up(cli, "--replicas", "1")
     urls = [state["gateway_url"], state["services"]["replica-1"]["url"]]
+    bad: list[dict[str, str | int]] = [
+        {},
+        {"user_id": "abc"},
+        {"user_id": 1, "k": 0},
+        {"user_id": 1, "k": 5000},
+        {"user_id": 1, "k": "x"},
+    ]
     for url in urls:
-        for params in (
-            {},
-            {"user_id": "abc"},
-            {"user_id": 1, "k": 0},
-            {"user_id": 1, "k": 5000},
-            {"user_id": 1, "k": "x"},
-        ):
+        for params in bad:
             r = httpx.get(f"{url}/recommend", params=params)
             assert r.status_code in (400, 422), (url, params, r.status_code)
             assert "error" in r.json()
@@ -111,9 +112,9 @@ def test_admin_reload_requires_the_token(cli: Cli) -> None:
     assert httpx.post(f"{url}/admin/reload").status_code == 401
     bad = httpx.post(f"{url}/admin/reload", headers={"Authorization": "Bearer nope"})
     assert bad.status_code == 401
-    token = json.loads((Path(cli.env["DRILLKIT_STATE_DIR"]) / "stack.json").read_text())[
-        "admin_token"
-    ]
+    saved = json.loads((Path(cli.env["DRILLKIT_STATE_DIR"]) / "stack.json").read_text())
+    token = saved["plan"]["secrets"]["admin-token"]
+    assert state["plan"]["secrets"]["admin-token"] == "<hidden>"  # never printed
     ok = httpx.post(f"{url}/admin/reload", headers={"Authorization": f"Bearer {token}"})
     assert ok.status_code == 200
     assert ok.json()["serving"] == "v2"

@@ -70,7 +70,13 @@ def _faults(seconds: float) -> list[dict[str, Any]]:
 
 
 def test_a_long_drill_keeps_memory_flat_and_figures_true(cli: Cli, tmp_path: Path) -> None:
-    load = {"rate": 50, "users": 10, "duration": f"{SECONDS:.0f}s", "warmup": "3s", "timeout": "2s"}
+    load: dict[str, Any] = {
+        "rate": 50,
+        "users": 10,
+        "duration": f"{SECONDS:.0f}s",
+        "warmup": "3s",
+        "timeout": "2s",
+    }
     path = scenario(tmp_path, "soak", _faults(SECONDS), load=load)
     report_path, records_path = tmp_path / "r.json", tmp_path / "records.jsonl.gz"
     proc = subprocess.Popen(

@@ -33,7 +33,7 @@ import httpx
 import pytest
 from pydantic import BaseModel
 
-from drillkit.backends.base import ServiceState, StackState
+from drillkit.backends.base import StackIdentity
 from drillkit.backends.docker import (
     LABEL_ROLE,
     LABEL_SERVICE,
@@ -41,12 +41,16 @@ from drillkit.backends.docker import (
     LABEL_STACK,
     LABEL_TARGET,
     DockerBackend,
+    DockerService,
+    DockerStack,
 )
 from drillkit.errors import ArtifactError, ScenarioError, SignatureError, TargetError
 from drillkit.faults.base import fault_param_models
 from drillkit.scenario import Scenario, load_scenario, loads_scenario
+from drillkit.stacks.plan import Link
 from drillkit.stacks.recommender.replica import ReplicaConfig, create_app
 from drillkit.stacks.recommender.store import KEY_ENV, MANIFEST_NAME, ModelStore
+from drillkit.testing import fake_plan
 from tests.unit.stacks.recommender.test_store import make_store
 
 PACKAGE = Path(__file__).resolve().parents[2] / "drillkit"
@@ -492,7 +496,7 @@ _SHELL_CALLS = {
 _SPAWNS = {"run", "Popen", "call", "check_call", "check_output"}
 #: The one place a shell runs: network faults in a sidecar container, scripts made of
 #: drillkit's own constants, a mode from a Literal and an address parsed by ipaddress.
-_SH_C_ALLOWED = {("backends/docker.py", "_sidecar")}
+_SH_C_ALLOWED = {("backends/docker/__init__.py", "_sidecar")}
 
 
 class _CallFinder(ast.NodeVisitor):
@@ -683,24 +687,17 @@ class FakeDockerClient:
         self.containers = Containers()
 
 
-def _state() -> StackState:
-    return StackState(
-        id="st1",
+def _state() -> DockerStack:
+    plan = fake_plan(replicas=2)
+    return DockerStack(
         backend="docker",
-        created_at=1.0,
-        run_dir="/nonexistent",
-        store="/nonexistent",
-        gateway_url="http://127.0.0.1:1",
-        admin_token="t",
-        gpu=False,
-        spec={"replicas": 2, "gateway": {}},
+        plan=plan,
+        **StackIdentity(id="st1", run_dir=Path("/nonexistent"), gpu=False).fields(),
         services={
-            name: ServiceState(name, role, "http://127.0.0.1:2", 2, container=f"c-{name}")
-            for name, role in (
-                ("replica-1", "replica"),
-                ("replica-2", "replica"),
-                ("gateway", "gateway"),
+            s.name: DockerService(
+                name=s.name, role=s.role, ports={"http": 2}, container=f"c-{s.name}"
             )
+            for s in plan.services
         },
         image="drillkit/stack:test",
         network="drillkit-st1",
@@ -730,13 +727,14 @@ def _backend(container: FakeContainer) -> DockerBackend:
     return backend
 
 
+LINK = Link(source="gateway", target="replica-2")
 GUARDED: list[Any] = [
     pytest.param(lambda b, s: b.kill(s, "replica-2"), id="kill"),
     pytest.param(lambda b, s: b.pause(s, "replica-2"), id="pause"),
     pytest.param(lambda b, s: b.resume(s, "replica-2"), id="resume"),
     pytest.param(lambda b, s: b.restart(s, "replica-2"), id="restart"),
-    pytest.param(lambda b, s: b.cut_link(s, "replica-2", mode="blackhole"), id="cut-link"),
-    pytest.param(lambda b, s: b.slow_link(s, "replica-2", delay=0.1, jitter=0.0), id="slow-link"),
+    pytest.param(lambda b, s: b.cut_link(s, LINK, mode="blackhole"), id="cut-link"),
+    pytest.param(lambda b, s: b.slow_link(s, LINK, delay=0.1, jitter=0.0), id="slow-link"),
 ]
 STRANGERS = [
     pytest.param(None, id="no-labels"),
@@ -755,7 +753,7 @@ STRANGERS = [
 @pytest.mark.parametrize("action", GUARDED)
 @pytest.mark.parametrize("labels", STRANGERS)
 def test_the_docker_guard_refuses_a_container_without_this_stacks_labels(
-    labels: dict[str, str] | None, action: Callable[[DockerBackend, StackState], object]
+    labels: dict[str, str] | None, action: Callable[[DockerBackend, DockerStack], object]
 ) -> None:
     container = FakeContainer(labels)
     with pytest.raises(TargetError, match="not a drill target of stack st1") as caught:

@@ -21,9 +21,7 @@ one ``numpy.random.default_rng(seed)`` in a fixed order.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
-import json
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -31,6 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 from drillkit.errors import InputError
+from drillkit.stacks.recommender.spec import CatalogSpec
 
 __all__ = [
     "EVENTS_PER_USER",
@@ -40,10 +39,6 @@ __all__ = [
     "generate",
     "popular_items",
 ]
-
-#: Bumped whenever the generator changes, so cached artifacts keyed by
-#: :meth:`CatalogSpec.key` are rebuilt rather than silently reused.
-GENERATOR_VERSION = 1
 
 #: Interactions per user (inclusive range), golden ones included.
 EVENTS_PER_USER = (20, 40)
@@ -66,72 +61,6 @@ _ZIPF_EXPONENT = 0.9
 _FAVOURITES = (2, 3)
 # Bound on the users x items affinity block computed at once, to bound memory on big catalogs.
 _MAX_BLOCK = 4_000_000
-
-_LIMITS: dict[str, tuple[int, int]] = {
-    "items": (100, 2_000_000),
-    "dim": (8, 1024),
-    "seed": (0, 2**63 - 1),
-    "users": (10, 2_000_000),
-}
-
-
-def _check_int(name: str, value: object, low: int, high: int, *, zero_ok: bool = False) -> int:
-    # bool is an int subclass, and `items: true` in YAML must not become one item.
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise InputError(f"catalog.{name}: expected an integer, got {value!r}")
-    number = int(value)
-    if zero_ok and number == 0:
-        return number
-    if not low <= number <= high:
-        derived = " (or 0 to derive it from items)" if zero_ok else ""
-        raise InputError(
-            f"catalog.{name}: expected an integer from {low} to {high}{derived}, got {number}"
-        )
-    return number
-
-
-@dataclass(frozen=True)
-class CatalogSpec:
-    """What synthetic catalog to generate.
-
-    ``users`` and ``categories`` may be 0, meaning "derive from ``items``": half as many
-    users as items (at most 50,000) and one category per 40 items (4 to 50). Use
-    :meth:`resolved` to get the spec with those filled in. Invalid values raise
-    :class:`~drillkit.errors.InputError` on construction.
-    """
-
-    items: int = 20_000
-    dim: int = 64
-    seed: int = 42
-    users: int = 0
-    categories: int = 0
-
-    def __post_init__(self) -> None:
-        for name in ("items", "dim", "seed"):
-            low, high = _LIMITS[name]
-            _check_int(name, getattr(self, name), low, high)
-        low, high = _LIMITS["users"]
-        _check_int("users", self.users, low, high, zero_ok=True)
-        # Each category needs a handful of items or the per-category price and taste
-        # structure degenerates.
-        _check_int("categories", self.categories, 2, max(2, self.items // 10), zero_ok=True)
-
-    def resolved(self) -> CatalogSpec:
-        """Return this spec with ``users`` and ``categories`` derived where they are 0."""
-        users = self.users or min(self.items // 2, 50_000)
-        categories = self.categories or max(4, min(50, self.items // 40))
-        return dataclasses.replace(self, users=users, categories=categories)
-
-    def key(self) -> str:
-        """A short, stable hex digest of the resolved spec and the generator version.
-
-        Two specs that resolve to the same catalog share a key, so it is safe as a cache key.
-        """
-        fields = dataclasses.asdict(self.resolved())
-        fields["generator"] = GENERATOR_VERSION
-        text = json.dumps(fields, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
-
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float32]

@@ -75,6 +75,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from drillkit.errors import InputError
+from drillkit.stacks.recommender.spec import GatewaySettings
 
 __all__ = ["GatewayConfig", "create_app", "main"]
 
@@ -96,6 +97,10 @@ _SHED_EPISODE_GAP = 1.0
 # Sent on every proxied attempt: the unix time at which the gateway stops waiting for it.
 DEADLINE_HEADER = "X-Drillkit-Deadline"
 _UNREACHABLE = {errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN, errno.ENETDOWN}
+
+
+# The defaults of every setting, shared with the scenario format and the CLI.
+_DEFAULTS = GatewaySettings()
 
 
 @dataclass
@@ -124,15 +129,15 @@ class GatewayConfig:
     """
 
     replicas: list[tuple[str, str]]
-    check_interval: float = 0.2
-    check_timeout: float = 0.2
-    fall: int = 2
-    rise: int = 2
-    passive_ejection: bool = True
-    retries: int = 2
-    try_timeout: float = 0.3
-    deadline: float = 1.0
-    max_outstanding: int = 32
+    check_interval: float = _DEFAULTS.check_interval
+    check_timeout: float = _DEFAULTS.check_timeout
+    fall: int = _DEFAULTS.fall
+    rise: int = _DEFAULTS.rise
+    passive_ejection: bool = _DEFAULTS.passive_ejection
+    retries: int = _DEFAULTS.retries
+    try_timeout: float = _DEFAULTS.try_timeout
+    deadline: float = _DEFAULTS.deadline
+    max_outstanding: int = _DEFAULTS.max_outstanding
     fallback_items: list[dict[str, object]] = field(default_factory=list)
     name: str = "gateway"
 

@@ -1,5 +1,5 @@
-"""Fixtures over the fakes in fakes.py: a fake backend, a real journal in a temp folder, and
-fault contexts on one fake stack."""
+"""Fixtures over drillkit's fakes (:mod:`drillkit.testing`): a fake backend running the
+reference stack's shape, a real journal in a temp folder, and fault contexts on that stack."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ from typing import Any
 
 import drillkit_flap_fault
 import pytest
-from fakes import FakeBackend, FakeContext, fake_state
 
+from drillkit.faults.context import FaultContext
 from drillkit.journal import Journal
+from drillkit.testing import FakeBackend, FakeStack, fake_plan, fault_context
 
 
 @pytest.fixture
@@ -20,19 +21,25 @@ def backend() -> FakeBackend:
 
 
 @pytest.fixture
+def stack(backend: FakeBackend) -> FakeStack:
+    return backend.start(fake_plan(replicas=3))
+
+
+@pytest.fixture
 def journal(tmp_path: Path) -> Journal:
     return Journal(tmp_path / "state")
 
 
 @pytest.fixture
-def make_ctx(backend: FakeBackend, journal: Journal) -> Callable[..., FakeContext]:
+def make_ctx(
+    backend: FakeBackend, stack: FakeStack, journal: Journal
+) -> Callable[..., FaultContext]:
     """A new context on the same stack, as a new process would build one from disk."""
-    state = fake_state()
 
-    def make(**overrides: Any) -> FakeContext:
-        return FakeContext(
+    def make(**overrides: Any) -> FaultContext:
+        return fault_context(
             overrides.get("backend", backend),
-            state,
+            stack,
             journal,
             fault_id=overrides.get("fault_id", "flap-1"),
         )

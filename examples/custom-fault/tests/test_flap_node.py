@@ -10,19 +10,20 @@ from typing import Any
 
 import pytest
 from drillkit_flap_fault import FlapNode, FlapNodeParams, FlapNodeWarning
-from fakes import FakeBackend, FakeContext, eventually
 from pydantic import ValidationError
 
 from drillkit.errors import EnvironmentFailure, ScenarioError
 from drillkit.faults.base import ENTRY_POINT_GROUP, FaultKind, fault_kinds
+from drillkit.faults.context import FaultContext
 from drillkit.journal import Journal
+from drillkit.testing import FakeBackend, eventually
 
 SCENARIO = Path(__file__).resolve().parents[1] / "scenarios" / "flap-node.yaml"
 
 # Short enough that a test sees several cycles in well under a second.
 FAST = {"down": "20ms", "up": "20ms"}
 
-MakeCtx = Callable[..., FakeContext]
+MakeCtx = Callable[..., FaultContext]
 
 
 def _installed() -> bool:
@@ -34,7 +35,7 @@ needs_entry_point = pytest.mark.skipif(
 )
 
 
-def _apply(ctx: FakeContext, **params: Any) -> tuple[FlapNode, FlapNodeParams, dict[str, Any]]:
+def _apply(ctx: FaultContext, **params: Any) -> tuple[FlapNode, FlapNodeParams, dict[str, Any]]:
     kind = FlapNode()
     parsed = FlapNodeParams.model_validate({**FAST, **params})
     record = kind.apply(ctx, "replica-2", parsed)
@@ -140,14 +141,18 @@ def test_it_flaps_until_healed_and_not_after(backend: FakeBackend, make_ctx: Mak
     kind, params, record = _apply(ctx)
     evidence = kind.check_applied(ctx, "replica-2", params, record)
     assert evidence.startswith("replica-2 (pid ") and "is gone after SIGKILL" in evidence
-    eventually(lambda: backend.count("kill") >= 3 and backend.count("restart") >= 2)
-    assert ctx.saves >= 2  # every new pid is saved for `drillkit heal`
+    eventually(
+        lambda: (
+            backend.count("kill", "replica-2") >= 3 and backend.count("restart", "replica-2") >= 2
+        )
+    )
+    assert backend.saves >= 2  # every new pid is saved for `drillkit heal`
     kind.heal(ctx, record)
-    kills = backend.count("kill")
+    kills = backend.count("kill", "replica-2")
     assert backend.service_alive(ctx.state, "replica-2")
     assert backend.ready(ctx.state, "replica-2")
     time.sleep(0.2)  # several cycles' worth
-    assert backend.count("kill") == kills
+    assert backend.count("kill", "replica-2") == kills
     assert backend.service_alive(ctx.state, "replica-2")
     assert [op for op, name in backend.calls if name != "replica-2"] == []
 
@@ -156,9 +161,9 @@ def test_each_cycle_waits_for_ready_then_stays_up(backend: FakeBackend, make_ctx
     backend.startup = 0.15  # much slower to start than `down` or `up`
     ctx = make_ctx()
     kind, _, record = _apply(ctx, down="10ms", up="100ms")
-    eventually(lambda: backend.count("restart") >= 1)
+    eventually(lambda: backend.count("restart", "replica-2") >= 1)
     restarted = time.monotonic()
-    eventually(lambda: backend.count("kill") >= 2)
+    eventually(lambda: backend.count("kill", "replica-2") >= 2)
     # Killed only once ready (0.15 s) and then up for 0.1 s.
     assert time.monotonic() - restarted >= 0.2
     kind.heal(ctx, record)
@@ -202,9 +207,9 @@ def test_heal_from_the_record_alone(
     ctx = make_ctx()
     FlapNode().heal(ctx, {**entry.undo, "journal_id": entry.id})
     assert backend.ready(ctx.state, "replica-2")
-    assert backend.count("restart") == 1
+    assert backend.count("restart", "replica-2") == 1
     FlapNode().heal(make_ctx(), record)  # twice: nothing more to do
-    assert backend.count("restart") == 1
+    assert backend.count("restart", "replica-2") == 1
 
 
 def test_heal_of_a_fault_that_never_took_effect(backend: FakeBackend, make_ctx: MakeCtx) -> None:
@@ -219,11 +224,11 @@ def test_heal_with_a_fresh_instance_stops_the_thread(
 ) -> None:
     """The engine's clean-up (heal_all) heals with a new FlapNode and a new context."""
     _, _, record = _apply(make_ctx())
-    eventually(lambda: backend.count("kill") >= 2)
+    eventually(lambda: backend.count("kill", "replica-2") >= 2)
     FlapNode().heal(make_ctx(), record)
-    kills = backend.count("kill")
+    kills = backend.count("kill", "replica-2")
     time.sleep(0.2)
-    assert backend.count("kill") == kills
+    assert backend.count("kill", "replica-2") == kills
     assert backend.service_alive(make_ctx().state, "replica-2")
 
 
@@ -233,10 +238,10 @@ def test_heal_during_a_slow_restart_leaves_one_target(
     backend.restart_delay = 0.2
     ctx = make_ctx()
     kind, _, record = _apply(ctx, down="1ms")
-    eventually(lambda: backend.count("restart") == 1)  # the thread is inside restart()
+    eventually(lambda: backend.count("restart", "replica-2") == 1)  # the thread is inside restart()
     kind.heal(ctx, record)
     # heal waited for the restart in progress instead of starting a second copy
-    assert backend.count("restart") == 1
+    assert backend.count("restart", "replica-2") == 1
     assert backend.ready(ctx.state, "replica-2")
 
 
@@ -245,12 +250,12 @@ def test_a_heal_from_another_process_stops_the_kills(
 ) -> None:
     ctx = make_ctx()
     kind, _, record = _apply(ctx)
-    eventually(lambda: backend.count("kill") >= 2)
+    eventually(lambda: backend.count("kill", "replica-2") >= 2)
     journal.record_heal(record["journal_id"])  # what `drillkit heal` elsewhere writes last
     time.sleep(0.1)
-    kills = backend.count("kill")
+    kills = backend.count("kill", "replica-2")
     time.sleep(0.2)
-    assert backend.count("kill") == kills
+    assert backend.count("kill", "replica-2") == kills
     eventually(lambda: backend.ready(ctx.state, "replica-2"))
     kind.heal(ctx, record)
 
@@ -261,9 +266,9 @@ def test_a_failed_restart_stops_the_flapping_and_heal_says_so(
     backend.fail_restarts = 1
     ctx = make_ctx()
     kind, _, record = _apply(ctx)
-    eventually(lambda: backend.count("restart") == 1)
+    eventually(lambda: backend.count("restart", "replica-2") == 1)
     time.sleep(0.05)
     with pytest.warns(FlapNodeWarning, match="could not be started"):
         kind.heal(ctx, record)
     assert backend.ready(ctx.state, "replica-2")
-    assert backend.count("restart") == 2  # the failed one, then heal's
+    assert backend.count("restart", "replica-2") == 2  # the failed one, then heal's

@@ -7,8 +7,7 @@ import subprocess
 
 import pytest
 
-from drillkit.backends import image
-from drillkit.backends.docker import _cut_script, _latency_script, _restore_script
+from drillkit.backends.docker import _cut_script, _latency_script, _restore_script, image
 
 
 @pytest.mark.parametrize("mode", ["blackhole", "reject"])
@@ -42,12 +41,12 @@ def test_restore_script_succeeds_when_nothing_is_set() -> None:
 
 
 def test_image_tag_follows_requirements_and_base() -> None:
-    offline = image.plan()
+    offline = image.image_plan()
     assert offline.offline and offline.base_image == image.OFFLINE_BASE
     assert offline.tag.startswith(f"{image.IMAGE_REPOSITORY}:")
-    public = image.plan(base_image="python:3.11-slim-bookworm")
+    public = image.image_plan(base_image="python:3.11-slim-bookworm")
     assert not public.offline and public.tag != offline.tag
-    gpu = image.plan(gpu=True)
+    gpu = image.image_plan(gpu=True)
     assert "faiss-gpu-cu12==" in gpu.requirements and gpu.tag != offline.tag
 
 

@@ -13,44 +13,39 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from drillkit.errors import EnvironmentFailure
-from drillkit.faults.context import load_fault_kind
+from drillkit.faults.base import load_fault_kind
+from drillkit.faults.context import FaultContext
 from drillkit.faults.load_spike import LoadSpike, _pids_tagged
 from drillkit.faults.params import LoadSpikeParams
+from drillkit.journal import Journal
+from drillkit.stacks.plan import Endpoint, Port, StackPlan
+from drillkit.testing import FakeBackend, fault_context, service_plan
 from tests.unit.stacks.recommender.fake_replica import FakeReplica, free_port
 
 
-@dataclass
-class State:
-    run_dir: str
-    id: str = "stk-test"
+def context(tmp_path: Path, gateway_port: int) -> FaultContext:
+    """drillkit's fault context on a fake stack whose gateway is the fake server, with a
+    real journal."""
+    plan = StackPlan(
+        preset="fake",
+        services=(service_plan("gateway", role="gateway", ports=(Port(number=gateway_port),)),),
+        entry=Endpoint(service="gateway"),
+    )
+    backend = FakeBackend()
+    state = backend.start(plan)
+    state.run_dir = str(tmp_path)
+    return fault_context(backend, state, Journal(tmp_path / "state"), fault_id="spike-1")
 
 
-@dataclass
-class Ctx:
-    """The parts of FaultContext the kind uses; the journal is a list."""
-
-    state: State
-    urls: dict[str, str]
-    fault_id: str = "spike-1"
-    journal: list[dict[str, Any]] = field(default_factory=list)
-
-    def begin(self, kind: str, target: str, undo: dict[str, Any]) -> dict[str, Any]:
-        self.journal.append(dict(undo))
-        return {**undo, "journal_id": len(self.journal)}
-
-    def amend(self, record: dict[str, Any], **more: Any) -> dict[str, Any]:
-        self.journal[record["journal_id"] - 1].update(more)
-        return {**record, **more}
-
-    def service_url(self, name: str) -> str:
-        return self.urls[name]
+class _BadUrl(FaultContext):
+    def service_url(self, name: str, port: str = "http") -> str:
+        return "ftp://nowhere"
 
 
 @pytest.fixture
@@ -76,13 +71,14 @@ def test_it_is_a_registered_gateway_fault() -> None:
 
 
 def test_apply_sends_extra_traffic_until_healed(tmp_path: Path, gateway: FakeReplica) -> None:
-    ctx = Ctx(State(str(tmp_path)), {"gateway": gateway.url})
+    ctx = context(tmp_path, gateway.port)
     kind = LoadSpike()
     params = LoadSpikeParams(rate=200)
     record = kind.apply(ctx, "gateway", params)
     try:
         # The undo record was journaled before the process existed, and its pid added after.
-        assert ctx.journal[0]["tag"] == record["tag"] and ctx.journal[0]["pid"] == record["pid"]
+        (entry,) = ctx.journal.pending()
+        assert entry.undo["tag"] == record["tag"] and entry.undo["pid"] == record["pid"]
         evidence = kind.check_applied(ctx, "gateway", params, record)
         assert f"pid {record['pid']}" in evidence and "200 extra requests/s" in evidence
         wait_until(lambda: gateway.recommend_hits >= 50, 10.0, "the spike's requests")
@@ -99,16 +95,19 @@ def test_apply_sends_extra_traffic_until_healed(tmp_path: Path, gateway: FakeRep
 
 
 def test_heal_needs_only_the_journal_record(tmp_path: Path, gateway: FakeReplica) -> None:
-    ctx = Ctx(State(str(tmp_path)), {"gateway": gateway.url})
+    ctx = context(tmp_path, gateway.port)
     record = LoadSpike().apply(ctx, "gateway", LoadSpikeParams(rate=50))
     wait_until(lambda: bool(_pids_tagged(record["tag"])), 5.0, "the generator to start")
     # `drillkit heal` after a crash: a new process, the record as the journal kept it.
-    LoadSpike().heal(None, json.loads(json.dumps(ctx.journal[0])))
+    (entry,) = Journal(tmp_path / "state").pending()
+    fresh = context(tmp_path, gateway.port)
+    LoadSpike().heal(fresh, json.loads(json.dumps(entry.undo)))
     assert not _pids_tagged(record["tag"])
 
 
 def test_a_generator_that_cannot_start_is_reported(tmp_path: Path) -> None:
-    ctx = Ctx(State(str(tmp_path)), {"gateway": "ftp://nowhere"})
+    good = context(tmp_path, free_port())
+    ctx = _BadUrl(good.backend, good.state, good.journal, fault_id="spike-1")
     kind = LoadSpike()
     params = LoadSpikeParams(rate=10)
     record = kind.apply(ctx, "gateway", params)

@@ -147,7 +147,8 @@ def test_child_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_importing_the_driver_never_imports_locust() -> None:
     code = (
-        "import sys, drillkit.load, drillkit.load.driver, drillkit.observe.quality; "
+        "import sys, drillkit.load, drillkit.load.driver, drillkit.engine, "
+        "drillkit.stacks.recommender.quality; "
         "bad = [m for m in ('locust', 'gevent') if m in sys.modules]; "
         "sys.exit(f'imported: {bad}' if bad else 0)"
     )

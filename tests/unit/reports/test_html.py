@@ -11,8 +11,9 @@ import pytest
 from numpy.typing import NDArray
 
 from drillkit.observe.records import Records, RequestRecord
+from drillkit.reports.format import format_score
 from drillkit.reports.html import render_html, score_breakdown, write_html
-from drillkit.reports.model import DrillReport, Environment, ScenarioRef, Status, format_score
+from drillkit.reports.model import DrillReport, Environment, ScenarioRef, Status
 from drillkit.reports.plot import FAULT_SHADE, MAX_POINTS, SERIES_COLOURS, timeline_figure
 from drillkit.scoring import (
     SLO,

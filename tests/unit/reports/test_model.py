@@ -10,7 +10,8 @@ import pytest
 
 from drillkit.errors import InputError
 from drillkit.reports import DrillReport, Environment, ScenarioRef, read_report, write_report
-from drillkit.reports.model import Status, format_score
+from drillkit.reports.format import format_score
+from drillkit.reports.model import Status
 from tests.unit.scoring.test_analyze import FULL_EXPECT, drill, kill
 
 STARTED = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
@@ -127,7 +128,7 @@ def test_failed_write_keeps_the_old_report(tmp_path: Path, monkeypatch: pytest.M
 
 
 def _contract_example() -> dict[str, Any]:
-    """The example of contracts.md section 4, with real values where it has placeholders."""
+    """The example of docs/report.md, with real values where it has placeholders."""
     return {
         "schema_version": 1,
         "drillkit_version": "0.1.0",

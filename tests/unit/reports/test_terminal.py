@@ -4,8 +4,9 @@ import pytest
 from rich.console import Console
 
 from drillkit.cli.console import Terminal
+from drillkit.reports.format import format_check_value
 from drillkit.reports.model import CheckReport, DrillReport
-from drillkit.reports.terminal import format_check_value, render_report
+from drillkit.reports.terminal import render_report
 from tests.unit.reports.test_model import sample_report
 
 

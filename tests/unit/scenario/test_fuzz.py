@@ -1,6 +1,6 @@
 """Generated scenario files: valid drills load as written, broken ones fail with a located message.
 
-Two generators work from the format's real schema (contracts.md, section 2):
+Two generators work from the format's real schema (docs/scenario.md):
 
 * :func:`valid_docs` builds structurally valid drills: every registered fault kind with params
   its own model accepts, targets that exist in a stack of 1..16 replicas (``random``, lists,
@@ -43,12 +43,12 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from drillkit.errors import ScenarioError
-from drillkit.faults.base import ROLE_GATEWAY, ROLE_MODEL_STORE, ROLE_REPLICA, fault_kinds
-from drillkit.faults.params import BUILTIN_PARAMS
+from drillkit.faults.base import ANY_SERVICE, ROLE_GATEWAY, ROLE_REPLICA, fault_kinds
 from drillkit.scenario import Scenario, load_scenario, loads_scenario
 from drillkit.scenario.loader import MAX_NODES
 from drillkit.scenario.model import MODEL_STORE
 from drillkit.scenario.units import CountOrShare
+from drillkit.stacks.recommender.spec import CATALOG_LIMITS, ROLE_MODEL_STORE
 
 FUZZ = settings(
     max_examples=1000,
@@ -116,6 +116,13 @@ class Expected:
     checks: list[tuple[tuple[str, ...], Any]] = field(default_factory=list)
 
 
+def _roles(kind: str) -> frozenset[str]:
+    roles = fault_kinds()[kind].target_roles
+    if ANY_SERVICE in roles:  # every service of the reference stack
+        return (roles - {ANY_SERVICE}) | {ROLE_REPLICA, ROLE_GATEWAY}
+    return roles
+
+
 def _services(roles: frozenset[str], replicas: int) -> list[str]:
     names = [f"replica-{i}" for i in range(1, replicas + 1)] if ROLE_REPLICA in roles else []
     if ROLE_GATEWAY in roles:
@@ -135,7 +142,7 @@ def _params_validate_empty(kind: str) -> bool:
 
 # Built-in kinds get params strategies below; a third-party kind installed here takes part
 # when its params all have defaults.
-KINDS = sorted(k for k in fault_kinds() if k in BUILTIN_PARAMS or _params_validate_empty(k))
+KINDS = sorted(k for k, info in fault_kinds().items() if info.builtin or _params_validate_empty(k))
 
 
 @st.composite
@@ -205,7 +212,7 @@ def faults(
     shared_expect: dict[str, Any] | None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     kind = draw(st.sampled_from(KINDS))
-    roles = fault_kinds()[kind].target_roles
+    roles = _roles(kind)
     names = _services(roles, replicas)
     # Each kind of target about as often as the others, not gateway 1 time in 17.
     choices: list[st.SearchStrategy[Any]] = [st.sampled_from(names)]
@@ -286,7 +293,7 @@ def valid_docs(draw: st.DrawFn) -> tuple[dict[str, Any], Expected]:
         want.checks.append((("stack", "gpu"), stack["gpu"]))
     if draw(st.booleans()):
         catalog = {
-            "items": draw(st.integers(100, 5_000_000)),
+            "items": draw(st.integers(*CATALOG_LIMITS["items"])),
             "dim": draw(st.integers(8, 1024)),
             "seed": draw(st.integers(0, 2**63 - 1)),
         }

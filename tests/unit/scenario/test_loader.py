@@ -12,10 +12,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from drillkit.errors import InputError, ScenarioError
-from drillkit.faults.params import CorruptModelParams, KillNodeParams, LatencyParams
+from drillkit.faults.params import KillNodeParams, LatencyParams
 from drillkit.scenario import Scenario, load_scenario, loads_scenario
 from drillkit.scenario.loader import MAX_BYTES, MAX_NODES
 from drillkit.scenario.units import CountOrShare
+from drillkit.stacks.recommender.faults import CorruptModelParams
 
 CASES = Path(__file__).parent / "cases"
 GOOD_FULL = (CASES / "good_full.yaml").read_text()

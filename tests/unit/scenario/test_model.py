@@ -6,7 +6,7 @@ import random
 import subprocess
 import sys
 from collections.abc import Iterator
-from importlib.metadata import EntryPoint
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -15,11 +15,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from drillkit.errors import ScenarioError, TargetError
-from drillkit.faults import base as faults_base
 from drillkit.faults.base import FaultKind, FaultPluginWarning, fault_kinds, fault_param_models
-from drillkit.faults.params import BUILTIN_PARAMS, KillNodeParams
+from drillkit.faults.params import KillNodeParams
 from drillkit.scenario import FaultSpec, Scenario, json_schema, load_scenario, loads_scenario
-from drillkit.scenario.model import MAX_REPLICAS, first_error, format_loc
+from drillkit.scenario.model import first_error, format_loc
 from drillkit.scenario.units import Share
 
 CASES = Path(__file__).parent / "cases"
@@ -86,12 +85,26 @@ def test_stack_spec_carries_every_setting() -> None:
     assert spec.service_names() == made.service_names()
 
 
-def test_gateway_defaults_match_the_backend() -> None:
-    from drillkit.backends.base import MAX_REPLICAS as BACKEND_MAX_REPLICAS
-    from drillkit.backends.base import GatewaySettings
+def test_stack_defaults_are_the_presets() -> None:
+    from drillkit.stacks.recommender.gateway import GatewayConfig
+    from drillkit.stacks.recommender.spec import CatalogSpec, GatewaySettings, RecommenderSpec
 
-    assert MAX_REPLICAS == BACKEND_MAX_REPLICAS
-    assert scenario().stack_spec().gateway == GatewaySettings()
+    # One place: the scenario format, the gateway process and the preset read the same values.
+    assert scenario().stack_spec() == RecommenderSpec()
+    assert scenario().stack_spec().catalog == CatalogSpec()
+    config = GatewayConfig(replicas=[("r", "http://h:1")])
+    settings = GatewaySettings()
+    for name in ("check_interval", "fall", "rise", "retries", "deadline", "max_outstanding"):
+        assert getattr(config, name) == getattr(settings, name)
+
+
+def test_catalog_limits_are_the_presets() -> None:
+    from drillkit.stacks.recommender.spec import CATALOG_LIMITS
+
+    top = CATALOG_LIMITS["items"][1]
+    scenario(stack={"catalog": {"items": top}})
+    with pytest.raises(ValidationError, match=f"less than or equal to {top}"):
+        scenario(stack={"catalog": {"items": top + 1}})
 
 
 def test_random_targets_are_seeded_replicas() -> None:
@@ -216,13 +229,14 @@ NotAKind = object()
 
 @pytest.fixture
 def plugins(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[EntryPoint]]:
-    installed: list[EntryPoint] = []
+    """The installed entry points, to which a test adds its own."""
+    installed = list(entry_points(group="drillkit.faults"))
 
     def fake_entry_points(*, group: str) -> list[EntryPoint]:
         assert group == "drillkit.faults"
         return installed
 
-    monkeypatch.setattr(faults_base, "entry_points", fake_entry_points)
+    monkeypatch.setattr("drillkit.faults.base.entry_points", fake_entry_points)
     fault_kinds.cache_clear()
     yield installed
     fault_kinds.cache_clear()
@@ -232,9 +246,18 @@ def entry(name: str, value: str) -> EntryPoint:
     return EntryPoint(name=name, value=value, group="drillkit.faults")
 
 
-def test_builtins_validate_without_entry_points(plugins: list[EntryPoint]) -> None:
-    assert fault_param_models() == BUILTIN_PARAMS
+BUILTIN = {"kill_node", "pause_node", "cut_network", "latency", "corrupt_model", "load_spike"}
+
+
+def test_the_entry_points_are_the_registry() -> None:
+    fault_kinds.cache_clear()
+    registered = {ep.name for ep in entry_points(group="drillkit.faults")}
+    assert BUILTIN <= registered == set(fault_kinds())
+    assert all(fault_kinds()[name].builtin for name in BUILTIN)
     assert fault_kinds()["corrupt_model"].target_roles == {"replica", "model-store"}
+    assert fault_kinds()["corrupt_model"].cls.outlives_stack
+    assert not fault_kinds()["kill_node"].cls.outlives_stack
+    assert fault_param_models()["kill_node"] is KillNodeParams
 
 
 def test_a_plugin_kind_validates_like_a_builtin(plugins: list[EntryPoint]) -> None:
@@ -253,10 +276,12 @@ class KillOverride(DropPackets):
     name: ClassVar[str] = "kill_node"
 
 
-def test_a_plugin_overrides_a_builtin_of_the_same_name(plugins: list[EntryPoint]) -> None:
-    plugins.append(entry("kill_node", f"{__name__}:KillOverride"))
-    assert fault_param_models()["kill_node"] is DropParams
-    assert fault_kinds()["kill_node"].target_roles == {"replica", "gateway"}
+def test_a_second_registration_of_a_kind_is_skipped_with_a_warning(
+    plugins: list[EntryPoint],
+) -> None:
+    plugins.append(entry("kill_override", f"{__name__}:KillOverride"))
+    with pytest.warns(FaultPluginWarning, match="'kill_override'.*already registers"):
+        assert fault_param_models()["kill_node"] is KillNodeParams
 
 
 def test_two_plugins_for_one_kind_keep_the_first(plugins: list[EntryPoint]) -> None:
@@ -285,7 +310,7 @@ def test_a_broken_plugin_is_skipped_with_a_warning(
     with pytest.warns(FaultPluginWarning, match=f"fault plugin 'broken' .*{reason}"):
         kinds = fault_kinds()
     assert "drop_packets" in kinds and "broken" not in kinds
-    assert set(BUILTIN_PARAMS) <= set(kinds)
+    assert set(kinds) >= BUILTIN
 
 
 def test_fault_kind_is_abstract() -> None:

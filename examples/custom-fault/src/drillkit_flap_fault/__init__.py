@@ -38,12 +38,13 @@ import atexit
 import threading
 import time
 import warnings
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from drillkit.errors import EnvironmentFailure, StackNotReady
-from drillkit.faults.base import ROLE_REPLICA, FaultKind
+from drillkit.faults.base import ROLE_REPLICA, FaultKind, UndoRecord
+from drillkit.faults.context import FaultContext
 from drillkit.scenario.units import PositiveDuration, format_duration
 
 __all__ = ["FlapNode", "FlapNodeParams", "FlapNodeWarning"]
@@ -102,7 +103,9 @@ class _Flapper:
     """The kill/restart cycles of one applied fault, in a daemon thread of the applying
     process. Built and registered by :meth:`FlapNode.apply`, stopped by :meth:`FlapNode.heal`."""
 
-    def __init__(self, ctx: Any, target: str, params: FlapNodeParams, journal_id: str) -> None:
+    def __init__(
+        self, ctx: FaultContext, target: str, params: FlapNodeParams, journal_id: str
+    ) -> None:
         self.ctx = ctx
         self.target = target
         self.params = params
@@ -126,7 +129,7 @@ class _Flapper:
                 return False
             self.gone.clear()
             if not self.first_killed:
-                self.first_killed = self.ctx.state.services[self.target].ident()
+                self.first_killed = self.ctx.ident(self.target)
             self.ctx.backend.kill(self.ctx.state, self.target, signal=self.params.signal)
             self.kills += 1
             return True
@@ -136,18 +139,15 @@ class _Flapper:
             if self.stopped.is_set():
                 return False  # heal restarts it, if it is still down then
             if not self.ctx.backend.service_alive(self.ctx.state, self.target):
+                # The backend saves the new pid or container, for `drillkit heal`.
                 self.ctx.backend.restart(self.ctx.state, self.target)
-                self.ctx.save_state()  # the new pid or container, for `drillkit heal`
                 self.restarts += 1
             return True
 
     def _healed_elsewhere(self) -> bool:
         # `drillkit heal` in another process heals from the journal; it cannot reach this
         # thread, but the heal record it writes can.
-        journal = getattr(self.ctx, "journal", None)
-        if journal is None:
-            return False
-        return all(entry.id != self.journal_id for entry in journal.pending())
+        return all(entry.id != self.journal_id for entry in self.ctx.journal.pending())
 
     # -- the thread ------------------------------------------------------------------------
     def start(self) -> None:
@@ -245,10 +245,10 @@ class FlapNode(FaultKind[FlapNodeParams]):
     description: ClassVar[str] = "the target keeps dying and coming back (a crash loop)"
     target_roles: ClassVar[frozenset[str]] = frozenset({ROLE_REPLICA})
 
-    def apply(self, ctx: Any, target: str, params: FlapNodeParams) -> dict[str, Any]:
+    def apply(self, ctx: FaultContext, target: str, params: FlapNodeParams) -> UndoRecord:
         # Everything heal needs is the service's name; the rest is for the people reading the
         # journal.
-        record: dict[str, Any] = ctx.begin(
+        record = ctx.begin(
             self.name,
             target,
             {
@@ -264,12 +264,12 @@ class FlapNode(FaultKind[FlapNodeParams]):
         _register(flapper)
         if flapper.kill():
             flapper.start()
-        return dict(record)
+        return record
 
     def check_applied(
-        self, ctx: Any, target: str, params: FlapNodeParams, record: dict[str, Any]
+        self, ctx: FaultContext, target: str, params: FlapNodeParams, record: UndoRecord
     ) -> str:
-        ident = ctx.state.services[target].ident()
+        ident = ctx.ident(target)
         timeout = (STOP_WAIT_S if params.signal == "TERM" else 0.0) + 2.0
         flapper = _find(record.get("journal_id"))
         if flapper is not None:
@@ -291,7 +291,7 @@ class FlapNode(FaultKind[FlapNodeParams]):
             f"{format_duration(params.down)}, then up {format_duration(params.up)} once ready"
         )
 
-    def heal(self, ctx: Any, record: dict[str, Any]) -> None:
+    def heal(self, ctx: FaultContext, record: UndoRecord) -> None:
         target = str(record["service"])
         flapper = _take(record.get("journal_id"))
         if flapper is not None:
@@ -305,5 +305,4 @@ class FlapNode(FaultKind[FlapNodeParams]):
                 )
         if not ctx.backend.service_alive(ctx.state, target):
             ctx.backend.restart(ctx.state, target)
-            ctx.save_state()
         ctx.wait_ready(target)

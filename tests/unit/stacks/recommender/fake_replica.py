@@ -1,6 +1,6 @@
 """A fake model-server replica and a helper to serve any ASGI app from a background thread.
 
-The fake speaks the replica HTTP contract (contracts.md section 5) with no model behind it, and
+The fake speaks the replica HTTP contract (``docs/http.md``) with no model behind it, and
 a test switches its behaviour at runtime through :attr:`FakeReplica.mode`:
 
 - ``healthy``: ``/readyz`` 200, ``/recommend`` 200;

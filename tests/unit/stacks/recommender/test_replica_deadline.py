@@ -42,11 +42,11 @@ class App:
         self.model = CountingModel()
         served: Any = ServedModel(
             version="v1",
-            manifest=None,
-            digest="d" * 64,  # type: ignore[arg-type]
-            model=self.model,
+            manifest=None,  # type: ignore[arg-type]
+            digest="d" * 64,
+            model=self.model,  # type: ignore[arg-type]
             loaded_at=0.0,
-        )  # type: ignore[arg-type]
+        )
         self.app.state.replica.served = served
 
     def get(self, url: str, headers: dict[str, str] | None = None) -> httpx.Response:

@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from drillkit.backends.local import free_port
+from drillkit.backends.common import free_port
+from drillkit.backends.local.linkproxy import LinkMode, LinkProxyClient, LinkSpec, proxy_command
 from drillkit.errors import EnvironmentFailure
-from drillkit.faults.linkproxy import LinkMode, LinkProxyClient, LinkSpec, proxy_command
 
 HOST = "127.0.0.1"
 
@@ -500,7 +500,15 @@ def test_a_port_in_use_exits_3_with_a_message() -> None:
 
 def test_bad_arguments_exit_2() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "drillkit.faults.linkproxy", "--control-port", "1", "--link", "x"],
+        [
+            sys.executable,
+            "-m",
+            "drillkit.backends.local.linkproxy",
+            "--control-port",
+            "1",
+            "--link",
+            "x",
+        ],
         capture_output=True,
         timeout=10,
     )

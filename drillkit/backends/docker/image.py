@@ -97,7 +97,7 @@ def requirements(*, gpu: bool = False) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plan(*, base_image: str | None = None, gpu: bool = False) -> ImagePlan:
+def image_plan(*, base_image: str | None = None, gpu: bool = False) -> ImagePlan:
     """The image a stack needs: offline unless a base image is named."""
     return ImagePlan(
         base_image=base_image or OFFLINE_BASE,
@@ -304,7 +304,7 @@ def build_image(
     and whether anything was built."""
     report = progress or (lambda message, fraction: None)
     client = docker_client()
-    image = plan(base_image=base_image, gpu=gpu)
+    image = image_plan(base_image=base_image, gpu=gpu)
     if image_present(client, image.tag) and not rebuild:
         return image.tag, False
     if image.offline and not image_present(client, OFFLINE_BASE):

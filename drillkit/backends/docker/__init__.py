@@ -1,20 +1,23 @@
-"""The docker backend: every service is a container of the stack image on its own network.
+"""The docker backend: every service of a plan is a container on the stack's own network.
 
-One bridge network per stack; replicas are reached by the gateway under their service names
-(``http://replica-1:8000``); the gateway and each replica publish their port on 127.0.0.1 for
-the load generator and drillkit's own probes. Each replica mounts its own copy of the model
-store read-only at ``/store``, so a corrupt_model fault damages the files on the host side of
-the mount exactly as a failing disk under a node would.
+One bridge network per stack; services reach each other by service name
+(``http://replica-1:8000``, Compose-style DNS aliases), and every port of a plan is published
+on 127.0.0.1 for the load generator and drillkit's own probes. A plan's mounts are bind
+mounts (read-only unless the plan says otherwise): a replica's copy of the model store at
+``/store`` is damaged on the host side of the mount exactly as a failing disk under a node
+would damage it. Services run drillkit's stack image unless their program names another.
 
 Everything drillkit creates carries labels (:data:`LABEL_STACK`, :data:`LABEL_SESSION`,
-:data:`LABEL_SERVICE`, and :data:`LABEL_TARGET` on the services a fault may hit); teardown
-finds containers and networks by label, and every fault primitive refuses a container that
-does not carry this stack's labels (:class:`~drillkit.errors.TargetError`, exit 2).
+:data:`LABEL_SERVICE`, and :data:`LABEL_TARGET` on the services the plan marks as fault
+targets); teardown finds containers and networks by label, and every fault primitive refuses
+a container that does not carry this stack's labels (:class:`~drillkit.errors.TargetError`,
+exit 2).
 
-Network faults run a short-lived sidecar from the same image in the target's network
-namespace with ``NET_ADMIN``: iptables rules in chains of drillkit's own for cuts, a netem
-qdisc for latency. Undo deletes those chains and the qdisc, so it is idempotent, and a
-container that was restarted in between has a fresh namespace with nothing to undo.
+Network faults on a link run a short-lived sidecar from the stack image in the link target's
+network namespace with ``NET_ADMIN``: iptables rules in chains of drillkit's own for cuts, a
+netem qdisc for latency, both aimed at the link source's address. Undo deletes those chains
+and the qdisc, so it is idempotent, and a container that was restarted in between has a fresh
+namespace with nothing to undo.
 
 Images are never pulled: containers are created from an image that :func:`require_image`
 found, never through ``containers.run`` (which pulls on a miss).
@@ -33,26 +36,37 @@ from typing import Any
 
 from drillkit.backends.base import (
     Backend,
-    GatewaySettings,
     Progress,
     ServiceState,
-    StackSpec,
+    StackIdentity,
     StackState,
-    clear_state,
     save_state,
 )
-from drillkit.backends.common import (
-    fallback_file,
-    new_stack,
-    remove_copies,
-    replica_store,
-    wait_until_ready,
-)
-from drillkit.backends.image import docker_client, plan, require_image
-from drillkit.backends.local import free_port
+from drillkit.backends.common import free_port, service_log, start_in_order
+from drillkit.backends.docker.image import docker_client, image_plan, require_image
 from drillkit.errors import BackendUnavailable, EnvironmentFailure, StackNotReady, TargetError
-from drillkit.stacks.recommender.replica import ADMIN_TOKEN_ENV
-from drillkit.stacks.recommender.store import KEY_ENV
+from drillkit.stacks.plan import (
+    Arg,
+    BindHost,
+    HttpCheck,
+    Join,
+    Link,
+    MountRef,
+    PortRef,
+    StackPlan,
+    UrlRef,
+)
+
+__all__ = [
+    "LABEL_ROLE",
+    "LABEL_SERVICE",
+    "LABEL_SESSION",
+    "LABEL_STACK",
+    "LABEL_TARGET",
+    "DockerBackend",
+    "DockerService",
+    "DockerStack",
+]
 
 LABEL_STACK = "drillkit.stack"
 LABEL_SESSION = "drillkit.session"
@@ -129,10 +143,28 @@ _DOWN_SWEEPS = 5
 _DOWN_SWEEP_PAUSE = 0.5
 
 
-class DockerBackend(Backend):
-    """Services as containers of the drillkit stack image."""
+class DockerService(ServiceState):
+    """A service as a container."""
+
+    container: str | None = None
+
+    def ident(self) -> str:
+        return f"container {(self.container or '?')[:12]}"
+
+
+class DockerStack(StackState[DockerService]):
+    image: str
+    """drillkit's stack image, which services without an image of their own run."""
+    network: str
+    session: str
+    """The session label on everything this stack created."""
+
+
+class DockerBackend(Backend[DockerStack]):
+    """Services as containers."""
 
     name = "docker"
+    State = DockerStack
 
     def __init__(self) -> None:
         self._client: Any = None
@@ -143,161 +175,142 @@ class DockerBackend(Backend):
             self._client = docker_client()
         return self._client
 
+    def gpu_available(self) -> bool:
+        return "nvidia" in (self.client.info().get("Runtimes") or {})
+
+    def no_gpu_reason(self) -> str:
+        runtimes = self.client.info().get("Runtimes") or {}
+        return (
+            "the Docker Engine has no NVIDIA runtime (runtimes: "
+            f"{', '.join(sorted(runtimes)) or 'none'}); install the NVIDIA Container "
+            "Toolkit, or use gpu: off"
+        )
+
     # -- lifecycle -------------------------------------------------------------------------
-    def up(self, spec: StackSpec, *, progress: Progress | None = None) -> StackState:
+    def up(
+        self, plan: StackPlan, stack: StackIdentity, *, progress: Progress | None = None
+    ) -> DockerStack:
         report = progress or (lambda message, fraction: None)
-        image = plan(gpu=False).tag
-        require_image(self.client, image)
-        gpu = self._resolve_gpu(spec.gpu)
-        state = new_stack(spec, self.name, gpu=gpu, report=report)
-        state.image = image
-        state.session = SESSION_ID
-        state.network = f"drillkit-{state.id}"
+        image = image_plan(gpu=False).tag
+        for needed in {image, *(s.program.image for s in plan.services if s.program.image)}:
+            require_image(self.client, needed)
+        state = DockerStack(
+            backend=self.name,
+            plan=plan,
+            image=image,
+            network=f"drillkit-{stack.id}",
+            session=SESSION_ID,
+            **stack.fields(),
+        )
+        (Path(state.run_dir) / "logs").mkdir(parents=True, exist_ok=True)
         try:
             self.client.networks.create(
                 state.network, driver="bridge", labels=self._labels(state, "network", "net")
             )
             save_state(state)  # saved as we go: `stack down` can clean up a half start
-            for i in range(1, spec.replicas + 1):
-                name = f"replica-{i}"
-                replica_store(state, name)
-                port = free_port()
-                state.services[name] = ServiceState(
-                    name=name,
-                    role="replica",
-                    url=f"http://127.0.0.1:{port}",
-                    port=port,
-                    log=str(Path(state.run_dir) / "logs" / f"{name}.log"),
+            for service in plan.services:
+                state.services[service.name] = DockerService(
+                    name=service.name,
+                    role=service.role,
+                    ports={port.name: free_port() for port in service.ports},
+                    log=service_log(state, service.name),
                 )
-            gw_port = free_port()
-            state.gateway_url = f"http://127.0.0.1:{gw_port}"
-            state.services["gateway"] = ServiceState(
-                name="gateway",
-                role="gateway",
-                url=state.gateway_url,
-                port=gw_port,
-                log=str(Path(state.run_dir) / "logs" / "gateway.log"),
+            start_in_order(
+                self,
+                state,
+                start=lambda service: self._create(state, service.name).start(),
+                check_running=lambda name: self._check_running(state, name),
+                report=report,
             )
-            for name in state.services:
-                report(f"starting container {name}", -1)
-                self._create(state, name).start()
-                save_state(state)
-            wait_until_ready(state, lambda name: self._check_running(state, name), report)
         except BaseException:
             self.down(state)
             raise
         return state
 
-    def _resolve_gpu(self, gpu: str) -> bool:
-        if gpu == "off":
-            return False
-        runtimes = self.client.info().get("Runtimes") or {}
-        available = "nvidia" in runtimes
-        if gpu == "on" and not available:
-            raise BackendUnavailable(
-                "gpu: on, but the Docker Engine has no NVIDIA runtime (runtimes: "
-                f"{', '.join(sorted(runtimes)) or 'none'}); install the NVIDIA Container "
-                "Toolkit, or use gpu: off"
-            )
-        return available
-
-    def _labels(self, state: StackState, service: str, role: str) -> dict[str, str]:
+    def _labels(
+        self, state: DockerStack, service: str, role: str, *, target: bool = False
+    ) -> dict[str, str]:
         labels = {
             LABEL_STACK: state.id,
-            LABEL_SESSION: state.session or SESSION_ID,
+            LABEL_SESSION: state.session,
             LABEL_SERVICE: service,
             LABEL_ROLE: role,
         }
-        if role in ("replica", "gateway"):
+        if target:
             labels[LABEL_TARGET] = "true"
         return labels
 
-    def _create(self, state: StackState, name: str) -> Any:
+    def _resolve(self, state: DockerStack, name: str, arg: Arg) -> str:
+        if isinstance(arg, str):
+            return arg
+        if isinstance(arg, Join):
+            return "".join(self._resolve(state, name, part) for part in arg.parts)
+        if isinstance(arg, BindHost):
+            return "0.0.0.0"
+        if isinstance(arg, PortRef):
+            return str(state.plan.service(arg.service or name).port(arg.port).number)
+        if isinstance(arg, UrlRef):
+            number = state.plan.service(arg.service).port(arg.port).number
+            return f"http://{arg.service}:{number}{arg.path}"
+        assert isinstance(arg, MountRef)
+        target = state.plan.service(name).mount(arg.mount).target
+        return f"{target.rstrip('/')}/{arg.path}" if arg.path else target
+
+    def command(self, state: DockerStack, name: str) -> list[str]:
+        """The container's command, every reference resolved."""
+        program = state.plan.service(name).program
+        args = [self._resolve(state, name, arg) for arg in program.args]
+        if program.module is not None:
+            return ["python3", "-m", program.module, *args]
+        assert program.executable is not None
+        return [program.executable, *args]
+
+    def _create(self, state: DockerStack, name: str) -> Any:
         from docker.types import DeviceRequest, Healthcheck
 
+        plan = state.plan.service(name)
         service = state.services[name]
-        env = {ADMIN_TOKEN_ENV: state.admin_token, "PYTHONUNBUFFERED": "1"}
-        for var in (KEY_ENV, "DRILLKIT_REPLICA_THREADS"):
-            if os.environ.get(var):
-                env[var] = os.environ[var]
-        if service.role == "replica":
-            port = REPLICA_PORT
-            command = [
-                "python3",
-                "-m",
-                "drillkit.stacks.recommender.replica",
-                "--store",
-                "/store",
-                "--name",
-                name,
-                "--host",
-                "0.0.0.0",
-                "--port",
-                str(port),
-                "--device",
-                "cuda" if state.gpu else "cpu",
-                "--stack-id",
-                state.id,
-            ]
-            volumes = {state.stores[name]: {"bind": "/store", "mode": "ro"}}
-            probe = "/readyz"
-        else:
-            port = GATEWAY_PORT
-            settings = GatewaySettings(**state.spec["gateway"])
-            fallback: list[str] = []
-            if settings.fallback:
-                relative = fallback_file(Path(state.store)).relative_to(state.store)
-                fallback = ["--fallback", f"/origin/{relative}"]
-            replicas = [
-                arg
-                for s in state.replicas()
-                for arg in ("--replica", f"{s.name}=http://{s.name}:{REPLICA_PORT}")
-            ]
-            command = [
-                "python3",
-                "-m",
-                "drillkit.stacks.recommender.gateway",
-                "--host",
-                "0.0.0.0",
-                "--port",
-                str(port),
-                *fallback,
-                *replicas,
-                *settings.args(),
-                "--stack-id",
-                state.id,
-            ]
-            volumes = {state.store: {"bind": "/origin", "mode": "ro"}}
-            probe = "/healthz"
-        check = (
-            "import sys, urllib.request; "
-            f"sys.exit(urllib.request.urlopen('http://127.0.0.1:{port}{probe}', "
-            "timeout=2).status != 200)"
-        )
+        env = {**plan.env, "PYTHONUNBUFFERED": "1"}
+        env.update({var: state.secret(secret) for var, secret in plan.secrets.items()})
+        image = plan.program.image or state.image
         kwargs: dict[str, Any] = {}
-        if state.gpu and service.role == "replica":
+        if state.gpu and plan.gpu:
             kwargs["device_requests"] = [DeviceRequest(count=-1, capabilities=[["gpu"]])]
-        container = self.client.containers.create(
-            state.image,
-            command=command,
-            name=f"drillkit-{state.id}-{name}",
-            hostname=name,
-            labels=self._labels(state, name, service.role),
-            environment=env,
-            volumes=volumes,
-            ports={f"{port}/tcp": ("127.0.0.1", service.port)},
-            network=state.network,
-            healthcheck=Healthcheck(
+        if image == state.image and isinstance(plan.ready, HttpCheck):
+            # The stack image has Python: `docker ps` shows health as drillkit checks it.
+            number = plan.port(plan.ready.port).number
+            check = (
+                "import sys, urllib.request; "
+                f"sys.exit(urllib.request.urlopen('http://127.0.0.1:{number}{plan.ready.path}', "
+                "timeout=2).status != 200)"
+            )
+            kwargs["healthcheck"] = Healthcheck(
                 test=["CMD", "python3", "-c", check],
                 interval=5 * _SECONDS_NS,
                 timeout=2 * _SECONDS_NS,
                 retries=3,
                 start_period=120 * _SECONDS_NS,
-            ),
+            )
+        if image == state.image:
+            # The owner of the mounted copies, so read-only mounts are readable whatever
+            # their modes; nothing in drillkit's image runs as root but the network sidecar.
+            kwargs["user"] = f"{os.getuid()}:{os.getgid()}"
+        container = self.client.containers.create(
+            image,
+            command=self.command(state, name),
+            name=f"drillkit-{state.id}-{name}",
+            hostname=name,
+            labels=self._labels(state, name, plan.role, target=plan.target),
+            environment=env,
+            volumes={
+                m.source: {"bind": m.target, "mode": "ro" if m.read_only else "rw"}
+                for m in plan.mounts
+            },
+            ports={
+                f"{port.number}/tcp": ("127.0.0.1", service.ports[port.name]) for port in plan.ports
+            },
+            network=state.network,
             stop_signal="SIGTERM",
-            # The owner of the store copies, so the read-only mounts are readable whatever
-            # their modes; nothing in the container runs as root but the network sidecar.
-            user=f"{os.getuid()}:{os.getgid()}",
             **kwargs,
         )
         # Service-name DNS on the stack network, as in Compose.
@@ -307,7 +320,7 @@ class DockerBackend(Backend):
         service.container = container.id
         return container
 
-    def _check_running(self, state: StackState, name: str) -> None:
+    def _check_running(self, state: DockerStack, name: str) -> None:
         container = self._container(state, name)
         if container is None or container.status in ("exited", "dead"):
             logs = ""
@@ -317,7 +330,7 @@ class DockerBackend(Backend):
                 f"{name} exited during start-up: {' | '.join(logs.splitlines()) or 'no output'}"
             )
 
-    def down(self, state: StackState) -> None:
+    def down(self, state: DockerStack) -> None:
         from docker.errors import APIError, NotFound
 
         client = self.client
@@ -331,8 +344,7 @@ class DockerBackend(Backend):
             if not found and sweep:
                 break
             for container in found:
-                service = container.labels.get(LABEL_SERVICE, "")
-                known = state.services.get(service)
+                known = state.services.get(container.labels.get(LABEL_SERVICE, ""))
                 if (
                     known is not None
                     and known.log
@@ -348,10 +360,8 @@ class DockerBackend(Backend):
         for volume in client.volumes.list(filters={"label": f"{LABEL_STACK}={state.id}"}):
             with contextlib.suppress(NotFound):
                 volume.remove(force=True)
-        remove_copies(state)
-        clear_state()
 
-    def _container(self, state: StackState, name: str) -> Any:
+    def _container(self, state: DockerStack, name: str) -> Any:
         from docker.errors import NotFound
 
         service = state.services.get(name)
@@ -362,10 +372,7 @@ class DockerBackend(Backend):
         except NotFound:
             return None
 
-    def service_alive(self, state: StackState, name: str) -> bool:
-        return self.service_status(state, name) != "exited"
-
-    def service_status(self, state: StackState, name: str) -> str:
+    def service_status(self, state: DockerStack, name: str) -> str:
         container = self._container(state, name)
         if container is None:
             return "exited"
@@ -374,7 +381,7 @@ class DockerBackend(Backend):
         return "running" if container.status in ("running", "restarting") else "exited"
 
     # -- the target guard -------------------------------------------------------------------
-    def target(self, state: StackState, name: str) -> Any:
+    def target(self, state: DockerStack, name: str) -> Any:
         """The container of service ``name``, only if it carries this stack's target labels."""
         service = state.services.get(name)
         if service is None or not service.container:
@@ -396,7 +403,7 @@ class DockerBackend(Backend):
         return container
 
     # -- fault primitives ------------------------------------------------------------------
-    def kill(self, state: StackState, name: str, *, signal: str = "KILL") -> None:
+    def kill(self, state: DockerStack, name: str, *, signal: str = "KILL") -> None:
         from docker.errors import APIError
 
         container = self.target(state, name)
@@ -405,17 +412,17 @@ class DockerBackend(Backend):
                 container.unpause()
             container.kill(signal=f"SIG{signal}")
 
-    def pause(self, state: StackState, name: str) -> None:
+    def pause(self, state: DockerStack, name: str) -> None:
         self.target(state, name).pause()
 
-    def resume(self, state: StackState, name: str) -> None:
+    def resume(self, state: DockerStack, name: str) -> None:
         from docker.errors import APIError
 
         container = self.target(state, name)
         with contextlib.suppress(APIError):  # "is not paused": nothing to undo
             container.unpause()
 
-    def restart(self, state: StackState, name: str) -> None:
+    def restart(self, state: DockerStack, name: str) -> None:
         from docker.errors import APIError
 
         container = self.target(state, name)
@@ -429,22 +436,22 @@ class DockerBackend(Backend):
         save_state(state)
 
     # -- network links: rules in the target's namespace, set from a sidecar ---------------
-    def _peer_ip(self, state: StackState) -> str:
-        """The gateway's address on the stack network: the other end of every link."""
-        gateway = self.target(state, "gateway")
-        networks = gateway.attrs["NetworkSettings"]["Networks"]
+    def _address(self, state: DockerStack, name: str) -> str:
+        """The address of service ``name`` on the stack network."""
+        container = self.target(state, name)
+        networks = container.attrs["NetworkSettings"]["Networks"]
         address = (networks.get(state.network) or {}).get("IPAddress")
         if not address:
-            raise EnvironmentFailure("the gateway has no address on the stack network")
+            raise EnvironmentFailure(f"{name} has no address on the stack network")
         return str(ipaddress.ip_address(address))  # goes into a shell script: an address only
 
-    def _sidecar(self, state: StackState, name: str, script: str) -> str:
+    def _sidecar(self, state: DockerStack, name: str, script: str) -> str:
         """Run ``script`` as root with NET_ADMIN in the network namespace of ``name``."""
         container = self.target(state, name)
         if container.status != "running":
             raise EnvironmentFailure(f"{name} is {container.status}: its network cannot be changed")
         code, output = self._run_privileged(
-            state.image or "",
+            state.image,
             ["sh", "-c", script],
             network_mode=f"container:{container.id}",
             labels=self._labels(state, f"netfault-{name}", "sidecar"),
@@ -456,50 +463,51 @@ class DockerBackend(Backend):
             )
         return output
 
-    def cut_link(self, state: StackState, name: str, *, mode: str) -> str:
-        peer = self._peer_ip(state)
-        self._sidecar(state, name, _cut_script(mode, peer))
+    def cut_link(self, state: DockerStack, link: Link, *, mode: str) -> str:
+        peer = self._address(state, link.source)
+        self._sidecar(state, link.target, _cut_script(mode, peer))
         action = "DROP" if mode == "blackhole" else "REJECT"
-        return f"iptables in {name}'s namespace: {action} to and from the gateway ({peer})"
+        return f"iptables in {link.target}'s namespace: {action} to and from {link.source} ({peer})"
 
-    def slow_link(self, state: StackState, name: str, *, delay: float, jitter: float) -> str:
-        peer = self._peer_ip(state)
+    def slow_link(self, state: DockerStack, link: Link, *, delay: float, jitter: float) -> str:
+        peer = self._address(state, link.source)
         try:
-            self._sidecar(state, name, _latency_script(peer, delay * 1000, jitter * 1000))
+            self._sidecar(state, link.target, _latency_script(peer, delay * 1000, jitter * 1000))
         except EnvironmentFailure as exc:
             if "qdisc kind is unknown" in str(exc):
                 raise BackendUnavailable(_NO_NETEM) from None
             raise
-        return f"netem in {name}'s namespace: +{delay * 1000:.0f} ms towards {peer}"
+        return f"netem in {link.target}'s namespace: +{delay * 1000:.0f} ms towards {peer}"
 
-    def restore_link(self, state: StackState, name: str) -> None:
-        if self.service_status(state, name) != "running":
+    def restore_link(self, state: DockerStack, link: Link) -> None:
+        if self.service_status(state, link.target) != "running":
             return  # stopped: its namespace, rules and all, is gone; a new start gets a new one
-        self._sidecar(state, name, _restore_script())
+        self._sidecar(state, link.target, _restore_script())
 
-    def probe_link(self, state: StackState, name: str, *, timeout: float) -> tuple[str, float]:
-        gateway = self.target(state, "gateway")
+    def probe_link(self, state: DockerStack, link: Link, *, timeout: float) -> tuple[str, float]:
+        source = self.target(state, link.source)
+        number = state.plan.service(link.target).port(link.port).number
         code = (
-            "import json; from drillkit.backends.base import probe_tcp; "
-            f"print(json.dumps(probe_tcp({name!r}, {REPLICA_PORT}, timeout={timeout!r})))"
+            "import json; from drillkit.netprobe import probe_tcp; "
+            f"print(json.dumps(probe_tcp({link.target!r}, {number}, timeout={timeout!r})))"
         )
-        result = gateway.exec_run(["python3", "-c", code])
+        result = source.exec_run(["python3", "-c", code])
         try:
             outcome, took = json.loads(result.output.decode().strip().splitlines()[-1])
         except (ValueError, IndexError):
             raise EnvironmentFailure(
-                f"probe from the gateway failed: {result.output.decode(errors='replace')[-200:]}"
+                f"probe from {link.source} failed: {result.output.decode(errors='replace')[-200:]}"
             ) from None
         return str(outcome), float(took)
 
-    def check_faults(self, kinds: set[str]) -> None:
-        if "latency" in kinds and not self._netem_available():
+    def check_capabilities(self, needs: set[str]) -> None:
+        if "slow_link" in needs and not self._netem_available():
             raise BackendUnavailable(_NO_NETEM)
 
     def _netem_available(self) -> bool:
         """Whether the host kernel has the netem qdisc (tried in a throwaway namespace)."""
         code, _ = self._run_privileged(
-            plan(gpu=False).tag,
+            image_plan(gpu=False).tag,
             ["tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"],
             network_mode="none",
             labels={LABEL_SESSION: SESSION_ID, LABEL_ROLE: "sidecar"},

@@ -18,12 +18,17 @@ import hashlib
 import os
 import random
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
+
+from pydantic import Field, field_validator, model_validator
 
 from drillkit.errors import EnvironmentFailure
-from drillkit.faults.base import ROLE_MODEL_STORE, ROLE_REPLICA, FaultKind
-from drillkit.faults.params import CorruptModelParams
+from drillkit.faults.base import ROLE_REPLICA, FaultKind, UndoRecord
+from drillkit.faults.params import FaultParams
+from drillkit.scenario.units import FieldError, Share, show_value
+from drillkit.stacks.recommender.spec import ROLE_MODEL_STORE
 from drillkit.stacks.recommender.store import (
     MANIFEST_NAME,
     ModelStore,
@@ -31,6 +36,62 @@ from drillkit.stacks.recommender.store import (
     read_manifest,
     signing_key,
 )
+
+if TYPE_CHECKING:
+    from drillkit.faults.context import FaultContext
+    from drillkit.journal import Journal
+
+__all__ = ["FILES", "CorruptModel", "CorruptModelParams", "damage_file", "poisoned_writer"]
+
+
+class CorruptModelParams(FaultParams):
+    """``corrupt_model``: how the model artifact is damaged and how the damage is picked up."""
+
+    mode: Literal["bitflip", "truncate", "zero", "poison"] = Field(
+        default="bitflip",
+        description=(
+            "bitflip: flip random bits; truncate: cut the file short; zero: overwrite with zeros; "
+            "poison: replace weights with NaN/garbage and re-sign the manifest."
+        ),
+    )
+    file: Literal["weights", "index", "tables"] = Field(
+        default="weights", description="Which file of the model version is damaged."
+    )
+    apply: Literal["reload", "restart"] = Field(
+        default="reload", description="reload: hot-reload the model; restart: restart the target."
+    )
+    flips: Annotated[int, Field(ge=1, le=1_000_000, strict=True)] = Field(
+        default=16, description="Bits flipped (mode: bitflip)."
+    )
+    fraction: Share = Field(
+        default=0.5, description="Share of the file kept (mode: truncate), below 1."
+    )
+
+    @field_validator("fraction")
+    @classmethod
+    def _fraction_below_one(cls, value: float) -> float:
+        if value >= 1:
+            raise ValueError(
+                f"expected a share below 100% (keeping the whole file damages nothing), "
+                f"got {show_value(value)}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _options_match_mode(self) -> CorruptModelParams:
+        # A parameter that the chosen mode ignores is almost always a mistake in the drill. Only
+        # a value other than the default counts, so that a dumped model validates again.
+        defaults = type(self).model_fields
+        if self.flips != defaults["flips"].default and self.mode != "bitflip":
+            raise FieldError(
+                f"flips only applies to mode: bitflip (mode is {self.mode})", ("flips",)
+            )
+        if self.fraction != defaults["fraction"].default and self.mode != "truncate":
+            raise FieldError(
+                f"fraction only applies to mode: truncate (mode is {self.mode})", ("fraction",)
+            )
+        return self
+
 
 FILES = {"weights": "weights.safetensors", "index": "index.faiss", "tables": "tables.safetensors"}
 
@@ -58,7 +119,7 @@ def damage_file(path: Path, mode: str, *, flips: int, fraction: float, seed: int
             handle.write(bytes([byte ^ (1 << rng.randrange(8))]))
 
 
-def poisoned_writer(source: Path, seed: int) -> Any:
+def poisoned_writer(source: Path, seed: int) -> Callable[[Path], list[str]]:
     """A payload writer for ModelStore.add_version: ``source``'s files with garbage weights."""
 
     def write(folder: Path) -> list[str]:
@@ -88,17 +149,20 @@ class CorruptModel(FaultKind[CorruptModelParams]):
     Params = CorruptModelParams
     description: ClassVar[str] = "the model artifact the target loads is damaged"
     target_roles: ClassVar[frozenset[str]] = frozenset({ROLE_REPLICA, ROLE_MODEL_STORE})
+    outlives_stack: ClassVar[bool] = True  # files on disk: a store the user serves in place
 
-    def _targets(self, ctx: Any, target: str) -> tuple[list[Path], list[str]]:
+    def _targets(self, ctx: FaultContext, target: str) -> tuple[list[Path], list[str]]:
+        from drillkit.stacks.recommender.preset import all_stores, replica_store
+
         if target == ROLE_MODEL_STORE:
-            return [Path(p) for p in ctx.state.all_stores()], ctx.replica_names()
-        return [ctx.store_of(target).root], [target]
+            return all_stores(ctx.state), ctx.state.names_with_role(ROLE_REPLICA)
+        return [replica_store(ctx.state, target)], [target]
 
-    def apply(self, ctx: Any, target: str, params: CorruptModelParams) -> dict[str, Any]:
+    def apply(self, ctx: FaultContext, target: str, params: CorruptModelParams) -> UndoRecord:
         stores, replicas = self._targets(ctx, target)
         seed = _seed(f"{ctx.state.id}/{ctx.fault_id}/{target}")
+        plan: list[dict[str, Any]] = []
         if params.mode == "poison":
-            plan = []
             for root in stores:
                 store = ModelStore(root)
                 current = store.current()
@@ -126,7 +190,6 @@ class CorruptModel(FaultKind[CorruptModelParams]):
         else:
             file_name = FILES[params.file]
             backup_dir = ctx.journal.new_backup_dir()
-            plan = []
             for i, root in enumerate(stores):
                 store = ModelStore(root)
                 version = store.current()
@@ -159,23 +222,24 @@ class CorruptModel(FaultKind[CorruptModelParams]):
                     seed=seed + i,
                 )
         self._activate(ctx, replicas, params.apply)
-        return dict(record)
+        return record
 
-    def _activate(self, ctx: Any, replicas: list[str], how: str) -> None:
+    def _activate(self, ctx: FaultContext, replicas: list[str], how: str) -> None:
+        from drillkit.stacks.recommender.preset import admin_reload
+
         for name in replicas:
             if not ctx.backend.service_alive(ctx.state, name):
                 continue  # another fault has it down; it will load from the store on restart
             if how == "restart":
                 ctx.backend.restart(ctx.state, name)
-                ctx.save_state()
             else:
-                ctx.admin_reload(name)
+                admin_reload(ctx.state, name)
         if how == "restart":
             for name in replicas:
                 ctx.wait_ready(name)
 
     def check_applied(
-        self, ctx: Any, target: str, params: CorruptModelParams, record: dict[str, Any]
+        self, ctx: FaultContext, target: str, params: CorruptModelParams, record: UndoRecord
     ) -> str:
         if record["mode"] == "poison":
             changed = []
@@ -204,7 +268,18 @@ class CorruptModel(FaultKind[CorruptModelParams]):
             f"{now[:12]}..."
         )
 
-    def heal(self, ctx: Any, record: dict[str, Any]) -> None:
+    def heal(self, ctx: FaultContext, record: UndoRecord) -> None:
+        from drillkit.stacks.recommender.preset import admin_reload
+
+        self.heal_without_stack(ctx.journal, record)
+        # Replicas reload the restored files; one that is down loads them when it starts.
+        for name in record["replicas"]:
+            if ctx.backend.service_alive(ctx.state, name):
+                admin_reload(ctx.state, name)
+
+    def heal_without_stack(self, journal: Journal, record: UndoRecord) -> None:
+        """Put the files back: the original bytes from the journal's backup, or CURRENT on
+        the version the poison replaced."""
         if record["mode"] == "poison":
             for item in record["stores"]:
                 store = ModelStore(Path(item["store"]))
@@ -213,14 +288,10 @@ class CorruptModel(FaultKind[CorruptModelParams]):
                 if item["previous"] in store.versions():
                     store.set_current(item["previous"])
                 shutil.rmtree(store.versions_dir / item["added"], ignore_errors=True)
-        else:
-            for item in record["stores"]:
-                backup, path = Path(item["backup"]), Path(item["path"])
-                if not path.parent.is_dir():
-                    continue  # the stack's copy went away with the stack
-                if backup.exists() and (not path.exists() or file_sha256(path) != item["sha256"]):
-                    shutil.copyfile(backup, path)  # a new mtime: watchers notice
-        # Replicas reload the restored files; one that is down loads them when it starts.
-        for name in record["replicas"]:
-            if ctx.backend.service_alive(ctx.state, name):
-                ctx.admin_reload(name)
+            return
+        for item in record["stores"]:
+            backup, path = Path(item["backup"]), Path(item["path"])
+            if not path.parent.is_dir():
+                continue  # the stack's copy went away with the stack
+            if backup.exists() and (not path.exists() or file_sha256(path) != item["sha256"]):
+                shutil.copyfile(backup, path)  # a new mtime: watchers notice

@@ -3,7 +3,7 @@
 On the local backend every gateway -> replica link goes through one proxy process per stack,
 so that a drill can cut or slow a single link without root privileges::
 
-    python -m drillkit.faults.linkproxy --control-port 7000 \\
+    python -m drillkit.backends.local.linkproxy --control-port 7000 \\
         --link replica-1=7001:8001 --link replica-2=7002:8002 [--stack-id ID]
 
 ``--link NAME=LISTEN_PORT:[UPSTREAM_HOST:]UPSTREAM_PORT`` listens on 127.0.0.1:LISTEN_PORT
@@ -149,7 +149,13 @@ def proxy_command(
     control_port: int, links: Sequence[LinkSpec], stack_id: str | None = None
 ) -> list[str]:
     """The command line that starts a proxy for ``links`` with this interpreter."""
-    argv = [sys.executable, "-m", "drillkit.faults.linkproxy", "--control-port", str(control_port)]
+    argv = [
+        sys.executable,
+        "-m",
+        "drillkit.backends.local.linkproxy",
+        "--control-port",
+        str(control_port),
+    ]
     for link in links:
         argv += ["--link", str(link)]
     if stack_id is not None:
@@ -843,7 +849,7 @@ async def serve(
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m drillkit.faults.linkproxy",
+        prog="python -m drillkit.backends.local.linkproxy",
         description="TCP fault proxy for gateway -> replica links (pass, blackhole, reject, "
         "latency), controlled over HTTP on 127.0.0.1:CONTROL_PORT.",
     )
@@ -864,7 +870,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m drillkit.faults.linkproxy``; returns the exit code."""
+    """Entry point of ``python -m drillkit.backends.local.linkproxy``; returns the exit code."""
     parser = _parser()
     args = parser.parse_args(argv)
     specs: list[LinkSpec] = []

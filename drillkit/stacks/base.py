@@ -1,0 +1,201 @@
+"""Stack presets and the life of a stack: a preset plans it, a backend runs the plan.
+
+A preset is a :class:`StackPreset` registered under the ``drillkit.stacks`` entry-point group
+(``recommender`` is drillkit's reference stack). It turns its own description of a stack
+(its :attr:`~StackPreset.Spec`, which a scenario's ``stack:`` section becomes) into a
+:class:`~drillkit.stacks.plan.StackPlan`, preparing the files the services need on the way,
+and it tells a drill how to watch the stack: the stack's own signals of noticing a fault
+(:meth:`~StackPreset.watch_sources`), the quality of what it serves
+(:meth:`~StackPreset.quality_probe`), which model digests are the verified ones
+(:meth:`~StackPreset.verified_digests`).
+
+:func:`bring_up` and :func:`take_down` are the one way a stack starts and goes, for ``drillkit
+run``, ``stack up``/``down`` and ``heal`` alike: a stack id and run folder, the preset's plan,
+the backend's start, the preset's last wait (:meth:`~StackPreset.settle`); and on the way
+down the backend's stop, the removal of the plan's data and of the saved state.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+
+from drillkit import paths
+from drillkit.backends.base import (
+    Backend,
+    Owner,
+    Progress,
+    StackIdentity,
+    StackState,
+    clear_state,
+    get_backend,
+    save_state,
+)
+from drillkit.errors import BackendUnavailable, InputError
+from drillkit.stacks.plan import StackPlan
+
+if TYPE_CHECKING:
+    from drillkit.observe.quality import QualityProbe
+    from drillkit.observe.watch import WatchSource
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "StackPreset",
+    "Workload",
+    "bring_up",
+    "get_preset",
+    "new_stack_id",
+    "preset_names",
+    "take_down",
+]
+
+ENTRY_POINT_GROUP = "drillkit.stacks"
+
+SpecT = TypeVar("SpecT")
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What the drill's load asks of the stack: ``GET /recommend?user_id=U&k=K`` with user
+    ids drawn from ``0..users-1`` (some beyond, as cold starts)."""
+
+    users: int
+    k: int = 10
+
+
+class StackPreset(ABC, Generic[SpecT]):
+    """A kind of stack drillkit can bring up: the plugin contract of ``drillkit.stacks``."""
+
+    name: ClassVar[str]
+    """What ``stack.preset`` says in a scenario."""
+    description: ClassVar[str] = ""
+
+    @abstractmethod
+    def plan(self, spec: SpecT, *, data_dir: Path, gpu: bool, progress: Progress) -> StackPlan:
+        """The stack's plan. Files the services need (a copy of a model store for each
+        replica, say) are prepared under ``data_dir``, which belongs to this stack alone and
+        is removed when it goes down. ``gpu`` says whether the backend can give services a
+        GPU."""
+
+    def gpu_wanted(self, spec: SpecT) -> str:
+        """``auto``, ``on`` (exit 3 when the backend has none) or ``off``."""
+        return "off"
+
+    def settle(self, state: StackState[Any], backend: Backend[Any], progress: Progress) -> None:
+        """Wait for what the stack needs beyond each service's own readiness (a gateway
+        routing to every replica, say); raise StackNotReady when it never comes."""
+        return None
+
+    def workload(self, state: StackState[Any]) -> Workload:
+        """What the drill's load should ask for."""
+        return Workload(users=1000)
+
+    def watch_sources(self, state: StackState[Any]) -> list[WatchSource]:
+        """Where the stack shows that it noticed a fault (health-check state changes,
+        refused artifacts, shed load), polled during a drill."""
+        return []
+
+    def quality_probe(self, seed: int) -> QualityProbe | None:
+        """A probe of the quality of what the stack serves, or None when it has none."""
+        return None
+
+    def verified_digests(self, state: StackState[Any]) -> frozenset[str] | None:
+        """The model digests a response may carry; any other is a wrong-model response.
+        None: the stack serves no versioned model, and the rule does not apply."""
+        return None
+
+    def extra_targets(self, state: StackState[Any]) -> dict[str, str]:
+        """Fault targets that are not services, by name, with the role a fault kind names
+        to reach them (the recommender's ``model-store``: every copy of its store)."""
+        return {}
+
+    def describe(self, state: StackState[Any]) -> dict[str, Any]:
+        """Extra fields for ``stack status`` (a model store's current version, say)."""
+        return {}
+
+
+def preset_names() -> list[str]:
+    return sorted({ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)})
+
+
+def get_preset(name: str) -> StackPreset[Any]:
+    """The preset registered as ``name`` under ``drillkit.stacks``."""
+    from drillkit.plugins import load_plugin
+
+    cls = load_plugin(ENTRY_POINT_GROUP, name, what="stack preset")
+    preset = cls() if isinstance(cls, type) else None
+    if not isinstance(preset, StackPreset):
+        raise InputError(f"stack preset {name!r} does not implement StackPreset")
+    return preset
+
+
+def new_stack_id() -> str:
+    """``YYYYmmdd-HHMMSS-xxxxxx``: sortable by start, unique on one machine."""
+    return time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+
+
+def bring_up(
+    preset: StackPreset[SpecT],
+    spec: SpecT,
+    backend: Backend[Any],
+    *,
+    owner: Owner | None = None,
+    progress: Progress | None = None,
+) -> StackState[Any]:
+    """Plan the stack and start it; return once the backend and the preset say it is ready.
+
+    On any failure nothing is left running and no state is saved.
+    """
+    report = progress or (lambda message, fraction: None)
+    gpu = _gpu(preset.gpu_wanted(spec), backend)
+    stack_id = new_stack_id()
+    run_dir = paths.state_dir() / "stacks" / stack_id
+    (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+    data_dir = run_dir / "data"
+    try:
+        plan = preset.plan(spec, data_dir=data_dir, gpu=gpu, progress=report)
+    except BaseException:
+        shutil.rmtree(data_dir, ignore_errors=True)
+        raise
+    identity = StackIdentity(id=stack_id, run_dir=run_dir, gpu=gpu, owner=owner)
+    try:
+        state: StackState[Any] = backend.up(plan, identity, progress=report)
+    except BaseException:
+        _remove_data(plan, run_dir)
+        clear_state()
+        raise
+    try:
+        preset.settle(state, backend, report)
+    except BaseException:
+        take_down(state, backend)
+        raise
+    save_state(state)
+    return state
+
+
+def take_down(state: StackState[Any], backend: Backend[Any] | None = None) -> None:
+    """Stop every service, remove the stack's own data and its saved state; idempotent."""
+    (backend or get_backend(state.backend)).down(state)
+    _remove_data(state.plan, Path(state.run_dir))
+    clear_state()
+
+
+def _remove_data(plan: StackPlan, run_dir: Path) -> None:
+    # Only the stack's own folder: never a store the user asked to serve in place.
+    if plan.data and Path(plan.data).resolve().is_relative_to(run_dir.resolve()):
+        shutil.rmtree(plan.data, ignore_errors=True)
+
+
+def _gpu(want: str, backend: Backend[Any]) -> bool:
+    if want == "off":
+        return False
+    available = backend.gpu_available()
+    if want == "on" and not available:
+        raise BackendUnavailable(f"gpu: on, but {backend.no_gpu_reason()}")
+    return available
