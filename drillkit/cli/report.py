@@ -208,3 +208,11 @@ def compare(
         )
     if result.regressions:
         raise typer.Exit(1)
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON report's JSON Schema (docs/report.schema.json)."""
+    from drillkit.reports.model import json_schema
+
+    terminal().json(json_schema())
