@@ -104,11 +104,10 @@ def netns_rules(container: str) -> str:
 
 
 def up(cli: Cli) -> dict[str, Any]:
-    proc = cli("stack", "up", "--backend", "docker", *SMALL, timeout=300)
+    """The stack as `stack up --json` prints it (the saved state, secrets hidden)."""
+    proc = cli("stack", "up", "--backend", "docker", *SMALL, "--json", timeout=300)
     assert proc.returncode == 0, proc.stderr
-    state: dict[str, Any] = json.loads(
-        (Path(cli.env["DRILLKIT_STATE_DIR"]) / "stack.json").read_text()
-    )
+    state: dict[str, Any] = json.loads(proc.stdout)
     return state
 
 
