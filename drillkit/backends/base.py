@@ -208,13 +208,14 @@ class Backend(ABC, Generic[T]):
         return self.service_status(state, name) != "exited"
 
     def ready(self, state: T, name: str, *, timeout: float = 1.0) -> bool:
-        """Whether the service passes its plan's readiness check now (from the host)."""
+        """Whether the service passes its plan's readiness check now, from the host; one
+        without a check is ready while it runs."""
         check = state.plan.service(name).ready
         service = state.services.get(name)
-        if service is None or not self.service_alive(state, name):
+        if service is None:
             return False
         if check is None:
-            return True
+            return self.service_alive(state, name)
         port = service.ports.get(check.port)
         if port is None:
             return False

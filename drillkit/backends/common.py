@@ -11,7 +11,16 @@ from typing import Any
 
 from drillkit.backends.base import Backend, Progress, StackState, save_state
 from drillkit.errors import StackNotReady
-from drillkit.stacks.plan import ServicePlan
+from drillkit.stacks.plan import (
+    Arg,
+    BindHost,
+    Join,
+    MountRef,
+    PortRef,
+    Program,
+    ServicePlan,
+    UrlRef,
+)
 
 READY_TIMEOUT = 180.0
 _POLL = 0.1
@@ -82,3 +91,37 @@ def start_in_order(
 
 def service_log(state: StackState[Any], name: str) -> str:
     return str(Path(state.run_dir) / "logs" / f"{name}.log")
+
+
+def resolve(
+    arg: Arg,
+    *,
+    bind: str,
+    port: Callable[[PortRef], str],
+    url: Callable[[UrlRef], str],
+    mount: Callable[[MountRef], str],
+) -> str:
+    """One program argument with its references resolved by a backend's own rules."""
+    if isinstance(arg, str):
+        return arg
+    if isinstance(arg, Join):
+        return "".join(
+            resolve(part, bind=bind, port=port, url=url, mount=mount) for part in arg.parts
+        )
+    if isinstance(arg, BindHost):
+        return bind
+    if isinstance(arg, PortRef):
+        return port(arg)
+    if isinstance(arg, UrlRef):
+        return url(arg)
+    return mount(arg)
+
+
+def argv(
+    program: Program, args: list[str], *, python: str, executable: str | None = None
+) -> list[str]:
+    """The command line of a program: ``python -m MODULE ARGS`` or ``EXECUTABLE ARGS``."""
+    if program.module is not None:
+        return [python, "-m", program.module, *args]
+    assert program.executable is not None
+    return [executable or program.executable, *args]

@@ -42,20 +42,10 @@ from drillkit.backends.base import (
     StackState,
     save_state,
 )
-from drillkit.backends.common import free_port, service_log, start_in_order
+from drillkit.backends.common import argv, free_port, resolve, service_log, start_in_order
 from drillkit.backends.docker.image import docker_client, image_plan, require_image
 from drillkit.errors import BackendUnavailable, EnvironmentFailure, StackNotReady, TargetError
-from drillkit.stacks.plan import (
-    Arg,
-    BindHost,
-    HttpCheck,
-    Join,
-    Link,
-    MountRef,
-    PortRef,
-    StackPlan,
-    UrlRef,
-)
+from drillkit.stacks.plan import HttpCheck, Link, MountRef, StackPlan, UrlRef
 
 __all__ = [
     "LABEL_ROLE",
@@ -240,30 +230,32 @@ class DockerBackend(Backend[DockerStack]):
             labels[LABEL_TARGET] = "true"
         return labels
 
-    def _resolve(self, state: DockerStack, name: str, arg: Arg) -> str:
-        if isinstance(arg, str):
-            return arg
-        if isinstance(arg, Join):
-            return "".join(self._resolve(state, name, part) for part in arg.parts)
-        if isinstance(arg, BindHost):
-            return "0.0.0.0"
-        if isinstance(arg, PortRef):
-            return str(state.plan.service(arg.service or name).port(arg.port).number)
-        if isinstance(arg, UrlRef):
-            number = state.plan.service(arg.service).port(arg.port).number
-            return f"http://{arg.service}:{number}{arg.path}"
-        assert isinstance(arg, MountRef)
-        target = state.plan.service(name).mount(arg.mount).target
-        return f"{target.rstrip('/')}/{arg.path}" if arg.path else target
-
     def command(self, state: DockerStack, name: str) -> list[str]:
-        """The container's command, every reference resolved."""
-        program = state.plan.service(name).program
-        args = [self._resolve(state, name, arg) for arg in program.args]
-        if program.module is not None:
-            return ["python3", "-m", program.module, *args]
-        assert program.executable is not None
-        return [program.executable, *args]
+        """The container's command, every reference resolved: all interfaces, the plan's
+        ports, service names on the stack network, mount targets."""
+        plan = state.plan
+        service = plan.service(name)
+
+        def url(ref: UrlRef) -> str:
+            return (
+                f"http://{ref.service}:{plan.service(ref.service).port(ref.port).number}{ref.path}"
+            )
+
+        def mount(ref: MountRef) -> str:
+            target = service.mount(ref.mount).target
+            return f"{target.rstrip('/')}/{ref.path}" if ref.path else target
+
+        args = [
+            resolve(
+                arg,
+                bind="0.0.0.0",
+                port=lambda ref: str(plan.service(ref.service or name).port(ref.port).number),
+                url=url,
+                mount=mount,
+            )
+            for arg in service.program.args
+        ]
+        return argv(service.program, args, python="python3")
 
     def _create(self, state: DockerStack, name: str) -> Any:
         from docker.types import DeviceRequest, Healthcheck

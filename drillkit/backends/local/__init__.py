@@ -36,9 +36,16 @@ from drillkit.backends.base import (
     probe_tcp,
     save_state,
 )
-from drillkit.backends.common import free_port, log_tail, service_log, start_in_order
+from drillkit.backends.common import (
+    argv,
+    free_port,
+    log_tail,
+    resolve,
+    service_log,
+    start_in_order,
+)
 from drillkit.errors import EnvironmentFailure, StackNotReady
-from drillkit.stacks.plan import Arg, BindHost, Join, Link, MountRef, PortRef, StackPlan, UrlRef
+from drillkit.stacks.plan import Link, MountRef, StackPlan, UrlRef
 
 __all__ = ["STACK_ENV", "LocalBackend", "LocalService", "LocalStack", "ProxyState"]
 
@@ -189,34 +196,35 @@ class LocalBackend(Backend[LocalStack]):
             raise
         return state
 
-    def _resolve(self, state: LocalStack, name: str, arg: Arg) -> str:
-        if isinstance(arg, str):
-            return arg
-        if isinstance(arg, Join):
-            return "".join(self._resolve(state, name, part) for part in arg.parts)
-        if isinstance(arg, BindHost):
-            return "127.0.0.1"
-        if isinstance(arg, PortRef):
-            return str(state.service(arg.service or name).ports[arg.port])
-        if isinstance(arg, UrlRef):
-            link = state.plan.link(name, arg.service)
-            if link is not None and link.port == arg.port and state.proxy is not None:
+    def command(self, state: LocalStack, name: str) -> list[str]:
+        """The command line of service ``name``, every reference resolved: loopback, the
+        ports picked for each service, the link proxy for a URL over a declared link."""
+        plan = state.plan.service(name)
+
+        def url(ref: UrlRef) -> str:
+            link = state.plan.link(name, ref.service)
+            if link is not None and link.port == ref.port and state.proxy is not None:
                 port = state.proxy.links[link.name]
             else:
-                port = state.service(arg.service).ports[arg.port]
-            return f"http://127.0.0.1:{port}{arg.path}"
-        assert isinstance(arg, MountRef)
-        source = state.plan.service(name).mount(arg.mount).source
-        return str(Path(source) / arg.path) if arg.path else source
+                port = state.service(ref.service).ports[ref.port]
+            return f"http://127.0.0.1:{port}{ref.path}"
 
-    def command(self, state: LocalStack, name: str) -> list[str]:
-        """The command line of service ``name``, every reference resolved."""
-        program = state.plan.service(name).program
-        args = [self._resolve(state, name, arg) for arg in program.args]
-        if program.module is not None:
-            return [self.python, "-m", program.module, *args]
-        assert program.executable is not None
-        return [shutil.which(program.executable) or program.executable, *args]
+        def mount(ref: MountRef) -> str:
+            source = plan.mount(ref.mount).source
+            return str(Path(source) / ref.path) if ref.path else source
+
+        args = [
+            resolve(
+                arg,
+                bind="127.0.0.1",
+                port=lambda ref: str(state.service(ref.service or name).ports[ref.port]),
+                url=url,
+                mount=mount,
+            )
+            for arg in plan.program.args
+        ]
+        found = shutil.which(plan.program.executable) if plan.program.executable else None
+        return argv(plan.program, args, python=self.python, executable=found)
 
     def _environment(self, state: LocalStack, name: str) -> dict[str, str]:
         service = state.plan.service(name)
