@@ -113,6 +113,7 @@ import socket, sys
 host, port, n, line = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 data = ((line + "\\n") * 1000).encode()
 with socket.create_connection((host, port)) as sock:
+    sock.sendall(b"DRILLKIT-SINK " + sys.argv[5].encode() + b"\\n")
     for _ in range(n // 1000):
         sock.sendall(data)
 """
@@ -128,7 +129,7 @@ def sink_ceiling(n: int = 200_000) -> float:
     try:
         began = time.perf_counter()
         writer = subprocess.Popen([sys.executable, "-c", _WRITER, "127.0.0.1", str(port),
-                                   str(n), line])  # fmt: skip
+                                   str(n), line, sink.token])  # fmt: skip
         while sink.count < n:
             if writer.poll() not in (None, 0):
                 raise SystemExit("sink benchmark writer failed")

@@ -26,8 +26,8 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Protocol
 
-from drillkit.backends.base import Backend, Owner, StackState, get_backend, load_state
-from drillkit.errors import DrillkitError, StateError
+from drillkit.backends.base import Backend, Owner, StackState, get_backend
+from drillkit.errors import DrillkitError
 from drillkit.faults.base import FaultKind, fault_kinds, load_fault_kind
 from drillkit.faults.context import FaultContext
 from drillkit.journal import Journal
@@ -65,6 +65,10 @@ class Interrupted(KeyboardInterrupt):
     """
 
     exit_code = 130
+
+
+#: A wall-clock step larger than this is reported (the series' windows are 100 ms).
+CLOCK_STEP_S = 0.05
 
 
 class DrillState(enum.Enum):
@@ -105,12 +109,13 @@ class DrillParts:
 
     backend: Backend[Any]
     preset: StackPreset[Any]
-    journal: Journal
     load: LoadGenerator
     watcher: Watcher
     probe: QualityProbe | None
     clock: Clock = field(default_factory=WallClock)
     kinds: Callable[[str], FaultKind[Any]] = load_fault_kind
+    journal: Journal | None = None
+    """None: the stack's own journal, in its folder, once the stack is up."""
 
     @classmethod
     def for_scenario(cls, scenario: Scenario, options: RunOptions) -> DrillParts:
@@ -120,7 +125,6 @@ class DrillParts:
         return cls(
             backend=get_backend(options.backend or scenario.stack.backend),
             preset=preset,
-            journal=Journal(),
             load=LoadDriver(),
             watcher=StackWatcher(preset),
             probe=preset.quality_probe(options.seed),
@@ -161,6 +165,10 @@ class DrillResult:
     error: str | None = None
     heal_failures: list[HealResult] = field(default_factory=list)
     """Faults still applied after the drill's final heal: the drill cannot pass."""
+    stack_id: str | None = None
+    """The stack the drill brought up (its folder keeps the logs), if it got that far."""
+    notes: list[str] = field(default_factory=list)
+    """What a reader of the figures should know (a wall-clock step during the drill)."""
 
 
 def interrupted_result(
@@ -350,12 +358,6 @@ class DrillRunner:
         clock = parts.clock
         started = time.time()
         records = plan_faults(scenario, self.options.seed)
-        existing = load_state()
-        if existing is not None:
-            raise StateError(
-                f"stack {existing.id} is already up; a drill brings up its own "
-                "stack: run `drillkit stack down` first"
-            )
         kinds = fault_kinds()
         needs: set[str] = set()
         for record in records:
@@ -365,6 +367,8 @@ class DrillRunner:
         status = "error"
         error: str | None = None
         heal_failures: list[HealResult] = []
+        teardown: list[str] = []  # clean-up steps that failed
+        journal: Journal | None = parts.journal
         analysis: Analysis | None = None
         state: StackState[Any] | None = None
         timeline: FaultTimeline | None = None
@@ -382,9 +386,11 @@ class DrillRunner:
                     owner=Owner(pid=os.getpid(), scenario=scenario.name),
                     progress=self.on_progress,
                 )
+                # Its own journal, in its own folder: this drill heals its faults only.
+                journal = journal or Journal.for_stack(state.id)
                 # The released, verified versions; a response from anything else is wrong.
                 self.verified = parts.preset.verified_digests(state)
-                actions = _Actions(parts.backend, state, parts.journal, clock, parts.kinds)
+                actions = _Actions(parts.backend, state, journal, clock, parts.kinds)
                 for record in records:
                     actions.register(record, scenario.fault(record.id).params)
                 parts.watcher.start(state)
@@ -412,27 +418,42 @@ class DrillRunner:
                 self._enter(DrillState.HEALING)
                 message = "healing faults, stopping load, taking the stack down"
                 self.on_tick(self._tick("healing", None, records, message=message))
+                # Each step in its own guard: one that fails (a Docker daemon gone) must not
+                # keep the others from running; what failed is reported and fails the drill.
+
+                def step(what: str, action: Callable[[], object]) -> None:
+                    try:
+                        action()
+                    except Exception as exc:
+                        teardown.append(f"{what} failed: {type(exc).__name__}: {exc}")
+
                 if timeline is not None:
-                    timeline.finish()
-                if state is not None:
+                    step("healing on the timeline", timeline.finish)
+                if state is not None and journal is not None:
                     # Whatever the timeline could not heal (a fault whose apply failed half
                     # way) is still in the journal: undo it before the stack goes.
-                    from drillkit.healing import heal_all
+                    from drillkit.healing import heal_stack
 
-                    heal_failures = heal_all(
-                        parts.journal, state=state, backend=parts.backend, kinds=parts.kinds
-                    ).failures
+                    healed = heal_stack(
+                        state.id,
+                        journal=journal,
+                        state=state,
+                        backend=parts.backend,
+                        kinds=parts.kinds,
+                    )
+                    heal_failures = healed.failures
+                    teardown += healed.notes if healed.errors else []
                 if probing and parts.probe is not None:
-                    parts.probe.stop()
+                    step("stopping the quality probe", parts.probe.stop)
                 if load_started:
-                    parts.load.stop()
+                    step("stopping the load", parts.load.stop)
                 if watching:
-                    parts.watcher.stop()
+                    step("stopping the watcher", parts.watcher.stop)
                 if state is not None:
-                    take_down(state, parts.backend)
-                parts.journal.compact()
-        if heal_failures:
-            error = "; ".join(result.line() for result in heal_failures)
+                    running = state
+                    step("taking the stack down", lambda: take_down(running, parts.backend))
+        if heal_failures or teardown:
+            error = "; ".join([*(r.line() for r in heal_failures), *teardown])
         # A signal while the records are analysed must not lose them: note it, finish.
         with signals_deferred() as late:
             self._enter(DrillState.ANALYZING)
@@ -447,6 +468,8 @@ class DrillRunner:
         if analysis is not None:
             if status == "running":
                 status = "passed" if analysis.passed and not heal_failures else "failed"
+                if teardown:
+                    status = "error"  # the drill ran, but drillkit could not clean up after it
                 if analysis.generator_saturated:
                     status = "error"
                     error = (
@@ -457,6 +480,14 @@ class DrillRunner:
                 status = "failed"
         elif status == "running":
             status = "error"
+        notes: list[str] = []
+        measure = getattr(clock, "step", None)  # a WallClock measures; a test's fake may not
+        if callable(measure) and abs(drift := float(measure())) > CLOCK_STEP_S:
+            notes.append(
+                f"the wall clock stepped by {drift:+.2f} s during the drill: faults ran on "
+                "drillkit's monotonic clock, requests are stamped with the wall clock, so "
+                "times that compare the two may be off by that much"
+            )
         self._enter(DrillState.DONE)
         return DrillResult(
             scenario=scenario,
@@ -471,6 +502,8 @@ class DrillRunner:
             faults=records,
             error=error,
             heal_failures=heal_failures,
+            stack_id=state.id if state is not None else None,
+            notes=notes,
         )
 
     # -- pieces -----------------------------------------------------------------------------
@@ -489,6 +522,7 @@ class DrillRunner:
             n_users=workload.users,
             k=workload.k,
             seed=self.options.seed,
+            stack_id=state.id,
         )
 
     def _watch(self, records: list[FaultRecord], t0: float) -> str:

@@ -1,5 +1,5 @@
-"""Probes of a TCP or HTTP endpoint with the standard library only: drillkit runs them on the
-host and, for a link's view from inside a container, in the stack image."""
+"""Probes of a TCP or HTTP endpoint and free ports, with the standard library only: drillkit
+runs them on the host and, for a link's view from inside a container, in the stack image."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import http.client
 import socket
 import time
 
-__all__ = ["http_ok", "probe_tcp"]
+__all__ = ["free_port", "http_ok", "probe_tcp"]
 
 
 def probe_tcp(host: str, port: int, *, timeout: float, http: bool = True) -> tuple[str, float]:
@@ -46,3 +46,10 @@ def http_ok(host: str, port: int, path: str, *, timeout: float) -> bool:
         return False
     finally:
         conn.close()
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now, on 127.0.0.1."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -11,7 +11,7 @@ so a fault kind runs against it through drillkit's own
 
     backend = FakeBackend()
     state = backend.start(fake_plan(replicas=3))
-    ctx = fault_context(backend, state, journal=Journal(tmp_path))
+    ctx = fault_context(backend, state, journal=tmp_path)
     record = MyFault().apply(ctx, "replica-2", MyFault.Params())
     assert backend.calls == [("kill", "replica-2")]
 
@@ -50,6 +50,7 @@ from drillkit.stacks.plan import (
 )
 
 __all__ = [
+    "FAKE_STACK_ID",
     "FakeBackend",
     "FakeService",
     "FakeStack",
@@ -58,6 +59,10 @@ __all__ = [
     "fault_context",
     "service_plan",
 ]
+
+
+#: The id of the stack :meth:`FakeBackend.start` brings up (a real stack id's form).
+FAKE_STACK_ID = "20000101-000000-0fa4e0"
 
 
 class FakeService(ServiceState):
@@ -163,7 +168,7 @@ class FakeBackend(Backend[StackState[Any]]):
         self.links = {link.name: {"mode": "pass"} for link in plan.links}
         return state
 
-    def start(self, plan: StackPlan, *, stack_id: str = "fake-stack") -> FakeStack:
+    def start(self, plan: StackPlan, *, stack_id: str = FAKE_STACK_ID) -> FakeStack:
         """:meth:`up` with a made-up identity, for tests that need a running stack now."""
         return self.up(plan, StackIdentity(id=stack_id, run_dir=Path("/nonexistent"), gpu=False))
 
@@ -262,9 +267,15 @@ class FakeBackend(Backend[StackState[Any]]):
 
 
 def fault_context(
-    backend: Backend[Any], state: StackState[Any], journal: Journal, fault_id: str = "fault-1"
+    backend: Backend[Any],
+    state: StackState[Any],
+    journal: Journal | Path,
+    fault_id: str = "fault-1",
 ) -> FaultContext:
-    """drillkit's own fault context over ``backend``: what a drill hands a fault kind."""
+    """drillkit's own fault context over ``backend``: what a drill hands a fault kind. A
+    folder for ``journal`` gets the stack's journal there (a test's ``tmp_path``)."""
+    if not isinstance(journal, Journal):
+        journal = Journal(Path(journal), state.id)
     return FaultContext(backend, state, journal, fault_id=fault_id)
 
 

@@ -23,16 +23,32 @@ class Clock(Protocol):
 
 
 class WallClock:
+    """Epoch seconds that advance with the monotonic clock.
+
+    A drill schedules its faults on this clock: a step of the wall clock meanwhile (NTP
+    correcting it, a virtual machine resuming) moves no fault and shortens no wait. The load
+    generator stamps requests with the wall clock, so after a step the two disagree:
+    :meth:`step` measures by how much, and the drill's report says so.
+    """
+
+    def __init__(self) -> None:
+        self._epoch = time.time()
+        self._mono = time.monotonic()
+
     def now(self) -> float:
-        return time.time()
+        return self._epoch + (time.monotonic() - self._mono)
 
     def wait_until(self, when: float, stop: threading.Event) -> bool:
         while True:
-            remaining = when - time.time()
+            remaining = when - self.now()
             if remaining <= 0:
                 return not stop.is_set()
             if stop.wait(min(remaining, 0.5)):
                 return False
+
+    def step(self) -> float:
+        """How far the wall clock has moved away from this clock since it was made (s)."""
+        return time.time() - self.now()
 
 
 @dataclass

@@ -28,15 +28,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Annotated, Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from drillkit import paths
+from drillkit import safejson
+from drillkit import state as state_files
 from drillkit.errors import InputError
-from drillkit.fsutil import atomic_write
+from drillkit.fsutil import atomic_write, contained, read_private
 from drillkit.netprobe import http_ok, probe_tcp
-from drillkit.stacks.plan import HttpCheck, Link, StackPlan, TcpCheck
+from drillkit.stacks.plan import NAME_PATTERN, HttpCheck, Link, StackPlan, TcpCheck
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -50,7 +51,9 @@ __all__ = [
     "clear_state",
     "get_backend",
     "load_state",
+    "load_states",
     "probe_tcp",
+    "read_state",
     "save_state",
     "state_path",
 ]
@@ -60,7 +63,8 @@ ENTRY_POINT_GROUP = "drillkit.backends"
 Progress = Callable[[str, float], None]
 """Progress callback: a message and a completed fraction in 0..1 (or -1 when unknown)."""
 
-STATE_FILE = "stack.json"
+#: A saved state is a few kilobytes; anything much larger is not drillkit's.
+MAX_STATE_BYTES = 4 << 20
 
 
 class Owner(BaseModel):
@@ -79,9 +83,9 @@ class ServiceState(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str
+    name: str = Field(pattern=f"^{NAME_PATTERN}$")
     role: str
-    ports: dict[str, int] = Field(default_factory=dict)
+    ports: dict[str, Annotated[int, Field(ge=1, le=65535)]] = Field(default_factory=dict)
     """Where drillkit reaches each named port from the host, on 127.0.0.1."""
     log: str | None = None
 
@@ -128,6 +132,11 @@ class StackState(BaseModel, Generic[S]):
 
     def secret(self, name: str) -> str:
         return self.plan.secrets[name]
+
+    def written_files(self) -> list[str]:
+        """Files the backend writes to while the stack runs (service logs); each must lie in
+        the stack's folder, whatever a state file says. Backends with more extend it."""
+        return [s.log for s in self.services.values() if s.log is not None]
 
     def role_of(self, name: str) -> str | None:
         service = self.services.get(name)
@@ -266,24 +275,54 @@ class Backend(ABC, Generic[T]):
 
 
 # -- the saved state ---------------------------------------------------------------------------
-def state_path() -> Path:
-    return paths.state_dir() / STATE_FILE
+def state_path(stack_id: str) -> Path:
+    return state_files.stack_dir(stack_id) / state_files.STATE_FILE
 
 
 def save_state(state: StackState[Any]) -> None:
-    """Write the active stack's state atomically, readable by the owner only (it holds the
-    plan's secrets)."""
-    atomic_write(state_path(), state.model_dump_json(indent=2).encode(), mode=0o600)
+    """Write a stack's state atomically into its folder, readable by the owner only (it holds
+    the plan's secrets)."""
+    data = state.model_dump_json(indent=2).encode()
+    atomic_write(state_path(state_files.check_id(state.id)), data, mode=0o600)
 
 
-def load_state() -> StackState[Any] | None:
-    """The active stack, read into its backend's state type, or None. A state file that
-    cannot be parsed is an InputError."""
-    path = state_path()
+def load_state(stack_id: str | None = None) -> StackState[Any] | None:
+    """The stack ``stack_id``, or the only stack that is up when none is named (None when
+    there is none; InputError naming them when several are up)."""
+    if stack_id is None:
+        ids = state_files.stack_ids()
+        if not ids:
+            return None
+        if len(ids) > 1:
+            raise InputError(
+                f"{len(ids)} stacks are up ({', '.join(ids)}): name one with --stack ID"
+            )
+        stack_id = ids[0]
+    return read_state(state_files.check_id(stack_id))
+
+
+def load_states() -> list[StackState[Any]]:
+    """Every stack whose state is saved, oldest first."""
+    found = []
+    for stack_id in state_files.stack_ids():
+        state = read_state(stack_id)
+        if state is not None:
+            found.append(state)
+    return found
+
+
+def read_state(stack_id: str) -> StackState[Any] | None:
+    """Parse and check a saved state: nothing in it is trusted. It must name this stack, its
+    run folder must be this stack's folder and the plan's data must lie inside it; the file
+    must be a regular file of this user's (links are not followed). InputError (exit 2) for
+    a file that is not what drillkit writes."""
+    path = state_path(stack_id)
     try:
-        data = json.loads(path.read_text())
+        raw = read_private(path, limit=MAX_STATE_BYTES)
     except FileNotFoundError:
         return None
+    try:
+        data = safejson.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: stack state is not valid JSON ({exc}); remove it") from None
     backend = data.get("backend") if isinstance(data, dict) else None
@@ -291,18 +330,31 @@ def load_state() -> StackState[Any] | None:
         raise InputError(f"{path}: stack state names no backend; remove it")
     model = backend_class(backend).State
     try:
-        return model.model_validate(data)
+        state = model.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"])
         raise InputError(
             f"{path}: stack state is malformed ({where}: {first['msg']}); remove it"
         ) from None
+    folder = path.parent.resolve()
+    if state.id != stack_id:
+        raise InputError(f"{path}: the state names stack {state.id!r}, not {stack_id}")
+    if Path(state.run_dir).resolve() != folder:
+        raise InputError(f"{path}: run_dir {state.run_dir!r} is not this stack's folder {folder}")
+    if state.plan.data is not None and not Path(state.plan.data).resolve().is_relative_to(folder):
+        raise InputError(f"{path}: plan.data {state.plan.data!r} lies outside {folder}")
+    for written in state.written_files():
+        try:
+            contained(written, [folder], what="log")
+        except InputError as exc:
+            raise InputError(f"{path}: {exc}") from None
+    return state
 
 
-def clear_state() -> None:
+def clear_state(stack_id: str) -> None:
     with contextlib.suppress(FileNotFoundError):
-        state_path().unlink()
+        state_path(stack_id).unlink()
 
 
 # -- the registry ------------------------------------------------------------------------------

@@ -3,7 +3,6 @@ wait for their readiness checks, fail fast when one exits, and pick free ports."
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 
 from drillkit.backends.base import Backend, Progress, StackState, save_state
 from drillkit.errors import StackNotReady
+from drillkit.fsutil import atomic_write
 from drillkit.stacks.plan import (
     Arg,
     BindHost,
@@ -24,12 +24,6 @@ from drillkit.stacks.plan import (
 
 READY_TIMEOUT = 180.0
 _POLL = 0.1
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def log_tail(path: str | None, lines: int = 5) -> str:
@@ -125,3 +119,27 @@ def argv(
         return [python, "-m", program.module, *args]
     assert program.executable is not None
     return [executable or program.executable, *args]
+
+
+def secret_files(state: StackState[Any], name: str) -> Path | None:
+    """Write the service's secrets as files of their own (mode 0600, a folder per service):
+    a secret reaches a service as a file, and its environment carries only the path
+    (``<VAR>_FILE``), so neither ``/proc/PID/environ`` nor ``docker inspect`` shows it. The
+    folder, or None when the service has no secret."""
+    service = state.plan.service(name)
+    if not service.secrets:
+        return None
+    folder = Path(state.run_dir) / "secrets" / name
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for secret in service.secrets.values():
+        atomic_write(folder / secret, state.secret(secret).encode(), mode=0o600)
+    return folder
+
+
+def secret_env(state: StackState[Any], name: str, folder: str) -> dict[str, str]:
+    """``{VAR}_FILE`` for each secret of the service, pointing into ``folder`` as the service
+    sees it."""
+    service = state.plan.service(name)
+    return {
+        f"{var}_FILE": f"{folder.rstrip('/')}/{secret}" for var, secret in service.secrets.items()
+    }

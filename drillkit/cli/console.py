@@ -20,6 +20,8 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 from rich.text import Text
 
+from drillkit.text import printable
+
 Row = Sequence[object]
 
 
@@ -36,19 +38,21 @@ class Terminal:
         if not self.err.is_terminal:
             self.err.width = 160
 
+    # Every message may carry text from outside (file names, scenario fields, a service's own
+    # words): no markup interpretation, and no control character reaches the terminal.
+
     def error(self, message: str) -> None:
-        # One line, no markup interpretation: messages may contain [brackets] from user input.
-        self.err.print(f"drillkit: error: {message}", markup=False, style="bold red")
+        self.err.print(f"drillkit: error: {printable(message)}", markup=False, style="bold red")
 
     def warn(self, message: str) -> None:
-        self.err.print(f"drillkit: warning: {message}", markup=False, style="yellow")
+        self.err.print(f"drillkit: warning: {printable(message)}", markup=False, style="yellow")
 
     def info(self, message: str) -> None:
         if not self.quiet:
-            self.err.print(message, markup=False)
+            self.err.print(printable(message), markup=False)
 
     def result(self, message: str, style: str | None = None) -> None:
-        self.out.print(message, markup=False, style=style)
+        self.out.print(printable(message), markup=False, style=style)
 
     def json(self, data: Any) -> None:
         sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
@@ -57,7 +61,7 @@ class Terminal:
     def debug(self, message: str) -> None:
         """Detail for ``--verbose``: commands, paths, timings."""
         if self.verbose and not self.quiet:
-            self.err.print(message, markup=False, style="dim")
+            self.err.print(printable(message), markup=False, style="dim")
 
     def table(
         self,
@@ -97,6 +101,7 @@ class Terminal:
         last: list[str] = []
 
         def step_line(message: str) -> str | None:
+            message = printable(message)
             if last and last[-1] == message:
                 return None
             last.append(message)
@@ -130,7 +135,7 @@ class Terminal:
                     bar.console.print(line, markup=False, style="dim")
                 bar.update(
                     task,
-                    description=escape(message),
+                    description=escape(printable(message)),
                     total=None if fraction < 0 else 1.0,
                     completed=max(fraction, 0.0),
                 )
@@ -144,16 +149,19 @@ def make_table(
     rows: Sequence[Row],
     styles: Sequence[str | None] | None = None,
 ) -> Table:
-    table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
+    table = Table(
+        title=Text(printable(title)), title_justify="left", show_edge=False, pad_edge=False
+    )
     for column in columns:
         table.add_column(column)
     for i, row in enumerate(rows):
         # Text, not str: a cell's [brackets] (user input, error messages) are not markup.
         table.add_row(
-            *(Text(str(cell)) for cell in row), style=styles[i] if styles is not None else None
+            *(Text(printable(str(cell))) for cell in row),
+            style=styles[i] if styles is not None else None,
         )
     return table
 
 
 def _group(parts: Sequence[Table | str]) -> RenderableType:
-    return Group(*(p if isinstance(p, Table) else Text(p) for p in parts))
+    return Group(*(p if isinstance(p, Table) else Text(printable(p)) for p in parts))

@@ -8,7 +8,7 @@ import typer
 import yaml
 from pydantic import ValidationError
 
-from drillkit.cli.stack import active_stack
+from drillkit.cli.stack import STACK, active_stack
 from drillkit.cli.state import terminal
 from drillkit.errors import InputError, TargetError
 from drillkit.faults.base import ANY_SERVICE, fault_kinds, load_fault_kind
@@ -39,6 +39,7 @@ def inject(
         None, "--duration", "-d", help="Heal after this many seconds (blocks)."
     ),
     param: list[str] = typer.Option([], "--param", "-p", help="Kind parameter key=value."),
+    stack: str | None = STACK,
 ) -> None:
     """Apply a fault now; it stays until `drillkit heal` (or --duration elapses)."""
     kinds = fault_kinds()
@@ -51,7 +52,7 @@ def inject(
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise InputError(f"--param {where}: {first['msg']}") from None
-    state, backend = active_stack()
+    state, backend = active_stack(stack)
     services = {s.name: s.role for s in state.services.values()}
     extra = get_preset(state.plan.preset).extra_targets(state)  # e.g. model-store
     wanted = info.target_roles
@@ -61,7 +62,7 @@ def inject(
         raise TargetError(f"--target {target!r}: {kind} can target {', '.join(sorted(allowed))}")
     t = terminal()
     fault = load_fault_kind(kind)
-    journal = Journal()
+    journal = Journal.for_stack(state.id)
     ctx = FaultContext(backend, state, journal, fault_id=f"manual-{int(time.time())}")
     record = fault.apply(ctx, target, params)
     t.result(f"injected {kind} on {target}: {fault.check_applied(ctx, target, params, record)}")

@@ -14,6 +14,7 @@ from rich.text import Text
 from drillkit.cli.console import Terminal
 from drillkit.engine import Tick
 from drillkit.scenario.model import Scenario
+from drillkit.text import printable
 
 _STATE_STYLE = {"up": "green", "down": "red", "ejected": "red", "unknown": "yellow"}
 
@@ -58,7 +59,7 @@ class LiveView:
         if self.plain:
             self.terminal.info(f"[{self.scenario.name}] {message}")
         elif self._live is not None:
-            self._live.update(Text(f"drill {self.scenario.name}: {message}"))
+            self._live.update(Text(printable(f"drill {self.scenario.name}: {message}")))
 
     def tick(self, tick: Tick) -> None:
         self._log_fault_changes(tick)
@@ -102,7 +103,7 @@ class LiveView:
                     if self.plain or self._live is None:
                         self.terminal.info(text)
                     else:
-                        self._live.console.print(text, markup=False)
+                        self._live.console.print(printable(text), markup=False)
 
     def _panel(self, tick: Tick) -> Group:
         t = tick.t if tick.t is not None else 0.0
@@ -118,7 +119,8 @@ class LiveView:
         )
         replicas = Text("replicas: ")
         for name, state in sorted(tick.replica_states.items()):
-            replicas.append(f"{name} {state}  ", style=_STATE_STYLE.get(state, ""))
+            # Names and states are what the stack's gateway says: shown, never obeyed.
+            replicas.append(printable(f"{name} {state}  "), style=_STATE_STYLE.get(state, ""))
         faults = Table(show_header=True, box=None, pad_edge=False)
         for column in ("fault", "kind", "target", "at", "state"):
             faults.add_column(column)
@@ -137,5 +139,5 @@ class LiveView:
         if tick.faults:
             parts.append(faults)
         if tick.message:
-            parts.append(Text(tick.message, style="yellow"))
+            parts.append(Text(printable(tick.message), style="yellow"))
         return Group(*parts)  # type: ignore[arg-type]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -9,7 +10,7 @@ import typer
 from drillkit.backends.base import load_state
 from drillkit.cli.state import terminal
 from drillkit.errors import DrillkitError, InputError
-from drillkit.stacks.recommender.store import ModelStore, signing_key
+from drillkit.stacks.recommender.store import ModelStore, verify_key
 
 app = typer.Typer(
     help="Verify model artifacts and roll back the served version.", no_args_is_help=True
@@ -23,14 +24,17 @@ STORE = typer.Option(
 )
 
 
-def resolve_stores(store: Path | None) -> list[tuple[str, ModelStore]]:
+STACK = typer.Option(None, "--stack", help="The stack whose stores to use, when several are up.")
+
+
+def resolve_stores(store: Path | None, stack: str | None = None) -> list[tuple[str, ModelStore]]:
     """The stores a model command acts on, labelled: a given store; else the running stack's
     origin store and every replica's copy; else every built (cached) store."""
     if store is not None:
         if not ModelStore(store).exists():
             raise InputError(f"{store}: not a model store (no versions/ folder)")
         return [(str(store), ModelStore(store))]
-    state = load_state()
+    state = load_state(stack)
     if state is not None and state.plan.preset == "recommender":
         from drillkit.stacks.recommender.preset import origin_store, replica_store
 
@@ -55,13 +59,14 @@ def resolve_stores(store: Path | None) -> list[tuple[str, ModelStore]]:
 def verify(
     store: Path | None = STORE,
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    stack: str | None = STACK,
 ) -> None:
     """Check every version's manifest, signature and file digests. Exit 1 when any fails."""
     t = terminal()
-    key = signing_key()
+    key = verify_key()
     results = []
     any_failed = False
-    for label, model_store in resolve_stores(store):
+    for label, model_store in resolve_stores(store, stack):
         checks = model_store.check_all(key=key)
         if not checks:
             raise InputError(f"{model_store.root}: the store has no versions")
@@ -106,7 +111,7 @@ def verify(
                 else:
                     t.result(f"FAILED  {c.version}{mark}  {c.error}", "red")
         if key is None:
-            t.info("signatures not checked: DRILLKIT_MODEL_KEY is not set")
+            t.info("signatures not checked: no verification key (DRILLKIT_VERIFY_KEY) is set")
     if any_failed:
         raise typer.Exit(1)
 
@@ -119,12 +124,13 @@ def rollback(
         help="Version to serve (default: the newest verified version older than CURRENT).",
     ),
     store: Path | None = STORE,
+    stack: str | None = STACK,
 ) -> None:
     """Point CURRENT at an earlier verified version; running replicas reload it."""
     t = terminal()
-    key = signing_key()
-    stores = resolve_stores(store)
-    if store is None and load_state() is None and len(stores) > 1:
+    key = verify_key()
+    stores = resolve_stores(store, stack)
+    if store is None and load_state(stack) is None and len(stores) > 1:
         raise InputError("several built stores and no stack up: pass --store to choose one")
     (label, primary), *others = stores
     previous, new = primary.rollback(to, key=key)
@@ -140,3 +146,27 @@ def rollback(
             t.result(f"{label}: CURRENT {old} -> {new}")
     if failed:
         raise typer.Exit(1)
+
+
+@app.command()
+def keygen(
+    out: Path = typer.Option(
+        ..., "--out", help="Where to write the private key (created, readable by you only)."
+    ),
+) -> None:
+    """Make an Ed25519 key pair for signing model versions: the private key into a file
+    (for builds: DRILLKIT_SIGNING_KEY_FILE), the public key printed (for everything that
+    verifies: DRILLKIT_VERIFY_KEY)."""
+    from drillkit.stacks.recommender.store import SIGNING_KEY_ENV, VERIFY_KEY_ENV, new_signing_key
+
+    if out.exists():
+        raise InputError(f"{out}: exists; a signing key is never overwritten")
+    seed, public = new_signing_key()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(seed.hex() + "\n")
+    t = terminal()
+    t.info(f"private key written to {out}; keep it where versions are built, nowhere else")
+    t.result(f"{SIGNING_KEY_ENV}={out}")
+    t.result(f"{VERIFY_KEY_ENV}={public.hex()}")

@@ -11,7 +11,7 @@ import typer
 
 from drillkit import __version__
 from drillkit.cli.state import terminal
-from drillkit.errors import DrillkitError
+from drillkit.errors import EnvironmentFailure
 
 if TYPE_CHECKING:
     from drillkit.engine import DrillResult
@@ -114,23 +114,29 @@ def run(
         with signals_deferred() as late:
             report = _report(result)
             reports.append(report)
-            folder = out or Path(scenario.report.dir)
-            many = len(loaded) > 1
-            _write(
-                report,
-                scenario,
-                folder,
-                _per_drill(json_path, scenario.name, many),
-                None if many else junit_path,
-                _per_drill(html_path, scenario.name, many),
-                ci,
-            )
             from drillkit.reports.terminal import render_report
 
+            # The verdict first: a full disk must not swallow it.
             render_report(report, t)
             if result.error:
                 t.error(result.error)
-        worst = max(worst, 130 if late else report.exit_code, key=_severity)
+            folder = out or Path(scenario.report.dir)
+            many = len(loaded) > 1
+            code = report.exit_code
+            try:
+                _write(
+                    report,
+                    scenario,
+                    folder,
+                    _per_drill(json_path, scenario.name, many),
+                    None if many else junit_path,
+                    _per_drill(html_path, scenario.name, many),
+                    ci,
+                )
+            except EnvironmentFailure as exc:
+                t.error(str(exc))
+                code = max(code, EnvironmentFailure.exit_code, key=_severity)
+        worst = max(worst, 130 if late else code, key=_severity)
         if worst == 130:
             skipped = [s.name for _, s in loaded[len(reports) :]]
             if skipped:
@@ -201,6 +207,7 @@ def _report(result: DrillResult) -> DrillReport:
         finished_at=finished,
         status=result.status,  # type: ignore[arg-type]
         error=result.error,
+        notes=result.notes,
     )
 
 
@@ -243,5 +250,8 @@ def _write(
                     written += write_html(report, html_path)
         written.append(append_history(folder, entry_for(report, dated, folder)))
     except OSError as exc:
-        raise DrillkitError(f"cannot write reports: {exc}") from exc
+        raise EnvironmentFailure(
+            f"cannot write reports to {folder}: {exc.strerror or exc} (the verdict above "
+            "stands; the files are not there)"
+        ) from exc
     t.info("reports: " + ", ".join(str(p) for p in written))

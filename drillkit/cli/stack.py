@@ -10,7 +10,8 @@ from typing import Any
 
 import typer
 
-from drillkit.backends.base import Backend, StackState, clear_state, get_backend, load_state
+from drillkit import state as state_files
+from drillkit.backends.base import Backend, StackState, get_backend, load_state, load_states
 from drillkit.cli.state import terminal
 from drillkit.errors import NoStackError, StateError
 from drillkit.stacks.base import bring_up, get_preset, take_down
@@ -33,12 +34,27 @@ DIM = typer.Option(_CATALOG.dim, "--dim", help="Embedding dimensions.")
 SEED = typer.Option(_CATALOG.seed, "--seed", help="Seed of the synthetic catalog.")
 
 
-def active_stack() -> tuple[StackState[Any], Backend[Any]]:
-    """The running stack and its backend; NoStackError (exit 3) when none is up."""
-    state = load_state()
+STACK = typer.Option(
+    None,
+    "--stack",
+    help="The stack to act on when several are up (`drillkit stack status` lists them).",
+)
+
+
+def active_stack(stack_id: str | None = None) -> tuple[StackState[Any], Backend[Any]]:
+    """The stack named (or the only one up) and its backend; NoStackError (exit 3) when none
+    is up, InputError naming them when several are and none is named."""
+    state = load_state(stack_id)
     if state is None:
-        raise NoStackError("no stack is up; start one with `drillkit stack up`")
+        where = f"no stack {stack_id} is up" if stack_id else "no stack is up"
+        raise NoStackError(f"{where}; start one with `drillkit stack up`")
     return state, get_backend(state.backend)
+
+
+def _owner(state: StackState[Any]) -> str:
+    if state.owner is None:
+        return "stack up"
+    return f"drill {state.owner.scenario} (pid {state.owner.pid})"
 
 
 @app.command()
@@ -94,8 +110,9 @@ def up(
         ),
     )
     chosen = get_backend(backend)
-    existing = load_state()
-    if existing is not None:
+    for existing in load_states():
+        if existing.owner is not None:
+            continue  # a drill's own stack: drills and a detached stack live side by side
         old_backend = get_backend(existing.backend)
         if any(old_backend.service_alive(existing, name) for name in existing.services):
             raise StateError(
@@ -103,8 +120,8 @@ def up(
                 "run `drillkit stack down` first"
             )
         t.warn(f"stack {existing.id} was left half-running; cleaning it up")
+        state_files.hold(existing.id)  # not while another drillkit works on it
         take_down(existing, old_backend)
-        clear_state()
     with t.progress("stack up") as update:
         state = bring_up(get_preset("recommender"), spec, chosen, progress=update)
     for service in state.services.values():
@@ -121,13 +138,27 @@ def up(
 
 
 @app.command()
-def status(json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
-    """Show each service: alive, ready, model version, and the gateway's view of it."""
+def status(
+    stack: str | None = STACK,
+    json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Show each service: alive, ready, model version, and the gateway's view of it. With
+    several stacks up and none named, list the stacks."""
     from drillkit.observe.status import stack_status
 
-    state, backend = active_stack()
-    snapshot = stack_status(state, backend)
     t = terminal()
+    if stack is None and len(states := load_states()) > 1:
+        if json_out:
+            t.json({"stacks": [_summary(s) for s in states]})
+            return
+        t.table(
+            f"{len(states)} stacks are up (name one with --stack)",
+            ["stack", "backend", "started by", "gateway"],
+            [(s.id, s.backend, _owner(s), s.entry_url) for s in states],
+        )
+        return
+    state, backend = active_stack(stack)
+    snapshot = stack_status(state, backend)
     if json_out:
         t.json(snapshot)
         return
@@ -158,14 +189,24 @@ def status(json_out: bool = typer.Option(False, "--json", help="Machine-readable
     )
 
 
+def _summary(state: StackState[Any]) -> dict[str, Any]:
+    return {
+        "stack": state.id,
+        "backend": state.backend,
+        "started_by": _owner(state),
+        "gateway_url": state.entry_url,
+    }
+
+
 @app.command()
-def down() -> None:
+def down(stack: str | None = STACK) -> None:
     """Stop every service of the stack; nothing is left running."""
-    state = load_state()
+    state = load_state(stack)
     t = terminal()
     if state is None:
-        t.info("no stack is up")
+        t.info(f"no stack {stack} is up" if stack else "no stack is up")
         return
+    state_files.hold(state.id)  # refused while a drill (or another command) drives it
     take_down(state)
     t.result(f"stack {state.id} is down")
 

@@ -9,7 +9,7 @@ import httpx
 import typer
 
 from drillkit.cli.console import make_table
-from drillkit.cli.stack import active_stack
+from drillkit.cli.stack import STACK, active_stack
 from drillkit.cli.state import terminal
 
 _STATE_STYLE = {"up": "green", "down": "red", "ejected": "red"}
@@ -24,12 +24,13 @@ def status(
         0, "--count", min=0, help="With --watch: stop after this many refreshes (0: never)."
     ),
     json_out: bool = typer.Option(False, "--json", help="One machine-readable snapshot."),
+    stack: str | None = STACK,
 ) -> None:
     """Replica states, model versions, request rate, error and degraded share, open faults."""
     from drillkit.observe.status import read_traffic, stack_status, traffic_rates
 
     t = terminal()
-    state, backend = active_stack()
+    state, backend = active_stack(stack)
     # The rate needs two readings; a one-shot status waits one short window for the second.
     window = interval if watch else min(interval, 1.0)
     with httpx.Client(timeout=1.0) as client:
@@ -69,8 +70,7 @@ def _open_faults(stack_id: str) -> list[dict[str, Any]]:
 
     return [
         {"fault": e.fault_id, "kind": e.kind, "target": e.target, "since": e.applied_at}
-        for e in Journal().pending()
-        if e.stack_id == stack_id
+        for e in Journal.for_stack(stack_id).pending()
     ]
 
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from drillkit.errors import InputError
 
@@ -46,6 +46,7 @@ __all__ = [
     "FaultKind",
     "FaultKindInfo",
     "FaultPluginWarning",
+    "UndoModel",
     "UndoRecord",
     "fault_kinds",
     "fault_param_models",
@@ -64,6 +65,26 @@ P = TypeVar("P", bound=BaseModel)
 
 UndoRecord = dict[str, Any]
 """What :meth:`FaultKind.apply` returns: JSON data, journaled, enough to undo the fault."""
+
+U = TypeVar("U", bound="UndoModel")
+
+
+class UndoModel(BaseModel):
+    """Base of a kind's typed undo record. A record comes back from a journal that someone
+    may have written by hand: :meth:`parse` checks it (names, forms, ranges) before the kind
+    acts on anything in it, and a record that does not fit is an InputError, never acted on.
+    Fields drillkit adds (``journal_id``, ``target``) are ignored."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    @classmethod
+    def parse(cls: type[U], record: UndoRecord) -> U:
+        try:
+            return cls.model_validate(record)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"]) or "record"
+            raise InputError(f"undo record refused: {where}: {first['msg']}") from None
 
 
 class FaultKind(ABC, Generic[P]):
@@ -93,8 +114,9 @@ class FaultKind(ABC, Generic[P]):
     :meth:`~drillkit.backends.base.Backend.check_capabilities` before a drill starts."""
 
     outlives_stack: ClassVar[bool] = False
-    """True when the damage stays after the stack is gone (files changed on disk): ``drillkit
-    heal`` then undoes it with :meth:`heal_without_stack` even when no stack runs."""
+    """True when the damage stays after the stack is gone (files changed on disk, a process
+    on the host): ``drillkit heal`` then undoes it with :meth:`heal_without_stack` even when
+    no stack runs."""
 
     @abstractmethod
     def apply(self, ctx: FaultContext, target: str, params: P) -> UndoRecord:

@@ -5,13 +5,20 @@ from __future__ import annotations
 import time
 from typing import ClassVar
 
+from pydantic import Field
+
 from drillkit.errors import EnvironmentFailure
-from drillkit.faults.base import ANY_SERVICE, FaultKind, UndoRecord
+from drillkit.faults.base import ANY_SERVICE, FaultKind, UndoModel, UndoRecord
 from drillkit.faults.context import FaultContext
 from drillkit.faults.params import KillNodeParams
+from drillkit.stacks.plan import NAME_PATTERN
 
 # A graceful stop lets in-flight requests finish; uvicorn gives them 5 s.
 _STOP_WAIT = 10.0
+
+
+class _Undo(UndoModel):
+    service: str = Field(pattern=f"^{NAME_PATTERN}$")
 
 
 class KillNode(FaultKind[KillNodeParams]):
@@ -36,7 +43,7 @@ class KillNode(FaultKind[KillNodeParams]):
         return f"{target} ({ctx.ident(target)}) is gone after SIG{params.signal}"
 
     def heal(self, ctx: FaultContext, record: UndoRecord) -> None:
-        target = str(record["service"])
+        target = _Undo.parse(record).service
         if not ctx.backend.service_alive(ctx.state, target):
             ctx.backend.restart(ctx.state, target)
         ctx.wait_ready(target)

@@ -25,26 +25,41 @@ import time
 from pathlib import Path
 from typing import ClassVar
 
+from pydantic import Field
+
 from drillkit import procfs
 from drillkit.errors import EnvironmentFailure
-from drillkit.faults.base import ROLE_GATEWAY, FaultKind, UndoRecord
+from drillkit.faults.base import ROLE_GATEWAY, FaultKind, UndoModel, UndoRecord
 from drillkit.faults.context import FaultContext
 from drillkit.faults.params import LoadSpikeParams
+from drillkit.journal import Journal
+from drillkit.state import STACK_ENV
 
+_MODULE = "drillkit.load.spike"
 MAX_SECONDS = 3600.0
 _STOP_WAIT = 5.0
 _START_WAIT = 10.0
 
 
 def _pids_tagged(tag: str) -> list[int]:
-    """Live processes whose arguments carry ``--tag <tag>``."""
+    """Live spike generators carrying ``--tag <tag>``: exactly ``python -m
+    drillkit.load.spike ...`` (nothing else that happens to quote the tag in its arguments)."""
     found = []
     for pid in procfs.pids():
         argv = procfs.argv(pid) or []
-        tagged = any(a == b"--tag" and b == tag.encode() for a, b in itertools.pairwise(argv))
-        if tagged and procfs.live(pid):
+        if (
+            len(argv) > 3
+            and argv[1:3] == [b"-m", _MODULE.encode()]
+            and any(a == b"--tag" and b == tag.encode() for a, b in itertools.pairwise(argv))
+            and procfs.live(pid)
+        ):
             found.append(pid)
     return found
+
+
+class _Undo(UndoModel):
+    tag: str = Field(pattern=r"^[0-9a-f]{16}$")
+    log: str = ""
 
 
 def _stop(tag: str) -> None:
@@ -67,6 +82,9 @@ class LoadSpike(FaultKind[LoadSpikeParams]):
     Params = LoadSpikeParams
     description: ClassVar[str] = "extra requests/s on top of the drill's load (an open loop)"
     target_roles: ClassVar[frozenset[str]] = frozenset({ROLE_GATEWAY})
+    # The generator runs on the host, not in the stack: after a crash it is stopped even
+    # when the stack has gone (on its own it would go 5 s after the gateway stops answering).
+    outlives_stack: ClassVar[bool] = True
 
     def apply(self, ctx: FaultContext, target: str, params: LoadSpikeParams) -> UndoRecord:
         url = ctx.service_url(target)
@@ -74,7 +92,7 @@ class LoadSpike(FaultKind[LoadSpikeParams]):
         log = Path(ctx.state.run_dir) / f"load-spike-{ctx.fault_id}-{tag}.log"
         record = ctx.begin(self.name, target, {"tag": tag, "log": str(log), "rate": params.rate})
         command = [
-            sys.executable, "-m", "drillkit.load.spike",
+            sys.executable, "-m", _MODULE,
             "--url", url,
             "--rate", f"{params.rate:g}",
             "--connections", str(params.connections),
@@ -87,7 +105,12 @@ class LoadSpike(FaultKind[LoadSpikeParams]):
             # Its own session: a Ctrl-C at the terminal reaches drillkit, which heals the fault;
             # the generator must not die half-way on its own.
             process = subprocess.Popen(
-                command, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                start_new_session=True,
+                env={**os.environ, STACK_ENV: ctx.state.id},  # the stack's: down stops it too
             )
         # Until the child has exec'd, /proc shows the parent's arguments, not the tag: wait for
         # it, so that a heal right after this finds the generator.
@@ -102,8 +125,9 @@ class LoadSpike(FaultKind[LoadSpikeParams]):
         # Long enough for the interpreter to start and fail on a bad argument or address.
         deadline = time.monotonic() + 1.0
         while time.monotonic() < deadline:
-            if not _pids_tagged(record["tag"]):
-                tail = _tail(Path(record["log"]))
+            undo = _Undo.parse(record)
+            if not _pids_tagged(undo.tag):
+                tail = _tail(Path(undo.log))
                 raise EnvironmentFailure(f"the load spike generator exited at once: {tail}")
             time.sleep(0.1)
         return (
@@ -112,7 +136,10 @@ class LoadSpike(FaultKind[LoadSpikeParams]):
         )
 
     def heal(self, ctx: FaultContext, record: UndoRecord) -> None:
-        _stop(str(record["tag"]))
+        _stop(_Undo.parse(record).tag)
+
+    def heal_without_stack(self, journal: Journal, record: UndoRecord) -> None:
+        _stop(_Undo.parse(record).tag)
 
 
 def _tail(log: Path, limit: int = 300) -> str:

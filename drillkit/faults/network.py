@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from drillkit.errors import EnvironmentFailure
-from drillkit.faults.base import ROLE_REPLICA, FaultKind, UndoRecord
+from drillkit.faults.base import ROLE_REPLICA, FaultKind, UndoModel, UndoRecord
 from drillkit.faults.context import FaultContext
 from drillkit.faults.params import CutNetworkParams, LatencyParams
 from drillkit.stacks.plan import Link
@@ -22,8 +22,13 @@ from drillkit.stacks.plan import Link
 _PROBE_TIMEOUT = 0.3
 
 
+class _Undo(UndoModel):
+    links: tuple[str, ...]
+
+
 def _links(ctx: FaultContext, record: UndoRecord) -> list[Link]:
-    names = record["links"]
+    """The plan's links the record names (a name that is not one of them is ignored)."""
+    names = set(_Undo.parse(record).links)
     return [link for link in ctx.state.plan.links if link.name in names]
 
 

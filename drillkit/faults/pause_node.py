@@ -6,10 +6,17 @@ from __future__ import annotations
 import time
 from typing import ClassVar
 
+from pydantic import Field
+
 from drillkit.errors import EnvironmentFailure
-from drillkit.faults.base import ANY_SERVICE, FaultKind, UndoRecord
+from drillkit.faults.base import ANY_SERVICE, FaultKind, UndoModel, UndoRecord
 from drillkit.faults.context import FaultContext
 from drillkit.faults.params import PauseNodeParams
+from drillkit.stacks.plan import NAME_PATTERN
+
+
+class _Undo(UndoModel):
+    service: str = Field(pattern=f"^{NAME_PATTERN}$")
 
 
 class PauseNode(FaultKind[PauseNodeParams]):
@@ -37,7 +44,7 @@ class PauseNode(FaultKind[PauseNodeParams]):
         return f"{target} ({ctx.ident(target)}) is paused"
 
     def heal(self, ctx: FaultContext, record: UndoRecord) -> None:
-        target = str(record["service"])
+        target = _Undo.parse(record).service
         ctx.backend.resume(ctx.state, target)
         if ctx.backend.service_alive(ctx.state, target):
             ctx.wait_ready(target)

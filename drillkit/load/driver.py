@@ -19,7 +19,6 @@ Timeline of one :class:`LoadDriver`::
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import signal
@@ -31,10 +30,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from drillkit import procfs
+from drillkit import procfs, safejson
 from drillkit.errors import EnvironmentFailure, InputError
 from drillkit.load.sink import RecordSink, SinkStats
+from drillkit.netprobe import free_port
 from drillkit.observe.records import RequestRecord
+from drillkit.state import STACK_ENV
 
 __all__ = ["LOCUSTFILE", "LoadDriver", "LoadPlan", "LocustSummary", "live_group_members"]
 
@@ -73,6 +74,9 @@ class LoadPlan:
     seed: int = 0
     cold_share: float = 0.01
     emit_records: bool = True
+    stack_id: str | None = None
+    """The stack the load is for: the generator carries its mark (``STACK_ENV``), so that
+    `drillkit heal` after a killed drill stops it with the stack."""
 
     def validate(self) -> None:
         """Raise InputError naming the first field that is out of range."""
@@ -128,6 +132,7 @@ class LoadDriver:
         self.started_at: float | None = None  # epoch time the load processes were ready
         self._sink = RecordSink()
         self._proc: subprocess.Popen[bytes] | None = None
+        self.master_port: int | None = None  # where Locust's master meets its workers
         self._log: IO[bytes] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -154,16 +159,31 @@ class LoadDriver:
             "--json-file", str(self.run_dir / STATS_NAME.removesuffix(".json")),
         ]  # fmt: skip
         if plan.workers > 1:
-            cmd += ["--processes", str(plan.workers)]
+            # Locust's master listens for its workers on every interface, port 5557, unless
+            # told otherwise: on loopback, on a port of its own, nothing else can join.
+            port = str(self.master_port or free_port())
+            self.master_port = int(port)
+            cmd += [
+                "--processes", str(plan.workers),
+                "--master-bind-host", "127.0.0.1",
+                "--master-bind-port", port,
+                "--master-host", "127.0.0.1",
+                "--master-port", port,
+            ]  # fmt: skip
         return cmd
 
     def environment(self, plan: LoadPlan, sink: str) -> dict[str, str]:
         """The child's environment: ours plus the DRILLKIT_* settings the locustfile reads."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LOCUST_")}
+        # Not Locust's own settings (they would override the flags), nor a stack's mark
+        # drillkit was started with: the generator carries only its own stack's.
+        env = {
+            k: v for k, v in os.environ.items() if not k.startswith("LOCUST_") and k != STACK_ENV
+        }
         package_root = str(LOCUSTFILE.parents[2])
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
         env.update(
             DRILLKIT_SINK=sink,
+            DRILLKIT_SINK_TOKEN=self._sink.token,
             DRILLKIT_RATE=repr(float(plan.rate)),
             DRILLKIT_USERS=str(plan.users),
             DRILLKIT_N_USERS=str(plan.n_users),
@@ -174,6 +194,8 @@ class LoadDriver:
             DRILLKIT_EMIT_RECORDS="1" if plan.emit_records else "0",
             PYTHONUNBUFFERED="1",
         )
+        if plan.stack_id is not None:
+            env[STACK_ENV] = plan.stack_id
         return env
 
     def start(self, plan: LoadPlan, run_dir: Path | None = None) -> None:
@@ -347,7 +369,7 @@ class LoadDriver:
     def locust_summary(self) -> LocustSummary | None:
         """Locust's own totals, once the child has exited (None when it wrote none)."""
         try:
-            entries: list[dict[str, Any]] = json.loads((self.run_dir / STATS_NAME).read_text())
+            entries: list[dict[str, Any]] = safejson.loads((self.run_dir / STATS_NAME).read_text())
         except (OSError, ValueError):
             return None
         per_second: dict[int, int] = {}

@@ -18,7 +18,8 @@ under ``--processes``):
   ``{"sent": N, "dropped": D, "pid": P}`` and closes. After a write error it drops records,
   counts them, and logs the count.
 
-Settings come from the environment (the driver sets them): ``DRILLKIT_SINK`` (host:port),
+Settings come from the environment (the driver sets them): ``DRILLKIT_SINK`` (host:port) and
+``DRILLKIT_SINK_TOKEN`` (what proves to the sink that the records are this drill's),
 ``DRILLKIT_RATE``, ``DRILLKIT_USERS``, ``DRILLKIT_N_USERS``, ``DRILLKIT_K``,
 ``DRILLKIT_TIMEOUT`` (seconds), ``DRILLKIT_SEED``, and optionally ``DRILLKIT_COLD_SHARE``
 (default 0.01) and ``DRILLKIT_EMIT_RECORDS`` (default 1; 0 measures bare Locust).
@@ -45,7 +46,8 @@ from locust import FastHttpUser, events, task
 from locust.runners import MasterRunner
 from locust.user.wait_time import constant_throughput
 
-from drillkit.observe.records import wire_line, wire_tail
+from drillkit.load.sink import AUTH_PREFIX
+from drillkit.observe.records import MAX_TEXT, wire_line, wire_tail
 
 logger = logging.getLogger("drillkit.load")
 
@@ -63,6 +65,7 @@ _CONNECT_ERRNOS = frozenset(
 @dataclass(frozen=True)
 class _Settings:
     sink: tuple[str, int]
+    sink_token: str
     rate: float
     users: int
     n_users: int
@@ -84,6 +87,7 @@ def _settings(env: dict[str, str] | os._Environ[str]) -> _Settings:
         host, _, port = need("DRILLKIT_SINK").rpartition(":")
         settings = _Settings(
             sink=(host, int(port)),
+            sink_token=need("DRILLKIT_SINK_TOKEN"),
             rate=float(need("DRILLKIT_RATE")),
             users=int(need("DRILLKIT_USERS")),
             n_users=int(need("DRILLKIT_N_USERS")),
@@ -109,7 +113,7 @@ class _Writer:
     Only the flusher greenlet writes to the socket, so batches never interleave.
     """
 
-    def __init__(self, address: tuple[str, int]) -> None:
+    def __init__(self, address: tuple[str, int], token: str) -> None:
         self.lines: list[str] = []
         self.sent = 0
         self.dropped = 0
@@ -117,6 +121,8 @@ class _Writer:
         self._closing = False
         self._wake = Event()
         self._sock = socket.create_connection(address, timeout=_SEND_TIMEOUT)
+        # The first line proves to the sink that this is the drill's own generator.
+        self._sock.sendall(AUTH_PREFIX + token.encode() + b"\n")
         self._greenlet = gevent.spawn(self._loop)
 
     def add(self, line: str) -> None:
@@ -225,9 +231,9 @@ def _on_request(
         key = (
             error,
             get("x-degraded") == "true",
-            get("x-model-version") or "",
-            get("x-model-digest") or "",
-            get("x-replica") or "",
+            (get("x-model-version") or "")[:MAX_TEXT],
+            (get("x-model-digest") or "")[:MAX_TEXT],
+            (get("x-replica") or "")[:MAX_TEXT],
         )
     else:
         key = (error, False, "", "", "")
@@ -261,7 +267,7 @@ def _on_init(environment: Any, runner: Any = None, **_: Any) -> None:
     if isinstance(runner, MasterRunner):
         return  # the master of --processes sends no requests
     try:
-        _writer = _Writer(SETTINGS.sink)
+        _writer = _Writer(SETTINGS.sink, SETTINGS.sink_token)
     except OSError as exc:
         raise SystemExit(f"drillkit locustfile: cannot reach the record sink: {exc}") from None
     if SETTINGS.emit:

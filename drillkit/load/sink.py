@@ -1,7 +1,11 @@
 """The receiving end of the per-request records: a local TCP server in drillkit's own process.
 
-Each Locust process connects once and streams newline-delimited wire records (see
-:mod:`drillkit.observe.records`). A connection may end with one *trailer*, a JSON object
+Each Locust process connects once, proves it is the drill's own with a first line
+``DRILLKIT-SINK <token>`` (a random token the driver hands its child), and streams
+newline-delimited wire records (see :mod:`drillkit.observe.records`). Any other process on the
+host that connects is cut off at its first line: it can neither forge records (and so the
+score) nor grow the sink's memory. Lines are bounded in length, connections in number, and
+every record's fields in range. A connection may end with one *trailer*, a JSON object
 ``{"sent": N, "dropped": D, "pid": P}``, in which the generator says how many records it
 wrote and how many it had to drop (a write error, or a sink that stopped reading); the sink
 sums them so a caller can tell a complete record set from a lossy one.
@@ -20,14 +24,16 @@ patching would break.
 from __future__ import annotations
 
 import contextlib
-import json
+import hmac
 import logging
+import secrets
 import selectors
 import socket
 import threading
 import time
 from dataclasses import dataclass, field, replace
 
+from drillkit import safejson
 from drillkit.errors import EnvironmentFailure
 from drillkit.observe.records import RequestRecord
 
@@ -38,6 +44,14 @@ logger = logging.getLogger("drillkit.load.sink")
 _READ_SIZE = 1 << 18
 # How long the selector sleeps when nothing happens: it bounds how late stop() is noticed.
 _POLL_SECONDS = 0.05
+#: The first line of every connection: this prefix and the sink's token.
+AUTH_PREFIX = b"DRILLKIT-SINK "
+#: A record line is about 150 bytes; a line this long is not one of ours.
+MAX_LINE = 4096
+#: One connection per load-generator process, and room to spare.
+MAX_CONNECTIONS = 64
+# An unproven connection is closed after this long.
+_AUTH_SECONDS = 10.0
 
 
 @dataclass
@@ -45,9 +59,10 @@ class SinkStats:
     """Counters of a sink; a snapshot, safe to keep."""
 
     records: int = 0
-    connections: int = 0  # accepted so far
+    connections: int = 0  # proven to be the drill's generator (the first line), so far
     open_connections: int = 0
     malformed: int = 0  # lines that were neither a record nor a trailer
+    refused: int = 0  # connections closed unheard: no token, a wrong one, too many, too long
     trailers: int = 0  # connections that ended with a trailer
     reported_sent: int = 0  # sum of the trailers' "sent"
     reported_dropped: int = 0  # sum of the trailers' "dropped"
@@ -58,6 +73,8 @@ class SinkStats:
 class _Conn:
     sock: socket.socket
     pending: bytearray = field(default_factory=bytearray)
+    trusted: bool = False
+    opened: float = field(default_factory=time.monotonic)
 
 
 class RecordSink:
@@ -69,8 +86,10 @@ class RecordSink:
     already wrote) when done.
     """
 
-    def __init__(self, host: str = "127.0.0.1") -> None:
+    def __init__(self, host: str = "127.0.0.1", *, token: str | None = None) -> None:
         self._host = host
+        self.token = token or secrets.token_hex(16)
+        self._auth_line = AUTH_PREFIX + self.token.encode()
         self._lock = threading.Lock()
         self._records: list[RequestRecord] = []
         self._stats = SinkStats()
@@ -182,6 +201,7 @@ class RecordSink:
                         self._accept(selector)
                     else:
                         self._read(selector, key.data)
+                self._drop_silent(selector)
             selector.unregister(self._listener)
             self._listener.close()
             # Final drain: whatever the generators wrote before closing is still in the
@@ -207,12 +227,16 @@ class RecordSink:
             except OSError as exc:
                 logger.warning("record sink: accept failed: %s", exc)
                 return
+            if len(self._conns) >= MAX_CONNECTIONS:
+                sock.close()
+                with self._lock:
+                    self._stats.refused += 1
+                continue
             sock.setblocking(False)
             conn = _Conn(sock)
             self._conns[sock.fileno()] = conn
             selector.register(sock, selectors.EVENT_READ, conn)
             with self._lock:
-                self._stats.connections += 1
                 self._stats.open_connections += 1
 
     def _read(self, selector: selectors.BaseSelector, conn: _Conn) -> None:
@@ -224,14 +248,19 @@ class RecordSink:
             data = b""
         if not data:
             # The end of the stream: a last line without its newline still counts.
-            if conn.pending:
+            if conn.pending and conn.trusted:
                 self._ingest([bytes(conn.pending)])
-                conn.pending.clear()
-            self._close(selector, conn)
+            conn.pending.clear()
+            if conn.trusted:
+                self._close(selector, conn)
+            else:
+                self._refuse(selector, conn)
             return
         end = data.rfind(b"\n")
         if end < 0:
             conn.pending += data
+            if len(conn.pending) > MAX_LINE:
+                self._refuse(selector, conn)
             return
         if conn.pending:
             conn.pending += data[: end + 1]
@@ -240,7 +269,32 @@ class RecordSink:
         else:
             chunk = data[: end + 1]
         conn.pending += data[end + 1 :]
-        self._ingest(chunk.split(b"\n"))
+        if len(conn.pending) > MAX_LINE:
+            self._refuse(selector, conn)
+            return
+        lines = chunk.split(b"\n")
+        if not conn.trusted:
+            if not hmac.compare_digest(lines[0], self._auth_line):
+                self._refuse(selector, conn)
+                return
+            conn.trusted = True
+            with self._lock:
+                self._stats.connections += 1
+            lines = lines[1:]
+        self._ingest(lines)
+
+    def _refuse(self, selector: selectors.BaseSelector, conn: _Conn) -> None:
+        """Close a connection that is not the drill's generator's, unheard."""
+        conn.pending.clear()
+        self._close(selector, conn)
+        with self._lock:
+            self._stats.refused += 1
+
+    def _drop_silent(self, selector: selectors.BaseSelector) -> None:
+        now = time.monotonic()
+        for conn in list(self._conns.values()):
+            if not conn.trusted and now - conn.opened > _AUTH_SECONDS:
+                self._refuse(selector, conn)
 
     def _ingest(self, lines: list[bytes]) -> None:
         parsed: list[RequestRecord] = []
@@ -250,9 +304,12 @@ class RecordSink:
         for line in lines:
             if not line:
                 continue
+            if len(line) > MAX_LINE:
+                malformed += 1
+                continue
             if line[0] == 0x7B:  # "{": a trailer, not a record
                 try:
-                    trailer = json.loads(line)
+                    trailer = safejson.loads(line)
                 except ValueError:
                     malformed += 1
                     continue

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from drillkit import safejson
+
 WIRE_FIELDS = (
     "sent_at",
     "latency_ms",
@@ -40,6 +42,13 @@ FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
 IntArray = npt.NDArray[np.int64]
 
+
+#: The error classes a load generator reports.
+ERRORS = frozenset({"", "timeout", "connect", "reset", "http", "other"})
+#: Longest model version, digest or replica name accepted from the wire.
+MAX_TEXT = 128
+#: A latency above an hour is not one a drill measured.
+MAX_LATENCY_MS = 3_600_000.0
 
 #: ``status`` of a request that got no usable response (timeout, connection failure).
 NO_RESPONSE = 0
@@ -85,17 +94,22 @@ class RequestRecord:
 
     @classmethod
     def from_wire(cls, line: str | bytes) -> RequestRecord:
-        s, lat, status, error, degraded, version, digest, replica = json.loads(line)
-        return cls(
-            float(s),
-            float(lat),
-            int(status),
-            str(error),
-            bool(degraded),
-            str(version),
-            str(digest),
-            str(replica),
-        )
+        """Parse one wire line; ValueError for anything a load generator would not send
+        (a record is read from a socket: every field is checked, nothing is coerced)."""
+        s, lat, status, error, degraded, version, digest, replica = safejson.loads(line)
+        if (
+            type(s) is not float
+            or not 0.0 < s < 1e11
+            or type(lat) not in (float, int)
+            or not 0.0 <= lat <= MAX_LATENCY_MS
+            or type(status) is not int
+            or not 0 <= status <= 999
+            or error not in ERRORS
+            or degraded not in (0, 1)
+            or not all(type(v) is str and len(v) <= MAX_TEXT for v in (version, digest, replica))
+        ):
+            raise ValueError("a field out of its range")
+        return cls(s, float(lat), status, error, degraded == 1, version, digest, replica)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from drillkit import safejson
 from drillkit.errors import InputError
 from drillkit.reports.jsonfile import read_report
 from drillkit.reports.model import DrillReport
@@ -92,7 +93,7 @@ def compare_files(baseline: Path, candidate: Path, thresholds: Thresholds) -> Co
 def _schema_version(path: Path) -> object:
     # Peek before validating: "version 2 vs 1" says more than v2's first unknown field.
     try:
-        data = json.loads(path.read_bytes())
+        data = safejson.loads(path.read_bytes(), parse_constant=lambda text: None)
     except (OSError, ValueError):
         return None  # read_report says what is wrong with it
     return data.get("schema_version") if isinstance(data, dict) else None

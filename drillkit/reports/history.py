@@ -13,7 +13,6 @@ interleave, and a crash leaves at most a torn last line, which reading skips wit
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 from collections.abc import Iterator
 from datetime import datetime
@@ -22,6 +21,7 @@ from typing import Final
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from drillkit import safejson
 from drillkit.errors import InputError
 from drillkit.reports.model import DrillReport, Status
 
@@ -191,7 +191,7 @@ def read_history(path: Path) -> HistoryFile:
 def _parse_line(line: str, entries: list[HistoryEntry]) -> str | None:
     """Append the entry on ``line`` to ``entries``; or say why the line is not one."""
     try:
-        raw = json.loads(line)
+        raw = safejson.loads(line)
     except ValueError:
         return "not a history entry (a torn line, or not JSON)"
     if not isinstance(raw, dict):

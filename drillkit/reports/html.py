@@ -146,6 +146,8 @@ def _header(report: DrillReport) -> str:
     error = ""
     if report.error:
         error = f'<p class="callout {css}"><b>{_e(status)}:</b> {_e(report.error)}</p>'
+    for note in report.notes:
+        error += f'<p class="callout warn"><b>note:</b> {_e(note)}</p>'
     title = (
         '<div><p class="kicker">disaster-recovery drill</p>'
         f"<h1>{_e(report.scenario.name)}</h1></div>"

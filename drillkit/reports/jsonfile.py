@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
+from drillkit import safejson
 from drillkit.errors import InputError
 from drillkit.fsutil import atomic_write
 from drillkit.reports.model import SCHEMA_VERSION, DrillReport
@@ -40,11 +42,17 @@ def read_report(path: str | os.PathLike[str]) -> DrillReport:
     except OSError as exc:
         raise InputError(f"{source}: cannot read the report: {exc.strerror or exc}") from None
     try:
-        data: Any = json.loads(raw.decode("utf-8"))
+        # JSON has no NaN or Infinity (Python's reader accepts them, and 1e999 overflows to
+        # inf): a report holding one is not drillkit's, and every comparison with it is false.
+        data: Any = safejson.loads(
+            raw.decode("utf-8"), parse_constant=_not_a_number, parse_float=_finite
+        )
     except UnicodeDecodeError:
         raise InputError(f"{source}: not a drillkit report: not UTF-8 text") from None
     except json.JSONDecodeError as exc:
         raise InputError(f"{source}:{exc.lineno}: not valid JSON: {exc.msg}") from None
+    except _NotFinite as exc:
+        raise InputError(f"{source}: not a drillkit report: {exc}") from None
     if not isinstance(data, dict):
         raise InputError(
             f"{source}: not a drillkit report: expected a JSON object, got {type(data).__name__}"
@@ -65,6 +73,21 @@ def read_report(path: str | os.PathLike[str]) -> DrillReport:
         where = _field_path(first["loc"])
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
         raise InputError(f"{source}: {where}: {first['msg']}{more}") from None
+
+
+class _NotFinite(ValueError):
+    pass
+
+
+def _not_a_number(text: str) -> float:
+    raise _NotFinite(f"{text} is not a number JSON allows")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NotFinite(f"{text} is too large for a figure")
+    return value
 
 
 def _field_path(loc: tuple[int | str, ...]) -> str:

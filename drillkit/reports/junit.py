@@ -25,6 +25,7 @@ from pathlib import Path
 from drillkit.reports.format import format_score
 from drillkit.reports.jsonfile import REPORT_MODE, atomic_write
 from drillkit.reports.model import CheckReport, DrillReport
+from drillkit.text import xml_safe
 
 __all__ = ["junit_xml", "write_junit"]
 
@@ -114,6 +115,12 @@ def junit_xml(reports: Sequence[DrillReport]) -> bytes:
         },
     )
     root.extend(suites)
+    # Messages carry text from outside (evidence, errors, a report read back): a control
+    # character would make the whole file unparseable for the CI that reads it.
+    for element in root.iter():
+        element.attrib = {key: xml_safe(value) for key, value in element.attrib.items()}
+        if element.text:
+            element.text = xml_safe(element.text)
     ET.indent(root)
     document: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=True)
     return document + b"\n"

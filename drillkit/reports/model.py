@@ -9,7 +9,8 @@ with a default, so that a report that carries only the contract's fields still r
   (``<=``, ``>=``, or ``==`` for yes/no checks, whose target and actual are 1 or 0) and
   ``checks[].detail`` (a human explanation);
 - ``series[].quality`` (mean quality share of the window's probes), written only when known;
-- ``error`` (one line: why a drill ended in status ``error`` or ``interrupted``).
+- ``error`` (one line: why a drill ended in status ``error`` or ``interrupted``);
+- ``notes`` (what a reader of the figures should know, such as a wall-clock step).
 
 No other field is accepted: an unknown key is a typo or a report from a different schema.
 """
@@ -186,8 +187,10 @@ class DrillReport(_Model):
     faults: list[FaultReport]
     checks: list[CheckReport]
     series: list[SeriesReport]
-    # extension
+    # extensions
     error: str | None = None
+    notes: list[str] = []
+    """What a reader of the figures should know (a wall-clock step during the drill)."""
 
     @property
     def exit_code(self) -> int:
@@ -206,6 +209,7 @@ class DrillReport(_Model):
         finished_at: datetime,
         status: Status | None = None,
         error: str | None = None,
+        notes: list[str] | None = None,
         drillkit_version: str = __version__,
     ) -> DrillReport:
         """The report of an analysed drill.
@@ -231,6 +235,7 @@ class DrillReport(_Model):
             checks=[CheckReport.model_validate(c, from_attributes=True) for c in analysis.checks],
             series=[SeriesReport.model_validate(s, from_attributes=True) for s in analysis.series],
             error=error,
+            notes=notes or [],
         )
 
 

@@ -22,6 +22,7 @@ from drillkit.reports.format import (
     share,
 )
 from drillkit.reports.model import DrillReport
+from drillkit.text import printable
 
 if TYPE_CHECKING:
     # Only for the annotation: the CLI package imports this module, not the other way round.
@@ -45,15 +46,15 @@ def _table(title: str, columns: Sequence[str], *, right_from: int = 1) -> Table:
 
 
 def _row(table: Table, cells: Sequence[str], style: str | None = None) -> None:
-    table.add_row(*(Text(cell) for cell in cells), style=style)
+    table.add_row(*(Text(printable(cell)) for cell in cells), style=style)
 
 
 def _header(report: DrillReport) -> Text:
     passed_score = report.score >= report.pass_score
     header = Text()
     header.append("drill ", style="bold")
-    header.append(report.scenario.name, style="bold")
-    header.append(f"  backend {report.backend}  ")
+    header.append(printable(report.scenario.name), style="bold")
+    header.append(f"  backend {printable(report.backend)}  ")
     header.append(report.status.upper(), style=_STATUS_STYLE.get(report.status, "bold"))
     header.append("  score ")
     header.append(format_score(report.score), style="bold green" if passed_score else "bold red")
@@ -62,7 +63,7 @@ def _header(report: DrillReport) -> Text:
     header.append(
         f"\n{load.requests} requests, {load.achieved_rps:.1f} of {load.target_rps:g} rps"
         + (" (generator saturated)" if load.generator_saturated else "")
-        + f"; {report.scenario.path}",
+        + f"; {printable(report.scenario.path)}",
         style="dim",
     )
     return header
@@ -169,7 +170,7 @@ def score_line(report: DrillReport) -> Text:
     passed_score = report.score >= report.pass_score
     line.append(format_score(report.score), style="bold green" if passed_score else "bold red")
     line.append(f" ({'>=' if passed_score else '<'} pass score {report.pass_score:g})")
-    critical = [c.name for c in report.checks if c.critical and not c.passed]
+    critical = [printable(c.name) for c in report.checks if c.critical and not c.passed]
     if critical:
         line.append(f"; critical check failed: {', '.join(critical)}", style="bold red")
     return line
@@ -179,13 +180,15 @@ def render_report(report: DrillReport, terminal: Terminal) -> None:
     """Print ``report`` on ``terminal.out``; with ``--quiet``, only its verdict line."""
     out = terminal.out
     if terminal.quiet:
-        verdict = Text(f"{report.scenario.name}: {report.status}, ")
+        verdict = Text(f"{printable(report.scenario.name)}: {report.status}, ")
         verdict.append_text(score_line(report))
         out.print(verdict)
         return
     out.print(_header(report))
     if report.error:
-        out.print(Text(f"{report.status}: {report.error}", style="bold red"))
+        out.print(Text(f"{report.status}: {printable(report.error)}", style="bold red"))
+    for note in report.notes:
+        out.print(Text(f"note: {printable(note)}", style="yellow"))
     out.print()
     out.print(_phases(report))
     if report.faults:
@@ -194,7 +197,8 @@ def render_report(report: DrillReport, terminal: Terminal) -> None:
         # Who noticed does not fit the table; it is what an on-call engineer asks next.
         for f in report.faults:
             if f.detected_by:
-                out.print(Text(f"{f.id}: detected by {f.detected_by}", style="dim"))
+                line = f"{f.id}: detected by {f.detected_by}"
+                out.print(Text(printable(line), style="dim"))
     out.print()
     out.print(_checks(report))
     out.print()

@@ -201,15 +201,10 @@ class _Builder:
             for source in sources:
                 if not isinstance(source, MappingNode):
                     raise self.error("'<<' merges a mapping or a list of mappings", source, path)
-                # A merge reads the source mapping directly, not through build(): guard it
-                # against a mapping that merges itself (`&a {<<: *a}`) the same way.
-                if id(source) in self._active:
-                    raise self.error("an alias refers to a value that contains it", source, path)
-                self._active.add(id(source))
-                try:
-                    items = self._mapping(source, path)
-                finally:
-                    self._active.discard(id(source))
+                # Through build(), like any value: each merge counts against MAX_NODES (nested
+                # merges of merges would otherwise expand exponentially, uncounted), and a
+                # mapping that merges itself (`&a {<<: *a}`) is caught.
+                items = self.build(source, path)
                 for name, value in items.items():
                     merged.setdefault(name, value)
         for key_node, value_node in node.value:

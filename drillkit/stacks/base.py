@@ -26,7 +26,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
-from drillkit import paths
+from drillkit import state as state_files
 from drillkit.backends.base import (
     Backend,
     Owner,
@@ -155,20 +155,25 @@ def bring_up(
     report = progress or (lambda message, fraction: None)
     gpu = _gpu(preset.gpu_wanted(spec), backend)
     stack_id = new_stack_id()
-    run_dir = paths.state_dir() / "stacks" / stack_id
+    # Held until take_down (or this process's end): heal and `stack down` elsewhere wait.
+    state_files.hold(stack_id)
+    state_files.prune()  # folders of finished stacks beyond the newest few: their logs
+    run_dir = state_files.stack_dir(stack_id)
     (run_dir / "logs").mkdir(parents=True, exist_ok=True)
     data_dir = run_dir / "data"
     try:
         plan = preset.plan(spec, data_dir=data_dir, gpu=gpu, progress=report)
     except BaseException:
         shutil.rmtree(data_dir, ignore_errors=True)
+        state_files.release(stack_id)
         raise
     identity = StackIdentity(id=stack_id, run_dir=run_dir, gpu=gpu, owner=owner)
     try:
         state: StackState[Any] = backend.up(plan, identity, progress=report)
     except BaseException:
         _remove_data(plan, run_dir)
-        clear_state()
+        clear_state(stack_id)
+        state_files.release(stack_id)
         raise
     try:
         preset.settle(state, backend, report)
@@ -180,10 +185,15 @@ def bring_up(
 
 
 def take_down(state: StackState[Any], backend: Backend[Any] | None = None) -> None:
-    """Stop every service, remove the stack's own data and its saved state; idempotent."""
-    (backend or get_backend(state.backend)).down(state)
-    _remove_data(state.plan, Path(state.run_dir))
-    clear_state()
+    """Stop every service, remove the stack's own data and its saved state, let its lock go;
+    idempotent. The stack's folder stays: its logs, and a journal with what may still need
+    healing."""
+    try:
+        (backend or get_backend(state.backend)).down(state)
+        _remove_data(state.plan, Path(state.run_dir))
+        clear_state(state.id)
+    finally:
+        state_files.release(state.id)
 
 
 def _remove_data(plan: StackPlan, run_dir: Path) -> None:

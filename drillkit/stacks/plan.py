@@ -63,6 +63,9 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+_ENV_VAR = re.compile(r"[A-Z_][A-Z0-9_]{0,127}")
+
+
 def _check_name(value: str, what: str) -> str:
     if not _NAME.fullmatch(value):
         raise ValueError(
@@ -131,10 +134,16 @@ Arg = str | Ref | Join
 class Port(_Frozen):
     """A port the service listens on. ``number`` is the port inside a container (the local
     backend picks a free one on 127.0.0.1 instead); either way drillkit reaches it from the
-    host at ``127.0.0.1`` on the port recorded in the stack's state."""
+    host at ``127.0.0.1`` on the port recorded in the stack's state.
+
+    ``inherit``: the program can serve on a listening socket drillkit hands it
+    (:mod:`drillkit.listen`); the local backend then binds the port itself and passes the
+    socket down, so no other process can take the port between choosing and serving it.
+    """
 
     name: str = "http"
     number: int = Field(ge=1, le=65535)
+    inherit: bool = False
 
     @field_validator("name")
     @classmethod
@@ -315,6 +324,8 @@ class StackPlan(_Frozen):
                 elif isinstance(arg, MountRef) and arg.mount not in mounts:
                     raise ValueError(f"{where}: no mount {arg.mount!r}")
             for var, secret in service.secrets.items():
+                if not _ENV_VAR.fullmatch(var):
+                    raise ValueError(f"{where}: {var!r} is not an environment variable name")
                 if secret not in self.secrets:
                     raise ValueError(f"{where}: {var} names an unknown secret {secret!r}")
             if service.ready is not None:
@@ -327,6 +338,8 @@ class StackPlan(_Frozen):
             if link.source not in services:
                 raise ValueError(f"link {link.name}: no service {link.source!r}")
         port_of(self.entry.service, self.entry.port, "entry")
+        for secret in self.secrets:  # each becomes a file of that name
+            _check_name(secret, "secret")
         self.start_order()  # raises on a cycle
         return self
 

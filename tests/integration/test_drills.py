@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from .conftest import Cli, leftovers
+from .conftest import Cli, leftovers, saved_state_path, stack_files
 
 STACK = {"replicas": 3, "catalog": {"items": 2000, "dim": 32, "seed": 7}}
 LOAD = {"rate": 80, "users": 16, "duration": "12s", "warmup": "2s", "timeout": "2s"}
@@ -163,7 +163,7 @@ def test_every_fault_kind_takes_effect_and_heals(
         assert result["ttd_s"] is not None and result["ttd_s"] <= 2.0
     assert result["wrong_model_responses"] == 0
     assert not leftovers(cli)
-    assert not (Path(cli.env["DRILLKIT_STATE_DIR"]) / "journal.jsonl").exists()
+    assert not stack_files(cli, "journal.jsonl")
 
 
 def test_a_load_spike_is_shed_detected_and_recovered(cli: Cli, tmp_path: Path) -> None:
@@ -217,11 +217,45 @@ def _start_drill(cli: Cli, path: Path, report: Path) -> subprocess.Popen[str]:
     )
 
 
+def run_side_by_side(cli: Cli, tmp_path: Path, stacks: list[dict[str, Any]]) -> list[Any]:
+    """Start one drill per stack at the same moment (each a kill_node and a load spike of its
+    own), wait for all; their reports, in order."""
+    spike = {"id": "spike-1", "kind": "load_spike", "target": "gateway", "at": "4s",
+             "duration": "3s", "params": {"rate": 40}}  # fmt: skip
+    kill = {k: v for k, v in KILL.items() if k != "expect"}
+    procs = []
+    for i, stack in enumerate(stacks):
+        folder = tmp_path / f"drill-{i}"
+        folder.mkdir()
+        path = scenario(folder, f"side-{i}", [kill, spike], stack=stack)
+        procs.append((_start_drill(cli, path, folder / "r.json"), folder / "r.json"))
+    reports = []
+    for proc, report in procs:
+        out, err = proc.communicate(timeout=400)
+        assert "Traceback" not in err, err
+        assert proc.returncode == 0, (out, err)
+        reports.append(json.loads(report.read_text()))
+    return reports
+
+
+def test_two_drills_at_once_each_heal_only_their_own(cli: Cli, tmp_path: Path) -> None:
+    reports = run_side_by_side(cli, tmp_path, [{"replicas": 2}, {"replicas": 2}])
+    for data in reports:
+        assert data["status"] == "passed"
+        assert all(c["passed"] for c in data["checks"] if c["name"].endswith(".healed"))
+        kill = next(f for f in data["faults"] if f["id"] == "kill-1")
+        assert kill["healed_at"] is not None, kill
+    # Each drill's faults were its own stack's: the pids it killed differ.
+    evidence = [next(f for f in d["faults"] if f["id"] == "kill-1")["evidence"] for d in reports]
+    assert evidence[0] != evidence[1]
+    assert not leftovers(cli)
+    assert not stack_files(cli, "journal.jsonl") and not stack_files(cli, "stack.json")
+
+
 def _wait_for_injection(cli: Cli, proc: subprocess.Popen[str], timeout: float = 120) -> None:
-    journal = Path(cli.env["DRILLKIT_STATE_DIR"]) / "journal.jsonl"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if journal.exists() and journal.read_text().strip():
+        if any(j.read_text().strip() for j in stack_files(cli, "journal.jsonl")):
             time.sleep(0.5)  # let the fault land
             return
         assert proc.poll() is None, proc.communicate()
@@ -250,7 +284,7 @@ def test_sigint_during_a_fault_heals_and_reports(cli: Cli, tmp_path: Path) -> No
     data = json.loads(report.read_text())
     assert data["status"] == "interrupted"
     assert not leftovers(cli)
-    assert not (Path(cli.env["DRILLKIT_STATE_DIR"]) / "journal.jsonl").exists()
+    assert not stack_files(cli, "journal.jsonl")
     assert cli("model", "verify").returncode == 0
 
 
@@ -267,7 +301,7 @@ def test_kill_9_during_corrupt_model_then_heal(cli: Cli, tmp_path: Path) -> None
     _wait_for_injection(cli, proc)
     proc.kill()
     proc.communicate(timeout=30)
-    state = json.loads((Path(cli.env["DRILLKIT_STATE_DIR"]) / "stack.json").read_text())
+    state = json.loads(saved_state_path(cli).read_text())
     plan = state["plan"]  # the origin store, and each replica's copy (its `store` mount)
     copies = [m["source"] for s in plan["services"] for m in s["mounts"] if m["name"] == "store"]
     stores = [plan["settings"]["origin"], *copies]
@@ -311,7 +345,7 @@ def test_bad_scenarios_exit_2_with_one_line_and_start_nothing(
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith(f"drillkit: error: {path}:")
         assert "Traceback" not in proc.stderr
-    assert not (Path(cli.env["DRILLKIT_STATE_DIR"]) / "stack.json").exists()
+    assert not stack_files(cli, "stack.json")
     assert os.listdir(tmp_path) == ["bad.yaml"]
 
 

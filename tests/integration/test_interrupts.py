@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import Cli, leftovers
+from .conftest import Cli, leftovers, stack_files
 from .test_docker import image  # noqa: F401  (the stack image, for the docker cases)
 from .test_drills import scenario
 
@@ -125,9 +125,9 @@ class _Drill:
 
 
 def _nothing_left(cli: Cli, backend: str) -> None:
-    state = Path(cli.env["DRILLKIT_STATE_DIR"])
-    assert not (state / "journal.jsonl").exists(), (state / "journal.jsonl").read_text()
-    assert not (state / "stack.json").exists()
+    journals = stack_files(cli, "journal.jsonl")
+    assert not journals, [j.read_text() for j in journals]
+    assert not stack_files(cli, "stack.json")
     assert not leftovers(cli)
     if backend == "docker":
         from .test_docker import docker_leftovers

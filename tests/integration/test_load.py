@@ -24,6 +24,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
+import psutil
 import pytest
 
 from drillkit.errors import EnvironmentFailure
@@ -212,6 +213,17 @@ def test_stop_mid_run_flushes_and_leaves_nothing_behind(tmp_path: Path, workers:
             assert driver.running
             live, index = driver.since(0)
             assert index == len(live)
+            # Nothing of the generator listens beyond loopback (Locust's master, with
+            # workers, would otherwise take every interface on port 5557).
+            assert driver.pid is not None
+            listening = [
+                conn.laddr
+                for member in live_group_members(driver.pid)
+                for conn in psutil.Process(member).net_connections(kind="inet")
+                if conn.status == psutil.CONN_LISTEN
+            ]
+            assert all(addr.ip == "127.0.0.1" for addr in listening), listening
+            assert (workers > 1) == bool(listening)
         finally:
             began = time.monotonic()
             driver.stop()

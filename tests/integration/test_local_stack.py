@@ -13,10 +13,10 @@ from typing import Any
 import httpx
 import pytest
 
-from drillkit.backends.local import process_alive
+from drillkit.backends.local import owned
 from drillkit.stacks.recommender.store import ModelStore
 
-from .conftest import SMALL, Cli
+from .conftest import SMALL, Cli, saved_state_path
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 20.0, what: str = "") -> None:
@@ -35,8 +35,8 @@ def up(cli: Cli, *args: str) -> dict[str, Any]:
     return state
 
 
-def pids(state: dict[str, Any]) -> list[int]:
-    return [s["pid"] for s in state["services"].values()]
+def processes(state: dict[str, Any]) -> list[tuple[int, int]]:
+    return [(s["pid"], s["started"]) for s in state["services"].values()]
 
 
 def flip_byte(path: Path) -> None:
@@ -65,7 +65,9 @@ def test_up_serve_status_down(cli: Cli) -> None:
     assert status["ready_replicas"] == 3
     assert {s["gateway_state"] for s in status["services"] if s["role"] == "replica"} == {"up"}
     stack_id = status["stack"]
-    service_pids = [s["pid"] for s in status["services"]]
+    saved = json.loads(saved_state_path(cli).read_text())["services"]
+    service_pids = [(s["pid"], s["started"]) for s in saved.values()]
+    assert all(owned(pid, started, stack_id) for pid, started in service_pids)
 
     again = cli("stack", "up", *SMALL)
     assert again.returncode == 2
@@ -74,7 +76,7 @@ def test_up_serve_status_down(cli: Cli) -> None:
 
     down = cli("stack", "down")
     assert down.returncode == 0, down.stderr
-    assert not any(process_alive(pid, stack_id) for pid in service_pids)
+    assert not any(owned(pid, started, stack_id) for pid, started in service_pids)
     assert cli("stack", "status").returncode == 3
 
 
@@ -112,12 +114,24 @@ def test_admin_reload_requires_the_token(cli: Cli) -> None:
     assert httpx.post(f"{url}/admin/reload").status_code == 401
     bad = httpx.post(f"{url}/admin/reload", headers={"Authorization": "Bearer nope"})
     assert bad.status_code == 401
-    saved = json.loads((Path(cli.env["DRILLKIT_STATE_DIR"]) / "stack.json").read_text())
+    saved = json.loads(saved_state_path(cli).read_text())
     token = saved["plan"]["secrets"]["admin-token"]
     assert state["plan"]["secrets"]["admin-token"] == "<hidden>"  # never printed
     ok = httpx.post(f"{url}/admin/reload", headers={"Authorization": f"Bearer {token}"})
     assert ok.status_code == 200
     assert ok.json()["serving"] == "v2"
+    # The token reaches the replica as a file of its own (0600), never through an
+    # environment; the gateway, which needs no secret, has no such file at all.
+    for name, service in saved["services"].items():
+        environ = Path(f"/proc/{service['pid']}/environ").read_bytes()
+        assert token.encode() not in environ, name
+        files = [v for v in environ.split(b"\0") if v.startswith(b"DRILLKIT_ADMIN_TOKEN_FILE=")]
+        if name == "gateway":
+            assert files == []
+        else:
+            (entry,) = files
+            path = Path(entry.split(b"=", 1)[1].decode())
+            assert path.read_text() == token and path.stat().st_mode & 0o077 == 0
 
 
 def test_flipped_byte_is_reported_and_never_served(cli: Cli, tmp_path: Path) -> None:
@@ -222,4 +236,4 @@ def test_killed_replica_is_routed_around(cli: Cli) -> None:
     assert status["ready_replicas"] == 2
     down = cli("stack", "down")
     assert down.returncode == 0
-    assert not any(process_alive(pid, state["id"]) for pid in pids(state))
+    assert not any(owned(pid, started, state["id"]) for pid, started in processes(state))

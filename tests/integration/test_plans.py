@@ -64,10 +64,7 @@ class StaticSite(StackPreset[str]):
 def backend(request: pytest.FixtureRequest, drillkit_home: Path) -> Iterator[Backend[Any]]:
     chosen = get_backend(request.param)
     if request.param == "docker":
-        from drillkit.backends.docker.image import docker_client, image_plan, image_present
-
-        if not image_present(docker_client(), image_plan(gpu=False).tag):
-            pytest.fail("the stack image is not built: drillkit stack build --backend docker")
+        request.getfixturevalue("stack_image")  # built, or a skip saying how
     yield chosen
     state = load_state()
     if state is not None:  # whatever the test did, nothing is left running
@@ -82,7 +79,7 @@ def test_a_service_of_its_own_runs_dies_and_heals(backend: Backend[Any], tmp_pat
     assert load_state() == state  # saved whole, plan included
 
     kill = load_fault_kind("kill_node")
-    ctx = FaultContext(backend, state, Journal(tmp_path / "journal"), fault_id="kill-web")
+    ctx = FaultContext(backend, state, Journal.for_stack(state.id), fault_id="kill-web")
     params = KillNodeParams()
     record = kill.apply(ctx, "web", params)
     assert "web" in kill.check_applied(ctx, "web", params, record)
@@ -98,3 +95,31 @@ def test_a_service_of_its_own_runs_dies_and_heals(backend: Backend[Any], tmp_pat
     take_down(state, backend)
     assert backend.service_status(state, "web") == "exited"
     assert not data.exists() and load_state() is None
+
+
+@pytest.mark.docker
+def test_a_host_port_taken_before_docker_binds_it_is_chosen_again(
+    drillkit_home: Path, monkeypatch: pytest.MonkeyPatch, stack_image: str
+) -> None:
+    # Another process takes the port drillkit chose before Docker binds it: the container
+    # start fails with "address already in use", and another port is chosen.
+    import drillkit.backends.docker as docker_backend
+    from drillkit import listen, netprobe
+
+    squatter = listen.bind()
+    taken = squatter.getsockname()[1]
+    choices = iter([taken])
+    real = netprobe.free_port
+    monkeypatch.setattr(docker_backend, "free_port", lambda: next(choices, None) or real())
+    backend = get_backend("docker")
+    try:
+        state = bring_up(StaticSite(), "<p>moved</p>", backend)
+        try:
+            port = state.services["web"].ports["http"]
+            assert port != taken
+            assert httpx.get(f"{state.entry_url}/index.html", timeout=5).text == "<p>moved</p>"
+            assert load_state() == state  # the port it got is the one saved
+        finally:
+            take_down(state, backend)
+    finally:
+        squatter.close()

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import Cli, leftovers
+from .conftest import Cli, leftovers, stack_files
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "custom-fault"
@@ -162,7 +162,7 @@ def test_the_example_plugin_installs_validates_and_drills(cli: Cli, tmp_path: Pa
     (log,) = state.glob("stacks/*/logs/replica-2.log")
     assert log.read_text().count("replica-2: serving model") >= 3, log.read_text()
     assert not leftovers(cli)
-    assert not (state / "journal.jsonl").exists()
+    assert not stack_files(cli, "journal.jsonl")
 
     # The example's own unit tests, with the plugin installed (so none is skipped).
     tested = venv.run(

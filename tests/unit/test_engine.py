@@ -18,9 +18,9 @@ from typing import Any, ClassVar
 
 import pytest
 
-from drillkit.backends.base import Backend, Progress, StackState, load_state
+from drillkit.backends.base import Backend, Progress, StackState, load_state, load_states
 from drillkit.engine import DrillParts, DrillRunner, DrillState, RunOptions
-from drillkit.errors import EnvironmentFailure, StackNotReady, StateError
+from drillkit.errors import EnvironmentFailure, StackNotReady
 from drillkit.faults.base import FaultKind, UndoRecord, load_fault_kind
 from drillkit.faults.context import FaultContext
 from drillkit.faults.params import KillNodeParams
@@ -186,7 +186,6 @@ def parts(tmp_path: Path, **overrides: Any) -> DrillParts:
     fields: dict[str, Any] = {
         "backend": backend,
         "preset": Preset(),
-        "journal": Journal(tmp_path / "state"),
         "load": Load(clock, backend),
         "watcher": Watcher(backend, clock),
         "probe": Probe(),
@@ -230,7 +229,8 @@ def test_a_drill_goes_through_every_state_and_leaves_nothing(tmp_path: Path) -> 
     assert fault.injected_at is not None and fault.healed_at is not None
     assert fault.healed_at - fault.injected_at == pytest.approx(1.0, abs=0.3)
     assert "replica-2 (pid" in fault.evidence
-    assert kit.journal.pending() == [] and load_state() is None
+    assert result.stack_id is not None
+    assert Journal.for_stack(result.stack_id).pending() == [] and load_state() is None
     assert isinstance(kit.probe, Probe) and kit.probe.calls == ["prepare", "start", "stop"]
     assert isinstance(kit.watcher, Watcher) and kit.watcher.started and kit.watcher.stopped
     assert result.analysis is not None
@@ -265,7 +265,8 @@ def test_an_interrupt_heals_the_fault_it_lands_in(tmp_path: Path) -> None:
     assert isinstance(backend, FakeBackend)
     assert backend.count("restart", "replica-2") == 1  # healed on the way out
     assert backend.downs == 1
-    assert kit.journal.pending() == [] and load_state() is None
+    assert result.stack_id is not None
+    assert Journal.for_stack(result.stack_id).pending() == [] and load_state() is None
 
 
 def test_an_abort_condition_stops_the_drill_and_fails_it(tmp_path: Path) -> None:
@@ -308,7 +309,8 @@ def test_a_fault_that_cannot_be_healed_is_reported_as_data(tmp_path: Path) -> No
     assert result.error == failure.line()
     assert result.faults[0].error is not None and "will not come back" in result.faults[0].error
     # Still pending: `drillkit heal` can try again once the cause is fixed.
-    assert [e.fault_id for e in kit.journal.pending()] == ["kill-1"]
+    assert result.stack_id is not None
+    assert [e.fault_id for e in Journal.for_stack(result.stack_id).pending()] == ["kill-1"]
 
 
 def test_a_stack_that_never_settles_is_taken_down(tmp_path: Path) -> None:
@@ -330,17 +332,26 @@ def test_a_stack_that_never_settles_is_taken_down(tmp_path: Path) -> None:
     assert load_state() is None
 
 
-def test_a_running_stack_refuses_a_second_drill(tmp_path: Path) -> None:
-    from drillkit.backends.base import StackIdentity, save_state
-    from drillkit.backends.local import LocalStack
+def test_two_drills_at_once_each_heal_only_their_own(tmp_path: Path) -> None:
+    kits = [parts(tmp_path / "a"), parts(tmp_path / "b")]
+    results: list[Any] = [None, None]
 
-    identity = StackIdentity(id="other", run_dir=tmp_path, gpu=False)
-    save_state(LocalStack(backend="local", plan=fake_plan(), **identity.fields()))
-    kit = parts(tmp_path)
-    with pytest.raises(StateError, match="stack other is already up"):
-        DrillRunner(drill(), None, parts=kit).run()
-    backend = kit.backend
-    assert isinstance(backend, FakeBackend) and backend.processes == {}  # nothing started
+    def drive(i: int) -> None:
+        results[i] = DrillRunner(drill(KILL), None, parts=kits[i]).run()
+
+    other = threading.Thread(target=drive, args=(1,))
+    other.start()
+    drive(0)
+    other.join(timeout=30)
+    assert [r.status for r in results] == ["passed", "passed"], [r.error for r in results]
+    ids = {r.stack_id for r in results}
+    assert len(ids) == 2  # two stacks, two folders, two journals, two locks
+    for kit in kits:
+        backend = kit.backend
+        assert isinstance(backend, FakeBackend)
+        # each restarted its own replica once: neither healed the other's fault
+        assert backend.calls == [("kill", "replica-2"), ("restart", "replica-2")]
+    assert load_states() == []
 
 
 def test_the_real_kill_node_runs_on_the_fake_backend(tmp_path: Path) -> None:

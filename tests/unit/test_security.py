@@ -49,13 +49,19 @@ from drillkit.faults.base import fault_param_models
 from drillkit.scenario import Scenario, load_scenario, loads_scenario
 from drillkit.stacks.plan import Link
 from drillkit.stacks.recommender.replica import ReplicaConfig, create_app
-from drillkit.stacks.recommender.store import KEY_ENV, MANIFEST_NAME, ModelStore
+from drillkit.stacks.recommender.store import (
+    MANIFEST_NAME,
+    OLD_KEY_ENV,
+    VERIFY_KEY_ENV,
+    ModelStore,
+    new_signing_key,
+)
 from drillkit.testing import fake_plan
 from tests.unit.stacks.recommender.test_store import make_store
 
 PACKAGE = Path(__file__).resolve().parents[2] / "drillkit"
 TOKEN = "s3cret-admin-token"
-KEY = b"test-key"
+KEY, PUBLIC = new_signing_key()
 
 
 def drillkit(
@@ -63,7 +69,7 @@ def drillkit(
     cwd: Path,
     env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    full = {k: v for k, v in os.environ.items() if k != KEY_ENV}
+    full = {k: v for k, v in os.environ.items() if k not in (OLD_KEY_ENV, VERIFY_KEY_ENV)}
     full.update(DRILLKIT_HOME=str(cwd / "home"), NO_COLOR="1", **(env or {}))
     return subprocess.run(
         [sys.executable, "-m", "drillkit", *args],
@@ -184,7 +190,7 @@ def test_the_token_is_compared_in_constant_time(
     assert all(TOKEN.encode() in call for call in calls)  # the configured token, as bytes
 
 
-# --- manifests with a bad HMAC ---------------------------------------------------------------
+# --- manifests with a bad signature ----------------------------------------------------------
 
 
 def _edit_manifest(store: ModelStore, version: str, edit: Callable[[dict[str, Any]], None]) -> None:
@@ -229,9 +235,14 @@ BAD_SIGNATURES: list[Any] = [
         id="without-the-scheme",
     ),
     pytest.param(
-        lambda s: lambda d: d.update(signature="hmac-sha256:" + "0" * 64),
+        lambda s: lambda d: d.update(signature="ed25519:" + "0" * 128),
         "signature does not match",
         id="zeros",
+    ),
+    pytest.param(
+        lambda s: lambda d: d.update(signature="hmac-sha256:" + "0" * 64),
+        "signature does not match",
+        id="an-hmac",
     ),
     pytest.param(
         lambda s: lambda d: d.update(signature=""), "signature does not match", id="empty"
@@ -245,7 +256,7 @@ BAD_SIGNATURES: list[Any] = [
 
 
 @pytest.mark.parametrize(("edit", "expected"), BAD_SIGNATURES)
-def test_a_manifest_with_a_bad_hmac_is_refused(
+def test_a_manifest_with_a_bad_signature_is_refused(
     tmp_path: Path,
     edit: Callable[[ModelStore], Callable[[dict[str, Any]], None]],
     expected: str,
@@ -253,26 +264,26 @@ def test_a_manifest_with_a_bad_hmac_is_refused(
     store = make_store(tmp_path / "store", key=KEY)
     _edit_manifest(store, "v2", edit(store))
     with pytest.raises(SignatureError, match=expected):
-        store.verify("v2", key=KEY)
-    store.verify("v1", key=KEY)
+        store.verify("v2", key=PUBLIC)
+    store.verify("v1", key=PUBLIC)
 
 
-@pytest.mark.parametrize("signature", ["hmac-sha256:\u00e9", "\u2603", "hmac-sha256:\ud800"])
+@pytest.mark.parametrize("signature", ["ed25519:\u00e9", "\u2603", "ed25519:\ud800"])
 def test_a_non_ascii_signature_is_refused_not_a_crash(tmp_path: Path, signature: str) -> None:
     store = make_store(tmp_path / "store", key=KEY)
     _edit_manifest(store, "v2", lambda d: d.update(signature=signature))
     with pytest.raises(ArtifactError):
-        store.verify("v2", key=KEY)
+        store.verify("v2", key=PUBLIC)
 
 
-def test_the_replica_refuses_a_version_whose_hmac_does_not_match(
+def test_the_replica_refuses_a_version_whose_signature_does_not_match(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # End to end through the replica: DRILLKIT_MODEL_KEY set, CURRENT's manifest edited after
+    # End to end through the replica: the public key set, CURRENT's manifest edited after
     # signing; a hot reload refuses it before loading anything (no model files are needed).
     store = make_store(tmp_path / "store", key=KEY)
     _edit_manifest(store, "v2", lambda d: d["metrics"].update(recall_at_10=0.99))
-    monkeypatch.setenv(KEY_ENV, KEY.decode())
+    monkeypatch.setenv(VERIFY_KEY_ENV, PUBLIC.hex())
     replica = Replica(store.root, TOKEN)
     response = replica.request(
         "POST", "/admin/reload", headers={"Authorization": f"Bearer {TOKEN}"}
@@ -293,11 +304,16 @@ def test_the_replica_refuses_a_version_whose_hmac_does_not_match(
     ), metrics
 
 
-def test_model_verify_names_a_bad_hmac(tmp_path: Path) -> None:
+def test_model_verify_names_a_bad_signature(tmp_path: Path) -> None:
     store = make_store(tmp_path / "store", key=KEY)
     _edit_manifest(store, "v2", lambda d: d.update(signature=_signature_of(store, "v1")))
     proc = drillkit(
-        "model", "verify", "--store", str(store.root), cwd=tmp_path, env={KEY_ENV: KEY.decode()}
+        "model",
+        "verify",
+        "--store",
+        str(store.root),
+        cwd=tmp_path,
+        env={VERIFY_KEY_ENV: PUBLIC.hex()},
     )
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr
@@ -307,9 +323,14 @@ def test_model_verify_names_a_bad_hmac(tmp_path: Path) -> None:
 
 def test_model_verify_reports_a_non_ascii_signature_without_a_traceback(tmp_path: Path) -> None:
     store = make_store(tmp_path / "store", key=KEY)
-    _edit_manifest(store, "v2", lambda d: d.update(signature="hmac-sha256:\u00e9"))
+    _edit_manifest(store, "v2", lambda d: d.update(signature="ed25519:\u00e9"))
     proc = drillkit(
-        "model", "verify", "--store", str(store.root), cwd=tmp_path, env={KEY_ENV: KEY.decode()}
+        "model",
+        "verify",
+        "--store",
+        str(store.root),
+        cwd=tmp_path,
+        env={VERIFY_KEY_ENV: PUBLIC.hex()},
     )
     assert "Traceback" not in proc.stderr
     assert proc.returncode == 1 and "FAILED  v2" in proc.stdout
@@ -687,26 +708,33 @@ class FakeDockerClient:
         self.containers = Containers()
 
 
+ST1 = "20260101-000000-0000f1"
+
+
+def _container_id(name: str) -> str:
+    return hashlib.sha256(name.encode()).hexdigest()
+
+
 def _state() -> DockerStack:
     plan = fake_plan(replicas=2)
     return DockerStack(
         backend="docker",
         plan=plan,
-        **StackIdentity(id="st1", run_dir=Path("/nonexistent"), gpu=False).fields(),
+        **StackIdentity(id=ST1, run_dir=Path("/nonexistent"), gpu=False).fields(),
         services={
             s.name: DockerService(
-                name=s.name, role=s.role, ports={"http": 2}, container=f"c-{s.name}"
+                name=s.name, role=s.role, ports={"http": 2}, container=_container_id(s.name)
             )
             for s in plan.services
         },
         image="drillkit/stack:test",
-        network="drillkit-st1",
+        network=f"drillkit-{ST1}",
         session="sess",
     )
 
 
 def _labels(
-    stack: str = "st1",
+    stack: str = ST1,
     service: str = "replica-2",
     target: str | None = "true",
 ) -> dict[str, str]:
@@ -744,7 +772,7 @@ STRANGERS = [
     pytest.param(_labels(target="false"), id="target-false"),
     pytest.param(_labels(service="replica-1"), id="another-services-container"),
     pytest.param(
-        {LABEL_SESSION: "sess", LABEL_ROLE: "sidecar", LABEL_STACK: "st1"},
+        {LABEL_SESSION: "sess", LABEL_ROLE: "sidecar", LABEL_STACK: ST1},
         id="the-stacks-own-sidecar",
     ),
 ]
@@ -756,20 +784,20 @@ def test_the_docker_guard_refuses_a_container_without_this_stacks_labels(
     labels: dict[str, str] | None, action: Callable[[DockerBackend, DockerStack], object]
 ) -> None:
     container = FakeContainer(labels)
-    with pytest.raises(TargetError, match="not a drill target of stack st1") as caught:
+    with pytest.raises(TargetError, match=f"not a drill target of stack {ST1}") as caught:
         action(_backend(container), _state())
     assert caught.value.exit_code == 2
     assert container.touched == []
 
 
 def test_the_docker_guard_lets_the_stacks_own_target_through() -> None:
-    container = FakeContainer(_labels(), name="drillkit-st1-replica-2")
+    container = FakeContainer(_labels(), name=f"drillkit-{ST1}-replica-2")
     _backend(container).kill(_state(), "replica-2")
     assert container.touched == ["kill"]
 
 
 def test_the_docker_guard_refuses_a_name_that_is_not_a_service() -> None:
     container = FakeContainer(_labels())
-    with pytest.raises(TargetError, match="'replica-9' is not a service of stack st1"):
+    with pytest.raises(TargetError, match=f"'replica-9' is not a service of stack {ST1}"):
         _backend(container).kill(_state(), "replica-9")
     assert container.touched == []

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
-from drillkit.timeline import FaultRecord, FaultTimeline
+from drillkit.timeline import FaultRecord, FaultTimeline, WallClock
 
 
 class FakeClock:
@@ -109,3 +110,18 @@ def test_heal_is_idempotent() -> None:
     timeline.heal(record)
     timeline.finish()
     assert [op for op, _, _ in actions.log].count("heal") == 1
+
+
+def test_the_wall_clock_schedules_on_monotonic_time_and_measures_a_step(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = WallClock()
+    start = clock.now()
+    real_time = time.time
+    monkeypatch.setattr(time, "time", lambda: real_time() + 3600.0)  # NTP jumps an hour ahead
+    assert clock.now() - start < 1.0  # the schedule did not move
+    stop = threading.Event()
+    began = time.monotonic()
+    assert clock.wait_until(clock.now() + 0.05, stop)  # a 50 ms wait is still 50 ms
+    assert time.monotonic() - began < 1.0
+    assert clock.step() == pytest.approx(3600.0, abs=0.5)

@@ -26,14 +26,19 @@ found, never through ``containers.run`` (which pulls on a miss).
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import ipaddress
-import json
 import os
 import secrets
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from pydantic import Field
+
+from drillkit import safejson
 from drillkit.backends.base import (
     Backend,
     Progress,
@@ -42,9 +47,17 @@ from drillkit.backends.base import (
     StackState,
     save_state,
 )
-from drillkit.backends.common import argv, free_port, resolve, service_log, start_in_order
+from drillkit.backends.common import (
+    argv,
+    resolve,
+    secret_env,
+    secret_files,
+    service_log,
+    start_in_order,
+)
 from drillkit.backends.docker.image import docker_client, image_plan, require_image
 from drillkit.errors import BackendUnavailable, EnvironmentFailure, StackNotReady, TargetError
+from drillkit.netprobe import free_port
 from drillkit.stacks.plan import HttpCheck, Link, MountRef, StackPlan, UrlRef
 
 __all__ = [
@@ -68,6 +81,8 @@ REPLICA_PORT = 8000
 GATEWAY_PORT = 8080
 STOP_GRACE = 8
 SIDECAR_TIMEOUT = 60
+#: Where a container finds its secrets, one file each.
+SECRETS_MOUNT = "/run/drillkit/secrets"
 
 #: One id per drillkit process (or inherited from DRILLKIT_SESSION): every container and
 #: network of a run carries it, so `docker ps --filter label=drillkit.session=...` finds them.
@@ -133,23 +148,73 @@ _DOWN_SWEEPS = 5
 _DOWN_SWEEP_PAUSE = 0.5
 
 
+T = TypeVar("T")
+#: What the Docker Engine says when a published host port is taken, and how often to choose
+#: another.
+_PORT_TAKEN = ("port is already allocated", "address already in use")
+_PORT_TRIES = 5
+B = TypeVar("B")
+
+
 class DockerService(ServiceState):
     """A service as a container."""
 
-    container: str | None = None
+    container: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
 
     def ident(self) -> str:
         return f"container {(self.container or '?')[:12]}"
 
 
 class DockerStack(StackState[DockerService]):
-    image: str
+    image: str = Field(pattern=r"^[a-z0-9][a-z0-9._/-]*:[A-Za-z0-9._-]+$")
     """drillkit's stack image, which services without an image of their own run."""
-    network: str
-    session: str
+    network: str = Field(pattern=r"^drillkit-[0-9]{8}-[0-9]{6}-[0-9a-f]{6}$")
+    session: str = Field(pattern=r"^[0-9A-Za-z_.-]{1,64}$")
     """The session label on everything this stack created."""
 
 
+def daemon_error(exc: BaseException) -> bool:
+    """Whether ``exc`` comes from the Docker Engine or the connection to it (the daemon
+    stopped, its socket stopped answering, an API error), not from drillkit."""
+    import sys
+
+    kinds: list[type[BaseException]] = []
+    if (errors := sys.modules.get("docker.errors")) is not None:
+        kinds.append(errors.DockerException)
+    if (requests := sys.modules.get("requests.exceptions")) is not None:
+        kinds.append(requests.RequestException)
+    return isinstance(exc, (ConnectionError, *kinds))
+
+
+def _at_the_boundary(method: Callable[..., T]) -> Callable[..., T]:
+    @functools.wraps(method)
+    def guarded(*args: Any, **kwargs: Any) -> T:
+        try:
+            return method(*args, **kwargs)
+        except Exception as exc:
+            if not daemon_error(exc):
+                raise
+            host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+            reason = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+            raise BackendUnavailable(
+                f"the Docker Engine at {host} failed during {method.__name__}: {reason}"
+            ) from exc
+
+    return guarded
+
+
+def _translate_daemon_errors(cls: type[B]) -> type[B]:
+    """Every public method of ``cls``: what the Docker SDK raises when the daemon fails
+    (``DockerException``, a ``requests`` connection error) leaves the backend as
+    :class:`BackendUnavailable` (exit 3) naming the daemon, so that callers (the engine's
+    guarded steps, heal) handle it like any other environment failure."""
+    for name, member in list(vars(cls).items()):
+        if not name.startswith("_") and inspect.isfunction(member):
+            setattr(cls, name, _at_the_boundary(member))
+    return cls
+
+
+@_translate_daemon_errors
 class DockerBackend(Backend[DockerStack]):
     """Services as containers."""
 
@@ -208,7 +273,7 @@ class DockerBackend(Backend[DockerStack]):
             start_in_order(
                 self,
                 state,
-                start=lambda service: self._create(state, service.name).start(),
+                start=lambda service: self._start(state, service.name),
                 check_running=lambda name: self._check_running(state, name),
                 report=report,
             )
@@ -263,7 +328,13 @@ class DockerBackend(Backend[DockerStack]):
         plan = state.plan.service(name)
         service = state.services[name]
         env = {**plan.env, "PYTHONUNBUFFERED": "1"}
-        env.update({var: state.secret(secret) for var, secret in plan.secrets.items()})
+        volumes = {
+            m.source: {"bind": m.target, "mode": "ro" if m.read_only else "rw"} for m in plan.mounts
+        }
+        folder = secret_files(state, name)
+        if folder is not None:  # files the container reads, never values `docker inspect` shows
+            volumes[str(folder)] = {"bind": SECRETS_MOUNT, "mode": "ro"}
+            env.update(secret_env(state, name, SECRETS_MOUNT))
         image = plan.program.image or state.image
         kwargs: dict[str, Any] = {}
         if state.gpu and plan.gpu:
@@ -294,10 +365,7 @@ class DockerBackend(Backend[DockerStack]):
             hostname=name,
             labels=self._labels(state, name, plan.role, target=plan.target),
             environment=env,
-            volumes={
-                m.source: {"bind": m.target, "mode": "ro" if m.read_only else "rw"}
-                for m in plan.mounts
-            },
+            volumes=volumes,
             ports={
                 f"{port.number}/tcp": ("127.0.0.1", service.ports[port.name]) for port in plan.ports
             },
@@ -311,6 +379,27 @@ class DockerBackend(Backend[DockerStack]):
         network.connect(container, aliases=[name])
         service.container = container.id
         return container
+
+    def _start(self, state: DockerStack, name: str) -> None:
+        """Create and start the service's container. Docker binds the published host ports
+        itself when the container starts; one taken by another process since drillkit chose
+        it is chosen again (at most ``_PORT_TRIES`` times) rather than failing the stack."""
+        from docker.errors import APIError
+
+        service = state.services[name]
+        for attempt in range(1, _PORT_TRIES + 1):
+            container = self._create(state, name)
+            try:
+                container.start()
+                return
+            except APIError as exc:
+                taken = any(m in str(exc) for m in _PORT_TAKEN)
+                if not taken or attempt == _PORT_TRIES:
+                    raise
+            container.remove(force=True)
+            service.container = None
+            service.ports = {port: free_port() for port in service.ports}
+            save_state(state)
 
     def _check_running(self, state: DockerStack, name: str) -> None:
         container = self._container(state, name)
@@ -485,7 +574,7 @@ class DockerBackend(Backend[DockerStack]):
         )
         result = source.exec_run(["python3", "-c", code])
         try:
-            outcome, took = json.loads(result.output.decode().strip().splitlines()[-1])
+            outcome, took = safejson.loads(result.output.decode().strip().splitlines()[-1])
         except (ValueError, IndexError):
             raise EnvironmentFailure(
                 f"probe from {link.source} failed: {result.output.decode(errors='replace')[-200:]}"

@@ -52,6 +52,7 @@ SERVING_REQUIREMENTS = (
     "torch",
     "faiss-cpu",
     "safetensors",
+    "cryptography",
     "starlette",
     "uvicorn",
     "httptools",

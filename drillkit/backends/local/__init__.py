@@ -15,18 +15,21 @@ starts first, so that a network fault can cut or slow one link without privilege
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
-from drillkit import procfs
+from drillkit import listen, procfs
 from drillkit.backends.base import (
     Backend,
     Progress,
@@ -38,29 +41,50 @@ from drillkit.backends.base import (
 )
 from drillkit.backends.common import (
     argv,
-    free_port,
     log_tail,
     resolve,
+    secret_env,
+    secret_files,
     service_log,
     start_in_order,
 )
 from drillkit.errors import EnvironmentFailure, StackNotReady
+from drillkit.fsutil import atomic_write, read_private
+from drillkit.netprobe import free_port
 from drillkit.stacks.plan import Link, MountRef, StackPlan, UrlRef
+from drillkit.state import STACK_ENV
 
-__all__ = ["STACK_ENV", "LocalBackend", "LocalService", "LocalStack", "ProxyState"]
+__all__ = [
+    "STACK_ENV",
+    "LocalBackend",
+    "LocalService",
+    "LocalStack",
+    "ProxyState",
+    "owned",
+    "process_alive",
+]
 
 STOP_GRACE = 8.0
-#: Every process of a stack starts with this variable set to the stack's id.
-STACK_ENV = "DRILLKIT_STACK_ID"
+PROXY_TOKEN_FILE = "linkproxy.token"
 _SIGNALS = {"KILL": signal.SIGKILL, "TERM": signal.SIGTERM, "INT": signal.SIGINT}
 _PROXY_MODULE = "drillkit.backends.local.linkproxy"
+_PROXY = "linkproxy"  # the proxy's name among a stack's processes
+#: The name of the link proxy's control API socket when it is handed down (each link's is
+#: the link's name). Here, not in the proxy's module, which `python -m` runs after this one.
+CONTROL_PORT_NAME = "control"
+#: How long a restart waits for its service's old port to be free again.
+REBIND_WAIT = 2.0
+
+
+Pid = Annotated[int, Field(gt=1, le=2**22)]
+Port = Annotated[int, Field(ge=1, le=65535)]
 
 
 class LocalService(ServiceState):
     """A service as a process: its pid and the kernel's start time of that pid."""
 
-    pid: int | None = None
-    started: int | None = None
+    pid: Pid | None = None
+    started: int | None = Field(default=None, ge=0)
 
     def ident(self) -> str:
         return f"pid {self.pid}"
@@ -71,16 +95,23 @@ class ProxyState(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    control_url: str
-    control_port: int
-    links: dict[str, int]
-    pid: int | None = None
-    started: int | None = None
+    control_port: Port
+    links: dict[str, Port]
+    pid: Pid | None = None
+    started: int | None = Field(default=None, ge=0)
     log: str
+
+    @property
+    def control_url(self) -> str:
+        """Always on loopback: a state file cannot point drillkit's requests elsewhere."""
+        return f"http://127.0.0.1:{self.control_port}"
 
 
 class LocalStack(StackState[LocalService]):
     proxy: ProxyState | None = None
+
+    def written_files(self) -> list[str]:
+        return [*super().written_files(), *([self.proxy.log] if self.proxy else [])]
 
 
 def _reap(pid: int) -> None:
@@ -99,31 +130,38 @@ def process_alive(pid: int | None, started: int | None) -> bool:
     return started is None or info.start_time == started
 
 
+def owned(pid: int | None, started: int | None, stack_id: str) -> bool:
+    """Whether ``pid`` is a live process this stack started: the kernel's start time is the
+    one recorded, and the process began with the stack's id in its environment (drillkit sets
+    it on everything it starts). A pid and a start time read from a state file are not
+    enough on their own: the file may have been written to make drillkit act on a bystander."""
+    return (
+        started is not None
+        and process_alive(pid, started)
+        and procfs.environ_has(pid or 0, f"{STACK_ENV}={stack_id}".encode())
+    )
+
+
 def strays(stack_id: str, known: set[int]) -> list[int]:
     """Live processes of the stack that the state does not know: started by a drillkit
-    killed before it could record them (mid-start, mid-restart), found by the stack id in
-    their environment; or a dead drill's load generator, a ``python -m`` process whose
-    arguments name the stack's run folder."""
+    killed before it could record them (mid-start, mid-restart), or a dead drill's load
+    generator; each found by the stack's mark in its environment, which drillkit sets on
+    everything it starts for the stack (a command line that quotes the stack's id or folder
+    proves nothing: anyone can write one)."""
     marker = f"{STACK_ENV}={stack_id}".encode()
     found = []
     for pid in procfs.pids():
         if pid in known or pid == os.getpid() or not procfs.live(pid):
             continue
-        if procfs.environ_has(pid, marker) or _python_module_naming(pid, stack_id):
+        if procfs.environ_has(pid, marker):
             found.append(pid)
     return found
 
 
-def _python_module_naming(pid: int, stack_id: str) -> bool:
-    # Everything drillkit starts is `python -m <module> ...`; a `tail -f` of a stack's log,
-    # whose arguments also name the stack, is not drillkit's to stop.
-    argv = procfs.argv(pid) or []
-    return (
-        len(argv) > 2
-        and Path(os.fsdecode(argv[0])).name.startswith("python")
-        and argv[1] == b"-m"
-        and any(stack_id.encode() in arg for arg in argv[2:])
-    )
+def _inheritable_environ() -> dict[str, str]:
+    """drillkit's environment as a child's starting point, less what drillkit sets itself
+    for each process (a stack's mark, a socket hand-off): never passed on from outside."""
+    return {k: v for k, v in os.environ.items() if k not in (STACK_ENV, listen.LISTEN_FDS_ENV)}
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:
@@ -143,6 +181,52 @@ class LocalBackend(Backend[LocalStack]):
 
     def __init__(self, python: str | None = None) -> None:
         self.python = python or sys.executable
+        # Sockets bound for a process not started yet, by (stack id, service): each is handed
+        # to its process at start (`Port.inherit`), so nothing else can take the port.
+        self._bound: dict[tuple[str, str], dict[str, socket.socket]] = {}
+
+    def _port(self, state: LocalStack, owner: str, name: str, *, inherit: bool) -> int:
+        """A port for ``owner``'s port ``name``: bound now and kept for the process when it
+        can take a socket, else only chosen (the program binds it itself)."""
+        if not inherit:
+            return free_port()
+        sock = listen.bind()
+        self._bound.setdefault((state.id, owner), {})[name] = sock
+        return int(sock.getsockname()[1])
+
+    def _sockets(
+        self, state: LocalStack, owner: str, ports: dict[str, int], inherit: set[str]
+    ) -> dict[str, socket.socket]:
+        """The sockets to hand ``owner``'s process: those bound at start-up, or, for a
+        restart, its recorded ports bound again (StackNotReady when one was taken meanwhile)."""
+        bound = self._bound.pop((state.id, owner), None)
+        if bound is not None:
+            return bound
+        sockets: dict[str, socket.socket] = {}
+        deadline = time.monotonic() + REBIND_WAIT
+        try:
+            for name in sorted(inherit):
+                while True:
+                    try:
+                        sockets[name] = listen.bind(ports[name])
+                        break
+                    except OSError as exc:  # the old process may still be closing it
+                        if exc.errno != errno.EADDRINUSE or time.monotonic() > deadline:
+                            raise
+                        time.sleep(0.02)
+        except OSError as exc:
+            for sock in sockets.values():
+                sock.close()
+            raise StackNotReady(
+                f"{owner}: port {ports[name]} ({name}) cannot be bound again: {exc.strerror}; "
+                "another process took it"
+            ) from None
+        return sockets
+
+    def _forget_sockets(self, state: LocalStack) -> None:
+        for key in [key for key in self._bound if key[0] == state.id]:
+            for sock in self._bound.pop(key).values():
+                sock.close()
 
     def gpu_available(self) -> bool:
         import torch  # only when a GPU may be wanted; imports take a second or two
@@ -164,17 +248,21 @@ class LocalBackend(Backend[LocalStack]):
                 state.services[service.name] = LocalService(
                     name=service.name,
                     role=service.role,
-                    ports={port.name: free_port() for port in service.ports},
+                    ports={
+                        port.name: self._port(state, service.name, port.name, inherit=port.inherit)
+                        for port in service.ports
+                    },
                     log=service_log(state, service.name),
                 )
             if plan.links:
                 # The services reach each other over the links through the proxy, so that
                 # one link can be cut or slowed (network faults) without privileges.
-                control = free_port()
                 state.proxy = ProxyState(
-                    control_url=f"http://127.0.0.1:{control}",
-                    control_port=control,
-                    links={link.name: free_port() for link in plan.links},
+                    control_port=self._port(state, _PROXY, CONTROL_PORT_NAME, inherit=True),
+                    links={
+                        link.name: self._port(state, _PROXY, link.name, inherit=True)
+                        for link in plan.links
+                    },
                     log=service_log(state, "linkproxy"),
                 )
                 report("starting the link proxy", -1)
@@ -188,10 +276,9 @@ class LocalBackend(Backend[LocalStack]):
                 report=report,
             )
             if state.proxy is not None:
-                from drillkit.backends.local.linkproxy import LinkProxyClient
-
-                LinkProxyClient(state.proxy.control_url).wait_ready(timeout=10.0)
+                self._proxy(state).wait_ready(timeout=10.0)
         except BaseException:
+            self._forget_sockets(state)
             self.down(state)
             raise
         return state
@@ -228,11 +315,22 @@ class LocalBackend(Backend[LocalStack]):
 
     def _environment(self, state: LocalStack, name: str) -> dict[str, str]:
         service = state.plan.service(name)
-        env = {**os.environ, **service.env, STACK_ENV: state.id, "PYTHONUNBUFFERED": "1"}
-        env.update({var: state.secret(secret) for var, secret in service.secrets.items()})
+        env = {**_inheritable_environ(), **service.env}
+        env.update({STACK_ENV: state.id, "PYTHONUNBUFFERED": "1"})
+        folder = secret_files(state, name)
+        if folder is not None:
+            env.update(secret_env(state, name, str(folder)))
         return env
 
-    def _popen(self, command: list[str], log: str, env: dict[str, str]) -> tuple[int, int | None]:
+    def _popen(
+        self,
+        command: list[str],
+        log: str,
+        env: dict[str, str],
+        sockets: dict[str, socket.socket] | None = None,
+    ) -> tuple[int, int | None]:
+        """Start ``command``, handing it ``sockets`` (closed here once it has them)."""
+        extra, fds = listen.handoff(sockets or {})
         try:
             with open(log, "ab") as out:
                 proc = subprocess.Popen(
@@ -240,12 +338,16 @@ class LocalBackend(Backend[LocalStack]):
                     stdin=subprocess.DEVNULL,
                     stdout=out,
                     stderr=subprocess.STDOUT,
-                    env=env,
+                    env={**env, **extra},
                     start_new_session=True,
                     close_fds=True,
+                    pass_fds=fds,
                 )
         except OSError as exc:
             raise StackNotReady(f"cannot start {command[0]}: {exc}") from None
+        finally:
+            for sock in (sockets or {}).values():
+                sock.close()
         info = procfs.stat(proc.pid)
         return proc.pid, info.start_time if info is not None else None
 
@@ -253,7 +355,10 @@ class LocalBackend(Backend[LocalStack]):
         service = state.services[name]
         assert service.log is not None
         env = self._environment(state, name)
-        service.pid, service.started = self._popen(self.command(state, name), service.log, env)
+        inherit = {port.name for port in state.plan.service(name).ports if port.inherit}
+        sockets = self._sockets(state, name, service.ports, inherit)
+        command = self.command(state, name)
+        service.pid, service.started = self._popen(command, service.log, env, sockets)
 
     def _spawn_proxy(self, state: LocalStack) -> None:
         proxy = state.proxy
@@ -262,13 +367,18 @@ class LocalBackend(Backend[LocalStack]):
         for link in state.plan.links:
             target = state.service(link.target).ports[link.port]
             argv += ["--link", f"{link.name}={proxy.links[link.name]}:{target}"]
-        argv += ["--stack-id", state.id]
-        env = {**os.environ, STACK_ENV: state.id, "PYTHONUNBUFFERED": "1"}
-        proxy.pid, proxy.started = self._popen(argv, proxy.log, env)
+        # Its control API answers only the holder of this token: a private file of the stack.
+        token = Path(state.run_dir) / PROXY_TOKEN_FILE
+        atomic_write(token, secrets.token_hex(16).encode(), mode=0o600)
+        argv += ["--stack-id", state.id, "--token-file", str(token)]
+        env = {**_inheritable_environ(), STACK_ENV: state.id, "PYTHONUNBUFFERED": "1"}
+        ports = {CONTROL_PORT_NAME: proxy.control_port, **proxy.links}
+        sockets = self._sockets(state, _PROXY, ports, set(ports))
+        proxy.pid, proxy.started = self._popen(argv, proxy.log, env, sockets)
 
     def _check_running(self, state: LocalStack, name: str) -> None:
         service = state.services[name]
-        if not process_alive(service.pid, service.started):
+        if not owned(service.pid, service.started, state.id):
             raise StackNotReady(
                 f"{name} exited during start-up: "
                 f"{log_tail(service.log) or 'no output'} (log: {service.log})"
@@ -280,17 +390,25 @@ class LocalBackend(Backend[LocalStack]):
         ]
         if state.proxy is not None:
             known.append((state.proxy.pid, state.proxy.started))
-        live = [pid for pid, started in known if pid is not None and process_alive(pid, started)]
-        live += strays(state.id, {pid for pid, _ in known if pid is not None})
-        for pid in live:
+        live: list[tuple[int, int]] = [
+            (pid, started)
+            for pid, started in known
+            if pid is not None and started is not None and owned(pid, started, state.id)
+        ]
+        for stray in strays(state.id, {pid for pid, _ in known if pid is not None}):
+            info = procfs.stat(stray)
+            if info is not None:
+                live.append((stray, info.start_time))
+        for pid, _ in live:
             _signal_group(pid, signal.SIGCONT)  # a paused service cannot handle SIGTERM
             _signal_group(pid, signal.SIGTERM)
         deadline = time.monotonic() + STOP_GRACE
         while live and time.monotonic() < deadline:
-            live = [pid for pid in live if process_alive(pid, None)]
+            # The start time again: a pid the kernel gave to another process is not signalled.
+            live = [(pid, started) for pid, started in live if process_alive(pid, started)]
             if live:
                 time.sleep(0.05)
-        for pid in live:
+        for pid, _ in live:
             _signal_group(pid, signal.SIGKILL)
         for known_pid, _ in known:
             if known_pid is not None:
@@ -298,7 +416,7 @@ class LocalBackend(Backend[LocalStack]):
 
     def service_status(self, state: LocalStack, name: str) -> str:
         service = state.services.get(name)
-        if service is None or not process_alive(service.pid, service.started):
+        if service is None or not owned(service.pid, service.started, state.id):
             return "exited"
         assert service.pid is not None
         return "paused" if procfs.proc_state(service.pid) == "T" else "running"
@@ -306,7 +424,7 @@ class LocalBackend(Backend[LocalStack]):
     # -- fault primitives ------------------------------------------------------------------
     def _live_pid(self, state: LocalStack, name: str) -> int | None:
         service = state.service(name)
-        return service.pid if process_alive(service.pid, service.started) else None
+        return service.pid if owned(service.pid, service.started, state.id) else None
 
     def kill(self, state: LocalStack, name: str, *, signal: str = "KILL") -> None:
         pid = self._live_pid(state, name)
@@ -329,7 +447,9 @@ class LocalBackend(Backend[LocalStack]):
         if pid is not None:
             os.killpg(pid, signal.SIGKILL)
             deadline = time.monotonic() + STOP_GRACE
-            while process_alive(service.pid, service.started) and time.monotonic() < deadline:
+            # Its start time, not its environment: a dying process loses its memory (and with
+            # it what /proc shows of its environment) before it closes its sockets.
+            while process_alive(pid, service.started) and time.monotonic() < deadline:
                 time.sleep(0.02)
         self._spawn(state, name)
         save_state(state)
@@ -340,7 +460,7 @@ class LocalBackend(Backend[LocalStack]):
             raise EnvironmentFailure(f"stack {state.id} has no link proxy; its plan has no links")
         from drillkit.backends.local.linkproxy import LinkProxyClient
 
-        return LinkProxyClient(state.proxy.control_url)
+        return LinkProxyClient(state.proxy.control_url, token=_proxy_token(state))
 
     def cut_link(self, state: LocalStack, link: Link, *, mode: str) -> str:
         self._proxy(state).set_mode(link.name, mode)
@@ -359,10 +479,15 @@ class LocalBackend(Backend[LocalStack]):
 
     def restore_link(self, state: LocalStack, link: Link) -> None:
         proxy = state.proxy
-        if proxy is not None and process_alive(proxy.pid, proxy.started):
+        if proxy is not None and owned(proxy.pid, proxy.started, state.id):
             self._proxy(state).set_mode(link.name, "pass")
 
     def probe_link(self, state: LocalStack, link: Link, *, timeout: float) -> tuple[str, float]:
         if state.proxy is None or link.name not in state.proxy.links:
             raise EnvironmentFailure(f"link {link.name} is not proxied in stack {state.id}")
         return probe_tcp("127.0.0.1", state.proxy.links[link.name], timeout=timeout)
+
+
+def _proxy_token(state: LocalStack) -> str:
+    path = Path(state.run_dir) / PROXY_TOKEN_FILE
+    return read_private(path, limit=256).decode("ascii", "replace").strip()

@@ -56,6 +56,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hmac
 import json
 import os
 import random
@@ -67,10 +68,14 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final, cast
 from urllib.parse import quote, unquote, urlsplit
 
+from drillkit import safejson
+from drillkit.backends.local import CONTROL_PORT_NAME
 from drillkit.errors import EnvironmentFailure
+from drillkit.listen import inherited
 
 __all__ = [
     "DIRECTIONS",
@@ -97,6 +102,7 @@ _QUEUE_LOW: Final = 1 << 18
 _TIMER_SLACK: Final = 0.001
 _CONTROL_TIMEOUT: Final = 10.0
 _MAX_CONTROL_HEAD: Final = 16 * 1024
+
 _MAX_CONTROL_BODY: Final = 64 * 1024
 # How long a PUT waits for the connections it reset to be gone before it answers anyway.
 _SETTLE_TIMEOUT: Final = 2.0
@@ -146,7 +152,10 @@ class LinkSpec:
 
 
 def proxy_command(
-    control_port: int, links: Sequence[LinkSpec], stack_id: str | None = None
+    control_port: int,
+    links: Sequence[LinkSpec],
+    stack_id: str | None = None,
+    token_file: Path | None = None,
 ) -> list[str]:
     """The command line that starts a proxy for ``links`` with this interpreter."""
     argv = [
@@ -160,6 +169,8 @@ def proxy_command(
         argv += ["--link", str(link)]
     if stack_id is not None:
         argv += ["--stack-id", stack_id]
+    if token_file is not None:
+        argv += ["--token-file", str(token_file)]
     return argv
 
 
@@ -594,9 +605,15 @@ class _Link:
         self.bytes_dropped = 0
 
     async def start(self) -> None:
-        self.server = await self.loop.create_server(
-            lambda: _SideProtocol(self), self.listen_host, self.spec.listen_port, backlog=1024
-        )
+        sock = inherited(self.spec.name)  # handed down by drillkit: the port is already ours
+        if sock is not None:
+            self.server = await self.loop.create_server(
+                lambda: _SideProtocol(self), sock=sock, backlog=1024
+            )
+        else:
+            self.server = await self.loop.create_server(
+                lambda: _SideProtocol(self), self.listen_host, self.spec.listen_port, backlog=1024
+            )
         self.listen_port = int(self.server.sockets[0].getsockname()[1])
 
     def accept(self, transport: asyncio.Transport) -> _Pipe | None:
@@ -674,6 +691,7 @@ class _Link:
 _REASONS: Final = {
     200: "OK",
     400: "Bad Request",
+    401: "Unauthorized",
     404: "Not Found",
     405: "Method Not Allowed",
     413: "Content Too Large",
@@ -694,19 +712,27 @@ class _Proxy:
         control_port: int,
         stack_id: str | None,
         listen_host: str,
+        token: str | None = None,
     ) -> None:
         self.loop = asyncio.get_running_loop()
         self.links = {spec.name: _Link(spec, self.loop, listen_host) for spec in specs}
         self.control_port = control_port
         self.stack_id = stack_id
+        self.token = token
         self.control: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
         for link in self.links.values():
             await link.start()
-        self.control = await asyncio.start_server(
-            self._handle, "127.0.0.1", self.control_port, limit=_MAX_CONTROL_HEAD
-        )
+        sock = inherited(CONTROL_PORT_NAME)
+        if sock is not None:
+            self.control = await asyncio.start_server(
+                self._handle, sock=sock, limit=_MAX_CONTROL_HEAD
+            )
+        else:
+            self.control = await asyncio.start_server(
+                self._handle, "127.0.0.1", self.control_port, limit=_MAX_CONTROL_HEAD
+            )
         self.control_port = int(self.control.sockets[0].getsockname()[1])
 
     def shutdown(self) -> None:
@@ -752,6 +778,12 @@ class _Proxy:
             if line:
                 key, _, value = line.partition(":")
                 headers[key.strip().lower()] = value.strip()
+        if self.token is not None:
+            # Any process on the host can reach 127.0.0.1: only the stack's drillkit, which
+            # holds the token (a private file of its stack), may cut a link.
+            given = headers.get("authorization", "").encode("utf-8", "surrogateescape")
+            if not hmac.compare_digest(given, f"Bearer {self.token}".encode()):
+                raise _HTTPError(401, "a valid Authorization: Bearer token is required")
         if "transfer-encoding" in headers:
             raise _HTTPError(400, "chunked bodies are not supported: send Content-Length")
         try:
@@ -789,7 +821,7 @@ class _Proxy:
             _allow(method, "GET", "PUT")
             if method == "PUT":
                 try:
-                    decoded = json.loads(body or b"null")
+                    decoded = safejson.loads(body or b"null")
                 except (UnicodeDecodeError, json.JSONDecodeError) as exc:
                     raise _HTTPError(400, f"body is not valid JSON: {exc}") from None
                 try:
@@ -822,12 +854,14 @@ async def serve(
     stack_id: str | None = None,
     listen_host: str = "127.0.0.1",
     stop: asyncio.Event | None = None,
+    token: str | None = None,
 ) -> None:
-    """Run the proxy until ``stop`` is set, or SIGTERM/SIGINT when ``stop`` is None.
+    """Run the proxy until ``stop`` is set, or SIGTERM/SIGINT when ``stop`` is None. With a
+    ``token``, every control request must carry ``Authorization: Bearer <token>``.
 
     Prints the ready line once every socket is bound; raises OSError when one cannot be.
     """
-    proxy = _Proxy(links, control_port, stack_id, listen_host)
+    proxy = _Proxy(links, control_port, stack_id, listen_host, token)
     if stop is None:
         stop = asyncio.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -864,6 +898,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--listen-host", default="127.0.0.1", help="address the links bind")
     parser.add_argument("--stack-id", help="the owning stack (reported by /health)")
     parser.add_argument(
+        "--token-file",
+        type=Path,
+        help="a file holding the token every control request must present (Bearer)",
+    )
+    parser.add_argument(
         "--no-uvloop", action="store_true", help="use asyncio's own loop even if uvloop exists"
     )
     return parser
@@ -894,11 +933,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             loop_factory = uvloop.new_event_loop
         except ImportError:
             pass
-    coro = serve(specs, args.control_port, stack_id=args.stack_id, listen_host=args.listen_host)
+    token = None
+    if args.token_file is not None:
+        try:
+            token = args.token_file.read_text().strip()
+        except OSError as exc:
+            parser.error(f"--token-file: {exc}")
+        if not token:
+            parser.error("--token-file: the file is empty")
+    coro = serve(
+        specs,
+        args.control_port,
+        stack_id=args.stack_id,
+        listen_host=args.listen_host,
+        token=token,
+    )
     try:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
             runner.run(coro)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # ValueError: a malformed socket hand-off
         print(f"linkproxy: error: cannot listen: {exc}", file=sys.stderr)
         return EnvironmentFailure.exit_code
     except KeyboardInterrupt:
@@ -914,7 +967,7 @@ class LinkProxyClient:
     :class:`~drillkit.errors.EnvironmentFailure` with the proxy's own message.
     """
 
-    def __init__(self, control_url: str, *, timeout: float = 5.0) -> None:
+    def __init__(self, control_url: str, *, timeout: float = 5.0, token: str | None = None) -> None:
         parts = urlsplit(control_url)
         try:
             port = parts.port
@@ -928,6 +981,7 @@ class LinkProxyClient:
         self._host = parts.hostname
         self._port = port
         self._timeout = timeout
+        self._token = token
 
     def health(self) -> dict[str, Any]:
         """The proxy's pid, stack id and link names."""
@@ -968,6 +1022,8 @@ class LinkProxyClient:
         what = f"link proxy {self.url}: {method} {path}"
         payload = None if body is None else json.dumps(body).encode()
         headers = {"Content-Type": "application/json"} if payload is not None else {}
+        if self._token is not None:
+            headers["Authorization"] = f"Bearer {self._token}"
         conn = http.client.HTTPConnection(self._host, self._port, timeout=self._timeout)
         try:
             conn.request(method, path, body=payload, headers=headers)
@@ -978,7 +1034,7 @@ class LinkProxyClient:
         finally:
             conn.close()
         try:
-            decoded = json.loads(raw)
+            decoded = safejson.loads(raw)
         except ValueError:
             raise EnvironmentFailure(
                 f"{what} answered {response.status} with a body that is not JSON"

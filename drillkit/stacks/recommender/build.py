@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from drillkit import paths
+from drillkit import paths, safejson
 from drillkit.stacks.recommender.data import CatalogSpec
 from drillkit.stacks.recommender.store import ModelStore, signing_key
 
@@ -45,7 +45,7 @@ def built_stores() -> list[tuple[str, ModelStore]]:
     found = []
     for folder in sorted(root.glob("[!.]*")) if root.is_dir() else []:
         try:
-            catalog = json.loads((folder / BUILD_INFO).read_text())["catalog"]
+            catalog = safejson.loads((folder / BUILD_INFO).read_text())["catalog"]
         except (OSError, ValueError, KeyError):
             continue  # not a finished build
         label = " ".join(f"{k}={v}" for k, v in catalog.items())

@@ -22,11 +22,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from drillkit.errors import EnvironmentFailure
-from drillkit.faults.base import ROLE_REPLICA, FaultKind, UndoRecord
+from drillkit.errors import EnvironmentFailure, InputError
+from drillkit.faults.base import ROLE_REPLICA, FaultKind, UndoModel, UndoRecord
 from drillkit.faults.params import FaultParams
+from drillkit.fsutil import contained
 from drillkit.scenario.units import FieldError, Share, show_value
 from drillkit.stacks.recommender.spec import ROLE_MODEL_STORE
 from drillkit.stacks.recommender.store import (
@@ -269,29 +270,92 @@ class CorruptModel(FaultKind[CorruptModelParams]):
         )
 
     def heal(self, ctx: FaultContext, record: UndoRecord) -> None:
-        from drillkit.stacks.recommender.preset import admin_reload
+        from drillkit.stacks.recommender.preset import admin_reload, origin_store
 
-        self.heal_without_stack(ctx.journal, record)
+        undo = _Undo.parse(record)
+        # The stack's own folder (its store copies) and the store it was made from, nothing
+        # else, whatever the record names.
+        roots = [Path(ctx.state.run_dir), origin_store(ctx.state)]
+        _restore(undo, roots, ctx.journal)
         # Replicas reload the restored files; one that is down loads them when it starts.
-        for name in record["replicas"]:
-            if ctx.backend.service_alive(ctx.state, name):
+        for name in undo.replicas:
+            if name in ctx.state.services and ctx.backend.service_alive(ctx.state, name):
                 admin_reload(ctx.state, name)
 
     def heal_without_stack(self, journal: Journal, record: UndoRecord) -> None:
-        """Put the files back: the original bytes from the journal's backup, or CURRENT on
-        the version the poison replaced."""
-        if record["mode"] == "poison":
-            for item in record["stores"]:
-                store = ModelStore(Path(item["store"]))
-                if not store.root.is_dir():
-                    continue  # the stack's copy went away with the stack
-                if item["previous"] in store.versions():
-                    store.set_current(item["previous"])
-                shutil.rmtree(store.versions_dir / item["added"], ignore_errors=True)
-            return
-        for item in record["stores"]:
-            backup, path = Path(item["backup"]), Path(item["path"])
-            if not path.parent.is_dir():
-                continue  # the stack's copy went away with the stack
-            if backup.exists() and (not path.exists() or file_sha256(path) != item["sha256"]):
-                shutil.copyfile(backup, path)  # a new mtime: watchers notice
+        """Put the files back in the stack's folder (its store copies); a store the stack
+        served in place is left to `drillkit model verify --store` once its stack is gone."""
+        _restore(_Undo.parse(record), [journal.folder], journal)
+
+
+_VERSION = r"^v[1-9][0-9]{0,8}$"
+_HEX64 = r"^[0-9a-f]{64}$"
+
+
+class _Damaged(BaseModel):
+    """One damaged file: where it is, and where its original bytes were saved."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    store: str
+    version: str = Field(pattern=_VERSION)
+    file: Literal["weights.safetensors", "index.faiss", "tables.safetensors"]
+    path: str
+    backup: str
+    sha256: str = Field(pattern=_HEX64)
+
+
+class _Poisoned(BaseModel):
+    """One store a poisoned version was published to."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    store: str
+    previous: str = Field(pattern=_VERSION)
+    added: str = Field(pattern=_VERSION)
+
+
+class _Undo(UndoModel):
+    mode: Literal["bitflip", "truncate", "zero", "poison"]
+    stores: tuple[_Damaged, ...] | tuple[_Poisoned, ...]
+    replicas: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _stores_fit_the_mode(self) -> _Undo:
+        poison = self.mode == "poison"
+        if any(isinstance(item, _Poisoned) != poison for item in self.stores):
+            raise ValueError(f"stores do not describe mode {self.mode}")
+        return self
+
+
+def _restore(undo: _Undo, roots: list[Path], journal: Journal) -> None:
+    """Undo the damage the record describes, touching only what lies inside ``roots`` and
+    the journal's own backups (InputError naming the first thing that does not)."""
+    for item in undo.stores:
+        root = contained(item.store, roots, what="store")
+        store = ModelStore(root)
+        if not store.root.is_dir():
+            continue  # the stack's copy went away with the stack
+        if isinstance(item, _Poisoned):
+            if item.previous in store.versions():
+                store.set_current(item.previous)
+            added = contained(store.versions_dir / item.added, roots, what="poisoned version")
+            shutil.rmtree(added, ignore_errors=True)
+            continue
+        path = store.version_dir(item.version) / item.file  # never the record's own path
+        if str(path) != item.path:
+            raise InputError(f"damaged file {item.path!r} is not {item.file} of {item.version}")
+        contained(path, roots, what="damaged file")
+        backup = contained(item.backup, [journal.backups], what="backup")
+        if not path.parent.is_dir() or not backup.exists():
+            continue
+        if not path.exists() or file_sha256(path) != item.sha256:
+            _copy_without_links(backup, path)  # a new mtime: watchers notice
+
+
+def _copy_without_links(source: Path, target: Path) -> None:
+    """``source``'s bytes into ``target`` (same inode), following a link at neither end."""
+    with os.fdopen(os.open(source, os.O_RDONLY | os.O_NOFOLLOW), "rb") as reader:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+        with os.fdopen(os.open(target, flags, 0o644), "wb") as writer:
+            shutil.copyfileobj(reader, writer)

@@ -37,7 +37,7 @@ well under a second. Run it with::
 
     python -m drillkit.stacks.recommender.gateway --port 8080 \\
         --replica replica-1=http://127.0.0.1:41001 --replica replica-2=http://127.0.0.1:41002 \\
-        --fallback popular.json
+        --fallback store/versions/v2
 """
 
 from __future__ import annotations
@@ -49,7 +49,6 @@ import dataclasses
 import enum
 import errno
 import functools
-import json
 import logging
 import re
 import ssl
@@ -74,7 +73,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from drillkit.errors import InputError
+from drillkit import safejson
+from drillkit.errors import DrillkitError, InputError
 from drillkit.stacks.recommender.spec import GatewaySettings
 
 __all__ = ["GatewayConfig", "create_app", "main"]
@@ -96,6 +96,8 @@ _MIN_ATTEMPT_SECONDS = 0.002
 _SHED_EPISODE_GAP = 1.0
 # Sent on every proxied attempt: the unix time at which the gateway stops waiting for it.
 DEADLINE_HEADER = "X-Drillkit-Deadline"
+#: The popular-items list in a model version's folder.
+FALLBACK_FILE = "popular.json"
 _UNREACHABLE = {errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN, errno.ENETDOWN}
 
 
@@ -591,7 +593,7 @@ class _Gateway:
         if resp.status_code != 200:
             return False, f"readyz {resp.status_code}", {}
         try:
-            body = json.loads(resp.content)
+            body = safejson.loads(resp.content)
         except ValueError:
             return False, "readyz not json", {}
         if not isinstance(body, dict) or body.get("ready") is not True:
@@ -849,12 +851,15 @@ def create_app(config: GatewayConfig) -> Starlette:
     return app
 
 
-def _load_fallback(path: Path) -> list[dict[str, object]]:
-    """Read a popular-items file: a JSON list of items, or an object with an ``items`` list."""
+def _load_fallback(version_dir: Path) -> list[dict[str, object]]:
+    """The popular-items list of a model version: ``popular.json``, read once and checked
+    against the version's manifest (and signature) before a byte of it is served."""
+    from drillkit.stacks.recommender.store import read_verified, verify_key
+
+    _, files = read_verified(version_dir, [FALLBACK_FILE], key=verify_key())
+    path = version_dir / FALLBACK_FILE
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read the fallback list: {exc.strerror}") from None
+        data = safejson.loads(files[FALLBACK_FILE].decode("utf-8"))
     except ValueError as exc:
         raise InputError(f"{path}: not valid JSON: {exc}") from None
     if isinstance(data, dict):
@@ -890,7 +895,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="NAME=URL",
         help="a model-server replica; repeat for each",
     )
-    p.add_argument("--fallback", type=Path, help="popular-items JSON served when degraded")
+    p.add_argument(
+        "--fallback",
+        type=Path,
+        metavar="VERSION_DIR",
+        help="a model version folder: its verified popular.json is served when degraded",
+    )
     p.add_argument("--check-interval", type=float, default=defaults.check_interval)
     p.add_argument("--check-timeout", type=float, default=defaults.check_timeout)
     p.add_argument("--fall", type=int, default=defaults.fall)
@@ -942,13 +952,13 @@ def main(argv: list[str] | None = None) -> None:
             fallback_items=_load_fallback(args.fallback) if args.fallback else [],
             name=args.name,
         )
-    except InputError as exc:
+    except DrillkitError as exc:
         print(f"gateway: error: {exc}", file=sys.stderr)
         raise SystemExit(exc.exit_code) from None
 
-    import uvicorn  # only the server process needs it
+    from drillkit.listen import serve_asgi  # only the server process needs uvicorn
 
-    uvicorn.run(
+    serve_asgi(
         create_app(config),
         host=args.host,
         port=args.port,

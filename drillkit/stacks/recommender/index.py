@@ -138,7 +138,12 @@ class RetrievalIndex:
     @classmethod
     def load(cls, path: Path | str, device: str = "auto") -> RetrievalIndex:
         """Read an index written by :meth:`save`."""
-        cpu_index = faiss.read_index(str(path))
+        return cls.from_bytes(Path(path).read_bytes(), device)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, device: str = "auto") -> RetrievalIndex:
+        """An index from the bytes :meth:`save` wrote (what a replica verified)."""
+        cpu_index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
         kind = "ivf" if isinstance(cpu_index, faiss.IndexIVF) else "flat"
         return cls(cpu_index, kind=kind, device=device)
 

@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from drillkit import safejson
 from drillkit.errors import InputError
 from drillkit.stacks.recommender.data import CatalogSpec, Dataset, generate, popular_items
 from drillkit.stacks.recommender.index import (
@@ -120,7 +121,7 @@ class ModelConfig:
     @classmethod
     def from_json(cls, text: str) -> ModelConfig:
         """Inverse of :meth:`to_json`."""
-        values = json.loads(text)
+        values = safejson.loads(text)
         return cls(**values)
 
 

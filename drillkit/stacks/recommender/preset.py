@@ -4,8 +4,8 @@ The plan: each replica serves its own copy of the model store (a node's local mo
 mounted as ``store``, so a ``corrupt_model`` fault can hit one replica or all of them; the
 gateway reaches each replica over a declared link (what ``cut_network`` and ``latency`` act
 on) and answers from the store's popular-items list (mounted as ``origin``) when none can.
-The admin token that guards a replica's ``POST /admin/reload``, and the model-signing key
-when one is set, are the plan's secrets, given to the replicas only.
+The admin token that guards a replica's ``POST /admin/reload`` is the plan's one secret, given
+to the replicas only; services verify signed versions with the public key alone.
 
 For a drill the preset says where the stack shows that it noticed a fault (the gateway's
 ``/status``, each replica's ``/info``), how to score what it serves (golden users' recall,
@@ -48,7 +48,6 @@ from drillkit.stacks.recommender.spec import ROLE_MODEL_STORE, RecommenderSpec
 
 __all__ = [
     "ADMIN_TOKEN",
-    "MODEL_KEY",
     "RecommenderPreset",
     "admin_reload",
     "all_stores",
@@ -57,9 +56,8 @@ __all__ = [
     "spec_of",
 ]
 
-#: Names of the plan's secrets.
+#: The name of the plan's one secret: what a replica's POST /admin/reload asks for.
 ADMIN_TOKEN = "admin-token"
-MODEL_KEY = "model-key"
 #: Ports inside a container; the local backend picks free ones instead.
 REPLICA_PORT = 8000
 GATEWAY_PORT = 8080
@@ -78,7 +76,7 @@ class RecommenderPreset(StackPreset[RecommenderSpec]):
     ) -> StackPlan:
         from drillkit.stacks.recommender.build import ensure_artifacts
         from drillkit.stacks.recommender.replica import ADMIN_TOKEN_ENV
-        from drillkit.stacks.recommender.store import KEY_ENV, ModelStore
+        from drillkit.stacks.recommender.store import VERIFY_KEY_ENV, ModelStore, verify_key
 
         data_dir = data_dir.resolve()
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -95,10 +93,12 @@ class RecommenderPreset(StackPreset[RecommenderSpec]):
             shutil.copytree(cached.root, origin, ignore=shutil.ignore_patterns(".*"))
         plan_secrets = {ADMIN_TOKEN: secrets.token_hex(16)}
         replica_secrets = {ADMIN_TOKEN_ENV: ADMIN_TOKEN}
-        if os.environ.get(KEY_ENV):
-            plan_secrets[MODEL_KEY] = os.environ[KEY_ENV]
-            replica_secrets[KEY_ENV] = MODEL_KEY
-        env = {}
+        # Replicas and the gateway (its fallback list) verify signed manifests with the public
+        # key: no service holds anything that could sign a version.
+        verifying: dict[str, str] = {}
+        if (public := verify_key()) is not None:
+            verifying[VERIFY_KEY_ENV] = public.hex()
+        env = dict(verifying)
         if os.environ.get("DRILLKIT_REPLICA_THREADS"):
             env["DRILLKIT_REPLICA_THREADS"] = os.environ["DRILLKIT_REPLICA_THREADS"]
 
@@ -127,7 +127,7 @@ class RecommenderPreset(StackPreset[RecommenderSpec]):
                     ),
                     env=env,
                     secrets=replica_secrets,
-                    ports=(Port(number=REPLICA_PORT),),
+                    ports=(Port(number=REPLICA_PORT, inherit=True),),
                     ready=HttpCheck(path="/readyz"),
                     mounts=(Mount(name="store", source=str(node_store), target="/store"),),
                     gpu=True,
@@ -137,7 +137,7 @@ class RecommenderPreset(StackPreset[RecommenderSpec]):
         fallback: tuple[Any, ...] = ()
         mounts: tuple[Mount, ...] = ()
         if spec.gateway.fallback:
-            relative = fallback_file(origin).relative_to(origin)
+            relative = fallback_version(origin).relative_to(origin)
             fallback = ("--fallback", MountRef(mount="origin", path=str(relative)))
             mounts = (Mount(name="origin", source=str(origin), target="/origin"),)
         upstreams = [
@@ -161,9 +161,10 @@ class RecommenderPreset(StackPreset[RecommenderSpec]):
                         *spec.gateway.args(),
                     ),
                 ),
-                ports=(Port(number=GATEWAY_PORT),),
+                ports=(Port(number=GATEWAY_PORT, inherit=True),),
                 ready=HttpCheck(path="/readyz"),
                 mounts=mounts,
+                env=verifying,
                 depends_on=tuple(Dependency(service=name) for name in replicas),
             )
         )
@@ -216,10 +217,10 @@ class RecommenderPreset(StackPreset[RecommenderSpec]):
 
     def verified_digests(self, state: StackState[Any]) -> frozenset[str]:
         """Digests of every version that verifies in the stack's stores as it comes up."""
-        from drillkit.stacks.recommender.store import ModelStore, signing_key
+        from drillkit.stacks.recommender.store import ModelStore, verify_key
 
         digests: set[str] = set()
-        key = signing_key()
+        key = verify_key()
         for root in all_stores(state):
             for check in ModelStore(root).check_all(key=key):
                 if check.manifest is not None:
@@ -316,15 +317,16 @@ def admin_reload(state: StackState[Any], replica: str) -> dict[str, Any]:
     return result
 
 
-def fallback_file(store_root: Path) -> Path:
-    """popular.json of the newest servable version: the gateway's degraded answer."""
-    from drillkit.stacks.recommender.store import ModelStore, signing_key, verify_version
+def fallback_version(store_root: Path) -> Path:
+    """The newest servable version's folder: the gateway's degraded answer is its
+    popular.json, which the gateway verifies against that version's manifest."""
+    from drillkit.stacks.recommender.store import ModelStore, verify_key, verify_version
 
     store = ModelStore(store_root)
-    key = signing_key()
+    key = verify_key()
     for version in store.serving_candidates():
         folder = store.version_dir(version)
         with contextlib.suppress(ArtifactError):
             verify_version(folder, key=key)
-            return folder / "popular.json"
+            return folder
     raise StackNotReady(f"{store_root}: no model version verifies; cannot start the gateway")

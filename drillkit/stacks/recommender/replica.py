@@ -3,7 +3,8 @@
 Rules it keeps, whatever happens to the store under it:
 
 * nothing is loaded from a version before its manifest, signature and every file digest
-  verify (:func:`drillkit.stacks.recommender.store.verify_version`);
+  verify, each file read once and loaded from the bytes that were hashed
+  (:func:`drillkit.stacks.recommender.store.read_verified`);
 * a version that verifies must also pass a load-time sanity gate: every vector finite, and
   recall@10 on the golden sample within tolerance of the manifest's figure;
 * at start it serves CURRENT, or when CURRENT is refused the newest older version that passes
@@ -49,10 +50,11 @@ from starlette.routing import Route
 from drillkit.errors import ArtifactError, SanityGateError
 from drillkit.stacks.recommender.gateway import DEADLINE_HEADER
 from drillkit.stacks.recommender.store import (
+    MODEL_FILES,
     Manifest,
     ModelStore,
-    signing_key,
-    verify_version,
+    read_verified,
+    verify_key,
 )
 
 if TYPE_CHECKING:
@@ -173,12 +175,14 @@ class Replica:
         from drillkit.stacks.recommender.runtime import LoadedModel
 
         folder = self.store.version_dir(version)
-        manifest = verify_version(folder, key=signing_key())
+        # Each file read once, hashed as read, and loaded from those very bytes: a file
+        # changed after the check is never what serves.
+        manifest, files = read_verified(folder, MODEL_FILES, key=verify_key())
         expected = manifest.metrics.get(SANITY_METRIC)
         if expected is None:
             raise SanityGateError(f"{folder}: manifest has no {SANITY_METRIC} to check against")
         try:
-            model = LoadedModel.load(folder, device=self.config.device)
+            model = LoadedModel.from_files(files, device=self.config.device, where=str(folder))
         except ArtifactError:
             raise
         except Exception as exc:  # a verified file that still cannot be loaded
@@ -475,6 +479,19 @@ def create_app(config: ReplicaConfig) -> Starlette:
     return app
 
 
+def _admin_token() -> str | None:
+    """The token ``POST /admin/reload`` asks for, from the file ``DRILLKIT_ADMIN_TOKEN_FILE``
+    names (a secret never travels in the environment, where ``docker inspect`` and
+    ``/proc/PID/environ`` would show it); None: the endpoint answers 403."""
+    path = os.environ.get(ADMIN_TOKEN_ENV + "_FILE")
+    if not path:
+        return None
+    try:
+        return Path(path).read_text().strip() or None
+    except OSError as exc:
+        raise SystemExit(f"replica: error: {ADMIN_TOKEN_ENV}_FILE={path}: {exc.strerror}") from None
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="drillkit-replica", description=__doc__.split("\n")[0])
     parser.add_argument("--store", type=Path, required=True, help="model store root")
@@ -497,11 +514,11 @@ def main(argv: list[str] | None = None) -> None:
         device=args.device,
         watch_interval=args.watch_interval,
         sanity_tolerance=args.sanity_tolerance,
-        admin_token=os.environ.get(ADMIN_TOKEN_ENV) or None,
+        admin_token=_admin_token(),
     )
-    import uvicorn
+    from drillkit.listen import serve_asgi
 
-    uvicorn.run(
+    serve_asgi(
         create_app(config),
         host=args.host,
         port=args.port,

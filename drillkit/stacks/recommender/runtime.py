@@ -25,6 +25,7 @@ import safetensors.numpy
 import safetensors.torch
 import torch
 
+from drillkit import safejson
 from drillkit.errors import ArtifactError
 from drillkit.stacks.recommender.index import RetrievalIndex, select_device, set_threads
 from drillkit.stacks.recommender.model import (
@@ -35,7 +36,10 @@ from drillkit.stacks.recommender.model import (
     sample_recall,
 )
 
-__all__ = ["MAX_K", "LoadedModel", "Recommendation", "SanityResult"]
+__all__ = ["FILES", "MAX_K", "LoadedModel", "Recommendation", "SanityResult"]
+
+#: The files a version is loaded from.
+FILES = ("weights.safetensors", "tables.safetensors", "index.faiss")
 
 #: The largest ``k`` a recommend call may ask for.
 MAX_K = 1000
@@ -107,29 +111,50 @@ class LoadedModel:
 
     @classmethod
     def load(cls, directory: Path, *, device: str = "auto", threads: int | None = 1) -> LoadedModel:
-        """Load the version in ``directory`` onto ``device`` ("auto", "cuda" or "cpu").
+        """Load the version in ``directory`` onto ``device`` ("auto", "cuda" or "cpu"), from
+        the files as they are now (a replica loads from verified bytes instead:
+        :meth:`from_files`)."""
+        directory = Path(directory)
+        files = {}
+        for name in FILES:
+            try:
+                files[name] = (directory / name).read_bytes()
+            except OSError as exc:
+                raise ArtifactError(f"{directory}: cannot load the model: {exc}") from exc
+        return cls.from_files(files, device=device, threads=threads, where=str(directory))
+
+    @classmethod
+    def from_files(
+        cls,
+        files: dict[str, bytes],
+        *,
+        device: str = "auto",
+        threads: int | None = 1,
+        where: str = "model",
+    ) -> LoadedModel:
+        """Load a version from the bytes of its files (:data:`FILES`, by name): a replica
+        hands in exactly the bytes it hashed, so what serves is what was verified.
 
         ``threads`` sets torch's and faiss's thread count for this process: a replica answers
         one request at a time, and for a single query one thread is fastest. ``None`` leaves
-        the process settings alone. Raises :class:`~drillkit.errors.ArtifactError` when the
-        files cannot be read or do not fit together.
+        the process settings alone. Raises :class:`~drillkit.errors.ArtifactError` (naming
+        ``where``, the version's folder) when the files do not fit together.
         """
-        directory = Path(directory)
         resolved = select_device(device)
         if threads is not None:
             torch.set_num_threads(threads)
             set_threads(threads)
         try:
-            tables_path = directory / "tables.safetensors"
-            tables = safetensors.numpy.load_file(str(tables_path))
-            with safetensors.safe_open(str(tables_path), framework="np") as handle:
-                metadata = handle.metadata() or {}
+            tables_bytes = files["tables.safetensors"]
+            tables = safetensors.numpy.load(tables_bytes)
+            metadata = _safetensors_metadata(tables_bytes)
             config = ModelConfig.from_json(metadata["config"])
-            label = metadata.get("label", directory.name)
-            weights = safetensors.torch.load_file(
-                str(directory / "weights.safetensors"), device=resolved
-            )
-            index = RetrievalIndex.load(directory / "index.faiss", resolved)
+            label = metadata.get("label", Path(where).name)
+            weights = {
+                name: tensor.to(resolved)
+                for name, tensor in safetensors.torch.load(files["weights.safetensors"]).items()
+            }
+            index = RetrievalIndex.from_bytes(files["index.faiss"], resolved)
         except (
             OSError,
             KeyError,
@@ -137,14 +162,15 @@ class LoadedModel:
             ValueError,
             RuntimeError,
             json.JSONDecodeError,
+            safetensors.SafetensorError,
         ) as exc:
-            raise ArtifactError(f"{directory}: cannot load the model: {exc}") from exc
+            raise ArtifactError(f"{where}: cannot load the model: {exc}") from exc
         problem = _table_problem(tables, config)
         if problem:
-            raise ArtifactError(f"{directory}: tables.safetensors {problem}")
+            raise ArtifactError(f"{where}: tables.safetensors {problem}")
         if index.ntotal != config.n_items or index.dim != config.dim:
             raise ArtifactError(
-                f"{directory}: index.faiss holds {index.ntotal} x {index.dim} vectors, the "
+                f"{where}: index.faiss holds {index.ntotal} x {index.dim} vectors, the "
                 f"model expects {config.n_items} x {config.dim}"
             )
         model = TwoTower(config)
@@ -152,7 +178,7 @@ class LoadedModel:
             model.load_state_dict(weights, strict=True)
         except RuntimeError as exc:
             # Wrong names or shapes: the weights belong to another model.
-            raise ArtifactError(f"{directory}: weights.safetensors does not fit: {exc}") from exc
+            raise ArtifactError(f"{where}: weights.safetensors does not fit: {exc}") from exc
         model.to(resolved).eval()
         inputs = UserInputs.from_tables(tables, config, resolved)
         return cls(
@@ -271,3 +297,17 @@ def _table_problem(tables: dict[str, npt.NDArray[Any]], config: ModelConfig) -> 
     if tables["golden_items"].shape[0] != config.n_users:
         return "has golden_items for another number of users"
     return None
+
+
+def _safetensors_metadata(data: bytes) -> dict[str, str]:
+    """The ``__metadata__`` of a safetensors file's header (8-byte length, then JSON)."""
+    if len(data) < 8:
+        raise ValueError("too short to be a safetensors file")
+    length = int.from_bytes(data[:8], "little")
+    if not 2 <= length <= min(len(data) - 8, 100 << 20):
+        raise ValueError("malformed safetensors header length")
+    header = safejson.loads(data[8 : 8 + length])
+    metadata = header.get("__metadata__") if isinstance(header, dict) else None
+    if not isinstance(metadata, dict):
+        raise KeyError("__metadata__")
+    return {str(k): str(v) for k, v in metadata.items()}

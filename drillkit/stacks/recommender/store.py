@@ -9,15 +9,18 @@ Layout of a store::
         v2/  ...
 
 ``manifest.json`` lists the SHA-256 and size of every payload file, the version, the model's
-dimensions and offline metrics, the creation time and, when ``DRILLKIT_MODEL_KEY`` is set at
-build time, an HMAC-SHA256 signature over everything else. Nothing is loaded from a version
-before :func:`verify_version` has checked the manifest, the signature and every file: neither
-``torch.load`` nor safetensors detects a flipped bit inside tensor data, so the digest is the
-only line of defence.
+dimensions and offline metrics, the creation time and, when a signing key is set at build time
+(``DRILLKIT_SIGNING_KEY_FILE``), an Ed25519 signature over everything else. Nothing is loaded
+from a version before :func:`verify_version` has checked the manifest, the signature and every
+file: neither ``torch.load`` nor safetensors detects a flipped bit inside tensor data, so the
+digest is the only line of defence.
 
-Signature policy: when ``DRILLKIT_MODEL_KEY`` is set where a version is verified, the manifest
-must carry a matching signature. When it is unset, signatures are not checked (there is no key
-to check them with) and verification rests on the digests alone.
+Signature policy: when a verification key is set where a version is verified
+(``DRILLKIT_VERIFY_KEY``, the public half, or the signing key, from which it is derived), the
+manifest must carry a valid signature. When none is set, signatures are not checked and
+verification rests on the digests alone. The signature is asymmetric: replicas and the gateway
+hold only the public key, so nothing that serves can sign a version (an HMAC key, which
+``DRILLKIT_MODEL_KEY`` was, lets every verifier sign too).
 
 This module depends only on the standard library and pydantic, so every process (the CLI,
 the gateway, a drill) can verify a store without importing torch.
@@ -26,11 +29,11 @@ the gateway, a drill) can verify a store without importing torch.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import os
 import re
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -40,6 +43,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from drillkit import safejson
 from drillkit.errors import (
     ArtifactError,
     InputError,
@@ -52,12 +56,17 @@ from drillkit.fsutil import atomic_write
 MANIFEST_NAME = "manifest.json"
 CURRENT_NAME = "CURRENT"
 VERSIONS_DIR = "versions"
-KEY_ENV = "DRILLKIT_MODEL_KEY"
+SIGNING_KEY_ENV = "DRILLKIT_SIGNING_KEY_FILE"
+VERIFY_KEY_ENV = "DRILLKIT_VERIFY_KEY"
+#: The HMAC key of earlier versions: refused with a message saying what replaces it.
+OLD_KEY_ENV = "DRILLKIT_MODEL_KEY"
 MANIFEST_FORMAT = 1
 
 _VERSION_RE = re.compile(r"^v([1-9][0-9]{0,8})$")
 _FILE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _CHUNK = 1 << 20
+_HEX_64 = re.compile(r"^[0-9a-f]{64}$")
+_HEX_128 = re.compile(r"^[0-9a-f]{128}$")
 
 
 class FileEntry(BaseModel):
@@ -99,17 +108,95 @@ class Manifest(BaseModel):
         return hashlib.sha256(self.canonical_bytes()).hexdigest()
 
     def signed(self, key: bytes) -> Manifest:
+        """This manifest signed with the Ed25519 private key ``key`` (its 32-byte seed)."""
         return self.model_copy(update={"signature": sign(self.canonical_bytes(), key)})
 
 
 def sign(payload: bytes, key: bytes) -> str:
-    return "hmac-sha256:" + hmac.new(key, payload, hashlib.sha256).hexdigest()
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    return "ed25519:" + Ed25519PrivateKey.from_private_bytes(key).sign(payload).hex()
+
+
+def check_signature(payload: bytes, signature: str, key: bytes) -> bool:
+    """Whether ``signature`` is a valid Ed25519 signature of ``payload`` by the public ``key``."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    kind, _, text = signature.partition(":")
+    if kind != "ed25519" or not _HEX_128.fullmatch(text):
+        return False
+    try:
+        Ed25519PublicKey.from_public_bytes(key).verify(bytes.fromhex(text), payload)
+    except InvalidSignature:
+        return False
+    return True
+
+
+def new_signing_key() -> tuple[bytes, bytes]:
+    """A fresh Ed25519 key pair: (private seed, public key), 32 bytes each."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import (
+        Encoding,
+        NoEncryption,
+        PrivateFormat,
+        PublicFormat,
+    )
+
+    private = Ed25519PrivateKey.generate()
+    seed = private.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+    return seed, private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+def _public_of(seed: bytes) -> bytes:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    private = Ed25519PrivateKey.from_private_bytes(seed)
+    return private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+def _hex_key(value: str, where: str) -> bytes:
+    text = value.strip()
+    if not _HEX_64.fullmatch(text):
+        raise InputError(f"{where}: expected an Ed25519 key as 64 hex digits")
+    return bytes.fromhex(text)
+
+
+def _no_hmac(env: Mapping[str, str]) -> None:
+    if env.get(OLD_KEY_ENV):
+        raise InputError(
+            f"{OLD_KEY_ENV} (an HMAC key, which every verifier could sign with) is no longer "
+            f"used: sign with an Ed25519 key (`drillkit model keygen`), {SIGNING_KEY_ENV} at "
+            f"build time, {VERIFY_KEY_ENV} where versions are verified"
+        )
 
 
 def signing_key(environ: Mapping[str, str] | None = None) -> bytes | None:
-    """The HMAC key from ``DRILLKIT_MODEL_KEY``, or None when unset or empty."""
-    value = (environ if environ is not None else os.environ).get(KEY_ENV, "")
-    return value.encode() if value else None
+    """The Ed25519 private key (32-byte seed) in the file ``DRILLKIT_SIGNING_KEY_FILE`` names,
+    or None. Needed only where versions are made: a build, and the drill of a poisoned one."""
+    env = environ if environ is not None else os.environ
+    _no_hmac(env)
+    path = env.get(SIGNING_KEY_ENV, "")
+    if not path:
+        return None
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise InputError(f"{SIGNING_KEY_ENV}={path}: cannot read the key: {exc.strerror}") from None
+    return _hex_key(text, f"{SIGNING_KEY_ENV}={path}")
+
+
+def verify_key(environ: Mapping[str, str] | None = None) -> bytes | None:
+    """The Ed25519 public key versions are checked with: ``DRILLKIT_VERIFY_KEY`` (64 hex
+    digits), else the public half of the signing key, else None (signatures unchecked)."""
+    env = environ if environ is not None else os.environ
+    _no_hmac(env)
+    value = env.get(VERIFY_KEY_ENV, "")
+    if value:
+        return _hex_key(value, VERIFY_KEY_ENV)
+    seed = signing_key(env)
+    return _public_of(seed) if seed is not None else None
 
 
 def file_sha256(path: Path) -> str:
@@ -138,7 +225,7 @@ def read_manifest(version_dir: Path) -> Manifest:
     except OSError as exc:
         raise ManifestError(f"{path}: cannot read manifest: {exc.strerror}") from None
     try:
-        data = json.loads(raw)
+        data = safejson.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ManifestError(f"{path}: manifest is not valid JSON ({exc})") from None
     try:
@@ -165,21 +252,7 @@ def verify_version(version_dir: Path, *, key: bytes | None = None) -> Manifest:
     Checks, in order: the manifest parses; the signature matches when a key is given; every
     listed file exists with the listed size and SHA-256. Messages name the offending file.
     """
-    manifest = read_manifest(version_dir)
-    if key is not None:
-        if manifest.signature is None:
-            raise SignatureError(
-                f"{version_dir / MANIFEST_NAME}: unsigned manifest, but {KEY_ENV} is set"
-            )
-        expected = sign(manifest.canonical_bytes(), key)
-        # Bytes, not str: compare_digest refuses non-ASCII text, and a forged manifest may
-        # carry any.
-        if not hmac.compare_digest(
-            expected.encode(), manifest.signature.encode("utf-8", "surrogatepass")
-        ):
-            raise SignatureError(f"{version_dir / MANIFEST_NAME}: signature does not match")
-    if not manifest.files:
-        raise ManifestError(f"{version_dir / MANIFEST_NAME}: lists no files")
+    manifest = _checked_manifest(version_dir, key)
     for name, entry in sorted(manifest.files.items()):
         path = version_dir / name
         try:
@@ -194,6 +267,73 @@ def verify_version(version_dir: Path, *, key: bytes | None = None) -> Manifest:
                 f"{path}: SHA-256 mismatch (file {actual[:12]}..., manifest {entry.sha256[:12]}...)"
             )
     return manifest
+
+
+def _checked_manifest(version_dir: Path, key: bytes | None) -> Manifest:
+    """The manifest, its signature checked when a key is given, listing at least a file."""
+    manifest = read_manifest(version_dir)
+    if key is not None:
+        if manifest.signature is None:
+            raise SignatureError(
+                f"{version_dir / MANIFEST_NAME}: unsigned manifest, but a verification key is set"
+            )
+        if not check_signature(manifest.canonical_bytes(), manifest.signature, key):
+            raise SignatureError(f"{version_dir / MANIFEST_NAME}: signature does not match")
+    if not manifest.files:
+        raise ManifestError(f"{version_dir / MANIFEST_NAME}: lists no files")
+    return manifest
+
+
+#: What a replica loads: a version whose manifest does not list all three is refused.
+MODEL_FILES = ("weights.safetensors", "tables.safetensors", "index.faiss")
+_MAX_FILE = 8 << 30
+
+
+def read_file_once(path: Path, *, size: int) -> bytes:
+    """The bytes of ``path``, read once, a link not followed; IntegrityError when it is
+    missing, not a regular file, or not ``size`` bytes long."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise IntegrityError(f"{path}: file is missing") from None
+    except OSError as exc:
+        raise IntegrityError(f"{path}: cannot be read safely: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise IntegrityError(f"{path}: not a regular file")
+        if info.st_size != size:
+            raise IntegrityError(f"{path}: size {info.st_size} bytes, manifest says {size}")
+        data = handle.read(min(size, _MAX_FILE) + 1)
+    if len(data) != size:
+        raise IntegrityError(f"{path}: read {len(data)} bytes, manifest says {size}")
+    return data
+
+
+def read_verified(
+    version_dir: Path, names: Iterable[str], *, key: bytes | None = None
+) -> tuple[Manifest, dict[str, bytes]]:
+    """The manifest and the bytes of ``names``, each file read once and hashed as read:
+    what a caller loads from the returned bytes is exactly what was verified, whatever
+    happens to the files afterwards. Every name must be listed in the manifest."""
+    manifest = _checked_manifest(version_dir, key)
+    files: dict[str, bytes] = {}
+    for name in names:
+        entry = manifest.files.get(name)
+        if entry is None:
+            raise IntegrityError(
+                f"{version_dir / MANIFEST_NAME}: {name} is not listed; a version must list "
+                "every file it is loaded from"
+            )
+        data = read_file_once(version_dir / name, size=entry.size)
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != entry.sha256:
+            raise IntegrityError(
+                f"{version_dir / name}: SHA-256 mismatch (file {actual[:12]}..., manifest "
+                f"{entry.sha256[:12]}...)"
+            )
+        files[name] = data
+    return manifest, files
 
 
 @dataclass(frozen=True)

@@ -26,8 +26,8 @@ def stack(backend: FakeBackend) -> FakeStack:
 
 
 @pytest.fixture
-def journal(tmp_path: Path) -> Journal:
-    return Journal(tmp_path / "state")
+def journal(tmp_path: Path, stack: FakeStack) -> Journal:
+    return Journal(tmp_path / "state", stack.id)
 
 
 @pytest.fixture

@@ -15,13 +15,14 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from drillkit.backends.common import free_port
 from drillkit.backends.local.linkproxy import LinkMode, LinkProxyClient, LinkSpec, proxy_command
 from drillkit.errors import EnvironmentFailure
+from drillkit.netprobe import free_port
 
 HOST = "127.0.0.1"
 
@@ -514,3 +515,28 @@ def test_bad_arguments_exit_2() -> None:
     )
     assert result.returncode == 2
     assert b"bad link 'x'" in result.stderr
+
+
+def test_the_control_api_answers_only_the_holder_of_the_token(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("s3cret-t0ken")
+    control = free_port()
+    process = subprocess.Popen(
+        proxy_command(control, [LinkSpec("web", free_port(), free_port())], token_file=token),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        holder = LinkProxyClient(f"http://{HOST}:{control}", timeout=2.0, token="s3cret-t0ken")
+        holder.wait_ready(timeout=10.0)
+        # Any other process on the host: no token, or a wrong one, cannot cut a link.
+        status, payload = _raw(control, "PUT", "/links/web", b'{"mode": "reject"}')
+        assert status == 401 and "token" in payload["error"]
+        stranger = LinkProxyClient(f"http://{HOST}:{control}", timeout=2.0, token="guess")
+        with pytest.raises(EnvironmentFailure, match="401"):
+            stranger.set_mode("web", "reject")
+        assert holder.link("web")["mode"] == "pass"
+        assert holder.set_mode("web", "reject")["mode"] == "reject"
+    finally:
+        process.kill()
+        process.wait()

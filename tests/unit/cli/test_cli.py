@@ -16,7 +16,8 @@ from tests.unit.stacks.recommender.test_store import flip_byte, make_store
 
 def drillkit(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "DRILLKIT_HOME": str(home)}
-    env.pop("DRILLKIT_MODEL_KEY", None)
+    for var in ("DRILLKIT_MODEL_KEY", "DRILLKIT_SIGNING_KEY_FILE", "DRILLKIT_VERIFY_KEY"):
+        env.pop(var, None)
     return subprocess.run(
         [sys.executable, "-m", "drillkit", *args],
         env=env,
@@ -124,3 +125,47 @@ def test_scenario_names_prefer_the_projects_own_folder(
     (tmp_path / "scenarios" / "kill-node.yaml").write_text("version: 1\n")
     assert resolve_scenario(Path("kill-node")) == Path("scenarios/kill-node.yaml")
     assert resolve_scenario(Path("nope")) == Path("nope")
+
+
+def test_with_several_stacks_up_commands_name_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from drillkit.backends.base import save_state
+    from drillkit.backends.local import LocalService
+    from tests.unit.test_heal import local_state
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("DRILLKIT_HOME", str(home))
+    ids = ["20260101-000000-aaaaaa", "20260101-000001-bbbbbb"]
+    for stack_id in ids:
+        gateway = LocalService(name="gateway", role="gateway", ports={"http": 1})
+        save_state(local_state(gateway, stack_id=stack_id))
+    listed = drillkit("stack", "status", "--json", home=home)
+    assert listed.returncode == 0, listed.stderr
+    assert [s["stack"] for s in json.loads(listed.stdout)["stacks"]] == ids
+    plain = drillkit("stack", "status", home=home)
+    assert "2 stacks are up" in plain.stdout and all(i in plain.stdout for i in ids)
+    for command in (["status"], ["fault", "inject", "kill_node", "--target", "replica-1"]):
+        ambiguous = drillkit(*command, home=home)
+        assert ambiguous.returncode == 2, ambiguous.stderr
+        assert "2 stacks are up" in ambiguous.stderr and "--stack ID" in ambiguous.stderr
+        assert "Traceback" not in ambiguous.stderr
+    bad = drillkit("heal", "--stack", "../x", home=home)
+    assert bad.returncode == 2 and "is not a stack id" in bad.stderr
+    one = drillkit("stack", "down", "--stack", ids[0], home=home)
+    assert one.returncode == 0, one.stderr
+    from drillkit.backends.base import state_path
+
+    assert not state_path(ids[0]).exists() and state_path(ids[1]).exists()  # only the one named
+
+
+def test_heal_reports_what_it_set_aside_and_exits_1(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    folder = home / "state" / "stacks" / "20260101-000000-aaaaaa"
+    folder.mkdir(parents=True)
+    for path in (home, home / "state", home / "state" / "stacks", folder):
+        path.chmod(0o700)
+    (folder / "journal.jsonl").write_text('{"op": "apply", "undo": 1e999}\n{"op": "x"}\n')
+    proc = drillkit("heal", home=home)
+    assert proc.returncode == 1, proc.stderr
+    assert "journal line 1 set aside" in proc.stdout and "Traceback" not in proc.stderr

@@ -79,3 +79,20 @@ def test_show_last_and_trend(tmp_path: Path) -> None:
 
     unknown = drillkit("report", "trend", str(out), "--scenario", "nope", home=tmp_path)
     assert unknown.returncode == 2 and "it has kill-node" in unknown.stderr
+
+
+def test_reports_holding_nan_or_infinity_are_refused(tmp_path: Path) -> None:
+    good = write_report(sample_report(), tmp_path / "good.json")
+    text = good.read_text()
+    for name, spoiled in (
+        ("nan", text.replace('"score": 88.23529411764706', '"score": NaN', 1)),
+        ("inf", text.replace('"score": 88.23529411764706', '"score": Infinity', 1)),
+        ("overflow", text.replace('"score": 88.23529411764706', '"score": 1e999', 1)),
+    ):
+        assert spoiled != text, name
+        path = tmp_path / f"{name}.json"
+        path.write_text(spoiled)
+        for args in (("report", "show", str(path)), ("report", "compare", str(good), str(path))):
+            proc = drillkit(*args, home=tmp_path)
+            assert proc.returncode == 2, (name, args, proc.stdout, proc.stderr)
+            assert proc.stderr.startswith("drillkit: error: ") and "Traceback" not in proc.stderr

@@ -40,7 +40,7 @@ def context(tmp_path: Path, gateway_port: int) -> FaultContext:
     backend = FakeBackend()
     state = backend.start(plan)
     state.run_dir = str(tmp_path)
-    return fault_context(backend, state, Journal(tmp_path / "state"), fault_id="spike-1")
+    return fault_context(backend, state, tmp_path / "state", fault_id="spike-1")
 
 
 class _BadUrl(FaultContext):
@@ -99,7 +99,7 @@ def test_heal_needs_only_the_journal_record(tmp_path: Path, gateway: FakeReplica
     record = LoadSpike().apply(ctx, "gateway", LoadSpikeParams(rate=50))
     wait_until(lambda: bool(_pids_tagged(record["tag"])), 5.0, "the generator to start")
     # `drillkit heal` after a crash: a new process, the record as the journal kept it.
-    (entry,) = Journal(tmp_path / "state").pending()
+    (entry,) = Journal(tmp_path / "state", ctx.state.id).pending()
     fresh = context(tmp_path, gateway.port)
     LoadSpike().heal(fresh, json.loads(json.dumps(entry.undo)))
     assert not _pids_tagged(record["tag"])

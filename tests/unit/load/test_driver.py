@@ -34,6 +34,7 @@ FAKE_GENERATOR = textwrap.dedent(
         time.sleep(60)
     host, _, port = os.environ["DRILLKIT_SINK"].rpartition(":")
     sock = socket.create_connection((host, int(port)))
+    sock.sendall(b"DRILLKIT-SINK " + os.environ["DRILLKIT_SINK_TOKEN"].encode() + b"\\n")
     n = int(os.environ["FAKE_RECORDS"])
     t0 = float(os.environ["FAKE_T0"])
     lines = [json.dumps([t0 + i, 500.0, 200, "", 0, "v1", "d", "r1"]) for i in range(n)]
@@ -126,6 +127,11 @@ def test_command_line() -> None:
     assert "--processes" not in cmd
     cmd = driver.command(make_plan(workers=2))
     assert cmd[cmd.index("--processes") + 1] == "2"
+    # Locust's master would listen on every interface, port 5557: loopback and a port of its own.
+    assert cmd[cmd.index("--master-bind-host") + 1] == "127.0.0.1"
+    port = cmd[cmd.index("--master-bind-port") + 1]
+    assert port == cmd[cmd.index("--master-port") + 1] != "5557"
+    assert cmd[cmd.index("--master-host") + 1] == "127.0.0.1"
 
 
 def test_child_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -143,6 +149,14 @@ def test_child_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         "0",
     )
     assert str(LOCUSTFILE.parents[2]) in env["PYTHONPATH"].split(os.pathsep)
+    assert "DRILLKIT_STACK_ID" not in env
+
+
+def test_the_generator_carries_its_stacks_mark() -> None:
+    # How `drillkit heal` finds a killed drill's load generator: never by its command line.
+    plan = make_plan(stack_id="20260101-000000-aaaaaa")
+    env = LoadDriver(Path("/tmp/run")).environment(plan, "127.0.0.1:4321")
+    assert env["DRILLKIT_STACK_ID"] == "20260101-000000-aaaaaa"
 
 
 def test_importing_the_driver_never_imports_locust() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -10,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from drillkit.load.sink import RecordSink
+from drillkit.load.sink import AUTH_PREFIX, MAX_CONNECTIONS, MAX_LINE, RecordSink
 from drillkit.observe.records import RequestRecord
 
 
@@ -39,8 +40,18 @@ def sink() -> Iterator[RecordSink]:
     s.stop()
 
 
-def connect(sink: RecordSink) -> socket.socket:
-    return socket.create_connection(("127.0.0.1", sink.port), timeout=5)
+def connect(sink: RecordSink, *, token: str | None = None) -> socket.socket:
+    """A connection that proves itself as the drill's generator does (or with ``token``)."""
+    conn = socket.create_connection(("127.0.0.1", sink.port), timeout=5)
+    conn.sendall(AUTH_PREFIX + (sink.token if token is None else token).encode() + b"\n")
+    return conn
+
+
+def refused(sink: RecordSink, n: int, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while sink.stats().refused < n and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert sink.stats().refused == n
 
 
 def wait_for(sink: RecordSink, n: int, timeout: float = 10.0) -> None:
@@ -163,3 +174,67 @@ def test_start_twice_is_a_bug(sink: RecordSink) -> None:
     assert sink.address == f"127.0.0.1:{sink.port}" and sink.port > 0
     with pytest.raises(RuntimeError):
         sink.start()
+
+
+# -- a neighbour on the host -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("token", ["", "0" * 32, "wrong"], ids=["none", "zeros", "wrong"])
+def test_a_connection_without_the_drills_token_is_cut_off_unheard(
+    sink: RecordSink, token: str
+) -> None:
+    with connect(sink, token=token) as conn:
+        with contextlib.suppress(OSError):
+            conn.sendall(wire([record(i) for i in range(50)]))
+        refused(sink, 1)
+    assert sink.count == 0 and sink.stats().connections == 0
+
+
+def test_records_without_any_first_line_are_refused(sink: RecordSink) -> None:
+    with socket.create_connection(("127.0.0.1", sink.port), timeout=5) as conn:
+        conn.sendall(wire([record(i) for i in range(5)]))  # a forger who knows the format
+        refused(sink, 1)
+    assert sink.count == 0
+
+
+def test_a_line_without_end_is_cut_off(sink: RecordSink) -> None:
+    with connect(sink) as conn:
+        with contextlib.suppress(OSError):
+            for _ in range(10):
+                conn.sendall(b"x" * MAX_LINE)  # no newline: memory would grow without bound
+        refused(sink, 1)
+
+
+def test_connections_are_bounded(sink: RecordSink) -> None:
+    opened = [socket.create_connection(("127.0.0.1", sink.port), timeout=5)]
+    try:
+        for _ in range(MAX_CONNECTIONS + 5):
+            opened.append(socket.create_connection(("127.0.0.1", sink.port), timeout=5))
+        refused(sink, 6)
+    finally:
+        for conn in opened:
+            conn.close()
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        pytest.param([1.7e9, 5.0, 1e29, "", 0, "v", "d", "r"], id="huge-status"),
+        pytest.param([1.7e9, 5.0, 200.5, "", 0, "v", "d", "r"], id="float-status"),
+        pytest.param([1.7e9, 5.0, True, "", 0, "v", "d", "r"], id="bool-status"),
+        pytest.param([1.7e9, float("nan"), 200, "", 0, "v", "d", "r"], id="nan-latency"),
+        pytest.param([1.7e9, -1.0, 200, "", 0, "v", "d", "r"], id="negative-latency"),
+        pytest.param([float("inf"), 5.0, 200, "", 0, "v", "d", "r"], id="inf-time"),
+        pytest.param([1.7e9, 5.0, 200, "boom", 0, "v", "d", "r"], id="unknown-error"),
+        pytest.param([1.7e9, 5.0, 200, "", 2, "v", "d", "r"], id="degraded-2"),
+        pytest.param([1.7e9, 5.0, 200, "", 0, "v" * 200, "d", "r"], id="long-version"),
+    ],
+)
+def test_a_record_out_of_range_is_malformed_not_a_crash(
+    sink: RecordSink, fields: list[object]
+) -> None:
+    with connect(sink) as conn:
+        conn.sendall(json.dumps(fields).encode() + b"\n" + wire([record(0)]))
+        wait_for(sink, 1)
+    assert sink.stats().malformed == 1
+    assert sink.records() == [record(0)]

@@ -66,3 +66,14 @@ def test_markup_like_names_are_escaped(tmp_path: Path) -> None:
     report = sample_report(name='a<b>&"c"')
     path = write_junit([report], tmp_path / "j.xml")
     assert ET.parse(path).getroot().find("testsuite").get("name") == 'a<b>&"c"'  # type: ignore[union-attr]
+
+
+def test_control_characters_still_make_xml_that_parses(tmp_path: Path) -> None:
+    hostile = "evil\x1b[2J\x00\x07\x0b\ufffe and on"
+    report = sample_report(status="error", error=hostile, name="kill-node")
+    report.checks[0].detail = hostile
+    path = write_junit([report], tmp_path / "drills.xml")
+    root = ET.parse(path).getroot()  # would raise on a raw control character
+    error = root.find("testsuite/testcase/error")
+    assert error is not None
+    assert error.get("message") == "evil\\x1b[2J\\x00\\x07\\x0b\\ufffe and on"

@@ -59,7 +59,7 @@ def test_report_from_analysis() -> None:
 
 def test_json_has_the_contract_shape() -> None:
     data = json.loads(sample_report().model_dump_json())
-    assert set(data) - {"error"} == CONTRACT_KEYS
+    assert set(data) - {"error", "notes"} == CONTRACT_KEYS  # extensions
     assert data["schema_version"] == 1
     assert data["started_at"].startswith("2024-05-01T12:00:00")
     assert set(data["scenario"]) == {"name", "path", "sha256"}

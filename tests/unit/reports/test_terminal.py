@@ -96,3 +96,14 @@ def test_check_values_in_their_unit(
         critical=False, op=op,  # type: ignore[arg-type]
     )  # fmt: skip
     assert format_check_value(check, value) == shown
+
+
+def test_escape_sequences_in_a_report_are_shown_not_obeyed() -> None:
+    # A report read back from a file, or evidence a service wrote: nothing in it may retitle,
+    # clear or recolour the terminal.
+    hostile = "pwned\x1b]0;owned\x07\x1b[2J\x9b31m"
+    report = sample_report(status="error", error=hostile)
+    report.faults[0].detected_by = hostile
+    text = render(report)
+    assert "\x1b]" not in text and "\x1b[2J" not in text and "\x9b" not in text
+    assert "pwned\\x1b]0;owned\\x07\\x1b[2J\\x9b31m" in text

@@ -750,3 +750,19 @@ def test_edited_text_loads_or_raises_scenario_error(data: st.DataObject) -> None
             else:
                 raw[at] = byte
     _check(bytes(raw))
+
+
+def test_merge_keys_count_against_the_node_limit() -> None:
+    # Empty mappings merged nine at a time, nine levels deep: under 500 bytes, 9**9 merges.
+    # Each merge is a value like any other, so the document stops at MAX_NODES instead of
+    # keeping `drillkit validate` busy for minutes.
+    lines = ["version: 1", "name: bomb", "x-a: &a {}"]
+    previous = "a"
+    for level in "bcdefghij":
+        merges = ", ".join([f"*{previous}"] * 9)
+        lines.append(f"x-{level}: &{level} {{<<: [{merges}]}}")
+        previous = level
+    text = "\n".join(lines) + "\n"
+    assert len(text) < 500
+    with pytest.raises(ScenarioError, match=f"expands to more than {MAX_NODES} values"):
+        loads_scenario(text, "bomb.yaml")

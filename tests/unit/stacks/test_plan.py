@@ -80,6 +80,10 @@ def two_tier() -> StackPlan:
         pytest.param({"args": (UrlRef(service="nope"),)}, "no service 'nope'", id="url"),
         pytest.param({"args": (MountRef(mount="logs"),)}, "no mount 'logs'", id="mount"),
         pytest.param({"secrets": {"X": "missing"}}, "unknown secret 'missing'", id="secret"),
+        pytest.param({"secrets": {"X=1": "token"}}, "not an environment variable", id="var"),
+        pytest.param(
+            {"plan_secrets": {"token": "t", "../x": "v"}}, "secret '../x'", id="secret-name"
+        ),
         pytest.param({"cycle": True}, "cycle", id="cycle"),
         pytest.param({"link": Link(source="app", target="db", port="x")}, "no port 'x'", id="link"),
         pytest.param({"entry": Endpoint(service="gone")}, "entry: no service", id="entry"),
@@ -104,6 +108,8 @@ def test_a_plan_refuses_what_does_not_fit(change: dict[str, Any], message: str) 
         fields["links"] = [change["link"].model_dump()]
     if "entry" in change:
         fields["entry"] = change["entry"].model_dump()
+    if "plan_secrets" in change:
+        fields["secrets"] = change["plan_secrets"]
     with pytest.raises(ValidationError, match=message):
         StackPlan.model_validate(fields)
 
@@ -140,9 +146,7 @@ def test_the_local_backend_resolves_references_to_loopback_and_the_link_proxy() 
         "db": LocalService(name="db", role="db", ports={"http": 41002}),
         "cache": LocalService(name="cache", role="cache", ports={"redis": 41003}),
     }
-    state.proxy = ProxyState(
-        control_url="http://127.0.0.1:1", control_port=1, links={"app.db": 42000}, log="/l"
-    )
+    state.proxy = ProxyState(control_port=1, links={"app.db": 42000}, log="/l")
     command = LocalBackend(python="/py").command(state, "app")
     assert command == [
         "/py", "-m", "my.app",
@@ -157,7 +161,12 @@ def test_the_local_backend_resolves_references_to_loopback_and_the_link_proxy() 
 def test_the_docker_backend_resolves_references_to_service_names_and_mounts() -> None:
     plan = two_tier()
     state = DockerStack(
-        backend="docker", plan=plan, image="img", network="n", session="x", **_identity()
+        backend="docker",
+        plan=plan,
+        image="drillkit/stack:test",
+        network="drillkit-20260101-000000-aaaaaa",
+        session="x",
+        **_identity(),
     )
     state.services = {s.name: DockerService(name=s.name, role=s.role) for s in plan.services}
     command = DockerBackend().command(state, "app")

@@ -24,6 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from drillkit.errors import InputError
 from drillkit.stacks.recommender.gateway import GatewayConfig, create_app
+from drillkit.stacks.recommender.store import ModelStore
 from tests.unit.stacks.recommender.fake_replica import (
     FakeReplica,
     ThreadedServer,
@@ -632,8 +633,7 @@ def test_cli_serves_and_stops_on_sigterm(
     make_replicas: Callable[[int], list[FakeReplica]], tmp_path: Path
 ) -> None:
     (replica,) = make_replicas(1)
-    popular = tmp_path / "popular.json"
-    popular.write_text(json.dumps({"items": FALLBACK}))
+    popular = fallback_version(tmp_path, json.dumps({"items": FALLBACK}))
     port = free_port()
     proc = subprocess.Popen(
         [
@@ -690,10 +690,20 @@ def test_cli_serves_and_stops_on_sigterm(
     assert "replica replica-1: up -> down (connect refused)" in stderr
 
 
-def test_cli_rejects_a_bad_fallback_file(tmp_path: Path) -> None:
-    bad = tmp_path / "popular.json"
-    bad.write_text("{not json")
-    proc = subprocess.run(
+def fallback_version(root: Path, text: str) -> Path:
+    """A model version whose one payload file is ``popular.json`` holding ``text``."""
+    store = ModelStore(root / "store")
+
+    def write(folder: Path) -> list[str]:
+        (folder / "popular.json").write_text(text)
+        return ["popular.json"]
+
+    manifest = store.add_version(write, metrics={}, info={})
+    return store.version_dir(manifest.version)
+
+
+def _gateway_cli(version: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [
             sys.executable,
             "-m",
@@ -701,15 +711,29 @@ def test_cli_rejects_a_bad_fallback_file(tmp_path: Path) -> None:
             "--replica",
             "r=http://127.0.0.1:1",
             "--fallback",
-            str(bad),
+            str(version),
         ],
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=30,
+        env={k: v for k, v in os.environ.items() if k != "DRILLKIT_MODEL_KEY"},
     )
+
+
+def test_cli_rejects_a_bad_fallback_file(tmp_path: Path) -> None:
+    version = fallback_version(tmp_path, "{not json")
+    proc = _gateway_cli(version)
     assert proc.returncode == 2
-    assert str(bad) in proc.stderr and "not valid JSON" in proc.stderr
+    assert str(version / "popular.json") in proc.stderr and "not valid JSON" in proc.stderr
+
+
+def test_cli_refuses_a_fallback_list_its_manifest_does_not_vouch_for(tmp_path: Path) -> None:
+    version = fallback_version(tmp_path, json.dumps({"items": FALLBACK}))
+    (version / "popular.json").write_text(json.dumps({"items": [{"item_id": 666}]}))
+    proc = _gateway_cli(version)
+    assert proc.returncode == 1  # an artifact that failed verification
+    assert "popular.json" in proc.stderr and "size" in proc.stderr
 
 
 def test_requests_past_the_in_flight_cap_are_shed_at_once(

@@ -1,24 +1,28 @@
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from drillkit.errors import InputError, IntegrityError, ManifestError, SignatureError
 from drillkit.stacks.recommender.store import (
     CURRENT_NAME,
     MANIFEST_NAME,
+    MODEL_FILES,
     ModelStore,
+    new_signing_key,
     read_manifest,
+    read_verified,
+    sign,
     signing_key,
-    verify_version,
+    verify_key,
 )
 
-KEY = b"test-key"
+KEY, PUBLIC = new_signing_key()
+OTHER_PUBLIC = new_signing_key()[1]
 
 
 def payload(seed: int) -> Callable[[Path], list[str]]:
@@ -142,18 +146,19 @@ def test_manifest_in_the_wrong_folder_is_refused(tmp_path: Path) -> None:
         store.verify("v1")
 
 
-def test_signed_manifest_verifies_with_its_key(tmp_path: Path) -> None:
+def test_signed_manifest_verifies_with_its_public_key(tmp_path: Path) -> None:
     store = make_store(tmp_path / "store", key=KEY)
-    assert store.verify("v2", key=KEY).signature is not None
+    manifest = store.verify("v2", key=PUBLIC)
+    assert manifest.signature is not None and manifest.signature.startswith("ed25519:")
     store.verify("v2")  # no key configured: digests only
 
 
 @pytest.mark.parametrize(
     ("sign_with", "verify_with", "tamper", "expected"),
     [
-        pytest.param(KEY, b"other-key", False, "signature does not match", id="wrong-key"),
-        pytest.param(None, KEY, False, "unsigned manifest", id="unsigned"),
-        pytest.param(KEY, KEY, True, "signature does not match", id="edited-metrics"),
+        pytest.param(KEY, OTHER_PUBLIC, False, "signature does not match", id="wrong-key"),
+        pytest.param(None, PUBLIC, False, "unsigned manifest", id="unsigned"),
+        pytest.param(KEY, PUBLIC, True, "signature does not match", id="edited-metrics"),
     ],
 )
 def test_bad_signatures_are_refused(
@@ -169,73 +174,57 @@ def test_bad_signatures_are_refused(
         store.verify("v1", key=verify_with)
 
 
-def test_signing_key_comes_from_the_environment() -> None:
-    assert signing_key({"DRILLKIT_MODEL_KEY": "abc"}) == b"abc"
-    assert signing_key({"DRILLKIT_MODEL_KEY": ""}) is None
-    assert signing_key({}) is None
+def test_what_verifies_cannot_sign(tmp_path: Path) -> None:
+    # The verifier's key is the public half: signing with it is not even possible, so a
+    # replica (which holds only that) cannot make a version pass.
+    with pytest.raises(ValueError):
+        sign(b"payload", PUBLIC[:16])
+    forged = make_store(tmp_path / "store", versions=1, key=new_signing_key()[0])
+    with pytest.raises(SignatureError, match="signature does not match"):
+        forged.verify("v1", key=PUBLIC)
 
 
-def test_rollback_to_previous_and_to_named_version(tmp_path: Path) -> None:
-    store = make_store(tmp_path / "store", versions=3)
-    assert store.rollback() == ("v3", "v2")
-    assert store.current() == "v2"
-    assert store.rollback(to="v3") == ("v2", "v3")
-    assert store.current() == "v3"
+def test_keys_come_from_the_environment(tmp_path: Path) -> None:
+    path = tmp_path / "signing.key"
+    path.write_text(KEY.hex() + "\n")
+    assert signing_key({"DRILLKIT_SIGNING_KEY_FILE": str(path)}) == KEY
+    assert verify_key({"DRILLKIT_SIGNING_KEY_FILE": str(path)}) == PUBLIC  # derived
+    assert verify_key({"DRILLKIT_VERIFY_KEY": PUBLIC.hex()}) == PUBLIC
+    assert signing_key({}) is None and verify_key({}) is None
+    with pytest.raises(InputError, match="64 hex digits"):
+        verify_key({"DRILLKIT_VERIFY_KEY": "abc"})
+    # The HMAC key of earlier versions: refused with what replaces it, never half-used.
+    with pytest.raises(InputError, match="DRILLKIT_MODEL_KEY .* no longer used"):
+        verify_key({"DRILLKIT_MODEL_KEY": "abc"})
 
 
-def test_rollback_skips_versions_that_fail(tmp_path: Path) -> None:
-    store = make_store(tmp_path / "store", versions=3)
-    flip_byte(store.version_dir("v2") / "weights.safetensors")
-    assert store.rollback() == ("v3", "v1")
+# -- what a replica loads is what it verified -------------------------------------------------
 
 
-def test_rollback_refuses_a_damaged_target(tmp_path: Path) -> None:
-    store = make_store(tmp_path / "store")
-    flip_byte(store.version_dir("v1") / "index.faiss")
-    with pytest.raises(IntegrityError, match="index.faiss"):
-        store.rollback(to="v1")
-    assert store.current() == "v2"
+def test_the_bytes_returned_are_the_bytes_that_were_hashed(tmp_path: Path) -> None:
+    store = make_store(tmp_path)
+    folder = store.version_dir("v2")
+    names = ["weights.safetensors", "index.faiss"]
+    manifest, files = read_verified(folder, names)
+    flip_byte(folder / "weights.safetensors")  # after the check, before any use
+    for name in names:
+        assert hashlib.sha256(files[name]).hexdigest() == manifest.files[name].sha256
+    with pytest.raises(IntegrityError, match="SHA-256 mismatch"):
+        read_verified(folder, names)  # a new read sees the damage
 
 
-@pytest.mark.parametrize("target", ["v9", "latest", "../v1"], ids=["unknown", "word", "path"])
-def test_rollback_to_unknown_version_is_input_error(tmp_path: Path, target: str) -> None:
-    store = make_store(tmp_path / "store")
-    with pytest.raises(InputError):
-        store.rollback(to=target)
+def test_a_version_must_list_every_file_it_is_loaded_from(tmp_path: Path) -> None:
+    store = make_store(tmp_path)  # lists weights, index, popular: no tables
+    with pytest.raises(IntegrityError, match="tables.safetensors is not listed"):
+        read_verified(store.version_dir("v2"), MODEL_FILES)
 
 
-def test_rollback_with_nothing_older_is_input_error(tmp_path: Path) -> None:
-    store = make_store(tmp_path / "store", versions=1)
-    with pytest.raises(InputError, match="no verified version older"):
-        store.rollback()
-
-
-def test_serving_candidates_never_include_unreleased_versions(tmp_path: Path) -> None:
-    store = make_store(tmp_path / "store", versions=3)
-    store.set_current("v2")
-    assert store.serving_candidates() == ["v2", "v1"]
-
-
-def test_garbage_current_pointer_means_newest_first(tmp_path: Path) -> None:
-    store = make_store(tmp_path / "store")
-    (store.root / CURRENT_NAME).write_text("../../etc\n")
-    assert store.current() is None
-    assert store.serving_candidates() == ["v2", "v1"]
-
-
-@settings(max_examples=60, deadline=None)
-@given(
-    offset=st.integers(min_value=0, max_value=10_000),
-    bit=st.integers(0, 7),
-    name=st.sampled_from(["weights.safetensors", "index.faiss", "popular.json"]),
-)
-def test_any_single_bit_flip_is_detected(
-    tmp_path_factory: pytest.TempPathFactory, offset: int, bit: int, name: str
-) -> None:
-    store = make_store(tmp_path_factory.mktemp("store"), versions=1)
-    path = store.version_dir("v1") / name
-    data = bytearray(path.read_bytes())
-    data[offset % len(data)] ^= 1 << bit
-    path.write_bytes(bytes(data))
-    with pytest.raises(IntegrityError, match=name):
-        verify_version(store.version_dir("v1"))
+def test_a_payload_file_that_is_a_link_is_refused(tmp_path: Path) -> None:
+    store = make_store(tmp_path)
+    folder = store.version_dir("v2")
+    planted = tmp_path / "planted"
+    planted.write_bytes((folder / "index.faiss").read_bytes())  # the very bytes, elsewhere
+    (folder / "index.faiss").unlink()
+    (folder / "index.faiss").symlink_to(planted)
+    with pytest.raises(IntegrityError, match="cannot be read safely"):
+        read_verified(folder, ["index.faiss"])
