@@ -67,6 +67,10 @@ class Interrupted(KeyboardInterrupt):
     exit_code = 130
 
 
+#: Seconds the load generator runs past the drill window: its spawn and its run-time clock
+#: start a little after drillkit's t - warmup, and the window must not end in a cliff.
+LOAD_TAIL_S = 1.0
+
 #: A wall-clock step larger than this is reported (the series' windows are 100 ms).
 CLOCK_STEP_S = 0.05
 
@@ -395,11 +399,15 @@ class DrillRunner:
                     actions.register(record, scenario.fault(record.id).params)
                 parts.watcher.start(state)
                 watching = True
+                if parts.probe is not None:
+                    # Before the load: the reference is learnt from an idle stack, and the
+                    # time it takes does not eat into the load's window.
+                    parts.probe.prepare(state)
                 self._enter(DrillState.WARMUP)
                 parts.load.start(self._load_plan(state), Path(state.run_dir))
                 load_started = True
-                if parts.probe is not None:
-                    parts.probe.prepare(state)  # during warmup, before any fault
+                # t=0 counts from the moment every load process is connected, the clock the
+                # generator's own run time counts from: the load covers the whole window.
                 t0 = clock.now() + scenario.load.warmup
                 timeline = FaultTimeline(records, actions, clock)
                 timeline.start(t0)
@@ -516,7 +524,9 @@ class DrillRunner:
             host=state.entry_url,
             rate=load.rate,
             users=load.users,
-            run_seconds=load.warmup + load.duration,
+            # The generator runs a little past the window (it is stopped at the window's end
+            # and its stragglers are not scored), so that the last second has the planned rate.
+            run_seconds=load.warmup + load.duration + LOAD_TAIL_S,
             timeout=load.timeout,
             workers=load.workers,
             n_users=workload.users,

@@ -1,9 +1,10 @@
 """Shared fixtures and the skip policy for resource-marked tests.
 
-A test marked ``docker``, ``gpu`` or ``browser`` runs whenever the resource exists. When it
-does not, the test is skipped with the reason, unless ``DRILLKIT_REQUIRE_DOCKER=1`` /
-``DRILLKIT_REQUIRE_GPU=1`` / ``DRILLKIT_REQUIRE_BROWSER=1`` says the resource must be there
-(CI sets them when it is): then the skip becomes a failure.
+A test marked ``docker``, ``gpu``, ``browser`` or ``promtool`` runs whenever the resource
+exists. When it does not, the test is skipped with the reason, unless
+``DRILLKIT_REQUIRE_DOCKER=1`` / ``DRILLKIT_REQUIRE_GPU=1`` / ``DRILLKIT_REQUIRE_BROWSER=1`` /
+``DRILLKIT_REQUIRE_PROMTOOL=1`` says the resource must be there (CI sets them when it is):
+then the skip becomes a failure.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ _PROBES = {
     "docker": (_docker_reachable, "DRILLKIT_REQUIRE_DOCKER"),
     "gpu": (_gpu_usable, "DRILLKIT_REQUIRE_GPU"),
     "browser": (_browser_usable, "DRILLKIT_REQUIRE_BROWSER"),
+    "promtool": (lambda: shutil.which("promtool") is not None, "DRILLKIT_REQUIRE_PROMTOOL"),
 }
 _found: dict[str, bool] = {}
 
@@ -83,7 +85,8 @@ def drillkit_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[P
     """An isolated DRILLKIT_HOME (state and cache) for one test."""
     home = tmp_path / "home"
     monkeypatch.setenv("DRILLKIT_HOME", str(home))
-    monkeypatch.delenv("DRILLKIT_MODEL_KEY", raising=False)
+    for var in ("DRILLKIT_MODEL_KEY", "DRILLKIT_SIGNING_KEY_FILE", "DRILLKIT_VERIFY_KEY"):
+        monkeypatch.delenv(var, raising=False)
     yield home
 
 

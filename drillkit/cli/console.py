@@ -54,6 +54,12 @@ class Terminal:
     def result(self, message: str, style: str | None = None) -> None:
         self.out.print(printable(message), markup=False, style=style)
 
+    def document(self, text: str) -> None:
+        """A whole document for another tool (Markdown), written as it is: no wrapping, no
+        styling. Its parts from outside were made printable by whoever wrote it."""
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        sys.stdout.flush()
+
     def json(self, data: Any) -> None:
         sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
         sys.stdout.flush()

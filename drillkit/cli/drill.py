@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -53,6 +54,46 @@ def schema() -> None:
     terminal().json(json_schema())
 
 
+def _scenario_summary(path: Path) -> dict[str, str]:
+    """Name, one-line description and file of a bundled scenario (read, not validated)."""
+    import yaml
+
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        doc = None
+    doc = doc if isinstance(doc, dict) else {}
+    description = " ".join(str(doc.get("description") or "").split())
+    return {
+        "name": str(doc.get("name") or path.stem),
+        "description": description,
+        "path": str(path),
+    }
+
+
+def _with_unit(schema: dict[str, object]) -> dict[str, object]:
+    """A param's JSON schema with its ``unit``: ``s`` for durations (a number of seconds or a
+    string such as ``250ms``), else what the model declares."""
+    alternatives = schema.get("anyOf")
+    if isinstance(alternatives, list) and any(
+        isinstance(a, dict) and "ms|s|m|h" in str(a.get("pattern", "")) for a in alternatives
+    ):
+        return {**schema, "unit": "s"}
+    return schema
+
+
+def _param_text(name: str, schema: dict[str, object]) -> str:
+    from drillkit.scenario.units import format_duration
+
+    unit = schema.get("unit")
+    if "default" not in schema:
+        return f"{name} (required{f', {unit}' if unit else ''})"
+    default = schema["default"]
+    if unit == "s" and isinstance(default, int | float):
+        return f"{name}={format_duration(float(default))}"
+    return f"{name}={json.dumps(default)}" + (f" {unit}" if unit else "")
+
+
 def list_(json_out: bool = typer.Option(False, "--json")) -> None:
     """Bundled scenarios, fault kinds (with their params), backends and stack presets."""
     from drillkit.backends.base import backend_names
@@ -60,12 +101,15 @@ def list_(json_out: bool = typer.Option(False, "--json")) -> None:
     from drillkit.stacks.base import preset_names
 
     kinds = fault_kinds()
-    scenario_paths = [str(p) for p in bundled_scenarios()]
-    faults = {
+    scenarios = [_scenario_summary(p) for p in bundled_scenarios()]
+    faults: dict[str, dict[str, Any]] = {
         name: {
             "description": info.description,
             "targets": sorted("any service" if r == ANY_SERVICE else r for r in info.target_roles),
-            "params": info.params.model_json_schema().get("properties", {}),
+            "params": {
+                key: _with_unit(value)
+                for key, value in info.params.model_json_schema().get("properties", {}).items()
+            },
             "source": info.source,
         }
         for name, info in sorted(kinds.items())
@@ -74,17 +118,16 @@ def list_(json_out: bool = typer.Option(False, "--json")) -> None:
     stacks = preset_names()
     t = terminal()
     if json_out:
-        t.json(
-            {"scenarios": scenario_paths, "faults": faults, "backends": backends, "stacks": stacks}
-        )
+        t.json({"scenarios": scenarios, "faults": faults, "backends": backends, "stacks": stacks})
         return
-    t.table("bundled scenarios", ["scenario"], [(p,) for p in scenario_paths])
+    t.table(
+        "bundled scenarios (drillkit run NAME)",
+        ["name", "what it drills"],
+        [(s["name"], s["description"]) for s in scenarios],
+    )
     rows = []
     for name, info in faults.items():
-        params = ", ".join(
-            f"{k}={json.dumps(v['default'])}" if "default" in v else f"{k} (required)"
-            for k, v in info["params"].items()
-        )
+        params = ", ".join(_param_text(k, v) for k, v in info["params"].items())
         rows.append((name, ", ".join(info["targets"]), params or "-", info["description"]))
     t.table("fault kinds", ["kind", "targets", "params (defaults)", "what it does"], rows)
     t.result("backends: " + ", ".join(backends))

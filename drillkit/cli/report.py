@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -16,6 +17,26 @@ app = typer.Typer(
 
 OUT = typer.Option(Path("reports"), "--out", help="The report folder (`run --out`).")
 _SPARKS = "▁▂▃▄▅▆▇█"
+
+
+FORMATS = ("text", "markdown", "json")
+
+
+def _format_option() -> Any:
+    return typer.Option(
+        "text",
+        "--format",
+        "-f",
+        help="text (for a terminal), markdown (GitHub-flavoured, for a CI job summary such as "
+        "$GITHUB_STEP_SUMMARY) or json.",
+    )
+
+
+def _chosen(fmt: str, json_out: bool) -> str:
+    """The output format; `--json` is kept as `--format json`."""
+    if fmt not in FORMATS:
+        raise InputError(f"--format {fmt}: expected one of {', '.join(FORMATS)}")
+    return "json" if json_out else fmt
 
 
 def _resolve(arg: str, out: Path) -> Path:
@@ -31,6 +52,7 @@ def show(
         None, "--html", help="Also write the HTML report here (and its timeline PNG beside it)."
     ),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    fmt: str = _format_option(),
 ) -> None:
     """Re-render a saved JSON report (exit code: the drill's own)."""
     from drillkit.reports.jsonfile import read_report
@@ -38,9 +60,14 @@ def show(
     from drillkit.reports.terminal import render_report
 
     t = terminal()
+    chosen = _chosen(fmt, json_out)
     loaded = read_report(_resolve(report, out))
-    if json_out:
+    if chosen == "json":
         t.json(loaded.model_dump(mode="json"))
+    elif chosen == "markdown":
+        from drillkit.reports.markdown import report_markdown
+
+        t.document(report_markdown(loaded))
     else:
         render_report(loaded, t)
     if html is not None:
@@ -62,11 +89,14 @@ def trend(
     ),
     last: int = typer.Option(10, "--last", "-n", min=1, help="Runs per scenario to list."),
     json_out: bool = typer.Option(False, "--json", help="Print the entries as JSON."),
+    fmt: str = _format_option(),
 ) -> None:
     """Score, time to detect and time to recover per scenario over time."""
+    from drillkit.reports import markdown
     from drillkit.reports.history import read_history
 
     t = terminal()
+    chosen = _chosen(fmt, json_out)
     loaded = read_history(history)
     for problem in loaded.skipped:
         t.warn(f"skipped {problem}")
@@ -81,12 +111,16 @@ def trend(
     groups = [
         (name, runs) for name, runs in loaded.by_scenario() if not scenario or name in scenario
     ]
-    if json_out:
+    if chosen == "json":
         t.json({name: [e.model_dump(mode="json") for e in runs[-last:]] for name, runs in groups})
         return
     if not groups:
-        t.result(f"{loaded.path}: no runs yet")
+        if chosen == "markdown":
+            t.document(f"{markdown.cell(loaded.path)}: no runs yet")
+        else:
+            t.result(f"{loaded.path}: no runs yet")
         return
+    documents = []
     for name, runs in groups:
         shown = runs[-last:]
         rows = []
@@ -113,26 +147,37 @@ def trend(
         styles = [None if e.status == "passed" else "red" for e in shown]
         scores = [e.score for e in runs]
         runs_text = f"{len(runs)} run{'s' if len(runs) != 1 else ''}"
-        t.table(
+        title = (
             f"{name}: {runs_text}, score {_spark(scores[-40:])} "
-            f"(median {statistics.median(scores):.1f}, last {scores[-1]:.1f})",
-            [
-                "started",
-                "backend",
-                "status",
-                "score",
-                "Δ",
-                "ttd",
-                "rto",
-                "quality",
-                "failed",
-                "degraded",
-                "failed checks",
-                "commit",
-            ],
-            rows,
-            styles,
+            f"(median {statistics.median(scores):.1f}, last {scores[-1]:.1f})"
         )
+        if chosen == "markdown":
+            documents.append(
+                f"### {markdown.cell(title)}\n\n"
+                + markdown.table(
+                    _TREND_COLUMNS, rows, right_from=3, text=("failed checks", "commit")
+                )
+            )
+        else:
+            t.table(title, _TREND_COLUMNS, rows, styles)
+    if documents:
+        t.document("\n\n".join(documents))
+
+
+_TREND_COLUMNS = [
+    "started",
+    "backend",
+    "status",
+    "score",
+    "Δ",
+    "ttd",
+    "rto",
+    "quality",
+    "failed",
+    "degraded",
+    "failed checks",
+    "commit",
+]
 
 
 def _scenario_name(arg: str) -> str:
@@ -175,11 +220,14 @@ def compare(
         1.0, "--quality-drop", min=0.0, help="Quality drop (percentage points) that counts."
     ),
     json_out: bool = typer.Option(False, "--json", help="Print the comparison as JSON."),
+    fmt: str = _format_option(),
 ) -> None:
     """List regressions from BASELINE to CANDIDATE; exit 1 when there is one."""
+    from drillkit.reports import markdown
     from drillkit.reports.compare import Thresholds, compare_files
 
     t = terminal()
+    chosen = _chosen(fmt, json_out)
     result = compare_files(
         _resolve(baseline, out),
         _resolve(candidate, out),
@@ -187,8 +235,31 @@ def compare(
             tolerance=tolerance / 100, min_seconds=min_seconds, quality_drop=quality_drop / 100
         ),
     )
-    if json_out:
+    count = len(result.regressions)
+    verdict = f"{count} regression{'s' if count != 1 else ''}" if count else "no regressions"
+    if chosen == "json":
         t.json(result.as_json())
+    elif chosen == "markdown":
+        shown = [c for c in result.changes if c.verdict != "same" or t.verbose]
+        lines = [
+            f"### {markdown.cell(result.scenario)}: {markdown.cell(result.baseline)} -> "
+            f"{markdown.cell(result.candidate)}"
+        ]
+        lines += [f"> {markdown.cell(note)}" for note in result.notes]
+        if shown:
+            lines.append(
+                markdown.table(
+                    ["what", "before", "after", "verdict", "why"],
+                    [
+                        (c.what, c.before, c.after, markdown.Raw(f"**{c.verdict}**"), c.why)
+                        if c.verdict == "regression"
+                        else (c.what, c.before, c.after, c.verdict, c.why)
+                        for c in shown
+                    ],
+                )
+            )
+        lines.append(f"**{verdict}**" if count else verdict)
+        t.document("\n\n".join(lines))
     else:
         for note in result.notes:
             t.warn(note)
@@ -201,11 +272,7 @@ def compare(
                 [(c.what, c.before, c.after, c.verdict, c.why) for c in shown],
                 styles,
             )
-        count = len(result.regressions)
-        t.result(
-            f"{count} regression{'s' if count != 1 else ''}" if count else "no regressions",
-            style="bold red" if count else "green",
-        )
+        t.result(verdict, style="bold red" if count else "green")
     if result.regressions:
         raise typer.Exit(1)
 

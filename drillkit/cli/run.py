@@ -132,6 +132,7 @@ def run(
                     None if many else junit_path,
                     _per_drill(html_path, scenario.name, many),
                     ci,
+                    junit_path,
                 )
             except EnvironmentFailure as exc:
                 t.error(str(exc))
@@ -155,6 +156,13 @@ def _per_drill(path: Path | None, name: str, many: bool) -> Path | None:
     if path is None or not many:
         return path
     return path.with_name(f"{path.stem}-{name}{path.suffix}")
+
+
+def _inside(path: Path | None, folder: Path) -> bool:
+    """Whether ``path`` lies in ``folder`` (or below it), compared as absolute paths."""
+    if path is None:
+        return False
+    return path.resolve().is_relative_to(folder.resolve())
 
 
 def _severity(code: int) -> int:
@@ -219,7 +227,11 @@ def _write(
     junit_path: Path | None,
     html_path: Path | None,
     ci: bool,
+    run_junit: Path | None = None,
 ) -> None:
+    """Write the reports of one drill. ``junit_path`` is this drill's own JUnit file (None
+    with several drills); ``run_junit`` the run's ``--junit`` either way: inside ``folder`` it
+    replaces the dated JUnit copy."""
     from drillkit.reports.history import append_history, entry_for
     from drillkit.reports.jsonfile import write_report
     from drillkit.reports.junit import write_junit
@@ -235,7 +247,9 @@ def _write(
         written += [dated, write_report(report, folder / "last.json")]
         if json_path is not None:
             written.append(write_report(report, json_path))
-        if "junit" in formats or ci:
+        # A --junit file inside the report folder is the run's JUnit there: a second, dated
+        # copy would make a `reports/*.xml` glob count every check twice.
+        if ("junit" in formats or ci) and not _inside(run_junit, folder):
             written.append(write_junit([report], base.with_suffix(".xml")))
         if junit_path is not None:
             written.append(write_junit([report], junit_path))

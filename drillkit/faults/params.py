@@ -109,9 +109,11 @@ class LoadSpikeParams(FaultParams):
     """``load_spike``: extra traffic on top of the drill's load, for the fault's duration."""
 
     rate: Annotated[float, Field(gt=0, le=100_000)] = Field(
-        description="Extra requests per second, offered whatever the answers (an open loop)."
+        description="Extra requests per second, offered whatever the answers (an open loop).",
+        json_schema_extra={"unit": "req/s"},
     )
     connections: Annotated[int, Field(ge=1, le=4096, strict=True)] = Field(
         default=256,
         description="Most extra requests in flight; a request due beyond it is not sent.",
+        json_schema_extra={"unit": "requests"},
     )

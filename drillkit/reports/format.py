@@ -5,20 +5,28 @@ from __future__ import annotations
 
 import math
 
-from drillkit.reports.model import CheckReport
+from drillkit.reports.model import CheckReport, FaultReport, PhaseReport
 
 __all__ = [
+    "CHECK_COLUMNS",
     "DASH",
+    "FAULT_COLUMNS",
+    "NO_IMPACT",
     "PHASE_COLUMNS",
+    "check_row",
+    "fault_row",
     "format_check_value",
     "format_score",
     "ms",
+    "phase_row",
     "seconds",
     "share",
 ]
 
 #: What stands for a figure that does not exist.
 DASH = "-"
+#: A fault's recovery when the SLOs never broke: nothing to recover from (its rto is 0).
+NO_IMPACT = "no SLO impact"
 
 #: The phases table's columns, in the terminal and the HTML report alike.
 PHASE_COLUMNS: tuple[str, ...] = (
@@ -35,6 +43,17 @@ PHASE_COLUMNS: tuple[str, ...] = (
     "p95 ms",
     "p99 ms",
     "quality",
+)
+
+#: The faults table's columns, in the terminal and in Markdown.
+FAULT_COLUMNS: tuple[str, ...] = (
+    *("fault", "kind", "target", "injected", "detected", "ttd", "recovered", "rto"),
+    *("restored", "failed", "degraded", "wrong-model", "evidence"),
+)
+
+#: The checks table's columns, in the terminal and in Markdown.
+CHECK_COLUMNS: tuple[str, ...] = (
+    *("check", "phase", "target", "actual", "pass", "weight", "credit", "detail"),
 )
 
 
@@ -73,7 +92,61 @@ def format_check_value(check: CheckReport, value: float | None) -> str:
     if name.endswith("_ms"):
         return f"{value:.1f} ms"
     if name.endswith("_within"):
-        return f"{value:.2f} s"
+        # Two decimals, but never rounded to nothing: a 1 ms target reads 0.001 s, not 0.00 s.
+        return f"{value:.2f} s" if value == 0 or abs(value) >= 0.1 else f"{value:.2g} s"
     if name.endswith(".max_failed_requests") and check.target < 1 and check.target != 0:
         return share(value, 3)  # a share of the fault's requests
     return f"{value:g}"
+
+
+def phase_row(p: PhaseReport) -> list[str]:
+    """A phase's cells, in :data:`PHASE_COLUMNS` order."""
+    return [
+        p.name,
+        seconds(p.start),
+        seconds(p.end),
+        str(p.requests),
+        f"{p.rps:.1f}",
+        str(p.failed),
+        str(p.degraded),
+        str(p.wrong_model),
+        share(p.availability, 3),
+        ms(p.p50_ms),
+        ms(p.p95_ms),
+        ms(p.p99_ms),
+        share(p.quality, 1),
+    ]
+
+
+def fault_row(f: FaultReport) -> list[str]:
+    """A fault's cells, in :data:`FAULT_COLUMNS` order; a fault the SLOs never felt reads
+    "no SLO impact", not a recovery at +0.00s."""
+    return [
+        f.id,
+        f.kind,
+        f.target,
+        seconds(f.injected_at),
+        seconds(f.detected_at),
+        seconds(f.ttd_s),
+        NO_IMPACT if f.slo_impact is False else seconds(f.recovered_at),
+        DASH if f.slo_impact is False else seconds(f.rto_s),
+        seconds(f.restored_at),
+        f"{f.failed_requests}/{f.requests}",
+        str(f.degraded_responses),
+        str(f.wrong_model_responses),
+        f.evidence,
+    ]
+
+
+def check_row(c: CheckReport) -> list[str]:
+    """A check's cells, in :data:`CHECK_COLUMNS` order."""
+    return [
+        c.name + (" (critical)" if c.critical else ""),
+        c.phase,
+        f"{c.op or ''} {format_check_value(c, c.target)}".strip(),
+        format_check_value(c, c.actual),
+        "PASS" if c.passed else "FAIL",
+        f"{c.weight:g}",
+        f"{c.earned:.3f}".rstrip("0").rstrip("."),
+        c.detail,
+    ]

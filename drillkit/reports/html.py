@@ -17,6 +17,7 @@ from typing import Final
 
 from drillkit.fsutil import atomic_write
 from drillkit.reports.format import (
+    NO_IMPACT,
     PHASE_COLUMNS,
     format_check_value,
     format_score,
@@ -177,7 +178,20 @@ def _kpis(report: DrillReport) -> str:
         return f"{max(v for v in values if v is not None):.2f}s", ""
 
     ttd, ttd_css = worst([f.ttd_s for f in applied])
-    rto, rto_css = worst([f.rto_s for f in applied])
+    # A fault the SLOs never noticed has nothing to recover from: its rto of 0 is not a
+    # "time to recover" for a replica that came back half a minute later.
+    impacted = [f for f in applied if f.slo_impact is not False]
+    rto, rto_css = worst([f.rto_s for f in impacted])
+    rto_note = "slowest of the faults"
+    if applied and not impacted:
+        rto, rto_note = NO_IMPACT, "the SLOs held through every fault"
+    restored = [
+        f.restored_at - f.injected_at
+        for f in applied
+        if f.restored_at is not None and f.injected_at is not None
+    ]
+    if restored:
+        rto_note += f"; target back in service after {max(restored):.2f}s"
     saturated = " (generator saturated)" if load.generator_saturated else ""
     failed_share = _share(failed / load.requests, 3) if load.requests else _DASH
     cards = [
@@ -190,7 +204,7 @@ def _kpis(report: DrillReport) -> str:
         ("failed", f"{failed:,}", f"{failed_share} of requests", "bad" if failed else ""),
         ("wrong-model", f"{wrong:,}", "responses from an unverified model", "bad" if wrong else ""),
         ("time to detect", ttd, "slowest of the faults", ttd_css),
-        ("time to recover", rto, "slowest of the faults", rto_css),
+        ("time to recover", rto, rto_note, rto_css),
     ]
     html_cards = "".join(
         f'<div class="kpi {css}"><div class="k">{_e(k)}</div><div class="v">{_e(v)}</div>'
@@ -258,6 +272,7 @@ def _faults(report: DrillReport) -> str:
         "ttd",
         "recovered",
         "rto",
+        "restored",
         "failed",
         "degraded",
         "wrong-model",
@@ -282,8 +297,9 @@ def _faults(report: DrillReport) -> str:
                 _never(f.healed_at, applied),
                 _never(f.detected_at, applied),
                 _seconds(f.ttd_s),
-                _never(f.recovered_at, applied),
-                _seconds(f.rto_s),
+                NO_IMPACT if f.slo_impact is False else _never(f.recovered_at, applied),
+                _DASH if f.slo_impact is False else _seconds(f.rto_s),
+                _seconds(f.restored_at),
                 f"{f.failed_requests:,}/{f.requests:,}",
                 f"{f.degraded_responses:,}",
                 f"{f.wrong_model_responses:,}",
@@ -291,7 +307,7 @@ def _faults(report: DrillReport) -> str:
             ]
         )
         classes.append("fail" if f"fault:{f.id}" in failing else "")
-    table = _table(headers, rows, row_classes=classes, numeric_from=3, text_columns=(12,))
+    table = _table(headers, rows, row_classes=classes, numeric_from=3, text_columns=(13,))
     return f"<section><h2>Faults</h2>{table}</section>"
 
 

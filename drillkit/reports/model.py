@@ -122,6 +122,8 @@ class FaultReport(_Model):
     # extensions
     evidence: str = ""
     detected_by: str | None = None
+    slo_impact: bool | None = None
+    restored_at: float | None = None
 
 
 class CheckReport(_Model):

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Final
 
 from drillkit.errors import EnvironmentFailure
 from drillkit.fsutil import atomic_write
+from drillkit.reports.format import NO_IMPACT
 from drillkit.reports.jsonfile import REPORT_MODE
 from drillkit.reports.model import DrillReport, SeriesReport
 
@@ -64,6 +65,9 @@ _DEGRADED = SERIES_COLOURS["degraded"]
 _QUALITY = SERIES_COLOURS["quality"]
 _DETECTED = "#6e40c9"
 _RECOVERED = "#1a7f37"
+_RESTORED = "#0969da"
+#: The width of one character of a mark's label, as a share of the time axis (8 pt text).
+_CHAR_WIDTH = 0.0062
 _PHASE = "#8c959f"
 _TARGET = "#57606a"
 _GRID = "#eaeef2"
@@ -361,7 +365,7 @@ def _decorate(ax: Axes, report: DrillReport, x_end: float) -> None:
             ax.axvline(f.healed_at, color=_FAULT_EDGE, linewidth=0.9, zorder=0.5)
         if f.detected_at is not None:
             ax.axvline(f.detected_at, color=_DETECTED, linewidth=1.1, linestyle="--", zorder=3)
-        if f.recovered_at is not None:
+        if f.recovered_at is not None and f.slo_impact is not False:
             ax.axvline(f.recovered_at, color=_RECOVERED, linewidth=1.1, zorder=3)
     for t in _phase_bounds(report, x_end):
         ax.axvline(t, color=_PHASE, linewidth=0.7, linestyle=":", zorder=0.6)
@@ -430,6 +434,9 @@ def _events(ax: Axes, report: DrillReport, x_end: float, lanes: int) -> None:
             if at is None
         ]
         healed = f"  (never {', never '.join(never)})" if never else ""
+        if f.slo_impact is False:
+            # Not "recovered +0.00s" before "detected": the SLOs never broke.
+            healed += f"  \u00b7 {NO_IMPACT}"
         right_side = f.injected_at > 0.7 * x_end
         ax.text(
             end - pad if right_side else f.injected_at + pad,
@@ -449,22 +456,31 @@ def _events(ax: Axes, report: DrillReport, x_end: float, lanes: int) -> None:
                 "linewidth": 0.7,
             },
         )
+        recovered = f.recovered_at if f.slo_impact is not False else None
         marks = [
             (at, colour, word)
             for at, colour, word in (
                 (f.detected_at, _DETECTED, "detected"),
-                (f.recovered_at, _RECOVERED, "recovered"),
+                (recovered, _RECOVERED, "recovered"),
+                (f.restored_at, _RESTORED, "back in service"),
             )
             if at is not None
         ]
         marks.sort(key=lambda m: m[0])
+        free_from = -float("inf")  # where the last label placed to the right ends
         for i, (at, colour, word) in enumerate(marks):
             ax.plot([at], [lane + 0.72], marker="v", color=colour, markersize=6, zorder=6)
-            left = i == 0 and len(marks) == 2
+            left = i == 0 and len(marks) >= 2
             text = f"{word} +{at - f.injected_at:.2f}s"
+            y = lane + 0.72
+            if not left:
+                # A label that would run into the previous one goes a little lower.
+                if at < free_from:
+                    y = lane + 0.95
+                free_from = at + _CHAR_WIDTH * x_end * (len(text) + 2)
             ax.text(
                 at - 1.6 * pad if left else at + 1.6 * pad,
-                lane + 0.72,
+                y,
                 text,
                 ha="right" if left else "left",
                 va="center",
@@ -498,7 +514,17 @@ def _legend(fig: Figure, report: DrillReport) -> None:
             ),
         )
         handles.insert(1, Line2D([], [], color=_DETECTED, linestyle="--", label="detected"))
-        handles.insert(2, Line2D([], [], color=_RECOVERED, label="recovered"))
+        at = 2
+        if any(f.recovered_at is not None and f.slo_impact is not False for f in report.faults):
+            handles.insert(at, Line2D([], [], color=_RECOVERED, label="recovered"))
+            at += 1
+        if any(f.restored_at is not None for f in report.faults):
+            handles.insert(
+                at,
+                Line2D(
+                    [], [], color=_RESTORED, marker="v", linestyle="none", label="back in service"
+                ),
+            )
     fig.legend(
         handles=handles,
         loc="outside lower center",

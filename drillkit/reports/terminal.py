@@ -10,16 +10,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from drillkit.reports.format import (
+    CHECK_COLUMNS,
+    FAULT_COLUMNS,
     PHASE_COLUMNS,
-    format_check_value,
+    check_row,
+    fault_row,
     format_score,
-    ms,
-    seconds,
-    share,
+    phase_row,
 )
 from drillkit.reports.model import DrillReport
 from drillkit.text import printable
@@ -38,15 +40,81 @@ _STATUS_STYLE = {
 }
 
 
-def _table(title: str, columns: Sequence[str], *, right_from: int = 1) -> Table:
-    table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
-    for i, column in enumerate(columns):
-        table.add_column(column, justify="right" if i >= right_from else "left")
-    return table
+#: Columns of free text (evidence, a check's detail) fold to lines of at least this width.
+_FOLD_MIN = 20
+#: What separates two columns (no outer edge, no edge padding): " │ ".
+_GAP = 3
 
 
-def _row(table: Table, cells: Sequence[str], style: str | None = None) -> None:
-    table.add_row(*(Text(printable(cell)) for cell in cells), style=style)
+class _Grid:
+    """A report table that fits the terminal without cutting a figure.
+
+    rich shrinks every column of a table wider than the terminal and cuts what no longer fits
+    (``10.0…``, ``100…``): a figure an engineer cannot read. Here, numeric columns keep their
+    full width; free-text columns (``fold``) wrap; and when the columns still do not fit, the
+    table is split into parts that each repeat the first column (the row's name), so every
+    part reads on its own at 80 to 100 columns.
+    """
+
+    def __init__(
+        self, title: str, columns: Sequence[str], *, right_from: int = 1, fold: Sequence[str] = ()
+    ) -> None:
+        self.title = title
+        self.columns = list(columns)
+        self.right_from = right_from
+        self.fold = {self.columns.index(name) for name in fold}
+        self.rows: list[tuple[list[str], str | None]] = []
+
+    def add_row(self, cells: Sequence[str], style: str | None = None) -> None:
+        self.rows.append(([printable(cell) for cell in cells], style))
+
+    def _width(self, i: int) -> int:
+        cells = [len(cells[i]) for cells, _ in self.rows]
+        natural = max([len(self.columns[i]), *cells])
+        return min(natural, _FOLD_MIN) if i in self.fold else natural
+
+    def parts(self, width: int) -> list[list[int]]:
+        """Column indexes of each part: the first column, then as many as fit, in order."""
+        widths = [self._width(i) for i in range(len(self.columns))]
+        parts: list[list[int]] = []
+        current = [0]
+        used = widths[0]
+        for i in range(1, len(self.columns)):
+            if len(current) > 1 and used + _GAP + widths[i] > width:
+                parts.append(current)
+                current, used = [0], widths[0]
+            current.append(i)
+            used += _GAP + widths[i]
+        parts.append(current)
+        return parts
+
+    def tables(self, width: int) -> list[Table]:
+        parts = self.parts(width)
+        tables = []
+        for n, part in enumerate(parts):
+            title = self.title if n == 0 else f"{self.title} (continued)"
+            table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
+            for i in part:
+                name = self.columns[i]
+                if i in self.fold:
+                    table.add_column(name, justify="left", overflow="fold")
+                else:
+                    table.add_column(
+                        name,
+                        justify="right" if i >= self.right_from else "left",
+                        no_wrap=True,
+                        min_width=self._width(i),
+                    )
+            for cells, style in self.rows:
+                table.add_row(*(Text(cells[i]) for i in part), style=style)
+            tables.append(table)
+        return tables
+
+    def print(self, out: Console) -> None:
+        for n, table in enumerate(self.tables(out.width)):
+            if n:
+                out.print()
+            out.print(table)
 
 
 def _header(report: DrillReport) -> Text:
@@ -69,96 +137,25 @@ def _header(report: DrillReport) -> Text:
     return header
 
 
-def _phases(report: DrillReport) -> Table:
-    table = _table("phases", PHASE_COLUMNS)
+def _phases(report: DrillReport) -> _Grid:
+    table = _Grid("phases", PHASE_COLUMNS)
     for p in report.phases:
-        _row(
-            table,
-            [
-                p.name,
-                seconds(p.start),
-                seconds(p.end),
-                str(p.requests),
-                f"{p.rps:.1f}",
-                str(p.failed),
-                str(p.degraded),
-                str(p.wrong_model),
-                share(p.availability, 3),
-                ms(p.p50_ms),
-                ms(p.p95_ms),
-                ms(p.p99_ms),
-                share(p.quality, 1),
-            ],
-        )
+        table.add_row(phase_row(p))
     return table
 
 
-def _faults(report: DrillReport) -> Table:
-    table = _table(
-        "faults",
-        [
-            "fault",
-            "kind",
-            "target",
-            "injected",
-            "detected",
-            "ttd",
-            "recovered",
-            "rto",
-            "failed",
-            "degraded",
-            "wrong-model",
-            "evidence",
-        ],
-        right_from=3,
-    )
+def _faults(report: DrillReport) -> _Grid:
+    table = _Grid("faults", FAULT_COLUMNS, right_from=3, fold=["evidence"])
     for f in report.faults:
-        _row(
-            table,
-            [
-                f.id,
-                f.kind,
-                f.target,
-                seconds(f.injected_at),
-                seconds(f.detected_at),
-                seconds(f.ttd_s),
-                seconds(f.recovered_at),
-                seconds(f.rto_s),
-                f"{f.failed_requests}/{f.requests}",
-                str(f.degraded_responses),
-                str(f.wrong_model_responses),
-                f.evidence,
-            ],
-        )
-    # Free text reads better left-aligned.
-    table.columns[-1].justify = "left"
+        table.add_row(fault_row(f))
     return table
 
 
-def _checks(report: DrillReport) -> Table:
-    table = _table(
-        "checks",
-        ["check", "phase", "target", "actual", "pass", "weight", "credit", "detail"],
-        right_from=2,
-    )
+def _checks(report: DrillReport) -> _Grid:
+    table = _Grid("checks", CHECK_COLUMNS, right_from=2, fold=["detail"])
     for c in report.checks:
-        name = c.name + (" (critical)" if c.critical else "")
-        op = c.op or ""
-        _row(
-            table,
-            [
-                name,
-                c.phase,
-                f"{op} {format_check_value(c, c.target)}".strip(),
-                format_check_value(c, c.actual),
-                "PASS" if c.passed else "FAIL",
-                f"{c.weight:g}",
-                f"{c.earned:.3f}".rstrip("0").rstrip("."),
-                c.detail,
-            ],
-            style=None if c.passed else ("bold red" if c.critical else "red"),
-        )
-    table.columns[-1].justify = "left"
+        style = None if c.passed else ("bold red" if c.critical else "red")
+        table.add_row(check_row(c), style=style)
     return table
 
 
@@ -190,16 +187,16 @@ def render_report(report: DrillReport, terminal: Terminal) -> None:
     for note in report.notes:
         out.print(Text(f"note: {printable(note)}", style="yellow"))
     out.print()
-    out.print(_phases(report))
+    _phases(report).print(out)
     if report.faults:
         out.print()
-        out.print(_faults(report))
+        _faults(report).print(out)
         # Who noticed does not fit the table; it is what an on-call engineer asks next.
         for f in report.faults:
             if f.detected_by:
                 line = f"{f.id}: detected by {f.detected_by}"
                 out.print(Text(printable(line), style="dim"))
     out.print()
-    out.print(_checks(report))
+    _checks(report).print(out)
     out.print()
     out.print(score_line(report))

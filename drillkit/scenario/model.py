@@ -304,6 +304,7 @@ class FaultSpec(_Section):
     id: str = Field(
         default="",
         description='Unique id; default "<kind>-<index>", the index 1-based among all faults.',
+        json_schema_extra={"pattern": f"^({_ID_RE.pattern})?$", "maxLength": _ID_MAX},
     )
     kind: str = Field(description="A registered fault kind, e.g. kill_node.")
     target: Target
@@ -460,7 +461,11 @@ class Scenario(_Section):
     """
 
     version: Literal[1] = Field(description="Format version; the only known one is 1.")
-    name: str = Field(max_length=100, description="Lowercase letters, digits and '-'.")
+    name: str = Field(
+        max_length=100,
+        description="Lowercase letters, digits and '-'.",
+        json_schema_extra={"pattern": f"^{_NAME_RE.pattern}$"},
+    )
     description: str = ""
     stack: StackSection = Field(default_factory=StackSection)
     load: LoadSection = Field(default_factory=LoadSection)

@@ -236,17 +236,19 @@ def _dump_count_or_share(value: CountOrShare) -> int | float:
     return value.count if value.count is not None else float(value.share or 0.0)
 
 
+# The patterns are the loader's own number syntax, so an editor flags what `validate` refuses
+# (`1.2.3s` matched the looser `[0-9.]+` they had).
 _DURATION_SCHEMA: dict[str, Any] = {
     "anyOf": [
         {"type": "number", "minimum": 0},
-        {"type": "string", "pattern": r"^\s*[0-9.]+([eE][+-]?[0-9]+)?\s*(ms|s|m|h)?\s*$"},
+        {"type": "string", "pattern": rf"^\s*{_NUMBER}\s*(ms|s|m|h)?\s*$"},
     ],
     "description": "A duration: 250ms, 5s, 2m, 1h, or a number of seconds.",
 }
 _SHARE_SCHEMA: dict[str, Any] = {
     "anyOf": [
         {"type": "number", "minimum": 0, "maximum": 1},
-        {"type": "string", "pattern": r"^\s*[0-9.]+([eE][+-]?[0-9]+)?\s*%?\s*$"},
+        {"type": "string", "pattern": rf"^\s*{_NUMBER}\s*%?\s*$"},
     ],
     "description": "A share: 99.9% or 0.999.",
 }
@@ -254,7 +256,7 @@ _COUNT_OR_SHARE_SCHEMA: dict[str, Any] = {
     "anyOf": [
         {"type": "integer", "minimum": 0},
         {"type": "number", "minimum": 0, "maximum": 1},
-        {"type": "string", "pattern": r"^\s*[0-9.]+([eE][+-]?[0-9]+)?\s*%?\s*$"},
+        {"type": "string", "pattern": rf"^\s*{_NUMBER}\s*%?\s*$"},
     ],
     "description": "A count of requests (an integer), or a share like 0.1% or 0.001.",
 }

@@ -38,6 +38,7 @@ higher-is-better misses earn 0, as does a figure that does not exist (never dete
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -213,6 +214,12 @@ class FaultResult:
     p99_ms: float
     evidence: str
     detected_by: str | None  # "<source>: <what>" of the detecting event
+    # Whether the SLOs broke at all (False: they held from the injection on, and rto_s is 0
+    # because there was nothing to recover from); None when the fault was never applied.
+    slo_impact: bool | None = None
+    # When the target was back in service (routed again after the stack took it out), apart
+    # from the SLOs' recovery; None when it was never taken out, or never came back.
+    restored_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,6 +288,30 @@ def detect(fault: FaultRun, events: Sequence[DetectionEvent]) -> DetectionEvent 
     until = fault.healed_at if fault.healed_at is not None else float("inf")
     candidates = [e for e in events if injected <= e.t <= until and _concerns(e, targets)]
     return min(candidates, key=lambda e: e.t, default=None)
+
+
+_TAKEN_OUT = re.compile(r"\bup->")
+_BACK_IN = re.compile(r"->up\b")
+
+
+def restore(fault: FaultRun, events: Sequence[DetectionEvent]) -> float | None:
+    """When a target the stack took out of service after the injection (a state change away
+    from ``up``, such as the gateway ejecting it) was routed again (a change back to ``up``).
+
+    This is the service's recovery, which may come long after the SLOs' (other replicas
+    carried the load) or before it. None when no target was taken out, or none came back.
+    """
+    if fault.injected_at is None:
+        return None
+    out = False
+    for event in sorted(events, key=lambda e: e.t):
+        if event.t < fault.injected_at or event.subject not in fault.targets:
+            continue
+        if not out:
+            out = bool(_TAKEN_OUT.search(event.what))
+        elif _BACK_IN.search(event.what):
+            return event.t
+    return None
 
 
 def _holds(stats: WindowStats, quality: float | None, slo: SLO) -> bool:
@@ -539,8 +570,15 @@ def _fault_result(
     detected: DetectionEvent | None,
     recovered: float | None,
     phase: PhaseStats | None,
+    *,
+    clipped_injection: float | None = None,
+    restored: float | None = None,
 ) -> FaultResult:
     injected = fault.injected_at
+    impact: bool | None = None
+    if clipped_injection is not None:
+        # The first candidate run starts at the injection: the SLOs never broke.
+        impact = recovered is None or recovered > clipped_injection + _EPS
     return FaultResult(
         id=fault.id,
         kind=fault.kind,
@@ -558,6 +596,8 @@ def _fault_result(
         p99_ms=0.0 if phase is None else phase.p99_ms,
         evidence=fault.evidence,
         detected_by=None if detected is None else f"{detected.source}: {detected.what}",
+        slo_impact=impact,
+        restored_at=restored,
     )
 
 
@@ -587,6 +627,7 @@ def analyze(inp: DrillInput) -> Analysis:
         detected = detect(fault, inp.events)
         recovered: float | None = None
         phase: PhaseStats | None = None
+        injected: float | None = None
         if fault.injected_at is not None:
             injected = _clip(fault.injected_at, duration)
             recovered = recover(
@@ -599,7 +640,14 @@ def analyze(inp: DrillInput) -> Analysis:
             phase = _phase(f"fault:{fault.id}", injected, end, records, quality)
             fault_phases.append(phase)
             fault_ends.append(end)
-        result = _fault_result(fault, detected, recovered, phase)
+        result = _fault_result(
+            fault,
+            detected,
+            recovered,
+            phase,
+            clipped_injection=injected,
+            restored=restore(fault, inp.events),
+        )
         faults.append(result)
         checks_by_fault.append(_fault_checks(fault, result))
 

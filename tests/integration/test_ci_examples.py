@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from .conftest import Cli, leftovers
@@ -37,6 +38,48 @@ def test_the_examples_pass_yamllint() -> None:
         timeout=60,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "schema"),
+    [("github-actions.yml", "vendor.github-workflows"), ("gitlab-ci.yml", "vendor.gitlab-ci")],
+)
+def test_the_examples_match_the_official_schemas(name: str, schema: str) -> None:
+    # check-jsonschema's bundled copies of GitHub's workflow schema and GitLab's CI schema.
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "check_jsonschema",
+            "--builtin-schema",
+            schema,
+            str(EXAMPLES / name),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_the_examples_install_a_pinned_drillkit_never_the_bare_pypi_name() -> None:
+    github = _github()
+    assert github["permissions"] == {"contents": "read"}
+    assert github["defaults"]["run"]["shell"] == "bash"  # pipefail for `drillkit ... | tee`
+    steps = github["jobs"]["drill"]["steps"]
+    (install,) = [s for s in steps if s.get("name") == "Install drillkit"]
+    spec = github["env"]["DRILLKIT_PIP_SPEC"]
+    assert spec.startswith("drillkit @ git+https://github.com/") and "vars.DRILLKIT_REF" in spec
+    assert "download.pytorch.org/whl/cpu" in github["env"]["TORCH_INDEX_URL"]
+    assert '--index-url "$TORCH_INDEX_URL"' in install["run"]
+    uses = [str(s.get("uses", "")) for s in github["jobs"]["drill"]["steps"]]
+    assert any(u.startswith("mikepenz/action-junit-report") for u in uses)  # JUnit in the summary
+    gitlab = "\n".join(_gitlab()["drill"]["before_script"])
+    assert "git+${DRILLKIT_REPOSITORY_URL}@${DRILLKIT_REF}" in gitlab
+    assert "$TORCH_INDEX_URL" in gitlab
+    for text in (yaml.safe_dump(github), gitlab):
+        assert 'pip install "$DRILLKIT_PIP_SPEC"' in text or "git+" in text
+        assert "pip install drillkit\n" not in text and 'pip install "drillkit"' not in text
 
 
 def _github() -> dict[str, Any]:
@@ -125,10 +168,10 @@ def test_github_job_commands_run_verbatim(cli: Cli, tmp_path: Path) -> None:
     first = _github_job(workdir, env)
     for name, proc in first.items():
         assert proc.returncode == 0, f"{name}: {proc.stdout}{proc.stderr}"
-    assert "no previous run" in first["Compare with the previous run"].stdout
+    assert "no previous run" in first["Compare with the last good run"].stdout
     second = _github_job(workdir, env)
     assert second["Run the drill"].returncode == 0, second["Run the drill"].stderr
-    compared = second["Compare with the previous run"]
+    compared = second["Compare with the last good run"]
     # Two honest runs may differ by more than the tolerance; what matters is that the gate
     # judged the pair and its exit code says what it printed.
     assert compared.returncode in (0, 1), compared.stderr
@@ -143,7 +186,11 @@ def test_github_job_commands_run_verbatim(cli: Cli, tmp_path: Path) -> None:
     ]
     assert [h["scenario"] for h in history] == ["ci-kill", "ci-kill"]
     assert history[-1]["commit"] == "0123456789abcdef"
-    assert "ci-kill: 2 runs" in (workdir / "summary").read_text()
+    summary = (workdir / "summary").read_text()
+    assert "ci-kill: 2 runs" in summary
+    # The summary is GitHub-flavoured Markdown: tables, never box drawing.
+    assert "### drill ci-kill" in summary and "| started |" in summary
+    assert not set("┃━╇") & set(summary)
     assert not leftovers(cli)
 
 
@@ -171,3 +218,36 @@ def test_the_matrix_scenarios_validate(cli: Cli) -> None:
     proc = cli("validate", *sorted(names))
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("ok  ") == len(names)
+
+
+def _step(name: str) -> str:
+    (step,) = [s for s in _github()["jobs"]["drill"]["steps"] if s.get("name") == name]
+    return str(step["run"])
+
+
+def test_a_regression_never_becomes_the_next_baseline(cli: Cli, tmp_path: Path) -> None:
+    # The last good night had rto 2.0 s; tonight's run passed but its rto grew to 2.6 s: the
+    # gate fails the job, and drill-history keeps the good night as the baseline, so that
+    # tomorrow is compared with it again rather than with the regression.
+    from drillkit.reports.jsonfile import write_report
+    from tests.unit.cli.test_report_cli import _rto
+    from tests.unit.reports.test_model import sample_report
+
+    work = tmp_path / "w"
+    good = write_report(_rto(sample_report(), 2.0), work / "drill-history" / "last.json")
+    baseline = good.read_text()
+    write_report(_rto(sample_report(), 2.6), work / "reports" / "last.json")
+    env = _job_env(cli, work, "kill-node")
+    compared = _bash(_step("Compare with the last good run"), work, env)
+    assert compared.returncode == 1, compared.stdout + compared.stderr
+    assert "**1 regression**" in (work / "summary").read_text()
+    kept = _bash(_step("Keep the history for the next run"), work, env)
+    assert kept.returncode == 0, kept.stderr
+    assert (work / "drill-history" / "last.json").read_text() == baseline
+
+    (work / "reports" / ".regressed").unlink()
+    better = write_report(_rto(sample_report(), 1.5), work / "reports" / "last.json")
+    assert _bash(_step("Compare with the last good run"), work, env).returncode == 0
+    assert _bash(_step("Keep the history for the next run"), work, env).returncode == 0
+    # A good night that did not regress is the new baseline.
+    assert (work / "drill-history" / "last.json").read_text() == better.read_text()

@@ -216,3 +216,37 @@ def test_a_plugin_that_fails_to_import_costs_a_warning(cli: Cli, tmp_path: Path)
         assert "warning" in proc.stderr.lower(), proc.stderr
         assert "broken_kind" in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_the_example_sdist_carries_and_passes_its_own_tests(cli: Cli, tmp_path: Path) -> None:
+    # What a packager does with the sdist: unpack, install, run the tests it ships. The
+    # tests' conftest and the scenario they read must be in it (they were left out).
+    import tarfile
+    import tomllib
+
+    example = copy_example(tmp_path)
+    built = subprocess.run(
+        [sys.executable, "-m", "build", "--sdist", "--no-isolation", "--outdir", "dist", "."],
+        cwd=example,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert built.returncode == 0, built.stdout + built.stderr
+    (sdist,) = (example / "dist").glob("*.tar.gz")
+    with tarfile.open(sdist) as archive:
+        names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
+        archive.extractall(tmp_path / "unpacked", filter="data")
+    assert {"tests/conftest.py", "tests/test_flap_node.py", "scenarios/flap-node.yaml"} <= names
+    (unpacked,) = (tmp_path / "unpacked").iterdir()
+
+    meta = tomllib.loads((unpacked / "pyproject.toml").read_text())["project"]
+    assert any(dep.startswith("pydantic") for dep in meta["dependencies"])  # it imports it
+    assert isinstance(meta["license"], str)  # an SPDX expression, not the deprecated table
+
+    python = make_venv(tmp_path / "venv")
+    pip_install(python, unpacked)
+    venv = VenvCli(python, cli, unpacked)
+    tested = venv.run("-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs", "tests", timeout=120)
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    assert " passed" in tested.stdout and "skipped" not in tested.stdout, tested.stdout

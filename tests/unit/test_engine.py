@@ -89,6 +89,7 @@ class Load:
         self.rows: list[RequestRecord] = []
         self.plan: LoadPlan | None = None
         self.next_at = 0.0
+        self.ends_at = 0.0
         self.stopped = False
         self.state: Any = None
         self.on_since: Any = None
@@ -96,13 +97,15 @@ class Load:
     def start(self, plan: LoadPlan, run_dir: Path | None = None) -> None:
         self.plan = plan
         self.next_at = self.clock.now()
+        # Like Locust: it ends by itself run_seconds after it started.
+        self.ends_at = self.next_at + plan.run_seconds
 
     def _generate(self) -> None:
         assert self.plan is not None
         now = self.clock.now()
         up = self.backend.processes["gateway"]
         serving = up.alive and not up.paused
-        while not self.stopped and self.next_at <= now:
+        while not self.stopped and self.next_at <= min(now, self.ends_at):
             status = 200 if serving else 0
             self.rows.append(RequestRecord(self.next_at, 5.0, status, model_digest=DIGEST))
             self.next_at += 1.0 / self.plan.rate
@@ -151,11 +154,13 @@ class Watcher:
 
 
 class Probe:
-    def __init__(self) -> None:
+    def __init__(self, prepare_seconds: float = 0.0) -> None:
         self.calls: list[str] = []
+        self.prepare_seconds = prepare_seconds  # of the drill's clock
 
     def prepare(self, state: Any) -> None:
         self.calls.append("prepare")
+        time.sleep(self.prepare_seconds / SPEED)
 
     def start(self) -> None:
         self.calls.append("start")
@@ -360,3 +365,20 @@ def test_the_real_kill_node_runs_on_the_fake_backend(tmp_path: Path) -> None:
     kit = parts(tmp_path, backend=FakeBackend(startup=0.0))
     result = DrillRunner(drill(KILL), None, RunOptions(seed=3), parts=kit).run()
     assert result.status == "passed", result.error
+
+
+def test_the_load_covers_the_whole_window_however_long_the_probe_prepares(
+    tmp_path: Path,
+) -> None:
+    # The reference probe takes 1.2 s to learn; the load generator, like Locust, ends by
+    # itself run_seconds after it started. The window's last second must still carry the
+    # planned 50 req/s (before, t=0 was taken after the probe and the load ended 1.2 s early:
+    # a traffic cliff that reads as an outage).
+    kit = parts(tmp_path, probe=Probe(prepare_seconds=1.2))
+    result = DrillRunner(drill(), None, parts=kit).run()
+    assert result.status == "passed", result.error
+    assert result.analysis is not None
+    duration = 6.0
+    last_second = [p for p in result.analysis.series if p.t >= duration - 1.0 - 1e-9]
+    assert sum(p.requests for p in last_second) == pytest.approx(50, abs=2)
+    assert result.analysis.phases[-1].rps == pytest.approx(50, rel=0.05)

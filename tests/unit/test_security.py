@@ -285,6 +285,11 @@ def test_the_replica_refuses_a_version_whose_signature_does_not_match(
     _edit_manifest(store, "v2", lambda d: d["metrics"].update(recall_at_10=0.99))
     monkeypatch.setenv(VERIFY_KEY_ENV, PUBLIC.hex())
     replica = Replica(store.root, TOKEN)
+    # The alerts' refusal counter is there at 0 before any refusal, one series per stage,
+    # so that Prometheus's increase() sees the first refusal (examples/alerts.yml).
+    before = replica.request("GET", "/metrics").text.splitlines()
+    for stage in ("integrity", "sanity"):
+        assert f'drillkit_replica_model_refusals_total{{stage="{stage}"}} 0.0' in before
     response = replica.request(
         "POST", "/admin/reload", headers={"Authorization": f"Bearer {TOKEN}"}
     )
@@ -302,6 +307,9 @@ def test_the_replica_refuses_a_version_whose_signature_does_not_match(
         and line.endswith(" 1.0")
         for line in metrics
     ), metrics
+    # v2 refused, then v1 in the fallback (no sanity metric): two refusals at integrity.
+    assert 'drillkit_replica_model_refusals_total{stage="integrity"} 2.0' in metrics
+    assert 'drillkit_replica_model_refusals_total{stage="sanity"} 0.0' in metrics
 
 
 def test_model_verify_names_a_bad_signature(tmp_path: Path) -> None:

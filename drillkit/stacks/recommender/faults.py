@@ -62,10 +62,12 @@ class CorruptModelParams(FaultParams):
         default="reload", description="reload: hot-reload the model; restart: restart the target."
     )
     flips: Annotated[int, Field(ge=1, le=1_000_000, strict=True)] = Field(
-        default=16, description="Bits flipped (mode: bitflip)."
+        default=16, description="Bits flipped (mode: bitflip).", json_schema_extra={"unit": "bits"}
     )
     fraction: Share = Field(
-        default=0.5, description="Share of the file kept (mode: truncate), below 1."
+        default=0.5,
+        description="Share of the file kept (mode: truncate), below 1.",
+        json_schema_extra={"unit": "of the file"},
     )
 
     @field_validator("fraction")

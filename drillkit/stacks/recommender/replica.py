@@ -93,6 +93,10 @@ class ServedModel:
     loaded_at: float
 
 
+#: The stages at which a replica refuses a model version (the refusal counter's label).
+REFUSAL_STAGES = ("integrity", "sanity")
+
+
 @dataclass
 class _Metrics:
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
@@ -137,6 +141,20 @@ class _Metrics:
         self.reloads = Counter(
             "drillkit_replica_reloads", "Model load attempts by outcome.", ["outcome"], registry=r
         )
+        # What alerts watch: one series per stage, there at 0 from the start, so that the
+        # first refusal is an increase (a labelled child born at 1 on the first refusal is
+        # invisible to increase()). The counters above, by version, say which one it was.
+        self.refusals = Counter(
+            "drillkit_replica_model_refusals",
+            "Model versions refused, by stage: integrity (manifest, signature, digests) or "
+            "sanity (the load-time output check).",
+            ["stage"],
+            registry=r,
+        )
+        for stage in REFUSAL_STAGES:
+            self.refusals.labels(stage=stage)
+        for outcome in ("loaded", "refused"):
+            self.reloads.labels(outcome=outcome)
 
 
 def _reason_of(exc: ArtifactError) -> str:
@@ -209,6 +227,8 @@ class Replica:
             "error": str(exc),
         }
         self.events.append(self.last_event)
+        stage = "sanity" if isinstance(exc, SanityGateError) else "integrity"
+        self.metrics.refusals.labels(stage=stage).inc()
         if isinstance(exc, SanityGateError):
             self.metrics.sanity_rejections.labels(version).inc()
         else:

@@ -169,3 +169,22 @@ def test_heal_reports_what_it_set_aside_and_exits_1(tmp_path: Path) -> None:
     proc = drillkit("heal", home=home)
     assert proc.returncode == 1, proc.stderr
     assert "journal line 1 set aside" in proc.stdout and "Traceback" not in proc.stderr
+
+
+def test_list_names_and_describes_scenarios_and_gives_param_units(tmp_path: Path) -> None:
+    as_json = drillkit("list", "--json", home=tmp_path)
+    assert as_json.returncode == 0, as_json.stderr
+    data = json.loads(as_json.stdout)
+    by_name = {s["name"]: s for s in data["scenarios"]}
+    assert "kill-node" in by_name and by_name["kill-node"]["description"].startswith("SIGKILL")
+    assert all(s["description"] and s["path"].endswith(".yaml") for s in data["scenarios"])
+    latency = data["faults"]["latency"]["params"]
+    assert latency["delay"]["unit"] == "s" and latency["jitter"]["unit"] == "s"
+    assert data["faults"]["load_spike"]["params"]["rate"]["unit"] == "req/s"
+
+    text = drillkit("list", home=tmp_path)
+    assert text.returncode == 0, text.stderr
+    out = text.stdout
+    assert "kill-node" in out and "SIGKILL one replica under load" in out
+    assert "/scenarios/" not in out  # names, not absolute paths
+    assert "delay=200ms" in out and "rate (required, req/s)" in out

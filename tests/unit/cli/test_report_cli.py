@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from drillkit.reports.history import append_history, entry_for
 from drillkit.reports.jsonfile import write_report
@@ -96,3 +97,65 @@ def test_reports_holding_nan_or_infinity_are_refused(tmp_path: Path) -> None:
             proc = drillkit(*args, home=tmp_path)
             assert proc.returncode == 2, (name, args, proc.stdout, proc.stderr)
             assert proc.stderr.startswith("drillkit: error: ") and "Traceback" not in proc.stderr
+
+
+def _gfm(text: str) -> Any:
+    """The HTML GitHub would make of ``text`` (CommonMark with GFM's pipe tables)."""
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark").enable("table").render(text)
+
+
+def _history(out: Path, name: str = "kill-node") -> None:
+    for i, score in enumerate([90.0, 70.0, 95.0]):
+        report = sample_report(status="passed" if score >= 80 else "failed", name=name).model_copy(
+            update={"score": score, "started_at": sample_report().started_at + timedelta(days=i)}
+        )
+        path = write_report(report, out / f"{name}-{i}.json")
+        write_report(report, out / "last.json")
+        append_history(out, entry_for(report, path, out))
+
+
+def test_trend_in_markdown_renders_as_a_table_on_github(tmp_path: Path) -> None:
+    # Piped into $GITHUB_STEP_SUMMARY, the box-drawing table read as one paragraph of
+    # ┃ and ━; markdown is a real table there.
+    out = tmp_path / "reports"
+    _history(out)
+    proc = drillkit("report", "trend", str(out), "--format", "markdown", home=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert not set("┃━│╇") & set(proc.stdout)
+    html = _gfm(proc.stdout)
+    assert "<h3>kill-node: 3 runs" in html
+    assert html.count("<table>") == 1 and "<th>started</th>" in html
+    assert html.count("<tr>") == 4  # the header and three runs
+    assert ">-20.0</td>" in html and ">+25.0</td>" in html
+
+
+def test_compare_and_show_in_markdown(tmp_path: Path) -> None:
+    a = write_report(_rto(sample_report(), 2.0), tmp_path / "a.json")
+    worse = write_report(_rto(sample_report(), 2.6), tmp_path / "worse.json")
+    bad = drillkit("report", "compare", str(a), str(worse), "-f", "markdown", home=tmp_path)
+    assert bad.returncode == 1, bad.stderr  # the gate is the same in every format
+    html = _gfm(bad.stdout)
+    assert "<table>" in html and "<strong>regression</strong>" in html
+    assert "<strong>1 regression</strong>" in html
+
+    shown = drillkit("report", "show", str(a), "--format", "markdown", home=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    html = _gfm(shown.stdout)
+    assert html.count("<table>") == 3  # phases, faults, checks
+    assert "<strong>FAIL</strong>" in html and "88.23" in html
+
+    wrong = drillkit("report", "show", str(a), "--format", "yaml", home=tmp_path)
+    assert wrong.returncode == 2 and "expected one of text, markdown, json" in wrong.stderr
+
+
+def test_markdown_cells_cannot_break_the_table_or_inject_markup(tmp_path: Path) -> None:
+    report = sample_report()
+    report.faults[0].evidence = "a | b <script>x</script> **bold** [link](http://x)\nnext"
+    path = write_report(report, tmp_path / "r.json")
+    proc = drillkit("report", "show", str(path), "--format", "markdown", home=tmp_path)
+    html = _gfm(proc.stdout)
+    assert "<script>" not in html and "<strong>bold</strong>" not in html
+    assert "<a href" not in html
+    assert "a | b &lt;script&gt;x&lt;/script&gt; **bold** [link](http://x) next" in html

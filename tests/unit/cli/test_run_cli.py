@@ -61,3 +61,35 @@ def test_a_drill_whose_reports_are_written_exits_with_its_verdict(
     result = _run("--out", str(tmp_path / "reports"), "--ci")
     assert result.exit_code in (0, 1), result.output
     assert (tmp_path / "reports" / "last.json").is_file()
+
+
+def test_junit_inside_the_report_folder_is_the_only_xml_there(canned: None, tmp_path: Path) -> None:
+    # As both CI examples call it: `--out reports --junit reports/NAME.xml` must leave one
+    # JUnit file in reports/, or a `reports/*.xml` glob counts every check twice.
+    reports = tmp_path / "reports"
+    result = _run("--out", str(reports), "--ci", "--junit", str(reports / "kill-node.xml"))
+    assert result.exit_code in (0, 1), result.output
+    assert [p.name for p in reports.glob("*.xml")] == ["kill-node.xml"]
+
+
+def test_junit_elsewhere_keeps_the_dated_copy_in_the_report_folder(
+    canned: None, tmp_path: Path
+) -> None:
+    reports = tmp_path / "reports"
+    result = _run("--out", str(reports), "--ci", "--junit", str(tmp_path / "junit.xml"))
+    assert result.exit_code in (0, 1), result.output
+    assert len(list(reports.glob("kill-node-*.xml"))) == 1
+    assert (tmp_path / "junit.xml").is_file()
+
+
+def test_several_drills_with_junit_inside_the_folder_write_one_xml(
+    canned: None, tmp_path: Path
+) -> None:
+    reports = tmp_path / "reports"
+    junit = str(reports / "all.xml")
+    result = CliRunner().invoke(
+        app,
+        ["run", str(SCENARIO), str(SCENARIO), "--out", str(reports), "--ci", "--junit", junit],
+    )
+    assert result.exit_code in (0, 1), result.output
+    assert [p.name for p in reports.glob("*.xml")] == ["all.xml"]

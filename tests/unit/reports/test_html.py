@@ -357,3 +357,33 @@ def test_a_score_that_does_not_add_up_is_flagged(tmp_path: Path) -> None:
 def test_status_is_coloured(status: Status, css: str) -> None:
     page = render_html(sample_report(status=status), svg="<svg></svg>")
     assert f'<span class="{css}">{status}</span>' in page
+
+
+def test_a_fault_without_slo_impact_is_said_so_with_the_service_back_apart(
+    tmp_path: Path, realistic: DrillReport
+) -> None:
+    # The SLOs never broke (rto 0) but the target came back 19.7 s after the kill: the page
+    # must not say "time to recover 0.00s", nor draw "recovered" before "detected".
+    fault = realistic.faults[0]
+    assert fault.injected_at is not None
+    quiet = realistic.model_copy(deep=True)
+    quiet.faults[0] = fault.model_copy(
+        update={
+            "recovered_at": fault.injected_at,
+            "rto_s": 0.0,
+            "slo_impact": False,
+            "restored_at": fault.injected_at + 19.7,
+        }
+    )
+    quiet.faults = quiet.faults[:1]
+    page = render_html(quiet, svg="<svg></svg>", png_name="")
+    kpi = re.search(r'time to recover</div><div class="v">([^<]*)</div>', page)
+    assert kpi is not None and kpi.group(1) == "no SLO impact"
+    assert "back in service after 19.70s" in page
+    assert page.count("no SLO impact") >= 2  # the KPI and the fault's row
+    assert 'time to recover</div><div class="v">0.00s' not in page
+    figure = timeline_figure(quiet)  # draws "back in service", no "recovered" mark
+    texts = [t.get_text() for ax in figure.axes for t in ax.texts]
+    assert any("no SLO impact" in t for t in texts)
+    assert any(t.startswith("back in service +19.70s") for t in texts)
+    assert not any(t.startswith("recovered +") for t in texts)

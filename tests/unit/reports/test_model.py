@@ -73,7 +73,7 @@ def test_json_has_the_contract_shape() -> None:
     assert set(data["faults"][0]) == {
         "id", "kind", "target", "injected_at", "healed_at", "detected_at", "recovered_at",
         "ttd_s", "rto_s", "requests", "failed_requests", "degraded_responses",
-        "wrong_model_responses", "p99_ms", "evidence", "detected_by",
+        "wrong_model_responses", "p99_ms", "evidence", "detected_by", "slo_impact", "restored_at",
     }  # fmt: skip
     assert set(data["checks"][0]) == {
         "name", "phase", "target", "actual", "passed", "weight", "critical", "credit", "op",

@@ -107,3 +107,42 @@ def test_escape_sequences_in_a_report_are_shown_not_obeyed() -> None:
     text = render(report)
     assert "\x1b]" not in text and "\x1b[2J" not in text and "\x9b" not in text
     assert "pwned\\x1b]0;owned\\x07\\x1b[2J\\x9b31m" in text
+
+
+@pytest.mark.parametrize("width", [80, 100, 120])
+def test_narrow_terminals_cut_no_figure(width: int) -> None:
+    # Below ~150 columns rich used to shrink every column and cut figures (`10.0…`, `100…`).
+    # Now numeric columns keep their width, text folds, and wide tables split into parts.
+    report = sample_report()
+    terminal = Terminal()
+    terminal.out = Console(record=True, width=width, color_system=None)
+    terminal.err = Console(record=True, width=width, color_system=None)
+    render_report(report, terminal)
+    text = terminal.out.export_text()
+    assert "…" not in text
+    assert max(len(line.rstrip()) for line in text.splitlines()) <= width
+    for figure in ("86.667%", "20.30s", "22.00s", "200/1500", "88.23", "<= 1.00 s", "FAIL"):
+        assert figure in text, figure
+    for phase in report.phases:
+        assert text.count(phase.name) >= 2  # every part repeats the row's name
+    assert "phases (continued)" in text
+
+
+def test_no_slo_impact_and_the_service_back_are_shown_apart() -> None:
+    report = sample_report()
+    fault = report.faults[0]
+    assert fault.injected_at is not None
+    report.faults[0] = fault.model_copy(
+        update={
+            "recovered_at": fault.injected_at,
+            "rto_s": 0.0,
+            "slo_impact": False,
+            "restored_at": fault.injected_at + 9.5,
+        }
+    )
+    text = render(report)
+    assert "no SLO impact" in text
+    assert f"{fault.injected_at + 9.5:.2f}s" in text  # the restored column
+    row = next(line for line in text.splitlines() if line.startswith("kill-1 "))
+    # No "recovered 0.00s" / "rto 0.00s" for what had nothing to recover from.
+    assert " 0.00s" not in row and "no SLO impact │   - │" in row

@@ -323,7 +323,8 @@ def test_fault_kind_is_abstract() -> None:
 
 
 def test_json_schema_accepts_the_good_cases_and_checks_params_per_kind() -> None:
-    jsonschema = pytest.importorskip("jsonschema")
+    import jsonschema
+
     schema = json_schema()
     assert schema["$schema"].startswith("https://json-schema.org/")
     assert "version 1" in schema["title"]
@@ -337,6 +338,29 @@ def test_json_schema_accepts_the_good_cases_and_checks_params_per_kind() -> None
     bad = {"version": 1, "name": "t", "faults": [fault(params={"signal": "HUP"})]}
     assert any("HUP" in e.message for e in validator.iter_errors(bad))
     assert list(validator.iter_errors({"version": 1, "name": "t", "lod": {}}))
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        pytest.param({"name": "bad!!name"}, id="name"),
+        pytest.param({"faults": [fault(kind="kil_node")]}, id="kind"),
+        pytest.param({"faults": [fault(duration="1.2.3s")]}, id="duration"),
+        pytest.param({"faults": [fault(at="1..5s")]}, id="at"),
+        pytest.param({"slo": {"availability": "99.9.9%"}}, id="share"),
+        pytest.param({"faults": [fault(id="no spaces")]}, id="id"),
+    ],
+)
+def test_the_schema_flags_what_validate_refuses(doc: dict[str, Any]) -> None:
+    # Editors read the schema: what `validate` refuses, they must flag too (they accepted
+    # these, which validate rejects).
+    import jsonschema
+
+    full = {"version": 1, "name": "t", **doc}
+    with pytest.raises(ScenarioError):
+        loads_scenario(yaml.safe_dump(full))
+    validator = jsonschema.Draft202012Validator(json_schema())
+    assert list(validator.iter_errors(full)), full
 
 
 # --- import cost ---------------------------------------------------------------------------

@@ -439,3 +439,43 @@ def test_any_refused_model_detects_a_model_store_fault() -> None:
     event = DetectionEvent(20.2, "replica-3", "replica-3", "refused model v3 (manifest)")
     fault = kill(target="model-store", injected_at=20.0, healed_at=30.0)
     assert detect(fault, [event]) == event
+
+
+# --- SLO impact and the service's own recovery -------------------------------------------------
+
+
+def test_a_fault_the_slos_never_felt_says_so_and_when_the_target_came_back() -> None:
+    # Other replicas carried the load: nothing failed, so the SLOs recovered "at once" (rto 0)
+    # although replica-1 was back in service only at 49.7 s, after its restart.
+    events = [
+        EJECTED,
+        DetectionEvent(36.0, "gateway", "replica-1", "ejected->down"),
+        DetectionEvent(49.7, "gateway", "replica-1", "down->up"),
+        DetectionEvent(50.5, "gateway", "replica-2", "up->ejected"),  # another target
+    ]
+    result = drill(records(failed=()), faults=[kill(**FULL_EXPECT)], events=events)
+    (fault,) = result.faults
+    assert fault.rto_s == 0.0 and fault.recovered_at == 20.0
+    assert fault.slo_impact is False
+    assert fault.restored_at == 49.7
+
+
+def test_a_fault_that_broke_the_slos_has_impact() -> None:
+    result = drill(faults=[kill(**FULL_EXPECT)])  # 2 s of failures from the injection
+    (fault,) = result.faults
+    assert fault.slo_impact is True and fault.rto_s == 2.0
+    assert fault.restored_at is None  # the target never came back up in the events
+
+
+def test_restoration_needs_the_target_taken_out_first_and_no_fault_no_figures() -> None:
+    back_only = [DetectionEvent(25.0, "gateway", "replica-1", "down->up")]
+    (fault,) = drill(faults=[kill()], events=back_only).faults
+    assert fault.restored_at is None  # never taken out after the injection
+    before = [
+        DetectionEvent(10.0, "gateway", "replica-1", "up->ejected"),  # before the injection
+        DetectionEvent(15.0, "gateway", "replica-1", "ejected->up"),
+    ]
+    (fault,) = drill(faults=[kill()], events=before).faults
+    assert fault.restored_at is None
+    (never,) = drill(faults=[kill(injected_at=None, healed_at=None)]).faults
+    assert never.slo_impact is None and never.restored_at is None
