@@ -117,7 +117,7 @@ async def run_open_loop(
             if conn is not None:
                 conn.writer.close()
             return
-        if status >= 500:
+        if status >= 400:  # a 4xx is a request the target could not serve either
             result.error(f"http {status}")
         else:
             result.latencies_ms.append((loop.time() - due) * 1000.0)
@@ -142,6 +142,9 @@ async def run_open_loop(
         task.add_done_callback(pending.discard)
     if pending:
         await asyncio.wait(pending, timeout=timeout + 1)
+    for task in list(pending):  # never answered: an error, not a request left out
+        task.cancel()
+        result.error("unfinished")
     for conn in idle:
         conn.writer.close()
     return result
@@ -172,7 +175,7 @@ async def run_closed_loop(
                 reader, writer = await asyncio.open_connection(host, port)
                 conn = _Conn(reader, writer)
                 continue
-            if status >= 500:
+            if status >= 400:
                 result.error(f"http {status}")
             else:
                 result.latencies_ms.append((loop.time() - sent) * 1000.0)

@@ -37,7 +37,8 @@ def main() -> None:
         f"scenario {scenario.name}: warmup {scenario.load.warmup:g} s + duration "
         f"{scenario.load.duration:g} s = {budget:g} s of load"
     )
-    overheads = []
+    overheads: list[float] = []
+    failed: list[str] = []
     for i in range(args.runs):
         out = Path(tempfile.mkdtemp(prefix="drillkit-overhead-"))
         env = {**os.environ, "DRILLKIT_STATE_DIR": str(out / "state")}
@@ -56,6 +57,14 @@ def main() -> None:
         proc.wait()
         wall = time.monotonic() - started
         overhead = wall - budget
+        if proc.returncode != 0:
+            # A drill that failed, aborted or broke measures no overhead (one that stopped
+            # early even has a negative one): say so, and fail the benchmark.
+            failed.append(f"run {i + 1}: the drill exited {proc.returncode}")
+            print(f"run {i + 1}: exit {proc.returncode}: NOT measured; its last lines:")
+            for _, line in marks[-8:]:
+                print(f"  {line[:110]}")
+            continue
         overheads.append(overhead)
         print(
             f"run {i + 1}: exit {proc.returncode}, wall {wall:.1f} s, overhead "
@@ -69,6 +78,8 @@ def main() -> None:
                 print(f"  {t:6.1f} s  {line[:110]}")
     if len(overheads) > 1:
         print(f"overhead: min {min(overheads):.1f} s, max {max(overheads):.1f} s")
+    if failed:
+        sys.exit("benchmark failed: " + "; ".join(failed))
 
 
 if __name__ == "__main__":

@@ -427,6 +427,12 @@ def check_exact(index: RetrievalIndex, items: Floats, queries: Floats) -> None:
         f"check: {index.backend} top-{K} equals numpy's exact top-{K} for "
         f"{agree}/{queries.shape[0]} queries"
     )
+    if agree != queries.shape[0]:
+        # The figures that follow would time a search that is not the exact one: stop here.
+        sys.exit(
+            f"benchmark failed: {index.backend} is not exact "
+            f"({queries.shape[0] - agree} of {queries.shape[0]} top-{K} lists differ)"
+        )
 
 
 def run_cpu_ivf(

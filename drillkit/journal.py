@@ -170,7 +170,10 @@ class Journal:
             reason = self._read(line, open_entries)
             if reason is not None and not (number == len(lines) and reason == "not JSON"):
                 self.rejected.append(Rejected(number, reason))
-        return sorted(open_entries.values(), key=lambda e: e.applied_at, reverse=True)
+        # Later lines first among equal times (a coarse clock): the journal's own order is
+        # the order of applying.
+        newest_line_first = list(open_entries.values())[::-1]
+        return sorted(newest_line_first, key=lambda e: e.applied_at, reverse=True)
 
     def _read(self, line: bytes, open_entries: dict[str, JournalEntry]) -> str | None:
         """Apply one line to ``open_entries``; why it was set aside, or None."""

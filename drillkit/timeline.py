@@ -138,5 +138,9 @@ class FaultTimeline:
         self.stop.set()
         for thread in self._threads:
             thread.join(timeout=join_timeout)
-        for record in self.records:
+        # Newest first, in the reverse order of applying: two faults that damaged one file
+        # each saved what they found, and only undoing the later one first leaves the file as
+        # the earlier one found it.
+        applied = [r for r in self.records if r.injected_at is not None]
+        for record in sorted(applied, key=lambda r: r.injected_at or 0.0, reverse=True):
             self.heal(record)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -101,19 +102,19 @@ def test_the_measurement_can_fail(cli: Cli, tmp_path: Path) -> None:
         ),
         pytest.param(
             {"kind": "cut_network", "target": "replica-3", "params": {"mode": "blackhole"}},
-            "hung",
+            r"a probe request hung",
             "gateway",
             id="blackhole",
         ),
         pytest.param(
             {"kind": "cut_network", "target": "replica-3", "params": {"mode": "reject"}},
-            "re",
+            r"a probe request (refused|reset)",
             "gateway",
             id="reject",
         ),
         pytest.param(
             {"kind": "latency", "target": "replica-1", "params": {"delay": "100ms"}},
-            "+100 ms",
+            r"\+100 ms",
             None,
             id="latency",
         ),
@@ -130,9 +131,9 @@ def test_the_measurement_can_fail(cli: Cli, tmp_path: Path) -> None:
                 "params": {"mode": "truncate", "apply": "restart"},
             },
             "truncate",
-            "",
+            r"(gateway|replica-1): ",
             id="truncate-restart",
-        ),  # the restart itself is seen first, by the gateway
+        ),  # the restart itself is usually seen first, by the gateway
         pytest.param(
             {"kind": "corrupt_model", "target": "model-store", "params": {"mode": "poison"}},
             "poisoned",
@@ -160,12 +161,12 @@ def test_every_fault_kind_takes_effect_and_heals(
     code, report = run_drill(cli, scenario(tmp_path, "one-fault", [spec]), tmp_path)
     assert code in (0, 1), report
     (result,) = report["faults"]
-    assert evidence in result["evidence"]
+    assert re.search(evidence, result["evidence"]), result["evidence"]
     assert result["healed_at"] is not None
     if detected_by is not None:  # the stack itself noticed, while the fault lasted
-        assert result["detected_by"] is not None and result["detected_by"].startswith(
-            detected_by
-        ), result
+        assert result["detected_by"] is not None and re.match(detected_by, result["detected_by"]), (
+            result
+        )
         assert result["ttd_s"] is not None and result["ttd_s"] <= 2.0
     assert result["wrong_model_responses"] == 0
     assert not leftovers(cli)

@@ -237,3 +237,21 @@ def test_killed_replica_is_routed_around(cli: Cli) -> None:
     down = cli("stack", "down")
     assert down.returncode == 0
     assert not any(owned(pid, started, state["id"]) for pid, started in processes(state))
+
+
+def test_two_overlapping_corruptions_of_one_store_heal_to_a_clean_store(cli: Cli) -> None:
+    # The second corruption's backup holds the first one's damage: undone oldest first, the
+    # file would end with that damage. `heal` undoes newest first; the store verifies.
+    up(cli, "--replicas", "2")
+    for flips in ("8", "64"):
+        inject = cli(
+            "fault", "inject", "corrupt_model", "--target", "model-store",
+            "-p", "mode=bitflip", "-p", f"flips={flips}",
+        )  # fmt: skip
+        assert inject.returncode == 0, inject.stderr
+    assert cli("model", "verify").returncode != 0  # damaged twice over
+    healed = cli("heal")
+    assert healed.returncode == 0, healed.stdout + healed.stderr
+    verified = cli("model", "verify")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert cli("stack", "down").returncode == 0

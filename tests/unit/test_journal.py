@@ -47,6 +47,19 @@ def test_pending_is_newest_first(tmp_path: Path) -> None:
     assert [e.fault_id for e in journal.pending()] == ["third", "second", "first"]
 
 
+def test_pending_is_newest_first_on_a_coarse_clock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Applied within one tick of the clock: the journal's line order decides.
+    monkeypatch.setattr("drillkit.journal.time.time", lambda: 1_700_000_000.0)
+    journal = Journal(tmp_path, STACK)
+    for fault in ("first", "second", "third"):
+        journal.record_apply(
+            fault_id=fault, kind="corrupt_model", target="model-store", stack_id=STACK, undo={}
+        )
+    assert [e.fault_id for e in journal.pending()] == ["third", "second", "first"]
+
+
 def test_a_torn_last_line_is_ignored(tmp_path: Path) -> None:
     journal = Journal(tmp_path, STACK)
     journal.record_apply(

@@ -125,3 +125,11 @@ def test_the_wall_clock_schedules_on_monotonic_time_and_measures_a_step(
     assert clock.wait_until(clock.now() + 0.05, stop)  # a 50 ms wait is still 50 ms
     assert time.monotonic() - began < 1.0
     assert clock.step() == pytest.approx(3600.0, abs=0.5)
+
+
+def test_finish_heals_what_is_still_applied_newest_first() -> None:
+    # Two open-ended corruptions of one file: undoing the older first would restore a backup
+    # and then the newer fault's backup, which holds the older damage.
+    records = [fault("first", 1, None), fault("second", 3, None), fault("third", 2, None)]
+    log = run(records).log
+    assert [fid for op, fid, _ in log if op == "heal"] == ["second", "third", "first"]

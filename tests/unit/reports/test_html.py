@@ -262,7 +262,20 @@ def test_missing_values_are_gaps_not_crashes(tmp_path: Path) -> None:
         for i, s in enumerate(report.series)
     ]
     report = report.model_copy(update={"series": series})
-    write_html(report, tmp_path / "r.html")
+    written = write_html(report, tmp_path / "r.html")
+    assert [p.name for p in written] == ["r.html", "r.png"]
+    assert "<svg" in written[0].read_text()
+    # A window without a quality sample is a gap in the quality line, not a drop to 0.
+    figure = timeline_figure(report)
+    lines = [
+        np.asarray(line.get_ydata(), dtype=float)
+        for ax in figure.axes
+        if "quality" in ax.get_ylabel()
+        for line in ax.get_lines()
+    ]
+    quality = [y for y in lines if y.size > 10]  # the series, not the target's line
+    assert quality and any(np.isnan(y).any() for y in quality)
+    assert not any((np.nan_to_num(y, nan=100.0) <= 0).any() for y in quality)
 
 
 def test_fault_never_healed_is_shaded_to_the_end(tmp_path: Path) -> None:

@@ -376,3 +376,42 @@ def test_importing_the_scenario_package_stays_light() -> None:
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize(
+    ("doc", "message"),
+    [
+        pytest.param(
+            "version: true\nname: t\n",
+            "<string>:1: version: unsupported format version true",
+            id="version-true",
+        ),
+        pytest.param(
+            "version: 1\nname: t\nload: {users: 0}\n",
+            "<string>:3: load.users: expected a number at least 1, got 0",
+            id="users-0",
+        ),
+        pytest.param(
+            "version: 1\nname: t\nscoring: {pass_score: 100.5}\n",
+            "<string>:3: scoring.pass_score: expected a number at most 100, got 100.5",
+            id="pass-score-above-100",
+        ),
+    ],
+)
+def test_validation_rules_at_their_bounds_are_pinned(doc: str, message: str) -> None:
+    # `version: true` is 1 to Python (True == 1); the others sit one step past a bound.
+    with pytest.raises(ScenarioError) as caught:
+        loads_scenario(doc)
+    assert str(caught.value).startswith(message)
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        "version: 1\nname: t\nload: {users: 1}\n",
+        "version: 1\nname: t\nscoring: {pass_score: 100}\n",
+        "version: 1\nname: t\nscoring: {pass_score: 0}\n",
+    ],
+)
+def test_values_at_the_bounds_are_accepted(doc: str) -> None:
+    loads_scenario(doc)

@@ -479,3 +479,67 @@ def test_restoration_needs_the_target_taken_out_first_and_no_fault_no_figures() 
     assert fault.restored_at is None
     (never,) = drill(faults=[kill(injected_at=None, healed_at=None)]).faults
     assert never.slo_impact is None and never.restored_at is None
+
+
+# --- the recovery rule, pinned --------------------------------------------------------------
+# Each case kills one way of getting the rule wrong: fewer than three windows, a dropped SLO,
+# a boundary moved by one comparison.
+
+
+def _fast_errors(spans: Sequence[Span], *, rps: int = 100, duration: float = 60.0) -> Records:
+    """Requests every 1/rps s; in ``spans`` they fail at once (1 ms 503s: only availability
+    is broken, never latency)."""
+    rows = []
+    for i in range(int(duration * rps)):
+        t = i / rps
+        if inside(t, spans):
+            rows.append(RequestRecord(t, 1.0, 503, "http 503"))
+        else:
+            rows.append(RequestRecord(t, 10.0, 200, model_digest=GOOD))
+    return Records.build(rows, t0=0.0, verified_digests=[GOOD])
+
+
+def test_recovery_needs_all_three_windows_healthy() -> None:
+    # [22, 25) would do for two windows or one; the third holds failures at 24.5: 25.0.
+    result = drill(records(failed=((20.0, 22.0), (24.5, 25.0))), faults=[kill()])
+    assert result.faults[0].recovered_at == 25.0
+
+
+def test_recovery_waits_for_availability_alone() -> None:
+    # Fast 503s break availability and nothing else: recovery at their end, not at injection.
+    result = drill(_fast_errors([(20.0, 22.0)]), faults=[kill()])
+    (fault,) = result.faults
+    assert fault.recovered_at == 22.0 and fault.slo_impact is True
+
+
+def test_recovery_waits_for_latency_alone() -> None:
+    # 300 ms answers break p99 (SLO 250 ms) and nothing else.
+    result = drill(records(failed=(), slow=((20.0, 22.0),)), faults=[kill()])
+    assert result.faults[0].recovered_at == 22.0
+
+
+def test_a_p99_exactly_at_the_slo_holds() -> None:
+    rows = [
+        RequestRecord(i / 100, 250.0 if 20.0 <= i / 100 < 22.0 else 10.0, 200, model_digest=GOOD)
+        for i in range(6000)
+    ]
+    result = drill(Records.build(rows, t0=0.0, verified_digests=[GOOD]), faults=[kill()])
+    assert result.faults[0].recovered_at == 20.0  # p99 <= slo holds; < would wait to 22.0
+
+
+def test_an_event_at_the_injection_or_the_heal_counts_as_detection() -> None:
+    at_injection = DetectionEvent(20.0, "gateway", "replica-1", "up->ejected")
+    (fault,) = drill(faults=[kill()], events=[at_injection]).faults
+    assert fault.detected_at == 20.0 and fault.ttd_s == 0.0
+    at_heal = DetectionEvent(35.0, "gateway", "replica-1", "up->ejected")
+    (fault,) = drill(faults=[kill()], events=[at_heal]).faults
+    assert fault.detected_at == 35.0
+    after_heal = DetectionEvent(35.1, "gateway", "replica-1", "up->ejected")
+    (fault,) = drill(faults=[kill()], events=[after_heal]).faults
+    assert fault.detected_at is None
+
+
+def test_a_score_exactly_at_the_pass_score_passes() -> None:
+    score = drill(faults=[kill(**FULL_EXPECT)]).score
+    assert drill(faults=[kill(**FULL_EXPECT)], pass_score=score).passed
+    assert not drill(faults=[kill(**FULL_EXPECT)], pass_score=score + 1e-9).passed
