@@ -71,17 +71,6 @@ def _scenario_summary(path: Path) -> dict[str, str]:
     }
 
 
-def _with_unit(schema: dict[str, object]) -> dict[str, object]:
-    """A param's JSON schema with its ``unit``: ``s`` for durations (a number of seconds or a
-    string such as ``250ms``), else what the model declares."""
-    alternatives = schema.get("anyOf")
-    if isinstance(alternatives, list) and any(
-        isinstance(a, dict) and "ms|s|m|h" in str(a.get("pattern", "")) for a in alternatives
-    ):
-        return {**schema, "unit": "s"}
-    return schema
-
-
 def _param_text(name: str, schema: dict[str, object]) -> str:
     from drillkit.scenario.units import format_duration
 
@@ -106,10 +95,9 @@ def list_(json_out: bool = typer.Option(False, "--json")) -> None:
         name: {
             "description": info.description,
             "targets": sorted("any service" if r == ANY_SERVICE else r for r in info.target_roles),
-            "params": {
-                key: _with_unit(value)
-                for key, value in info.params.model_json_schema().get("properties", {}).items()
-            },
+            # Each param's JSON Schema; durations and the params that declare one carry
+            # their `unit`.
+            "params": info.params.model_json_schema().get("properties", {}),
             "source": info.source,
         }
         for name, info in sorted(kinds.items())

@@ -73,9 +73,8 @@ class _Grid:
         natural = max([len(self.columns[i]), *cells])
         return min(natural, _FOLD_MIN) if i in self.fold else natural
 
-    def parts(self, width: int) -> list[list[int]]:
+    def parts(self, width: int, widths: Sequence[int]) -> list[list[int]]:
         """Column indexes of each part: the first column, then as many as fit, in order."""
-        widths = [self._width(i) for i in range(len(self.columns))]
         parts: list[list[int]] = []
         current = [0]
         used = widths[0]
@@ -89,7 +88,8 @@ class _Grid:
         return parts
 
     def tables(self, width: int) -> list[Table]:
-        parts = self.parts(width)
+        widths = [self._width(i) for i in range(len(self.columns))]
+        parts = self.parts(width, widths)
         tables = []
         for n, part in enumerate(parts):
             title = self.title if n == 0 else f"{self.title} (continued)"
@@ -103,7 +103,7 @@ class _Grid:
                         name,
                         justify="right" if i >= self.right_from else "left",
                         no_wrap=True,
-                        min_width=self._width(i),
+                        min_width=widths[i],
                     )
             for cells, style in self.rows:
                 table.add_row(*(Text(cells[i]) for i in part), style=style)

@@ -244,6 +244,8 @@ _DURATION_SCHEMA: dict[str, Any] = {
         {"type": "string", "pattern": rf"^\s*{_NUMBER}\s*(ms|s|m|h)?\s*$"},
     ],
     "description": "A duration: 250ms, 5s, 2m, 1h, or a number of seconds.",
+    # What a number means, for editors and `drillkit list` (not a validation keyword).
+    "unit": "s",
 }
 _SHARE_SCHEMA: dict[str, Any] = {
     "anyOf": [
