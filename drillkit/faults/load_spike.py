@@ -27,7 +27,7 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from drillkit import procfs
+from drillkit import procfs, safejson
 from drillkit.errors import EnvironmentFailure
 from drillkit.faults.base import ROLE_GATEWAY, FaultKind, UndoModel, UndoRecord
 from drillkit.faults.context import FaultContext
@@ -130,9 +130,17 @@ class LoadSpike(FaultKind[LoadSpikeParams]):
                 tail = _tail(Path(undo.log))
                 raise EnvironmentFailure(f"the load spike generator exited at once: {tail}")
             time.sleep(0.1)
-        return (
+        offered = (
             f"load spike pid {record.get('pid')}: {params.rate:g} extra requests/s offered "
             f"to {target} ({ctx.service_url(target)})"
+        )
+        progress = _progress(Path(_Undo.parse(record).log))
+        if progress is None:
+            return f"{offered}; no answer counted yet"
+        return (
+            f"{offered}; in its first {progress['seconds']:.1f} s: {progress['sent']} sent, "
+            f"{progress['answered']} answered ({progress['degraded']} degraded), "
+            f"{progress['errors']} errors"
         )
 
     def heal(self, ctx: FaultContext, record: UndoRecord) -> None:
@@ -140,6 +148,33 @@ class LoadSpike(FaultKind[LoadSpikeParams]):
 
     def heal_without_stack(self, journal: Journal, record: UndoRecord) -> None:
         _stop(_Undo.parse(record).tag)
+
+
+_COUNTS = ("sent", "answered", "degraded", "errors")
+
+
+def _progress(log: Path) -> dict[str, float] | None:
+    """The generator's latest line of totals in its log, or None (the log is only read, its
+    end at most, and a line that is not the generator's form is skipped)."""
+    try:
+        with log.open("rb") as handle:
+            handle.seek(max(0, log.stat().st_size - 4096))
+            lines = handle.read().splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        try:
+            item = safejson.loads(line)
+        except (ValueError, UnicodeDecodeError):
+            continue
+        if (
+            isinstance(item, dict)
+            and all(type(item.get(k)) is int and item[k] >= 0 for k in _COUNTS)
+            and type(item.get("seconds")) in (int, float)
+            and item["seconds"] >= 0
+        ):
+            return {k: item[k] for k in (*_COUNTS, "seconds")}
+    return None
 
 
 def _tail(log: Path, limit: int = 300) -> str:

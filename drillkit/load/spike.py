@@ -7,8 +7,9 @@ busy is not sent and is counted as ``skipped`` (the generator never queues witho
 Answers are not recorded: the drill measures the spike's effect on its own, steady traffic.
 
 It stops by itself: after ``--max-seconds``, on SIGTERM or SIGINT, or when the target has
-refused connections for ``--give-up`` seconds (the stack is gone). On exit it prints one JSON
-line of totals. Run as ``python -m drillkit.load.spike --url URL --rate R``.
+refused connections for ``--give-up`` seconds (the stack is gone). Every half second it prints
+one JSON line of the totals so far (``"final": false``), and one last on exit (``"final":
+true``). Run as ``python -m drillkit.load.spike --url URL --rate R``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from urllib.parse import urlsplit
 # A keep-alive connection idle longer than this is not reused: uvicorn closes them at 5 s.
 _IDLE_EXPIRY = 4.0
 _REQUEST_TIMEOUT = 5.0
+PROGRESS_EVERY = 0.5  # seconds between progress lines
 
 
 @dataclass
@@ -113,16 +115,26 @@ class Spike:
         finally:
             self._in_flight -= 1
 
+    def report(self, seconds: float, *, final: bool) -> None:
+        """One JSON line of the totals so far."""
+        line = {**asdict(self.totals), "seconds": round(seconds, 3), "rate": self.rate}
+        print(json.dumps({**line, "final": final}), flush=True)
+
     async def run(self, max_seconds: float, give_up: float, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
         start = loop.time()
+        next_report = start + PROGRESS_EVERY
         tasks: set[asyncio.Task[None]] = set()
         i = 0
         while not stop.is_set():
+            now = loop.time()
+            if now >= next_report:
+                self.report(now - start, final=False)
+                next_report += PROGRESS_EVERY
             due = start + i / self.rate
             if due - start > max_seconds:
                 break
-            delay = due - loop.time()
+            delay = min(due, next_report) - now
             if delay > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), delay)
@@ -176,12 +188,7 @@ def main(argv: list[str] | None = None) -> None:
         await spike.run(args.max_seconds, args.give_up, stop)
 
     asyncio.run(go())
-    summary = {
-        **asdict(spike.totals),
-        "seconds": round(time.monotonic() - started, 3),
-        "rate": args.rate,
-    }
-    print(json.dumps(summary), flush=True)
+    spike.report(time.monotonic() - started, final=True)
 
 
 if __name__ == "__main__":

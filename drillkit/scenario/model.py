@@ -16,7 +16,7 @@ import difflib
 import random
 import re
 from collections.abc import Sequence
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
@@ -209,6 +209,22 @@ class StackSection(_Section):
     )
     catalog: CatalogSection = Field(default_factory=CatalogSection)
     gateway: GatewaySection = Field(default_factory=GatewaySection)
+    store: str | None = Field(
+        default=None,
+        min_length=1,
+        description="A model store to serve in place, relative to the working folder and "
+        "inside it (`drillkit model verify --store` checks it; corrupt_model faults on "
+        "model-store damage and restore it). Default: a copy of the built artifacts.",
+    )
+
+    @field_validator("store")
+    @classmethod
+    def _store_stays_inside(cls, value: str | None) -> str | None:
+        # A scenario is shared input: the faults of a drill damage (and restore) the store it
+        # names, so it may name one under the working folder, not any the user can write.
+        if value is None:
+            return None
+        return relative_inside(value, "run the drill from a folder that holds the store")
 
 
 class LoadSection(_Section):
@@ -407,6 +423,18 @@ class ScoringSection(_Section):
 ReportFormat = Literal["terminal", "json", "junit", "html"]
 
 
+def relative_inside(value: str, elsewhere: str) -> str:
+    """``value`` if it is a relative path that stays inside the working folder; a FieldError
+    that ends with ``elsewhere`` (how to name another place) if not."""
+    if "\0" in value:
+        raise FieldError("a path cannot hold a NUL character")
+    if PurePosixPath(value).is_absolute() or value.startswith("~"):
+        raise FieldError(f"{value!r} is not a relative path; {elsewhere}")
+    if ".." in PurePosixPath(value).parts:
+        raise FieldError(f"{value!r} leaves the working folder; {elsewhere}")
+    return value
+
+
 class ReportSection(_Section):
     """Which reports are written, and where."""
 
@@ -425,20 +453,7 @@ class ReportSection(_Section):
     def _dir_stays_inside(cls, value: str) -> str:
         # A scenario is shared input: it may choose a subfolder for its reports, not make
         # drillkit write wherever the user running it can (the CLI's --out can).
-        if "\0" in value:
-            raise FieldError("a folder name cannot hold a NUL character")
-        parts = PurePosixPath(value).parts
-        if PurePosixPath(value).is_absolute() or value.startswith("~"):
-            raise FieldError(
-                f"{value!r} is not a relative folder; to write elsewhere, use "
-                "`drillkit run --out DIR`"
-            )
-        if ".." in parts:
-            raise FieldError(
-                f"{value!r} leaves the working folder; to write elsewhere, use "
-                "`drillkit run --out DIR`"
-            )
-        return value
+        return relative_inside(value, "to write elsewhere, use `drillkit run --out DIR`")
 
     @field_validator("formats")
     @classmethod
@@ -569,6 +584,7 @@ class Scenario(_Section):
             ),
             gpu=stack.gpu,
             gateway=GatewaySettings(**stack.gateway.model_dump()),
+            store=Path(stack.store) if stack.store is not None else None,
         )
 
     def fault(self, fault_id: str) -> FaultSpec:

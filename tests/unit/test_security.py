@@ -380,6 +380,7 @@ def test_report_dir_is_the_only_path_a_scenario_names() -> None:
         "faults.kind",
         "faults.target",
         "report.dir",
+        "stack.store",
     }
 
 
@@ -419,6 +420,21 @@ def test_a_report_dir_that_leaves_the_working_folder_is_refused(folder: str) -> 
     with pytest.raises(ScenarioError) as caught:
         loads_scenario(text, "drill.yaml")
     assert str(caught.value).startswith("drill.yaml:4: report.dir: ")
+
+
+@pytest.mark.parametrize("folder", ESCAPING_DIRS)
+def test_a_store_that_leaves_the_working_folder_is_refused(folder: str) -> None:
+    # Its drill's faults damage (and restore) the store a scenario names: a shared scenario
+    # must not aim them at any store the user running it can write.
+    text = f'version: 1\nname: x\nstack:\n  store: "{folder}"\n'
+    with pytest.raises(ScenarioError) as caught:
+        loads_scenario(text, "drill.yaml")
+    assert str(caught.value).startswith("drill.yaml:4: stack.store: ")
+
+
+def test_a_store_inside_the_working_folder_is_accepted() -> None:
+    text = "version: 1\nname: x\nstack: {store: models/store}\n"
+    assert loads_scenario(text, "drill.yaml").stack.store == "models/store"
 
 
 def test_a_report_dir_with_a_lone_surrogate_is_refused() -> None:

@@ -4,7 +4,11 @@ Modes ``bitflip``, ``truncate`` and ``zero`` damage one file of the served versi
 (what a bad disk, an interrupted copy or a botched sync does); the manifest no longer matches,
 so a replica that reloads must refuse it. ``poison`` publishes a *new* version whose weights are
 garbage but whose manifest is complete and (when a key is set) validly signed, as a bad
-training run would produce; only the load-time sanity gate can stop it.
+training run would produce; only the load-time sanity gate can stop it. ``unreleased``
+publishes a new version nobody released: the served weights, nudged by 1% of each tensor's
+spread (they pass the sanity gate), with a complete manifest that is never signed, as a
+hand-copied experiment would be. A stack that checks signatures refuses it; one that does not
+serves it, and every answer it gives is a wrong-model response.
 
 The target is one replica (its local copy of the store) or ``model-store`` (every replica's
 copy and the origin). ``apply: reload`` asks the replicas to reload at once; ``restart``
@@ -42,17 +46,30 @@ if TYPE_CHECKING:
     from drillkit.faults.context import FaultContext
     from drillkit.journal import Journal
 
-__all__ = ["FILES", "CorruptModel", "CorruptModelParams", "damage_file", "poisoned_writer"]
+__all__ = [
+    "FILES",
+    "CorruptModel",
+    "CorruptModelParams",
+    "damage_file",
+    "nudged_writer",
+    "poisoned_writer",
+]
+
+_MODES = Literal["bitflip", "truncate", "zero", "poison", "unreleased"]
+_PUBLISHING = ("poison", "unreleased")  # modes that publish a new version
+_NUDGE = 0.01  # mode unreleased: noise, as a share of each weight tensor's spread
 
 
 class CorruptModelParams(FaultParams):
     """``corrupt_model``: how the model artifact is damaged and how the damage is picked up."""
 
-    mode: Literal["bitflip", "truncate", "zero", "poison"] = Field(
+    mode: _MODES = Field(
         default="bitflip",
         description=(
             "bitflip: flip random bits; truncate: cut the file short; zero: overwrite with zeros; "
-            "poison: replace weights with NaN/garbage and re-sign the manifest."
+            "poison: publish a new version with garbage weights and a re-signed manifest; "
+            "unreleased: publish a new, unsigned version (the served weights, nudged) that "
+            "nobody released."
         ),
     )
     file: Literal["weights", "index", "tables"] = Field(
@@ -147,6 +164,32 @@ def poisoned_writer(source: Path, seed: int) -> Callable[[Path], list[str]]:
     return write
 
 
+def nudged_writer(source: Path, seed: int) -> Callable[[Path], list[str]]:
+    """A payload writer for ModelStore.add_version: ``source``'s files with every float weight
+    moved by Gaussian noise of 1% of its tensor's spread (a different model, as good)."""
+
+    def write(folder: Path) -> list[str]:
+        import numpy as np
+        from safetensors.numpy import load_file, save_file
+
+        names = [n for n in os.listdir(source) if n != MANIFEST_NAME and not n.startswith(".")]
+        for name in names:
+            shutil.copy2(source / name, folder / name)
+        weights = load_file(str(folder / FILES["weights"]))
+        rng = np.random.default_rng(seed)
+        nudged = {}
+        for key, value in weights.items():
+            if np.issubdtype(value.dtype, np.floating):
+                noise = rng.standard_normal(value.shape) * _NUDGE * (float(np.std(value)) or 1.0)
+                nudged[key] = (value + noise).astype(value.dtype)
+            else:
+                nudged[key] = value
+        save_file(nudged, str(folder / FILES["weights"]))
+        return names
+
+    return write
+
+
 class CorruptModel(FaultKind[CorruptModelParams]):
     name: ClassVar[str] = "corrupt_model"
     Params = CorruptModelParams
@@ -165,29 +208,31 @@ class CorruptModel(FaultKind[CorruptModelParams]):
         stores, replicas = self._targets(ctx, target)
         seed = _seed(f"{ctx.state.id}/{ctx.fault_id}/{target}")
         plan: list[dict[str, Any]] = []
-        if params.mode == "poison":
+        if params.mode in _PUBLISHING:
             for root in stores:
                 store = ModelStore(root)
                 current = store.current()
                 if current is None:
-                    raise EnvironmentFailure(f"{root}: no CURRENT version to poison")
+                    raise EnvironmentFailure(f"{root}: no CURRENT version to {params.mode}")
                 plan.append(
                     {"store": str(root), "previous": current, "added": store.next_version()}
                 )
             record = ctx.begin(
                 self.name,
                 target,
-                {"mode": "poison", "stores": plan, "replicas": replicas, "apply": params.apply},
+                {"mode": params.mode, "stores": plan, "replicas": replicas, "apply": params.apply},
             )
-            key = signing_key()
+            poison = params.mode == "poison"
+            key = signing_key() if poison else None  # unreleased: nobody signed it
             for item in plan:
                 store = ModelStore(Path(item["store"]))
                 source = store.version_dir(item["previous"])
                 manifest = read_manifest(source)
+                writer = poisoned_writer if poison else nudged_writer
                 store.add_version(
-                    poisoned_writer(source, seed),
+                    writer(source, seed),
                     metrics=manifest.metrics,
-                    info={**manifest.info, "note": "poisoned by drillkit"},
+                    info={**manifest.info, "note": f"{params.mode} by drillkit"},
                     key=key,
                 )
         else:
@@ -199,6 +244,10 @@ class CorruptModel(FaultKind[CorruptModelParams]):
                 if version is None:
                     raise EnvironmentFailure(f"{root}: no CURRENT version to corrupt")
                 path = store.version_dir(version) / file_name
+                # A file another fault of this drill still has damaged is backed up as that
+                # fault found it: healed in any order, the file ends as it was first found.
+                found = _found_before(ctx.journal, path)
+                sha, source = found if found is not None else (file_sha256(path), path)
                 plan.append(
                     {
                         "store": str(root),
@@ -206,16 +255,22 @@ class CorruptModel(FaultKind[CorruptModelParams]):
                         "file": file_name,
                         "path": str(path),
                         "backup": str(backup_dir / f"{i}-{file_name}"),
-                        "sha256": file_sha256(path),
+                        "sha256": sha,
+                        "source": str(source),
                     }
                 )
             record = ctx.begin(
                 self.name,
                 target,
-                {"mode": params.mode, "stores": plan, "replicas": replicas, "apply": params.apply},
+                {
+                    "mode": params.mode,
+                    "stores": [{k: v for k, v in item.items() if k != "source"} for item in plan],
+                    "replicas": replicas,
+                    "apply": params.apply,
+                },
             )
             for item in plan:
-                shutil.copy2(item["path"], item["backup"])
+                shutil.copy2(item["source"], item["backup"])
             for i, item in enumerate(plan):
                 damage_file(
                     Path(item["path"]),
@@ -244,18 +299,22 @@ class CorruptModel(FaultKind[CorruptModelParams]):
     def check_applied(
         self, ctx: FaultContext, target: str, params: CorruptModelParams, record: UndoRecord
     ) -> str:
-        if record["mode"] == "poison":
+        if record["mode"] in _PUBLISHING:
+            what = "poisoned" if record["mode"] == "poison" else "unreleased, unsigned"
             changed = []
             for item in record["stores"]:
                 store = ModelStore(Path(item["store"]))
                 if store.current() != item["added"]:
                     raise EnvironmentFailure(
                         f"{item['store']}: CURRENT is {store.current()}, "
-                        f"not the poisoned {item['added']}"
+                        f"not the {what} {item['added']}"
                     )
                 changed.append(item["added"])
+            digest = read_manifest(
+                ModelStore(Path(record["stores"][0]["store"])).version_dir(changed[0])
+            ).digest
             return (
-                f"{target}: poisoned version {changed[0]} published to "
+                f"{target}: {what} version {changed[0]} (digest {digest[:12]}) published to "
                 f"{len(changed)} store(s), CURRENT moved from {record['stores'][0]['previous']}"
             )
         for item in record["stores"]:
@@ -307,8 +366,8 @@ class _Damaged(BaseModel):
     sha256: str = Field(pattern=_HEX64)
 
 
-class _Poisoned(BaseModel):
-    """One store a poisoned version was published to."""
+class _Published(BaseModel):
+    """One store a new version (poisoned or unreleased) was published to."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
@@ -318,16 +377,38 @@ class _Poisoned(BaseModel):
 
 
 class _Undo(UndoModel):
-    mode: Literal["bitflip", "truncate", "zero", "poison"]
-    stores: tuple[_Damaged, ...] | tuple[_Poisoned, ...]
+    mode: _MODES
+    stores: tuple[_Damaged, ...] | tuple[_Published, ...]
     replicas: tuple[str, ...] = ()
 
     @model_validator(mode="after")
     def _stores_fit_the_mode(self) -> _Undo:
-        poison = self.mode == "poison"
-        if any(isinstance(item, _Poisoned) != poison for item in self.stores):
+        publishing = self.mode in _PUBLISHING
+        if any(isinstance(item, _Published) != publishing for item in self.stores):
             raise ValueError(f"stores do not describe mode {self.mode}")
         return self
+
+
+def _found_before(journal: Journal, path: Path) -> tuple[str, Path] | None:
+    """The sha256 and backup of ``path`` as the oldest pending corruption of it found it,
+    or None when no pending fault has damaged it."""
+    for entry in reversed(journal.pending()):  # oldest first
+        if entry.kind != CorruptModel.name:
+            continue
+        try:
+            undo = _Undo.parse(entry.undo)
+        except InputError:
+            continue  # not what drillkit writes: heal reports it; nothing is copied from it
+        for item in undo.stores:
+            if isinstance(item, _Damaged) and item.path == str(path):
+                backup = Path(item.backup)
+                try:
+                    contained(backup, [journal.backups], what="backup")
+                except InputError:
+                    continue
+                if backup.is_file() and file_sha256(backup) == item.sha256:
+                    return item.sha256, backup
+    return None
 
 
 def _restore(undo: _Undo, roots: list[Path], journal: Journal) -> None:
@@ -338,10 +419,10 @@ def _restore(undo: _Undo, roots: list[Path], journal: Journal) -> None:
         store = ModelStore(root)
         if not store.root.is_dir():
             continue  # the stack's copy went away with the stack
-        if isinstance(item, _Poisoned):
+        if isinstance(item, _Published):
             if item.previous in store.versions():
                 store.set_current(item.previous)
-            added = contained(store.versions_dir / item.added, roots, what="poisoned version")
+            added = contained(store.versions_dir / item.added, roots, what="published version")
             shutil.rmtree(added, ignore_errors=True)
             continue
         path = store.version_dir(item.version) / item.file  # never the record's own path

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -21,7 +22,7 @@ import pytest
 from drillkit.errors import EnvironmentFailure
 from drillkit.faults.base import load_fault_kind
 from drillkit.faults.context import FaultContext
-from drillkit.faults.load_spike import LoadSpike, _pids_tagged
+from drillkit.faults.load_spike import LoadSpike, _pids_tagged, _progress
 from drillkit.faults.params import LoadSpikeParams
 from drillkit.journal import Journal
 from drillkit.stacks.plan import Endpoint, Port, StackPlan
@@ -80,7 +81,14 @@ def test_apply_sends_extra_traffic_until_healed(tmp_path: Path, gateway: FakeRep
         (entry,) = ctx.journal.pending()
         assert entry.undo["tag"] == record["tag"] and entry.undo["pid"] == record["pid"]
         evidence = kind.check_applied(ctx, "gateway", params, record)
+        hits = gateway.recommend_hits
         assert f"pid {record['pid']}" in evidence and "200 extra requests/s" in evidence
+        # What the generator counted, not what it was asked: answers the gateway really gave.
+        counted = re.search(r"in its first ([\d.]+) s: (\d+) sent, (\d+) answered", evidence)
+        assert counted is not None, evidence
+        seconds, sent, answered = float(counted[1]), int(counted[2]), int(counted[3])
+        assert 0 < answered <= sent and answered <= hits, (evidence, hits)
+        assert answered >= 0.5 * 200 * seconds, evidence  # an open loop at 200/s, all answered
         wait_until(lambda: gateway.recommend_hits >= 50, 10.0, "the spike's requests")
     finally:
         kind.heal(ctx, record)
@@ -114,6 +122,25 @@ def test_a_generator_that_cannot_start_is_reported(tmp_path: Path) -> None:
     with pytest.raises(EnvironmentFailure, match="exited at once.*--url must be http"):
         kind.check_applied(ctx, "gateway", params, record)
     kind.heal(ctx, record)
+
+
+def test_only_the_generators_own_lines_are_read_as_progress(tmp_path: Path) -> None:
+    log = tmp_path / "spike.log"
+    good = {"sent": 9, "answered": 8, "degraded": 1, "errors": 1, "seconds": 0.5}
+    lines = [
+        "[" * 100_000,  # only the log's end is read; this is beyond it
+        json.dumps(good),
+        json.dumps({**good, "sent": -1}),
+        json.dumps({**good, "answered": "8"}),
+        json.dumps({**good, "seconds": None}),
+        "[" * 1_000,
+        "Traceback (most recent call last):",
+    ]
+    log.write_text("\n".join(lines) + "\n")
+    assert _progress(log) == good
+    assert _progress(tmp_path / "missing.log") is None
+    log.write_text("not json\n")
+    assert _progress(log) is None
 
 
 def spike(*args: str, timeout: float = 30.0) -> tuple[dict[str, Any], float, str]:

@@ -197,7 +197,7 @@ BAD = [
         "bad_corrupt_mode.yaml",
         8,
         "faults[0].params.mode",
-        "expected 'bitflip', 'truncate', 'zero' or 'poison', got 'shred'",
+        "expected 'bitflip', 'truncate', 'zero', 'poison' or 'unreleased', got 'shred'",
         id="bad-corrupt-mode",
     ),
     pytest.param(
