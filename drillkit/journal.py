@@ -102,8 +102,11 @@ class Journal:
         return self.folder / BACKUPS
 
     def new_backup_dir(self) -> Path:
+        # Every level private: the copies are of model files that may not be the user's to show.
+        self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.backups.mkdir(exist_ok=True, mode=0o700)
         path = self.backups / uuid.uuid4().hex[:12]
-        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path.mkdir(mode=0o700)
         return path
 
     def _append(self, entry: dict[str, Any]) -> None:
@@ -149,10 +152,11 @@ class Journal:
         except OSError as exc:  # a link (ELOOP), a folder, no permission: not drillkit's file
             self.rejected.append(Rejected(0, f"{self.path} cannot be read safely: {exc}"))
             return []
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # a folder, a FIFO: not drillkit's file
+            os.close(fd)
+            self.rejected.append(Rejected(0, f"{self.path} is not a regular file"))
+            return []
         with os.fdopen(fd, "rb") as handle:
-            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-                self.rejected.append(Rejected(0, f"{self.path} is not a regular file"))
-                return []
             return handle.read(MAX_LINE * 64).splitlines()[:MAX_LINES]
 
     def pending(self) -> list[JournalEntry]:

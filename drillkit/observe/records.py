@@ -96,7 +96,10 @@ class RequestRecord:
     def from_wire(cls, line: str | bytes) -> RequestRecord:
         """Parse one wire line; ValueError for anything a load generator would not send
         (a record is read from a socket: every field is checked, nothing is coerced)."""
-        s, lat, status, error, degraded, version, digest, replica = safejson.loads(line)
+        fields = safejson.loads(line)
+        if type(fields) is not list or len(fields) != len(WIRE_FIELDS):
+            raise ValueError(f"not an array of the {len(WIRE_FIELDS)} record fields")
+        s, lat, status, error, degraded, version, digest, replica = fields
         if (
             type(s) is not float
             or not 0.0 < s < 1e11
@@ -105,6 +108,7 @@ class RequestRecord:
             or type(status) is not int
             or not 0 <= status <= 999
             or error not in ERRORS
+            or type(degraded) is not int
             or degraded not in (0, 1)
             or not all(type(v) is str and len(v) <= MAX_TEXT for v in (version, digest, replica))
         ):

@@ -156,3 +156,161 @@ def test_a_line_nested_too_deeply_is_set_aside_not_a_crash(tmp_path: Path) -> No
     assert [e.fault_id for e in journal.pending()] == ["a"]
     (rejected,) = journal.rejected
     assert rejected.line == 1 and rejected.reason == "not JSON"
+
+
+def _journal_with(tmp_path: Path, *lines: str) -> Journal:
+    journal = Journal(tmp_path, STACK)
+    journal.record_apply(
+        fault_id="a", kind="kill_node", target="replica-1", stack_id=STACK, undo={"n": 1}
+    )
+    with journal.path.open("a") as handle:
+        handle.write("".join(line + "\n" for line in lines))
+    return journal
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        pytest.param('{"op": "update", "undo": {}}', "an update without an id", id="no-id"),
+        pytest.param('{"op": "update", "id": 7, "undo": {}}', "an update without", id="int-id"),
+        pytest.param('{"op": "update", "id": "x", "undo": []}', "an update without", id="list"),
+        pytest.param('{"op": "heal"}', "a heal without an id", id="heal-no-id"),
+        pytest.param('{"op": "heal", "id": 1}', "a heal without an id", id="heal-int-id"),
+        pytest.param('"apply"', "not an object", id="a-string"),
+        pytest.param(_apply_line(applied_at=float("inf")), "applied_at", id="infinite-time"),
+        pytest.param(_apply_line(applied_at=float("nan")), "applied_at", id="nan-time"),
+        pytest.param('{"op": "apply"', "not JSON", id="torn-mid-file"),
+    ],
+)
+def test_an_update_or_heal_that_is_not_drillkits_is_set_aside(
+    tmp_path: Path, line: str, reason: str
+) -> None:
+    # Torn is tolerated on the last line only (a crash mid-write): here a good line follows.
+    journal = _journal_with(tmp_path, line, '{"op": "heal", "id": "ffffffffffffffff"}')
+    assert [(e.fault_id, e.undo) for e in journal.pending()] == [("a", {"n": 1})]
+    (rejected,) = journal.rejected
+    assert rejected.line == 2 and rejected.reason.startswith(reason), rejected
+
+
+def test_an_update_replaces_the_undo_record_of_its_own_entry_only(tmp_path: Path) -> None:
+    journal = Journal(tmp_path, STACK)
+    entry = journal.record_apply(
+        fault_id="a", kind="kill_node", target="replica-1", stack_id=STACK, undo={"n": 1}
+    )
+    with journal.path.open("a") as handle:
+        handle.write(json.dumps({"op": "update", "id": entry.id, "undo": {"n": 2}}) + "\n")
+        handle.write(json.dumps({"op": "update", "id": "f" * 16, "undo": {"n": 3}}) + "\n")
+    (pending,) = journal.pending()
+    assert pending.undo == {"n": 2} and journal.rejected == []
+
+
+def test_an_apply_line_may_carry_a_healed_at_that_is_ignored(tmp_path: Path) -> None:
+    journal = _journal_with(tmp_path, _apply_line(healed_at=5.0, id="1" * 16, applied_at=9e9))
+    ids = [e.id for e in journal.pending()]
+    assert len(ids) == 2 and ids[0] == "1" * 16 and journal.rejected == []
+
+
+def test_a_heal_line_names_its_entry_and_when(tmp_path: Path) -> None:
+    journal = Journal(tmp_path, STACK)
+    entry = journal.record_apply(
+        fault_id="a", kind="kill_node", target="replica-1", stack_id=STACK, undo={}
+    )
+    journal.record_heal(entry.id)
+    apply_line, heal_line = (json.loads(x) for x in journal.path.read_text().splitlines())
+    assert apply_line["op"] == "apply" and apply_line["fault_id"] == "a"
+    assert set(heal_line) == {"op", "id", "healed_at"}
+    assert heal_line["op"] == "heal" and heal_line["id"] == entry.id
+    assert abs(heal_line["healed_at"] - apply_line["applied_at"]) < 60
+    assert journal.pending() == []
+
+
+def test_files_are_private_to_the_user(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "new", STACK)
+    backup = journal.new_backup_dir()
+    assert backup.parent == journal.backups and backup.is_dir()
+    assert len(backup.name) == 12 and backup != journal.new_backup_dir()
+    assert backup.stat().st_mode & 0o777 == 0o700
+    journal.record_apply(fault_id="a", kind="k", target="t", stack_id=STACK, undo={})
+    assert journal.folder.stat().st_mode & 0o077 == 0
+    assert journal.path.stat().st_mode & 0o777 == 0o600
+
+
+def test_only_the_first_lines_are_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("drillkit.journal.MAX_LINES", 2)
+    journal = Journal(tmp_path, STACK)
+    ids = ["1" * 16, "2" * 16, "3" * 16]
+    journal.path.write_text("".join(_apply_line(id=i) + "\n" for i in ids))
+    assert sorted(e.id for e in journal.pending()) == ids[:2]  # the third line is not read
+
+
+def test_a_line_of_exactly_the_longest_length_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    line = _apply_line(id="1" * 16)
+    monkeypatch.setattr("drillkit.journal.MAX_LINE", len(line))
+    journal = Journal(tmp_path, STACK)
+    journal.path.write_text(line + "\n" + _apply_line(id="2" * 16)[:-1] + "  }\n")
+    assert [e.id for e in journal.pending()] == ["1" * 16]
+    (rejected,) = journal.rejected
+    assert rejected.line == 2 and rejected.reason.startswith("longer than")
+
+
+def test_a_stacks_journal_lives_in_its_folder(drillkit_home: Path) -> None:
+    from drillkit.state import stack_dir
+
+    journal = Journal.for_stack(STACK)
+    assert (journal.folder, journal.stack_id) == (stack_dir(STACK), STACK)
+    entry = journal.record_apply(fault_id="a", kind="k", target="t", stack_id=STACK, undo={})
+    assert [e.id for e in Journal.for_stack(STACK).pending()] == [entry.id]
+
+
+def test_a_journal_makes_the_folders_it_needs(tmp_path: Path) -> None:
+    for make in ("record", "backup"):
+        journal = Journal(tmp_path / make / "a" / "b", STACK)
+        if make == "record":
+            journal.record_apply(fault_id="a", kind="k", target="t", stack_id=STACK, undo={})
+            assert journal.path.is_file()
+        else:
+            assert journal.new_backup_dir().is_dir()
+        assert journal.folder.stat().st_mode & 0o777 == 0o700
+
+
+def test_compacting_a_healed_journal_that_never_backed_anything_up(tmp_path: Path) -> None:
+    journal = Journal(tmp_path, STACK)
+    entry = journal.record_apply(fault_id="a", kind="k", target="t", stack_id=STACK, undo={})
+    journal.record_heal(entry.id)
+    journal.compact()  # no backups folder: nothing to remove, no error
+    assert not journal.path.exists()
+
+
+def test_a_line_without_an_op_is_set_aside(tmp_path: Path) -> None:
+    journal = _journal_with(tmp_path, '{"id": "0123456789abcdef"}')
+    assert len(journal.pending()) == 1
+    (rejected,) = journal.rejected
+    assert (rejected.line, rejected.reason) == (2, "unknown op None")
+
+
+def test_a_journal_that_cannot_be_read_is_reported_as_a_whole(tmp_path: Path) -> None:
+    (tmp_path / "journal.jsonl").mkdir()  # a folder where the file should be
+    journal = Journal(tmp_path, STACK)
+    assert journal.pending() == []
+    (rejected,) = journal.rejected
+    assert rejected.line == 0 and "is not a regular file" in rejected.reason
+    link = tmp_path / "linked"
+    link.mkdir()
+    (link / "journal.jsonl").symlink_to(tmp_path / "elsewhere")
+    journal = Journal(link, STACK)
+    assert journal.pending() == []
+    assert [r.line for r in journal.rejected] == [0]
+
+
+def test_no_more_than_64_longest_lines_are_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    line = _apply_line(id="1" * 16)
+    monkeypatch.setattr("drillkit.journal.MAX_LINE", len(line) + 1)
+    journal = Journal(tmp_path, STACK)
+    # 64 lines of the longest length fill the read; a 65th lies beyond it.
+    lines = [_apply_line(id=f"{i:016x}") for i in range(65)]
+    journal.path.write_text("".join(x + "\n" for x in lines))
+    assert len(journal.pending()) == 64

@@ -14,6 +14,7 @@ from drillkit.observe.series import (
     QualitySample,
     QualityTrack,
     SeriesPoint,
+    WindowStats,
     compute_series,
     nearest_rank_index,
     percentile,
@@ -238,3 +239,34 @@ def test_quality_per_window() -> None:
     assert track.mean(0.0, 0.2) == pytest.approx(0.8)
     assert track.mean(0.2, 0.5) is None
     assert len(track) == 4
+
+
+def test_nearest_rank_index_rejects_percentiles_above_100() -> None:
+    with pytest.raises(ValueError, match="1..100"):
+        nearest_rank_index(10, 101)
+    assert nearest_rank_index(10, 100) == 9
+
+
+def test_a_full_window_has_its_own_p50_and_p99() -> None:
+    # 200 requests in the first 0.1 s window (the default step), latencies 1..200 ms: the
+    # nearest-rank p99 is the 198th value, not the maximum; p50 the 100th.
+    rows = [RequestRecord(i / 2000, float(200 - i), 200) for i in range(200)]
+    series = compute_series(build(rows), start=0.0, end=0.2)
+    assert [p.t for p in series] == [0.0, 0.1]
+    first = series[0]
+    assert (first.requests, first.p50_ms, first.p99_ms) == (200, 100.0, 198.0)
+    assert first.rps == 2000.0
+
+
+def test_window_stats_shares() -> None:
+    rows = [RequestRecord(i / 10, 5.0, 200, degraded=i < 2) for i in range(10)]
+    stats = window_stats(build(rows))
+    assert (stats.requests, stats.degraded, stats.degraded_share) == (10, 2, 0.2)
+    empty = window_stats(build([]))
+    assert empty == WindowStats(0, 0, 0, 0, 1.0, 0.0, 0.0, 0.0, 0.0)
+
+
+def test_window_stats_percentiles_of_a_hundred() -> None:
+    rows = [RequestRecord(i / 100, float(i + 1), 200) for i in range(100)]
+    stats = window_stats(build(rows))
+    assert (stats.p50_ms, stats.p95_ms, stats.p99_ms) == (50.0, 95.0, 99.0)
