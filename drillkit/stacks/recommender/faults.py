@@ -139,8 +139,11 @@ def damage_file(path: Path, mode: str, *, flips: int, fraction: float, seed: int
             handle.write(bytes([byte ^ (1 << rng.randrange(8))]))
 
 
-def poisoned_writer(source: Path, seed: int) -> Callable[[Path], list[str]]:
-    """A payload writer for ModelStore.add_version: ``source``'s files with garbage weights."""
+def _reweighted_writer(
+    source: Path, seed: int, *, keep: float, noise: float
+) -> Callable[[Path], list[str]]:
+    """A payload writer for ModelStore.add_version: ``source``'s files, each float weight
+    tensor ``w`` replaced by ``keep * w + noise * std(w) * N(0, 1)`` (seeded)."""
 
     def write(folder: Path) -> list[str]:
         import numpy as np
@@ -151,43 +154,29 @@ def poisoned_writer(source: Path, seed: int) -> Callable[[Path], list[str]]:
             shutil.copy2(source / name, folder / name)
         weights = load_file(str(folder / FILES["weights"]))
         rng = np.random.default_rng(seed)
-        garbage = {}
+        changed = {}
         for key, value in weights.items():
-            if np.issubdtype(value.dtype, np.floating):
-                scale = float(np.nanstd(value)) or 1.0
-                garbage[key] = (rng.standard_normal(value.shape) * scale).astype(value.dtype)
-            else:
-                garbage[key] = value
-        save_file(garbage, str(folder / FILES["weights"]))
+            if not np.issubdtype(value.dtype, np.floating):
+                changed[key] = value
+                continue
+            spread = float(np.nanstd(value)) or 1.0
+            gauss = rng.standard_normal(value.shape)
+            changed[key] = (keep * value + noise * spread * gauss).astype(value.dtype)
+        save_file(changed, str(folder / FILES["weights"]))
         return names
 
     return write
+
+
+def poisoned_writer(source: Path, seed: int) -> Callable[[Path], list[str]]:
+    """``source``'s files with garbage weights: noise of each tensor's spread, nothing else."""
+    return _reweighted_writer(source, seed, keep=0.0, noise=1.0)
 
 
 def nudged_writer(source: Path, seed: int) -> Callable[[Path], list[str]]:
-    """A payload writer for ModelStore.add_version: ``source``'s files with every float weight
-    moved by Gaussian noise of 1% of its tensor's spread (a different model, as good)."""
-
-    def write(folder: Path) -> list[str]:
-        import numpy as np
-        from safetensors.numpy import load_file, save_file
-
-        names = [n for n in os.listdir(source) if n != MANIFEST_NAME and not n.startswith(".")]
-        for name in names:
-            shutil.copy2(source / name, folder / name)
-        weights = load_file(str(folder / FILES["weights"]))
-        rng = np.random.default_rng(seed)
-        nudged = {}
-        for key, value in weights.items():
-            if np.issubdtype(value.dtype, np.floating):
-                noise = rng.standard_normal(value.shape) * _NUDGE * (float(np.std(value)) or 1.0)
-                nudged[key] = (value + noise).astype(value.dtype)
-            else:
-                nudged[key] = value
-        save_file(nudged, str(folder / FILES["weights"]))
-        return names
-
-    return write
+    """``source``'s files with every float weight moved by noise of 1% of its tensor's spread
+    (a different model, as good)."""
+    return _reweighted_writer(source, seed, keep=1.0, noise=_NUDGE)
 
 
 class CorruptModel(FaultKind[CorruptModelParams]):
