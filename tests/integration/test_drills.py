@@ -253,7 +253,8 @@ def test_two_crossing_corruptions_of_one_store_end_with_it_verifying(
     ]  # fmt: skip
     for fault in faults:
         fault["expect"] = {"max_failed_requests": 0, "max_wrong_model_responses": 0}
-    path = scenario(tmp_path, "crossing", faults, stack={"store": str(store)})
+    assert cli.cwd == tmp_path  # the store is named relative to the working folder
+    path = scenario(tmp_path, "crossing", faults, stack={"store": "store"})
     code, report = run_drill(cli, path, tmp_path)
     assert code == 0, report
     assert [f["healed_at"] is not None for f in report["faults"]] == [True, True]
