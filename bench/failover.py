@@ -7,6 +7,10 @@ on a shared machine hits both alike. For each fault the table gives the median a
 (min..max) of time to detect, time to recover, failed and degraded responses, and how many
 runs passed.
 
+When the run holds both `kill-node` and `zone-outage`, it prints their detection side by side:
+drillkit's gateway detecting a killed replica against HAProxy at the edge detecting a killed
+zone gateway (`inter 200ms fall 2`), measured in the same run, and their ratio.
+
 Usage: python bench/failover.py [--runs N] [--backends local,docker]
                                 [--scenarios kill-node,pause-node,...] [--short]
 (default: every scenario in scenarios/, 3 runs, both backends)
@@ -180,6 +184,17 @@ def main() -> None:
         )
     for (scenario, backend), why in sorted(refused.items()):
         print(f"{scenario:<{width}} {backend:<8} not run: {why}")
+    for backend in backends:
+        gateway = figures.get(("kill-node", backend, "kill-1"), {}).get("ttd_s", [])
+        edge = figures.get(("zone-outage", backend, "zone-a-down"), {}).get("ttd_s", [])
+        if gateway and edge:
+            g, e = statistics.median(gateway), statistics.median(edge)
+            verdict = "faster" if g < e else "NOT faster"
+            print(
+                f"\ndetection on {backend}: drillkit's gateway, a killed replica "
+                f"{_fmt(gateway, ' s')}; HAProxy at the edge, a killed zone {_fmt(edge, ' s')}; "
+                f"edge/gateway {e / g:.2f}x: the gateway is {verdict}"
+            )
     print(f"\n{total} drills in {time.monotonic() - started:.0f} s; reports in {work}")
 
 

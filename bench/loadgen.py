@@ -27,6 +27,7 @@ class Result:
     degraded: int = 0
     degraded_at: list[float] = field(default_factory=list)  # seconds from start, when due
     late_starts: int = 0  # requests that could not even be sent on time (no free connection)
+    cache: dict[str, int] = field(default_factory=dict)  # X-Cache answers: hit, miss, bypass
 
     def error(self, kind: str) -> None:
         self.errors += 1
@@ -124,6 +125,10 @@ async def run_open_loop(
             if headers.get(b"x-degraded") == b"true":
                 result.degraded += 1
                 result.degraded_at.append(due - start)
+            cached = headers.get(b"x-cache")
+            if cached is not None:
+                word = cached.decode("ascii", "replace")
+                result.cache[word] = result.cache.get(word, 0) + 1
         conn.idle_since = loop.time()
         idle.append(conn)
 

@@ -368,6 +368,8 @@ class DrillRunner:
             info = kinds.get(record.kind)
             needs |= set(info.cls.needs) if info is not None else set()
         parts.backend.check_capabilities(needs)
+        # What the stack needs from the machine and the user's files, before anything starts.
+        parts.preset.preflight(scenario.stack_spec())
         status = "error"
         error: str | None = None
         heal_failures: list[HealResult] = []
@@ -532,6 +534,7 @@ class DrillRunner:
             n_users=workload.users,
             k=workload.k,
             seed=self.options.seed,
+            skew=load.skew,
             stack_id=state.id,
         )
 
@@ -634,6 +637,7 @@ class DrillRunner:
                         recover_within=expect.recover_within,
                         max_failed_requests=_count_or_share(expect.max_failed_requests),
                         max_wrong_model_responses=expect.max_wrong_model_responses,
+                        cache_recover_within=expect.cache_recover_within,
                     ),
                 )
             )

@@ -1,10 +1,11 @@
 """Shared fixtures and the skip policy for resource-marked tests.
 
-A test marked ``docker``, ``gpu``, ``browser`` or ``promtool`` runs whenever the resource
-exists. When it does not, the test is skipped with the reason, unless
+A test marked ``docker``, ``gpu``, ``browser``, ``promtool`` or ``zones`` runs whenever the
+resource exists. When it does not, the test is skipped with the reason, unless
 ``DRILLKIT_REQUIRE_DOCKER=1`` / ``DRILLKIT_REQUIRE_GPU=1`` / ``DRILLKIT_REQUIRE_BROWSER=1`` /
-``DRILLKIT_REQUIRE_PROMTOOL=1`` says the resource must be there (CI sets them when it is):
-then the skip becomes a failure.
+``DRILLKIT_REQUIRE_PROMTOOL=1`` / ``DRILLKIT_REQUIRE_ZONES=1`` says the resource must be there
+(CI sets them when it is): then the skip becomes a failure. ``zones`` is Debian's haproxy and
+redis-server, what a zoned stack's edge and cache tier run.
 """
 
 from __future__ import annotations
@@ -63,6 +64,10 @@ _PROBES = {
     "gpu": (_gpu_usable, "DRILLKIT_REQUIRE_GPU"),
     "browser": (_browser_usable, "DRILLKIT_REQUIRE_BROWSER"),
     "promtool": (lambda: shutil.which("promtool") is not None, "DRILLKIT_REQUIRE_PROMTOOL"),
+    "zones": (
+        lambda: all(shutil.which(tool) for tool in ("haproxy", "redis-server")),
+        "DRILLKIT_REQUIRE_ZONES",
+    ),
 }
 _found: dict[str, bool] = {}
 

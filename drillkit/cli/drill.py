@@ -41,8 +41,12 @@ def validate(
     for path in (resolve_scenario(p) for p in scenarios):
         scenario = load_scenario(path)
         faults = ", ".join(f"{f.id}@{f.at:g}s" for f in scenario.faults) or "no faults"
+        stack = scenario.stack
+        size = f"{stack.replicas} replicas"
+        if stack.zones:
+            size = f"zones {', '.join(stack.zones)} x {size} behind an HAProxy edge"
         t.result(
-            f"ok  {path}: {scenario.name} ({scenario.stack.replicas} replicas, "
+            f"ok  {path}: {scenario.name} ({size}, "
             f"{scenario.load.rate:g} req/s for {scenario.load.duration:g} s; {faults})"
         )
 

@@ -90,11 +90,18 @@ def up(
     fallback: bool = typer.Option(
         _GATEWAY.fallback, help="Popular-items answers when no replica can."
     ),
+    zones: str = typer.Option(
+        "",
+        "--zones",
+        help="Zones, comma-separated (e.g. a,b): each gets a gateway, --replicas replicas and "
+        "a Redis, behind an HAProxy edge.",
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the stack state as JSON."),
 ) -> None:
     """Start the stack detached; returns once every service is ready."""
     t = terminal()
     spec = RecommenderSpec(
+        zones=tuple(zone.strip() for zone in zones.split(",") if zone.strip()),
         replicas=replicas,
         catalog=CatalogSpec(items=items, dim=dim, seed=seed).resolved(),
         gpu=gpu,

@@ -27,17 +27,18 @@ def status(
     stack: str | None = STACK,
 ) -> None:
     """Replica states, model versions, request rate, error and degraded share, open faults."""
-    from drillkit.observe.status import read_traffic, stack_status, traffic_rates
+    from drillkit.observe.status import gateway_urls, read_traffic, stack_status, traffic_rates
 
     t = terminal()
     state, backend = active_stack(stack)
     # The rate needs two readings; a one-shot status waits one short window for the second.
     window = interval if watch else min(interval, 1.0)
+    gateways = gateway_urls(state)
     with httpx.Client(timeout=1.0) as client:
-        before = read_traffic(client, state.entry_url)
+        before = read_traffic(client, gateways)
         if not watch:
             time.sleep(window)
-            after = read_traffic(client, state.entry_url)
+            after = read_traffic(client, gateways)
             snapshot = stack_status(state, backend) | traffic_rates(before, after)
             snapshot["open_faults"] = _open_faults(state.id)
             if json_out:
@@ -50,7 +51,7 @@ def status(
             with t.watch() as show:
                 while True:
                     time.sleep(window)
-                    after = read_traffic(client, state.entry_url)
+                    after = read_traffic(client, gateways)
                     snapshot = stack_status(state, backend) | traffic_rates(before, after)
                     snapshot["open_faults"] = _open_faults(state.id)
                     before = after
@@ -113,6 +114,26 @@ def _render(s: dict[str, Any]) -> list[Any]:
     }
     if len(versions) > 1:
         parts.append(f"replicas serve different model versions: {', '.join(sorted(versions))}")
+    if s.get("zones"):
+        parts.append(
+            make_table(
+                "zones: the edge's view (HAProxy), each zone's Redis and cache hit ratio",
+                ["zone", "edge sees", "haproxy status", "last check", "redis", "keys", "hit ratio"],
+                [
+                    (
+                        z["zone"],
+                        z["edge_state"] or "?",
+                        z["edge_status"] or "-",
+                        z["edge_check"] or "-",
+                        z["redis"] or "-",
+                        "-" if z["keys"] is None else str(z["keys"]),
+                        _share(z["hit_ratio"]),
+                    )
+                    for z in s["zones"]
+                ],
+                [_STATE_STYLE.get(z["edge_state"] or "") for z in s["zones"]],
+            )
+        )
     if s["open_faults"]:
         parts.append(
             make_table(

@@ -1,8 +1,9 @@
 """Network faults on the links of a stack's plan: ``cut_network`` and ``latency``.
 
 A fault on service X acts on every link of the plan that ends at X (the reference stack: the
-gateway -> replica link). The backend does the cutting (:meth:`~drillkit.backends.base.
-Backend.cut_link`): on the local backend each link runs through drillkit's link proxy
+gateway -> replica link; a zoned stack also has replica -> Redis and edge -> zone gateway).
+The backend does the cutting (:meth:`~drillkit.backends.base.Backend.cut_link`): on the local
+backend each link runs through drillkit's link proxy
 (:mod:`drillkit.backends.local.linkproxy`), so a link can be cut or slowed without
 privileges; on the docker backend iptables and tc rules are set in the target container's
 network namespace from a short-lived NET_ADMIN sidecar. ``blackhole`` really hangs
@@ -14,12 +15,15 @@ from __future__ import annotations
 from typing import ClassVar
 
 from drillkit.errors import EnvironmentFailure
-from drillkit.faults.base import ROLE_REPLICA, FaultKind, UndoModel, UndoRecord
+from drillkit.faults.base import ROLE_GATEWAY, ROLE_REPLICA, FaultKind, UndoModel, UndoRecord
 from drillkit.faults.context import FaultContext
 from drillkit.faults.params import CutNetworkParams, LatencyParams
 from drillkit.stacks.plan import Link
 
 _PROBE_TIMEOUT = 0.3
+#: Services that links end at: replicas (from their gateway), and in a zoned stack each
+#: zone's Redis (from its replicas) and gateway (from the edge).
+_LINKED_ROLES = frozenset({ROLE_REPLICA, ROLE_GATEWAY, "cache"})
 
 
 class _Undo(UndoModel):
@@ -35,8 +39,8 @@ def _links(ctx: FaultContext, record: UndoRecord) -> list[Link]:
 class CutNetwork(FaultKind[CutNetworkParams]):
     name: ClassVar[str] = "cut_network"
     Params = CutNetworkParams
-    description: ClassVar[str] = "traffic between the gateway and the target is cut"
-    target_roles: ClassVar[frozenset[str]] = frozenset({ROLE_REPLICA})
+    description: ClassVar[str] = "traffic to the target over the stack's links is cut"
+    target_roles: ClassVar[frozenset[str]] = _LINKED_ROLES
     needs: ClassVar[frozenset[str]] = frozenset({"cut_link"})
 
     def apply(self, ctx: FaultContext, target: str, params: CutNetworkParams) -> UndoRecord:
@@ -73,8 +77,8 @@ class CutNetwork(FaultKind[CutNetworkParams]):
 class Latency(FaultKind[LatencyParams]):
     name: ClassVar[str] = "latency"
     Params = LatencyParams
-    description: ClassVar[str] = "delay (and jitter) is added between the gateway and the target"
-    target_roles: ClassVar[frozenset[str]] = frozenset({ROLE_REPLICA})
+    description: ClassVar[str] = "delay (and jitter) is added on the stack's links to the target"
+    target_roles: ClassVar[frozenset[str]] = _LINKED_ROLES
     needs: ClassVar[frozenset[str]] = frozenset({"slow_link"})
 
     def apply(self, ctx: FaultContext, target: str, params: LatencyParams) -> UndoRecord:

@@ -73,6 +73,8 @@ class LoadPlan:
     k: int = 10
     seed: int = 0
     cold_share: float = 0.01
+    skew: float = 0.0
+    """Zipf exponent of which user asks: 0 every user alike, 1 a few users most of the time."""
     emit_records: bool = True
     stack_id: str | None = None
     """The stack the load is for: the generator carries its mark (``STACK_ENV``), so that
@@ -89,6 +91,7 @@ class LoadPlan:
             (self.workers >= 1, f"workers: expected >= 1, got {self.workers}"),
             (self.k >= 1, f"k: expected >= 1, got {self.k}"),
             (0 <= self.cold_share <= 1, f"cold_share: expected 0..1, got {self.cold_share}"),
+            (0 <= self.skew <= 3, f"skew: expected 0..3, got {self.skew}"),
             (self.users >= self.workers, f"users: expected >= workers ({self.workers})"),
         )
         for ok, message in checks:
@@ -191,6 +194,7 @@ class LoadDriver:
             DRILLKIT_TIMEOUT=repr(float(plan.timeout)),
             DRILLKIT_SEED=str(plan.seed),
             DRILLKIT_COLD_SHARE=repr(float(plan.cold_share)),
+            DRILLKIT_USER_SKEW=repr(float(plan.skew)),
             DRILLKIT_EMIT_RECORDS="1" if plan.emit_records else "0",
             PYTHONUNBUFFERED="1",
         )

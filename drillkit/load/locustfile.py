@@ -27,6 +27,7 @@ Settings come from the environment (the driver sets them): ``DRILLKIT_SINK`` (ho
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import errno
 import itertools
@@ -47,7 +48,7 @@ from locust.runners import MasterRunner
 from locust.user.wait_time import constant_throughput
 
 from drillkit.load.sink import AUTH_PREFIX
-from drillkit.observe.records import MAX_TEXT, wire_line, wire_tail
+from drillkit.observe.records import CACHE_OUTCOMES, MAX_TEXT, wire_line, wire_tail
 
 logger = logging.getLogger("drillkit.load")
 
@@ -73,6 +74,7 @@ class _Settings:
     timeout: float
     seed: int
     cold_share: float
+    skew: float
     emit: bool
 
 
@@ -95,16 +97,34 @@ def _settings(env: dict[str, str] | os._Environ[str]) -> _Settings:
             timeout=float(need("DRILLKIT_TIMEOUT")),
             seed=int(env.get("DRILLKIT_SEED", "0")),
             cold_share=float(env.get("DRILLKIT_COLD_SHARE", "0.01")),
+            skew=float(env.get("DRILLKIT_USER_SKEW", "0")),
             emit=env.get("DRILLKIT_EMIT_RECORDS", "1") != "0",
         )
     except ValueError as exc:
         raise SystemExit(f"drillkit locustfile: bad setting: {exc}") from None
-    if settings.rate <= 0 or settings.users < 1 or settings.n_users < 1 or settings.timeout <= 0:
+    if (
+        settings.rate <= 0
+        or settings.users < 1
+        or settings.n_users < 1
+        or settings.timeout <= 0
+        or not 0 <= settings.skew <= 3
+    ):
         raise SystemExit(f"drillkit locustfile: settings out of range: {settings}")
     return settings
 
 
 SETTINGS = _settings(os.environ)
+
+
+def _zipf_cumulative(n: int, skew: float) -> list[float] | None:
+    """Cumulative weights of users ``0..n-1`` under Zipf(``skew``): user ``u`` asks with
+    weight ``1 / (u + 1) ** skew``; None for uniform (skew 0)."""
+    if skew <= 0:
+        return None
+    return list(itertools.accumulate(1.0 / (u + 1) ** skew for u in range(n)))
+
+
+_CUMULATIVE = _zipf_cumulative(SETTINGS.n_users, SETTINGS.skew)
 
 
 class _Writer:
@@ -181,7 +201,7 @@ class _Writer:
 
 
 _writer: _Writer | None = None
-_tails: dict[tuple[str, bool, str, str, str], str] = {}
+_tails: dict[tuple[str, bool, str, str, str, str, str], str] = {}
 _MAX_TAILS = 4096
 _user_serial = itertools.count()
 
@@ -234,10 +254,12 @@ def _on_request(
             (get("x-model-version") or "")[:MAX_TEXT],
             (get("x-model-digest") or "")[:MAX_TEXT],
             (get("x-replica") or "")[:MAX_TEXT],
+            (get("x-zone") or "")[:MAX_TEXT],
+            get("x-cache") if get("x-cache") in CACHE_OUTCOMES else "",
         )
     else:
-        key = (error, False, "", "", "")
-    # The tail of a line (error, degraded, version, digest, replica) takes a handful of
+        key = (error, False, "", "", "", "", "")
+    # The tail of a line (error, degraded, version, digest, replica, zone, cache) takes a few
     # values in a whole drill: encode each once. Floats and ints print as json would.
     tail = _tails.get(key)
     if tail is None:
@@ -305,7 +327,10 @@ class RecommendUser(FastHttpUser):
     @task
     def recommend(self) -> None:
         rng = self._rng
-        user = rng.randrange(SETTINGS.n_users)
+        if _CUMULATIVE is None:
+            user = rng.randrange(SETTINGS.n_users)
+        else:  # a few users ask most of the time, as in real traffic
+            user = bisect.bisect_left(_CUMULATIVE, rng.random() * _CUMULATIVE[-1])
         if SETTINGS.cold_share and rng.random() < SETTINGS.cold_share:
             user += SETTINGS.n_users  # an id the model never saw: a cold-start answer
         self.client.get(f"/recommend?user_id={user}{self._path_k}", name="/recommend")

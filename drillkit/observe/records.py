@@ -3,13 +3,17 @@
 The load generator (a Locust child process) sends one record per request over a local TCP
 socket, one JSON array per line, in this order (the *wire format*)::
 
-    [sent_at, latency_ms, status, error, degraded, model_version, model_digest, replica]
+    [sent_at, latency_ms, status, error, degraded, model_version, model_digest, replica,
+     zone, cache]
 
 ``sent_at`` is wall-clock epoch seconds when the request was sent, ``latency_ms`` the unrounded
 response time, ``status`` the HTTP status or 0 when there was no response, ``error`` "" or a
 short class (``timeout``, ``connect``, ``reset``, ``http``, ``other``), ``degraded`` 0/1 from
 the ``X-Degraded`` header, the model version/digest from ``X-Model-Version``/``X-Model-Digest``
-("" when absent), and ``replica`` from ``X-Replica``.
+("" when absent), ``replica`` from ``X-Replica``, ``zone`` from ``X-Zone`` (the zone an
+edge load balancer sent the request to) and ``cache`` from ``X-Cache`` (``hit``, ``miss``,
+``bypass``; "" without a cache tier). A line of the first wave's eight fields still reads,
+with no zone and no cache.
 
 :class:`Records` holds them column-wise (numpy) with times relative to the drill's t=0, and
 derives the per-request classes of ``docs/report.md`` (definitions): failed, degraded,
@@ -36,12 +40,19 @@ WIRE_FIELDS = (
     "model_version",
     "model_digest",
     "replica",
+    "zone",
+    "cache",
 )
+#: What ``X-Cache`` may say; anything else is recorded as "".
+CACHE_OUTCOMES = frozenset({"hit", "miss", "bypass"})
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
 IntArray = npt.NDArray[np.int64]
 
+
+#: The fields of a first-wave line (before ``zone`` and ``cache``).
+_FIRST_WAVE_FIELDS = 8
 
 #: The error classes a load generator reports.
 ERRORS = frozenset({"", "timeout", "connect", "reset", "http", "other"})
@@ -63,10 +74,18 @@ def is_failed(status: int) -> bool:
     return status == NO_RESPONSE or status >= FAILED_STATUS
 
 
-def wire_tail(error: str, degraded: bool, version: str, digest: str, replica: str) -> str:
+def wire_tail(
+    error: str,
+    degraded: bool,
+    version: str,
+    digest: str,
+    replica: str,
+    zone: str = "",
+    cache: str = "",
+) -> str:
     """The end of a wire line after the status: a handful of distinct values per drill, so
     the load generator encodes each once and keeps it."""
-    return _encode([error, 1 if degraded else 0, version, digest, replica])[1:]
+    return _encode([error, 1 if degraded else 0, version, digest, replica, zone, cache])[1:]
 
 
 def wire_line(sent_at: float, latency_ms: float, status: int, tail: str) -> str:
@@ -86,10 +105,12 @@ class RequestRecord:
     model_version: str = ""
     model_digest: str = ""
     replica: str = ""
+    zone: str = ""
+    cache: str = ""
 
     def to_wire(self) -> str:
         tail = wire_tail(self.error, self.degraded, self.model_version, self.model_digest,
-                         self.replica)  # fmt: skip
+                         self.replica, self.zone, self.cache)  # fmt: skip
         return wire_line(self.sent_at, self.latency_ms, self.status, tail)
 
     @classmethod
@@ -97,9 +118,11 @@ class RequestRecord:
         """Parse one wire line; ValueError for anything a load generator would not send
         (a record is read from a socket: every field is checked, nothing is coerced)."""
         fields = safejson.loads(line)
-        if type(fields) is not list or len(fields) != len(WIRE_FIELDS):
+        if type(fields) is not list or len(fields) not in (_FIRST_WAVE_FIELDS, len(WIRE_FIELDS)):
             raise ValueError(f"not an array of the {len(WIRE_FIELDS)} record fields")
-        s, lat, status, error, degraded, version, digest, replica = fields
+        if len(fields) == _FIRST_WAVE_FIELDS:
+            fields = [*fields, "", ""]
+        s, lat, status, error, degraded, version, digest, replica, zone, cache = fields
         if (
             type(s) is not float
             or not 0.0 < s < 1e11
@@ -110,10 +133,15 @@ class RequestRecord:
             or error not in ERRORS
             or type(degraded) is not int
             or degraded not in (0, 1)
-            or not all(type(v) is str and len(v) <= MAX_TEXT for v in (version, digest, replica))
+            or not all(
+                type(v) is str and len(v) <= MAX_TEXT for v in (version, digest, replica, zone)
+            )
+            or (cache != "" and cache not in CACHE_OUTCOMES)
         ):
             raise ValueError("a field out of its range")
-        return cls(s, float(lat), status, error, degraded == 1, version, digest, replica)
+        return cls(
+            s, float(lat), status, error, degraded == 1, version, digest, replica, zone, cache
+        )
 
 
 @dataclass(frozen=True)
@@ -127,6 +155,8 @@ class Records:
     degraded: BoolArray  # a successful fallback answer
     wrong_model: BoolArray  # successful, not degraded, digest not among the verified ones
     replica: npt.NDArray[np.str_]
+    zone: npt.NDArray[np.str_] | None = None  # None: no request went through an edge
+    cache: npt.NDArray[np.str_] | None = None  # None: no request was answered by a cache tier
 
     def __len__(self) -> int:
         return int(self.t.shape[0])
@@ -160,7 +190,17 @@ class Records:
                 & ok
             )
         replica = np.array([r.replica for r in ordered], dtype=np.str_)
-        return cls(t, latency, status, failed, degraded, wrong, replica)
+        zone = (
+            np.array([r.zone for r in ordered], dtype=np.str_)
+            if any(r.zone for r in ordered)
+            else None
+        )
+        cache = (
+            np.array([r.cache for r in ordered], dtype=np.str_)
+            if any(r.cache for r in ordered)
+            else None
+        )
+        return cls(t, latency, status, failed, degraded, wrong, replica, zone, cache)
 
     def window(self, start: float, end: float) -> Records:
         """The records sent in [start, end)."""
@@ -173,4 +213,6 @@ class Records:
             self.degraded[lo:hi],
             self.wrong_model[lo:hi],
             self.replica[lo:hi],
+            None if self.zone is None else self.zone[lo:hi],
+            None if self.cache is None else self.cache[lo:hi],
         )

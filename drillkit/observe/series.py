@@ -67,6 +67,8 @@ class SeriesPoint:
     p50_ms: float
     p99_ms: float
     quality: float | None = None  # mean quality share of the window's probes; None: no probe
+    zone_rps: dict[str, float] | None = None  # requests per second answered by each zone
+    cache_hit_ratio: float | None = None  # hits / cache lookups; None: no lookup in the window
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +198,16 @@ def compute_series(
     widths = np.diff(edges)
     rps = counts / widths
     means = QualityTrack(quality).means(edges)
+    zone_rps: list[dict[str, float] | None] = [None] * windows
+    if records.zone is not None:
+        zones = sorted(set(records.zone[first:last].tolist()) - {""})
+        per_zone = {zone: per_window(records.zone == zone) / widths for zone in zones}
+        zone_rps = [{zone: float(per_zone[zone][i]) for zone in zones} for i in range(windows)]
+    hit_ratio: list[float | None] = [None] * windows
+    if records.cache is not None:
+        hits = per_window(records.cache == "hit")
+        lookups = per_window(records.cache != "")
+        hit_ratio = [float(hits[i] / lookups[i]) if lookups[i] else None for i in range(windows)]
 
     return [
         SeriesPoint(
@@ -208,6 +220,8 @@ def compute_series(
             p50_ms=float(p50[i]),
             p99_ms=float(p99[i]),
             quality=means[i],
+            zone_rps=zone_rps[i],
+            cache_hit_ratio=hit_ratio[i],
         )
         for i in range(windows)
     ]

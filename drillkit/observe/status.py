@@ -24,9 +24,10 @@ def stack_status(
     gateway_view: dict[str, dict[str, Any]] = {}
     services: list[dict[str, Any]] = []
     with httpx.Client(timeout=timeout) as client:
-        with contextlib.suppress(httpx.HTTPError, ValueError, KeyError, TypeError):
-            body = client.get(state.entry_url + "/status").json()
-            gateway_view = {r["name"]: r for r in body["replicas"]}
+        for url in gateway_urls(state):  # a zoned stack has one gateway per zone
+            with contextlib.suppress(httpx.HTTPError, ValueError, KeyError, TypeError):
+                body = client.get(url + "/status").json()
+                gateway_view.update({r["name"]: r for r in body["replicas"]})
         for service in state.services.values():
             alive = backend.service_alive(state, service.name)
             check = state.plan.service(service.name).ready
@@ -90,22 +91,32 @@ class Traffic:
         return sum(self.by_outcome.values())
 
 
-def read_traffic(client: httpx.Client, gateway_url: str) -> Traffic | None:
-    """The gateway's counters now, or None when the gateway does not answer."""
-    try:
-        text = client.get(gateway_url + "/metrics").text
-    except httpx.HTTPError:
-        return None
+def gateway_urls(state: StackState[Any]) -> list[str]:
+    """Where each gateway of the stack answers (one; a zoned stack's one per zone)."""
+    return [state.service(s.name).url() for s in state.plan.services if s.role == "gateway"] or [
+        state.entry_url
+    ]
+
+
+def read_traffic(client: httpx.Client, gateway_urls: list[str]) -> Traffic | None:
+    """The gateways' counters now, added up; None when no gateway answers."""
     counts: dict[str, float] = {}
-    with contextlib.suppress(ValueError):
-        for family in text_string_to_metric_families(text):
-            if family.name != _REQUESTS:
-                continue
-            for sample in family.samples:
-                if sample.name.endswith("_total"):
-                    outcome = sample.labels.get("outcome", "?")
-                    counts[outcome] = counts.get(outcome, 0.0) + sample.value
-    return Traffic(time.monotonic(), counts)
+    answered = False
+    for url in gateway_urls:
+        try:
+            text = client.get(url + "/metrics").text
+        except httpx.HTTPError:
+            continue
+        answered = True
+        with contextlib.suppress(ValueError):
+            for family in text_string_to_metric_families(text):
+                if family.name != _REQUESTS:
+                    continue
+                for sample in family.samples:
+                    if sample.name.endswith("_total"):
+                        outcome = sample.labels.get("outcome", "?")
+                        counts[outcome] = counts.get(outcome, 0.0) + sample.value
+    return Traffic(time.monotonic(), counts) if answered else None
 
 
 def traffic_rates(before: Traffic | None, after: Traffic | None) -> dict[str, float | None]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from drillkit.reports.model import CheckReport, FaultReport, PhaseReport
+from drillkit.reports.model import CheckReport, DrillReport, FaultReport, PhaseReport
 
 __all__ = [
     "CHECK_COLUMNS",
@@ -116,6 +116,27 @@ def phase_row(p: PhaseReport) -> list[str]:
         ms(p.p99_ms),
         share(p.quality, 1),
     ]
+
+
+def zone_table(report: DrillReport) -> tuple[list[str], list[list[str]]] | None:
+    """Which zone served what, and the cache hit ratio, per phase: the headers and the rows;
+    None for a stack without zones or a cache."""
+    zones = sorted({z for p in report.phases for z in (p.zones or {})})
+    cached = any(p.cache_hit_ratio is not None for p in report.phases)
+    if not zones and not cached:
+        return None
+    headers = ["phase", *(f"zone {z}" for z in zones), *(["cache hits"] if cached else [])]
+    rows = []
+    for p in report.phases:
+        answered = sum((p.zones or {}).values())
+        cells = [p.name]
+        for zone in zones:
+            n = (p.zones or {}).get(zone, 0)
+            cells.append(f"{n} ({n / answered:.0%})" if answered else "0")
+        if cached:
+            cells.append("-" if p.cache_hit_ratio is None else f"{p.cache_hit_ratio:.1%}")
+        rows.append(cells)
+    return headers, rows
 
 
 def fault_row(f: FaultReport) -> list[str]:

@@ -24,6 +24,7 @@ from drillkit.reports.format import (
     ms,
     seconds,
     share,
+    zone_table,
 )
 from drillkit.reports.jsonfile import REPORT_MODE
 from drillkit.reports.model import CheckReport, DrillReport
@@ -249,7 +250,11 @@ def _phases(report: DrillReport) -> str:
         ]
         for p in report.phases
     ]
-    return f"<section><h2>Phases</h2>{_table(headers, rows)}</section>"
+    zones = ""
+    found = zone_table(report)
+    if found is not None:  # which zone served what, and the cache's hit ratio, per phase
+        zones = f"<h3>Zones and cache</h3>{_table(*found)}"
+    return f"<section><h2>Phases</h2>{_table(headers, rows)}{zones}</section>"
 
 
 def _never(value: float | None, applied: bool) -> object:

@@ -9,6 +9,12 @@ with a default, so that a report that carries only the contract's fields still r
   (``<=``, ``>=``, or ``==`` for yes/no checks, whose target and actual are 1 or 0) and
   ``checks[].detail`` (a human explanation);
 - ``series[].quality`` (mean quality share of the window's probes), written only when known;
+- ``faults[].cache_hit_before`` (the cache hit ratio before the fault) and
+  ``faults[].cache_recovered_at`` (when it was back to 90 % of it), for a stack with a cache;
+- ``phases[].zones`` (requests each zone answered) and ``phases[].cache_hit_ratio``;
+- ``series[].zone_rps`` (requests per second answered by each zone, from the edge's
+  ``X-Zone``) and ``series[].cache_hit_ratio`` (cache hits / lookups, from ``X-Cache``),
+  written only for a stack with zones or a cache tier;
 - ``error`` (one line: why a drill ended in status ``error`` or ``interrupted``);
 - ``notes`` (what a reader of the figures should know, such as a wall-clock step).
 
@@ -100,6 +106,19 @@ class PhaseReport(_Model):
     p99_ms: float
     rps: float
     quality: float | None
+    # extensions, written only for a stack with zones or a cache tier
+    zones: dict[str, int] | None = None
+    cache_hit_ratio: float | None = None
+
+    @_model_serializer(mode="wrap")
+    def _drop_unknown(
+        self, handler: SerializerFunctionWrapHandler, info: SerializationInfo
+    ) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        for key in ("zones", "cache_hit_ratio"):
+            if data.get(key) is None:
+                data.pop(key, None)
+        return data
 
 
 class FaultReport(_Model):
@@ -124,6 +143,18 @@ class FaultReport(_Model):
     detected_by: str | None = None
     slo_impact: bool | None = None
     restored_at: float | None = None
+    cache_hit_before: float | None = None
+    cache_recovered_at: float | None = None
+
+    @_model_serializer(mode="wrap")
+    def _drop_unknown(
+        self, handler: SerializerFunctionWrapHandler, info: SerializationInfo
+    ) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        for key in ("cache_hit_before", "cache_recovered_at"):
+            if data.get(key) is None:
+                data.pop(key, None)
+        return data
 
 
 class CheckReport(_Model):
@@ -158,16 +189,19 @@ class SeriesReport(_Model):
     degraded: int
     p50_ms: float
     p99_ms: float
-    # extension, written only when a probe ran in the window
+    # extensions, each written only when known
     quality: float | None = None
+    zone_rps: dict[str, float] | None = None
+    cache_hit_ratio: float | None = None
 
     @_model_serializer(mode="wrap")
-    def _drop_unknown_quality(
+    def _drop_unknown(
         self, handler: SerializerFunctionWrapHandler, info: SerializationInfo
     ) -> dict[str, Any]:
         data: dict[str, Any] = handler(self)
-        if data.get("quality") is None:
-            data.pop("quality", None)
+        for key in ("quality", "zone_rps", "cache_hit_ratio"):
+            if data.get(key) is None:
+                data.pop(key, None)
         return data
 
 

@@ -13,6 +13,7 @@ directly and rendered with the Agg (PNG) and SVG canvases: no pyplot, no global 
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import itertools
 import math
@@ -63,6 +64,9 @@ _P99 = SERIES_COLOURS["p99_ms"]
 _FAILED = SERIES_COLOURS["failed"]
 _DEGRADED = SERIES_COLOURS["degraded"]
 _QUALITY = SERIES_COLOURS["quality"]
+#: Each zone's request rate (dashed, on the rate panel) and the cache hit ratio.
+_ZONE_COLOURS = ("#8250df", "#bf8700", "#1b7c83", "#953800")
+_CACHE = "#57606a"
 _DETECTED = "#6e40c9"
 _RECOVERED = "#1a7f37"
 _RESTORED = "#0969da"
@@ -91,6 +95,8 @@ class _Series:
     degraded_ps: list[float]
     quality: list[float]  # percent
     step: float
+    zones: dict[str, list[float]] = dataclasses.field(default_factory=dict)  # rps per zone
+    cache_hit: list[float] = dataclasses.field(default_factory=list)  # percent; NaN: no lookup
 
 
 def _step_of(series: Sequence[SeriesReport]) -> float:
@@ -115,8 +121,16 @@ def _columns(series: Sequence[SeriesReport], max_points: int) -> _Series:
     failed = [p.failed / step for p in series]
     degraded = [p.degraded / step for p in series]
     quality = [nan if p.quality is None else 100.0 * p.quality for p in series]
+    names = sorted({z for p in series for z in (p.zone_rps or {})})
+    zones = {z: [(p.zone_rps or {}).get(z, 0.0) for p in series] for z in names}
+    cached = any(p.cache_hit_ratio is not None for p in series)
+    hits = (
+        [nan if p.cache_hit_ratio is None else 100.0 * p.cache_hit_ratio for p in series]
+        if cached
+        else []
+    )
     if len(series) <= max_points:
-        return _Series(t, rps, p99, failed, degraded, quality, step)
+        return _Series(t, rps, p99, failed, degraded, quality, step, zones, hits)
     # Aggregate into buckets: rates are averaged (units stay per second), p99 keeps the worst
     # window so that a spike stays visible.
     size = math.ceil(len(series) / max_points)
@@ -131,6 +145,8 @@ def _columns(series: Sequence[SeriesReport], max_points: int) -> _Series:
         degraded_ps=[_mean(degraded[i : i + size]) for i in chunks],
         quality=[_mean(quality[i : i + size]) for i in chunks],
         step=step * size,
+        zones={z: [_mean(v[i : i + size]) for i in chunks] for z, v in zones.items()},
+        cache_hit=[_mean(hits[i : i + size]) for i in chunks] if hits else [],
     )
 
 
@@ -215,13 +231,11 @@ def timeline_figure(report: DrillReport, *, max_points: int = MAX_POINTS) -> Fig
         lanes = max(1, sum(1 for f in report.faults if f.injected_at is not None))
         lane_height = 0.3 + 0.32 * lanes
         fig = Figure(figsize=(_WIDTH_IN, _HEIGHT_IN + 0.6 * lane_height), layout="constrained")
-        axes = fig.subplots(
-            6,
-            1,
-            sharex=True,
-            gridspec_kw={"height_ratios": [lane_height, 1.15, 1.15, 0.8, 0.8, 0.9]},
-        )
-        events_ax, rps_ax, p99_ax, failed_ax, degraded_ax, quality_ax = axes
+        ratios = [lane_height, 1.15, 1.15, 0.8, 0.8, 0.9]
+        if cols.cache_hit:  # a stack with a cache tier: its hit ratio gets a panel
+            ratios.append(0.8)
+        axes = fig.subplots(len(ratios), 1, sharex=True, gridspec_kw={"height_ratios": ratios})
+        events_ax, rps_ax, p99_ax, failed_ax, degraded_ax, quality_ax = axes[:6]
         for ax in axes:
             _decorate(ax, report, x_end)
 
@@ -229,6 +243,16 @@ def timeline_figure(report: DrillReport, *, max_points: int = MAX_POINTS) -> Fig
         # fill every other 100 ms window): the rate is drawn as a centred 1 s mean.
         rate = _rolling_mean(cols.rps, max(1, round(1.0 / cols.step)))
         rps_ax.plot(*_steps(cols, rate), color=_RPS, linewidth=1.4, drawstyle="steps-post")
+        width = max(1, round(1.0 / cols.step))
+        for index, values in enumerate(cols.zones.values()):
+            colour = _ZONE_COLOURS[index % len(_ZONE_COLOURS)]
+            rps_ax.plot(
+                *_steps(cols, _rolling_mean(values, width)),
+                color=colour,
+                linewidth=1.0,
+                linestyle="--",
+                drawstyle="steps-post",
+            )
         _note(rps_ax, "1 s mean" if cols.step < 1.0 else "")
         _target_line(rps_ax, report.load.target_rps)
         rps_ax.set_ylabel("requests / s")
@@ -264,8 +288,16 @@ def timeline_figure(report: DrillReport, *, max_points: int = MAX_POINTS) -> Fig
             _target_line(quality_ax, 100 * quality_target)
         quality_ax.set_ylabel("quality, %")
         quality_ax.set_ylim(_quality_floor(cols.quality, quality_target), 102)
-        quality_ax.set_xlabel("seconds from t=0 (end of warmup)")
-        quality_ax.set_xlim(0, x_end)
+        last = quality_ax
+        if cols.cache_hit:
+            # A window of 100 ms holds a handful of lookups: the ratio is drawn as a 1 s mean.
+            last = axes[6]
+            hits = _rolling_nanmean(cols.cache_hit, width)
+            last.plot(*_steps(cols, hits), color=_CACHE, linewidth=1.2, drawstyle="steps-post")
+            last.set_ylabel("cache hits, %")
+            last.set_ylim(0, 102)
+        last.set_xlabel("seconds from t=0 (end of warmup)")
+        last.set_xlim(0, x_end)
 
         _events(events_ax, report, x_end, lanes)
         _label_phases(events_ax, report, x_end)
@@ -327,6 +359,16 @@ def _note(ax: Axes, text: str) -> None:
             fontsize=7,
             color="#8c959f",
         )
+
+
+def _rolling_nanmean(values: Sequence[float], width: int) -> list[float]:
+    """The centred mean over ``width`` points of those that are not NaN (NaN when none is)."""
+    half = width // 2
+    out = []
+    for i in range(len(values)):
+        near = values[max(0, i - half) : min(len(values), i - half + width)]
+        out.append(_mean(near))
+    return out
 
 
 def _rolling_mean(values: Sequence[float], width: int) -> list[float]:
@@ -525,10 +567,16 @@ def _legend(fig: Figure, report: DrillReport) -> None:
                     [], [], color=_RESTORED, marker="v", linestyle="none", label="back in service"
                 ),
             )
+    zones = sorted({z for p in report.series for z in (p.zone_rps or {})})
+    for index, zone in enumerate(zones):
+        colour = _ZONE_COLOURS[index % len(_ZONE_COLOURS)]
+        handles.append(Line2D([], [], color=colour, linestyle="--", label=f"zone {zone} rps"))
+    if any(p.cache_hit_ratio is not None for p in report.series):
+        handles.append(Line2D([], [], color=_CACHE, label="cache hit ratio"))
     fig.legend(
         handles=handles,
         loc="outside lower center",
-        ncols=len(handles),
+        ncols=min(len(handles), 5),
         frameon=False,
         fontsize=8,
     )

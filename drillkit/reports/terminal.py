@@ -22,6 +22,7 @@ from drillkit.reports.format import (
     fault_row,
     format_score,
     phase_row,
+    zone_table,
 )
 from drillkit.reports.model import DrillReport
 from drillkit.text import printable
@@ -144,6 +145,18 @@ def _phases(report: DrillReport) -> _Grid:
     return table
 
 
+def _zones(report: DrillReport) -> _Grid | None:
+    """Which zone served what, and the cache hit ratio, per phase (zoned stacks only)."""
+    found = zone_table(report)
+    if found is None:
+        return None
+    headers, rows = found
+    table = _Grid("zones", headers)
+    for row in rows:
+        table.add_row(row)
+    return table
+
+
 def _faults(report: DrillReport) -> _Grid:
     table = _Grid("faults", FAULT_COLUMNS, right_from=3, fold=["evidence"])
     for f in report.faults:
@@ -188,6 +201,10 @@ def render_report(report: DrillReport, terminal: Terminal) -> None:
         out.print(Text(f"note: {printable(note)}", style="yellow"))
     out.print()
     _phases(report).print(out)
+    zones = _zones(report)
+    if zones is not None:
+        out.print()
+        zones.print(out)
     if report.faults:
         out.print()
         _faults(report).print(out)

@@ -48,8 +48,15 @@ from drillkit.scenario.units import (
 from drillkit.stacks.recommender.spec import (
     CATALOG_LIMITS,
     MAX_REPLICAS,
+    MAX_ZONES,
+    ROLE_CACHE,
+    ROLE_EDGE,
     ROLE_MODEL_STORE,
+    ROLE_ZONE,
+    ZONE_PATTERN,
+    CacheSettings,
     CatalogSpec,
+    EdgeSettings,
     GatewaySettings,
     RecommenderSpec,
 )
@@ -83,6 +90,8 @@ EXTENSION_PREFIX = "x-"
 # The defaults of the stack's settings live with the stack; the scenario format shows them.
 _CATALOG = CatalogSpec()
 _GATEWAY = GatewaySettings()
+_EDGE = EdgeSettings()
+_CACHE = CacheSettings()
 
 #: The pseudo-target of ``corrupt_model`` meaning the store every replica loads from.
 MODEL_STORE = "model-store"
@@ -184,6 +193,60 @@ class GatewaySection(_Section):
     )
 
 
+class EdgeSection(_Section):
+    """The edge load balancer of a zoned stack: HAProxy, one server per zone gateway
+    (``drillkit.stacks.recommender.spec.EdgeSettings``, where the defaults live)."""
+
+    check_interval: PositiveDuration = Field(
+        default=_EDGE.check_interval, description="HAProxy `inter`: time between health checks."
+    )
+    fall: Int = Field(
+        default=_EDGE.fall, ge=1, le=100, description="Failed checks to take a zone out."
+    )
+    rise: Int = Field(default=_EDGE.rise, ge=1, le=100, description="Passed checks to put it back.")
+    health_checks: bool = Field(
+        default=_EDGE.health_checks,
+        description="Active checks and passive ejection; off: a dead zone is never taken out.",
+    )
+    retries: Int = Field(
+        default=_EDGE.retries, ge=0, le=10, description="Retries, each on another zone."
+    )
+    timeout: PositiveDuration = Field(
+        default=_EDGE.timeout, description="Longest wait for one zone's answer."
+    )
+    mode: Literal["active-active", "active-passive"] = Field(
+        default="active-active",
+        description="active-passive: the first zone serves, the others are HAProxy backups.",
+    )
+    config: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Your own HAProxy configuration to drill instead of drillkit's, relative "
+        "to the working folder (docs/topology.md: the variables it reaches the zones by).",
+    )
+
+    @field_validator("config")
+    @classmethod
+    def _config_stays_inside(cls, value: str | None) -> str | None:
+        # Read as root in CI and echoed in haproxy's complaints: only a file of the drill's own.
+        if value is None:
+            return None
+        return relative_inside(value, "keep the configuration next to the scenario")
+
+
+class CacheSection(_Section):
+    """Each zone's Redis, which replicas use cache-aside (zoned stacks only)."""
+
+    enabled: bool = Field(default=_CACHE.enabled, description="Off: no Redis, no cache.")
+    ttl: PositiveDuration = Field(
+        default=_CACHE.ttl, description="How long an answer stays cached."
+    )
+    budget: PositiveDuration = Field(
+        default=_CACHE.budget,
+        description="Longest wait on Redis before a replica answers without it.",
+    )
+
+
 def _gpu_word(value: object) -> object:
     # YAML 1.1 loaders read `on`/`off` as booleans; ours does not, but a dict built elsewhere may.
     if isinstance(value, bool):
@@ -209,6 +272,14 @@ class StackSection(_Section):
     )
     catalog: CatalogSection = Field(default_factory=CatalogSection)
     gateway: GatewaySection = Field(default_factory=GatewaySection)
+    zones: tuple[Annotated[str, Field(pattern=f"^{ZONE_PATTERN}$")], ...] = Field(
+        default=(),
+        max_length=MAX_ZONES,
+        description="Failure domains, e.g. [a, b]: each gets its own gateway, `replicas` "
+        "replicas and a Redis, behind an HAProxy edge. Empty: one zone, no edge, no cache.",
+    )
+    edge: EdgeSection = Field(default_factory=EdgeSection)
+    cache: CacheSection = Field(default_factory=CacheSection)
     store: str | None = Field(
         default=None,
         min_length=1,
@@ -226,6 +297,25 @@ class StackSection(_Section):
             return None
         return relative_inside(value, "run the drill from a folder that holds the store")
 
+    @field_validator("zones")
+    @classmethod
+    def _zones(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if len(value) == 1:
+            raise FieldError("a zoned stack has 2 zones or more; leave zones out for one")
+        if len(set(value)) != len(value):
+            raise FieldError(f"{', '.join(value)}: a zone is named twice")
+        return value
+
+    @model_validator(mode="after")
+    def _zone_settings_need_zones(self) -> StackSection:
+        if not self.zones:
+            for name, default in (("edge", EdgeSection()), ("cache", CacheSection())):
+                if getattr(self, name) != default:
+                    raise FieldError(
+                        f"{name} needs zones (the edge and the cache are per zone)", (name,)
+                    )
+        return self
+
 
 class LoadSection(_Section):
     """The load driven at the gateway."""
@@ -238,6 +328,13 @@ class LoadSection(_Section):
     warmup: Duration = Field(default=5.0, description="Load before t=0, excluded from scoring.")
     timeout: PositiveDuration = Field(default=2.0, description="Client timeout of one request.")
     workers: Int = Field(default=1, ge=1, description="Load-generator processes.")
+    skew: Number = Field(
+        default=0.0,
+        ge=0,
+        le=3,
+        description="Zipf exponent of which users ask: 0 every user alike; about 1 a few users "
+        "most of the time, as real traffic (what makes a cache worth having).",
+    )
 
 
 class SLOSection(_Section):
@@ -267,6 +364,11 @@ class FaultExpect(_Section):
     )
     max_wrong_model_responses: Annotated[Int, Field(ge=0)] | None = Field(
         default=None, description="Largest number of wrong-model responses."
+    )
+    cache_recover_within: PositiveDuration | None = Field(
+        default=None,
+        description="Largest time from the heal until the cache hit ratio is back to 90% of "
+        "its value before the fault (a stack with a cache tier).",
     )
 
 
@@ -386,13 +488,14 @@ class FaultSpec(_Section):
         is neither one of them nor ``model-store`` raises :class:`~drillkit.errors.TargetError`.
         """
         if self.target == RANDOM_TARGET:
-            replicas = [name for name in service_names if _REPLICA_RE.fullmatch(name)]
+            replicas = [name for name in service_names if name.startswith("replica-")]
             if not replicas:
                 raise TargetError(f"fault {self.id or self.kind}: no replica to pick at random")
             return [rng.choice(replicas)]
         names = [self.target] if isinstance(self.target, str) else list(self.target)
         for name in names:
-            if name not in service_names and name != MODEL_STORE:
+            zone = name.startswith("zone-") and f"gateway-{name[5:]}" in service_names
+            if name not in service_names and name != MODEL_STORE and not zone:
                 raise TargetError(
                     f"fault {self.id or self.kind}: target {name!r} is not a service of this "
                     f"stack ({', '.join(service_names)})"
@@ -536,7 +639,7 @@ class Scenario(_Section):
 
     @model_validator(mode="after")
     def _check_faults(self) -> Scenario:
-        services = self.service_names()
+        known = self.target_roles()
         seen: dict[str, int] = {}
         for index, fault in enumerate(self.faults):
             here: Loc = ("faults", index)
@@ -553,8 +656,9 @@ class Scenario(_Section):
                     (*here, "at"),
                 )
             roles = fault_kinds()[fault.kind].target_roles
-            if ANY_SERVICE in roles:  # every service of this stack: its replicas and gateway
-                roles = (roles - {ANY_SERVICE}) | {ROLE_REPLICA, ROLE_GATEWAY}
+            if ANY_SERVICE in roles:  # every service of this stack, whatever its role
+                services = set(known.values()) - {ROLE_MODEL_STORE, ROLE_ZONE}
+                roles = (roles - {ANY_SERVICE}) | services
             if fault.target == RANDOM_TARGET:
                 if ROLE_REPLICA not in roles:
                     raise FieldError(
@@ -563,16 +667,33 @@ class Scenario(_Section):
                     )
                 continue
             names = [fault.target] if isinstance(fault.target, str) else list(fault.target)
+            links = fault_kinds()[fault.kind].cls.needs & {"cut_link", "slow_link"}
             for position, name in enumerate(names):
                 sub: Loc = (*here, "target")
                 if not isinstance(fault.target, str):
                     sub = (*sub, position)
-                _check_target(fault.kind, roles, name, services, self.stack.replicas, sub)
+                _check_target(fault.kind, roles, name, known, sub)
+                if links and name == "gateway":  # one zone: no link ends at the gateway
+                    raise FieldError(
+                        f"{fault.kind} cannot target the gateway of a one-zone stack (no link "
+                        "ends at it; a zoned stack's edge -> gateway links can be cut)",
+                        sub,
+                    )
         return self
 
     def service_names(self) -> list[str]:
-        """The stack's services: ``replica-1`` .. ``replica-N``, then ``gateway``."""
-        return [*(f"replica-{i}" for i in range(1, self.stack.replicas + 1)), "gateway"]
+        """The stack's services: ``replica-1`` .. ``replica-N``, then ``gateway``; a zoned
+        stack's zone by zone (``redis-a``, ``replica-a1`` .., ``gateway-a``), then ``edge``."""
+        return self.stack_spec().service_names()
+
+    def target_roles(self) -> dict[str, str]:
+        """Every name a fault may target, with its role: the services, each zone of a zoned
+        stack (``zone-a``: every service of zone a) and ``model-store``."""
+        spec = self.stack_spec()
+        roles = {service.name: service.role for service in spec.services()}
+        roles.update({f"zone-{zone}": ROLE_ZONE for zone in spec.zones})
+        roles[MODEL_STORE] = ROLE_MODEL_STORE
+        return roles
 
     def stack_spec(self) -> RecommenderSpec:
         """What the ``recommender`` preset brings up for this scenario's ``stack:``."""
@@ -585,6 +706,14 @@ class Scenario(_Section):
             gpu=stack.gpu,
             gateway=GatewaySettings(**stack.gateway.model_dump()),
             store=Path(stack.store) if stack.store is not None else None,
+            zones=tuple(stack.zones),
+            edge=EdgeSettings(
+                **{
+                    **stack.edge.model_dump(exclude={"config"}),
+                    "config": Path(stack.edge.config) if stack.edge.config else None,
+                }
+            ),
+            cache=CacheSettings(**stack.cache.model_dump()),
         )
 
     def fault(self, fault_id: str) -> FaultSpec:
@@ -595,40 +724,45 @@ class Scenario(_Section):
         raise KeyError(fault_id)
 
 
-def _role_of(name: str, replicas: int) -> str | None:
-    if name == "gateway":
-        return ROLE_GATEWAY
-    if name == MODEL_STORE:
-        return ROLE_MODEL_STORE
-    match = _REPLICA_RE.fullmatch(name)
-    if match and int(match[1]) <= replicas:
-        return ROLE_REPLICA
-    return None
-
-
 _ROLE_WORDS = {
     ROLE_REPLICA: "a replica",
-    ROLE_GATEWAY: "the gateway",
+    ROLE_GATEWAY: "a zone's gateway",
+    ROLE_CACHE: "a cache (Redis)",
+    ROLE_EDGE: "the edge",
+    ROLE_ZONE: "a zone",
     ROLE_MODEL_STORE: MODEL_STORE,
 }
 
 
+def _span(names: list[str]) -> str:
+    """``replica-1..replica-3`` for a run of names, the names themselves otherwise."""
+    if len(names) > 2 and all(_REPLICA_RE.fullmatch(n) for n in names):
+        return f"{names[0]}..{names[-1]}"
+    return ", ".join(names)
+
+
 def _check_target(
-    kind: str, roles: frozenset[str], name: str, services: list[str], replicas: int, loc: Loc
+    kind: str, roles: frozenset[str], name: str, known: dict[str, str], loc: Loc
 ) -> None:
-    role = _role_of(name, replicas)
+    role = known.get(name)
     if role is None:
-        span = "replica-1" if replicas == 1 else f"replica-1..replica-{replicas}"
+        services = [n for n, r in known.items() if r != ROLE_MODEL_STORE]
+        replicas = [n for n in services if known[n] == ROLE_REPLICA]
+        others = [n for n in services if known[n] != ROLE_REPLICA]
         extra = f", or {MODEL_STORE}" if ROLE_MODEL_STORE in roles else ""
         # replica-9 in a stack of 3 is a miscount, not a typo: a did-you-mean would mislead.
         close = [] if _REPLICA_RE.fullmatch(name) else difflib.get_close_matches(name, services)
         hint = f"did you mean {close[0]!r}? " if close else ""
-        raise FieldError(
-            f"unknown target {name!r} ({hint}this stack has {span} and gateway{extra})", loc
-        )
+        what = f"{_span(replicas)} and {', '.join(others)}"
+        if name.startswith("zone-") and not any(r == ROLE_ZONE for r in known.values()):
+            what += "; zones are targets of a zoned stack only (stack.zones)"
+        raise FieldError(f"unknown target {name!r} ({hint}this stack has {what}{extra})", loc)
     if role not in roles:
-        order = [*_ROLE_WORDS, *sorted(roles - _ROLE_WORDS.keys())]
-        allowed = " or ".join(_ROLE_WORDS.get(r, r) for r in order if r in roles)
+        words = dict(_ROLE_WORDS)
+        if list(known.values()).count(ROLE_GATEWAY) == 1:
+            words[ROLE_GATEWAY] = "the gateway"
+        order = [*words, *sorted(roles - words.keys())]
+        allowed = " or ".join(words.get(r, r) for r in order if r in roles)
         raise FieldError(f"{kind} cannot target {name!r} (it targets {allowed})", loc)
 
 

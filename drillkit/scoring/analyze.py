@@ -19,6 +19,9 @@ check                           weight  critical  what holds
                                                   ``recover_within`` is not set)
 ``<id>.max_failed_requests``    2       no        failed requests (count or share) <= max
 ``<id>.max_wrong_model_...``    2       no        wrong-model responses <= max
+``<id>.cache_recover_within``   2       no        the cache hit ratio is back to 90 % of
+                                                  its value before the fault within this
+                                                  long of the heal (``cache_recovery``)
 ``<id>.healed``                 1       yes       the fault was healed
 ``<id>.injected``               1       yes       the fault was applied (only emitted, as a
                                                   failure, for a fault that never was)
@@ -38,6 +41,7 @@ higher-is-better misses earn 0, as does a figure that does not exist (never dete
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -121,6 +125,7 @@ class Expectation:
     recover_within: float | None = None
     max_failed_requests: int | float | None = None
     max_wrong_model_responses: int | None = None
+    cache_recover_within: float | None = None
 
     def __post_init__(self) -> None:
         bound = self.max_failed_requests
@@ -192,6 +197,8 @@ class PhaseStats:
     p99_ms: float
     rps: float
     quality: float | None  # mean quality share; None when no probe ran in the phase
+    zones: dict[str, int] | None = None  # requests each zone answered; None: no edge
+    cache_hit_ratio: float | None = None  # cache hits / lookups; None: no cache lookup
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,6 +227,10 @@ class FaultResult:
     # When the target was back in service (routed again after the stack took it out), apart
     # from the SLOs' recovery; None when it was never taken out, or never came back.
     restored_at: float | None = None
+    # The cache's hit ratio before the injection, and when after the heal it was back to
+    # CACHE_RECOVERED_SHARE of it (see cache_recovery); None without a cache tier, or never.
+    cache_hit_before: float | None = None
+    cache_recovered_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,6 +276,9 @@ class Analysis:
 
 def _concerns(event: DetectionEvent, targets: Sequence[str]) -> bool:
     if event.subject in targets:
+        return True
+    # An edge load balancer's server for zone X is zone X's gateway.
+    if event.subject.startswith("zone-") and f"gateway-{event.subject[5:]}" in targets:
         return True
     if MODEL_STORE in targets:
         # Any replica that rejects an artifact noticed a damaged store.
@@ -509,6 +523,28 @@ def _fault_checks(fault: FaultRun, result: FaultResult) -> list[Check]:
                     detail=detail,
                 )
             )
+    if expect.cache_recover_within is not None:
+        before, back = result.cache_hit_before, result.cache_recovered_at
+        took = None if back is None or fault.healed_at is None else back - fault.healed_at
+        detail = "no cache lookups before the fault"
+        if before is not None:
+            floor = CACHE_RECOVERED_SHARE * before
+            detail = f"hit ratio {before:.1%} before; never back to {floor:.1%}"
+            if took is not None:
+                detail = (
+                    f"hit ratio {before:.1%} before; back to >= {floor:.1%} "
+                    f"{took:.2f} s after the heal"
+                )
+        checks.append(
+            _at_most(
+                f"{fault.id}.cache_recover_within",
+                phase,
+                expect.cache_recover_within,
+                took,
+                weight=WEIGHT_EXPECT,
+                detail=detail,
+            )
+        )
     if expect.max_wrong_model_responses is not None:
         checks.append(
             _at_most(
@@ -540,14 +576,65 @@ def score_of(checks: Sequence[Check]) -> float:
     return 100.0 * sum(c.weight * c.credit for c in checks) / total
 
 
+# -- the cache tier -------------------------------------------------------------------------------
+
+#: A cache has recovered when its hit ratio is back to this share of its value before the fault.
+CACHE_RECOVERED_SHARE = 0.9
+#: Hit ratios are taken over windows this long, sliding by CACHE_STEP, with at least
+#: CACHE_MIN_LOOKUPS lookups (fewer say nothing).
+CACHE_WINDOW = 2.0
+CACHE_STEP = 0.1
+CACHE_MIN_LOOKUPS = 20
+#: "Before the fault" is this long before the injection (or from t=0).
+CACHE_BEFORE = 10.0
+
+
+def cache_recovery(
+    records: Records, injected: float | None, healed: float | None, duration: float
+) -> tuple[float | None, float | None]:
+    """The cache hit ratio over the ``CACHE_BEFORE`` s before the injection, and the end of
+    the first ``CACHE_WINDOW`` window from the heal on whose hit ratio is back to
+    ``CACHE_RECOVERED_SHARE`` of it (None: no cache lookups, or never back)."""
+    if records.cache is None or injected is None:
+        return None, None
+
+    def ratio(start: float, end: float) -> tuple[float | None, int]:
+        window = records.window(start, end)
+        assert window.cache is not None
+        lookups = int(np.count_nonzero(window.cache != ""))
+        if not lookups:
+            return None, 0
+        return int(np.count_nonzero(window.cache == "hit")) / lookups, lookups
+
+    before, _ = ratio(max(0.0, injected - CACHE_BEFORE), injected)
+    if before is None or healed is None:
+        return before, None
+    floor = CACHE_RECOVERED_SHARE * before
+    start = healed
+    while start + CACHE_WINDOW <= duration + 1e-9:
+        now, lookups = ratio(start, start + CACHE_WINDOW)
+        if now is not None and lookups >= CACHE_MIN_LOOKUPS and now >= floor:
+            return before, round(start + CACHE_WINDOW, 9)
+        start += CACHE_STEP
+    return before, None
+
+
 # -- phases -------------------------------------------------------------------------------------
 
 
 def _phase(
     name: str, start: float, end: float, records: Records, quality: QualityTrack
 ) -> PhaseStats:
-    stats = window_stats(records.window(start, end))
+    window = records.window(start, end)
+    stats = window_stats(window)
     length = end - start
+    zones: dict[str, int] | None = None
+    if window.zone is not None:
+        names, counts = np.unique(window.zone[window.zone != ""], return_counts=True)
+        zones = {str(n): int(c) for n, c in zip(names, counts, strict=True)}
+    hit_ratio: float | None = None
+    if window.cache is not None and (lookups := int(np.count_nonzero(window.cache != ""))):
+        hit_ratio = int(np.count_nonzero(window.cache == "hit")) / lookups
     return PhaseStats(
         name=name,
         start=start,
@@ -562,6 +649,8 @@ def _phase(
         p99_ms=stats.p99_ms,
         rps=stats.requests / length if length > 0 else 0.0,
         quality=quality.mean(start, end),
+        zones=zones,
+        cache_hit_ratio=hit_ratio,
     )
 
 
@@ -648,6 +737,8 @@ def analyze(inp: DrillInput) -> Analysis:
             clipped_injection=injected,
             restored=restore(fault, inp.events),
         )
+        before, back = cache_recovery(records, fault.injected_at, fault.healed_at, duration)
+        result = dataclasses.replace(result, cache_hit_before=before, cache_recovered_at=back)
         faults.append(result)
         checks_by_fault.append(_fault_checks(fault, result))
 

@@ -83,6 +83,13 @@ class StackPreset(ABC, Generic[SpecT]):
         is removed when it goes down. ``gpu`` says whether the backend can give services a
         GPU."""
 
+    def preflight(self, spec: SpecT) -> None:
+        """Check, before anything is prepared or started, what the stack needs from the
+        machine and the user's files (programs installed, configuration accepted): an
+        InputError (exit 2) or EnvironmentFailure (exit 3) with one line saying what is
+        wrong. Called by a drill before it starts and by :meth:`plan`'s callers."""
+        return None
+
     def gpu_wanted(self, spec: SpecT) -> str:
         """``auto``, ``on`` (exit 3 when the backend has none) or ``off``."""
         return "off"
@@ -153,6 +160,7 @@ def bring_up(
     On any failure nothing is left running and no state is saved.
     """
     report = progress or (lambda message, fraction: None)
+    preset.preflight(spec)
     gpu = _gpu(preset.gpu_wanted(spec), backend)
     stack_id = new_stack_id()
     # Held until take_down (or this process's end): heal and `stack down` elsewhere wait.

@@ -381,6 +381,8 @@ def test_report_dir_is_the_only_path_a_scenario_names() -> None:
         "faults.target",
         "report.dir",
         "stack.store",
+        "stack.edge.config",  # relative and inside the working folder, as report.dir
+        "stack.zones",  # ZONE_PATTERN: a lowercase letter, then up to 7 letters or digits
     }
 
 

@@ -63,7 +63,16 @@ SERVING_REQUIREMENTS = (
     "httpx",
 )
 #: Debian packages of the offline base: Python for the roles, iptables and tc for the sidecar.
-BASE_PACKAGES = ("python3", "python3-venv", "iproute2", "iptables", "ca-certificates")
+BASE_PACKAGES = (
+    "python3",
+    "python3-venv",
+    "iproute2",
+    "iptables",
+    "ca-certificates",
+    # A zoned stack's edge and cache tier: Debian's own HAProxy and Redis.
+    "haproxy",
+    "redis-server",
+)
 
 
 @dataclass(frozen=True)

@@ -21,11 +21,11 @@ It fronts N model-server replicas and keeps ``GET /recommend`` answering while r
 
 Every ``/recommend`` answer carries ``X-Attempts`` (replicas tried); a proxied one also
 ``X-Replica``, ``X-Degraded: false`` and the replica's ``X-Model-Version``/``X-Model-Digest``
-and body bytes, untouched. Each attempt tells the replica when the gateway stops waiting
-(``X-Drillkit-Deadline``, unix seconds), so a replica behind on its queue skips work nobody
-waits for any more. Client requests reach the replicas over the gateway's own small
-keep-alive HTTP/1.1 client (:class:`_Upstream`, see there why not httpx); so do the health
-checks, over a pool of their own.
+(and ``X-Cache`` when the replica uses a cache) and body bytes, untouched. Each attempt tells
+the replica when the gateway stops waiting (``X-Drillkit-Deadline``, unix seconds), so a
+replica behind on its queue skips work nobody waits for any more. Client requests reach the
+replicas over the gateway's own small keep-alive HTTP/1.1 client (:class:`_Upstream`, see
+there why not httpx); so do the health checks, over a pool of their own.
 
 Replica states: ``unknown`` -> ``up`` | ``down``; ``up`` -> ``down`` (active) | ``ejected``
 (passive); ``ejected`` -> ``down`` (``fall`` failed checks confirm it) | ``up``; ``down`` ->
@@ -740,6 +740,7 @@ class _Gateway:
             for name, key in (
                 ("X-Model-Version", "x-model-version"),
                 ("X-Model-Digest", "x-model-digest"),
+                ("X-Cache", "x-cache"),
             ):
                 value = resp.headers.get(key)
                 if value is not None:

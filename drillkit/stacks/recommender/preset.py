@@ -19,6 +19,7 @@ import os
 import secrets
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +43,16 @@ from drillkit.stacks.plan import (
     Program,
     ServicePlan,
     StackPlan,
+    TcpCheck,
     UrlRef,
 )
-from drillkit.stacks.recommender.spec import ROLE_MODEL_STORE, RecommenderSpec
+from drillkit.stacks.recommender.spec import (
+    ROLE_CACHE,
+    ROLE_EDGE,
+    ROLE_MODEL_STORE,
+    ROLE_ZONE,
+    RecommenderSpec,
+)
 
 __all__ = [
     "ADMIN_TOKEN",
@@ -61,12 +69,33 @@ ADMIN_TOKEN = "admin-token"
 #: Ports inside a container; the local backend picks free ones instead.
 REPLICA_PORT = 8000
 GATEWAY_PORT = 8080
+REDIS_PORT = 6379
+EDGE_ADMIN_PORT = 8405
+#: Port names: a zone's Redis, and the edge's admin listener (/stats, /metrics).
+REDIS_PORT_NAME = "redis"
+EDGE_ADMIN_PORT_NAME = "admin"
+#: Redis as a cache and nothing more: no persistence, bounded memory, least recently used
+#: keys evicted first.
+REDIS_MAXMEMORY = "256mb"
 SETTLE_TIMEOUT = 180.0
 
 
 class RecommenderPreset(StackPreset[RecommenderSpec]):
     name = "recommender"
     description = "model-server replicas (torch two-tower + faiss) behind a failover gateway"
+
+    def preflight(self, spec: RecommenderSpec) -> None:
+        """A zoned stack's HAProxy and Redis are installed, and a user's edge configuration
+        passes ``haproxy -c``."""
+        if not spec.zoned:
+            return
+        from drillkit.stacks.recommender.edge import check_config, haproxy_binary
+
+        haproxy_binary()
+        if spec.cache.enabled:
+            redis_binary()
+        if spec.edge.config is not None:
+            check_config(spec.edge.config.resolve(), spec.zones)
 
     def gpu_wanted(self, spec: RecommenderSpec) -> str:
         return spec.gpu
@@ -102,53 +131,71 @@ class RecommenderPreset(StackPreset[RecommenderSpec]):
         if os.environ.get("DRILLKIT_REPLICA_THREADS"):
             env["DRILLKIT_REPLICA_THREADS"] = os.environ["DRILLKIT_REPLICA_THREADS"]
 
-        services = []
-        for name in spec.service_names()[:-1]:
-            node_store = data_dir / "nodes" / name / "store"
-            shutil.copytree(origin, node_store, ignore=shutil.ignore_patterns(".*"))
-            services.append(
-                ServicePlan(
-                    name=name,
-                    role=ROLE_REPLICA,
-                    program=Program(
-                        module="drillkit.stacks.recommender.replica",
-                        args=(
-                            "--store",
-                            MountRef(mount="store"),
-                            "--name",
-                            name,
-                            "--host",
-                            BindHost(),
-                            "--port",
-                            PortRef(),
-                            "--device",
-                            "cuda" if gpu else "cpu",
-                        ),
-                    ),
-                    env=env,
-                    secrets=replica_secrets,
-                    ports=(Port(number=REPLICA_PORT, inherit=True),),
-                    ready=HttpCheck(path="/readyz"),
-                    mounts=(Mount(name="store", source=str(node_store), target="/store"),),
-                    gpu=True,
-                )
-            )
-        replicas = [s.name for s in services]
-        fallback: tuple[Any, ...] = ()
-        mounts: tuple[Mount, ...] = ()
+        fallback_args: tuple[Any, ...] = ()
+        fallback_mounts: tuple[Mount, ...] = ()
         if spec.gateway.fallback:
             relative = fallback_version(origin).relative_to(origin)
-            fallback = ("--fallback", MountRef(mount="origin", path=str(relative)))
-            mounts = (Mount(name="origin", source=str(origin), target="/origin"),)
-        upstreams = [
-            arg
-            for name in replicas
-            for arg in ("--replica", Join(parts=(f"{name}=", UrlRef(service=name))))
-        ]
-        services.append(
-            ServicePlan(
-                name="gateway",
+            fallback_args = ("--fallback", MountRef(mount="origin", path=str(relative)))
+            fallback_mounts = (Mount(name="origin", source=str(origin), target="/origin"),)
+
+        def replica(name: str, zone: str | None) -> ServicePlan:
+            node_store = data_dir / "nodes" / name / "store"
+            shutil.copytree(origin, node_store, ignore=shutil.ignore_patterns(".*"))
+            cache: tuple[Any, ...] = ()
+            depends: tuple[Dependency, ...] = ()
+            if zone is not None and spec.cache.enabled:
+                redis = f"redis-{zone}"
+                cache = (
+                    "--cache",
+                    UrlRef(service=redis, port=REDIS_PORT_NAME),
+                    "--cache-ttl",
+                    str(spec.cache.ttl),
+                    "--cache-budget",
+                    str(spec.cache.budget),
+                )
+                depends = (Dependency(service=redis, condition="ready"),)
+            return ServicePlan(
+                name=name,
+                role=ROLE_REPLICA,
+                zone=zone,
+                program=Program(
+                    module="drillkit.stacks.recommender.replica",
+                    args=(
+                        "--store",
+                        MountRef(mount="store"),
+                        "--name",
+                        name,
+                        "--host",
+                        BindHost(),
+                        "--port",
+                        PortRef(),
+                        "--device",
+                        "cuda" if gpu else "cpu",
+                        *cache,
+                    ),
+                ),
+                env=env,
+                secrets=replica_secrets,
+                ports=(Port(number=REPLICA_PORT, inherit=True),),
+                ready=HttpCheck(path="/readyz"),
+                mounts=(Mount(name="store", source=str(node_store), target="/store"),),
+                depends_on=depends,
+                gpu=True,
+            )
+
+        def gateway(name: str, zone: str | None, replicas: list[str]) -> ServicePlan:
+            upstreams = [
+                arg
+                for replica_name in replicas
+                for arg in (
+                    "--replica",
+                    Join(parts=(f"{replica_name}=", UrlRef(service=replica_name))),
+                )
+            ]
+            return ServicePlan(
+                name=name,
                 role=ROLE_GATEWAY,
+                zone=zone,
                 program=Program(
                     module="drillkit.stacks.recommender.gateway",
                     args=(
@@ -156,47 +203,162 @@ class RecommenderPreset(StackPreset[RecommenderSpec]):
                         BindHost(),
                         "--port",
                         PortRef(),
-                        *fallback,
+                        "--name",
+                        name,
+                        *fallback_args,
                         *upstreams,
                         *spec.gateway.args(),
                     ),
                 ),
                 ports=(Port(number=GATEWAY_PORT, inherit=True),),
                 ready=HttpCheck(path="/readyz"),
-                mounts=mounts,
+                mounts=fallback_mounts,
                 env=verifying,
-                depends_on=tuple(Dependency(service=name) for name in replicas),
+                depends_on=tuple(Dependency(service=r) for r in replicas),
             )
-        )
+
+        services: list[ServicePlan] = []
+        links: list[Link] = []
+        if not spec.zoned:
+            replicas = [s.name for s in spec.services() if s.role == ROLE_REPLICA]
+            services += [replica(name, None) for name in replicas]
+            services.append(gateway("gateway", None, replicas))
+            links += [Link(source="gateway", target=name) for name in replicas]
+        else:
+            services += self._zones(spec, replica, gateway, links, data_dir)
         return StackPlan(
             preset=self.name,
             services=tuple(services),
-            links=tuple(Link(source="gateway", target=name) for name in replicas),
-            entry=Endpoint(service="gateway"),
+            links=tuple(links),
+            entry=Endpoint(service=spec.entry()),
             secrets=plan_secrets,
             settings={**spec.to_json(), "origin": str(origin)},
             data=str(data_dir),
         )
 
+    def _zones(
+        self,
+        spec: RecommenderSpec,
+        replica: Callable[[str, str | None], ServicePlan],
+        gateway: Callable[[str, str | None, list[str]], ServicePlan],
+        links: list[Link],
+        data_dir: Path,
+    ) -> list[ServicePlan]:
+        """Each zone's Redis, replicas and gateway, and the HAProxy edge in front of them;
+        ``links`` gets every link faults may cut: gateway -> replica, replica -> Redis and
+        edge -> gateway."""
+        services: list[ServicePlan] = []
+        for zone in spec.zones:
+            members = [s for s in spec.services() if s.zone == zone]
+            replicas = [s.name for s in members if s.role == ROLE_REPLICA]
+            if spec.cache.enabled:
+                redis = f"redis-{zone}"
+                services.append(redis_service(redis, zone))
+                links += [Link(source=r, target=redis, port=REDIS_PORT_NAME) for r in replicas]
+            services += [replica(name, zone) for name in replicas]
+            services.append(gateway(f"gateway-{zone}", zone, replicas))
+            links += [Link(source=f"gateway-{zone}", target=name) for name in replicas]
+            links.append(Link(source="edge", target=f"gateway-{zone}"))
+        edge = spec.edge
+        own = edge.config is not None
+        workdir = data_dir / "edge"
+        workdir.mkdir(parents=True, exist_ok=True)
+        mounts: tuple[Mount, ...] = (
+            Mount(name="edge", source=str(workdir), target="/edge", read_only=False),
+        )
+        if edge.config is not None:
+            config = edge.config.resolve()  # checked with haproxy -c by plan()
+            mounts += (Mount(name="edge-config", source=str(config.parent), target="/edge-config"),)
+            settings: tuple[Any, ...] = (
+                "--config",
+                MountRef(mount="edge-config", path=config.name),
+            )
+        else:
+            settings = (
+                "--check-interval", str(edge.check_interval),
+                "--fall", str(edge.fall),
+                "--rise", str(edge.rise),
+                "--retries", str(edge.retries),
+                "--timeout", str(edge.timeout),
+                "--mode", edge.mode,
+                *(() if edge.health_checks else ("--no-health-checks",)),
+            )  # fmt: skip
+        zones = [
+            arg
+            for zone in spec.zones
+            for arg in ("--zone", Join(parts=(f"{zone}=", UrlRef(service=f"gateway-{zone}"))))
+        ]
+        services.append(
+            ServicePlan(
+                name="edge",
+                role=ROLE_EDGE,
+                program=Program(
+                    module="drillkit.stacks.recommender.edge",
+                    args=(
+                        "--listen",
+                        Join(parts=(BindHost(), ":", PortRef())),
+                        "--admin",
+                        Join(parts=(BindHost(), ":", PortRef(port=EDGE_ADMIN_PORT_NAME))),
+                        *zones,
+                        "--workdir",
+                        MountRef(mount="edge"),
+                        *settings,
+                    ),
+                ),
+                # A user's configuration binds its own listeners from the environment; only
+                # drillkit's takes the sockets handed down.
+                ports=(
+                    Port(number=GATEWAY_PORT, inherit=not own),
+                    Port(name=EDGE_ADMIN_PORT_NAME, number=EDGE_ADMIN_PORT, inherit=not own),
+                ),
+                ready=HttpCheck(path="/stats;csv", port=EDGE_ADMIN_PORT_NAME),
+                mounts=mounts,
+                depends_on=tuple(
+                    Dependency(service=f"gateway-{zone}", condition="ready") for zone in spec.zones
+                ),
+            )
+        )
+        return services
+
     def settle(self, state: StackState[Any], backend: Backend[Any], progress: Progress) -> None:
-        """The gateway is ready for a drill once it routes to every replica."""
+        """The stack is ready for a drill once each gateway routes to every replica of its
+        zone and, in a zoned stack, the edge routes to every zone."""
         import httpx
 
-        want = set(state.names_with_role(ROLE_REPLICA))
+        from drillkit.stacks.recommender.watch import edge_zones
+
+        plan = state.plan
+        gateways = {
+            gateway.name: {s.name for s in plan.with_role(ROLE_REPLICA) if s.zone == gateway.zone}
+            for gateway in plan.with_role(ROLE_GATEWAY)
+        }
+        edge = plan.with_role(ROLE_EDGE)
+        zones = {f"{g.zone}" for g in plan.with_role(ROLE_GATEWAY) if g.zone is not None}
         deadline = time.monotonic() + SETTLE_TIMEOUT
+        waiting = "every replica"
         with httpx.Client(timeout=1.0) as client:
             while True:
-                if not backend.service_alive(state, "gateway"):
-                    raise StackNotReady(f"the gateway exited; logs in {state.run_dir}/logs")
+                for name in [*gateways, *(s.name for s in edge)]:
+                    if not backend.service_alive(state, name):
+                        raise StackNotReady(f"{name} exited; logs in {state.run_dir}/logs")
                 with contextlib.suppress(httpx.HTTPError, ValueError, KeyError, TypeError):
-                    body = client.get(state.entry_url + "/status").json()
-                    up = {r["name"] for r in body["replicas"] if r["state"] == "up"}
-                    if want <= up:
-                        progress("gateway routing to every replica", 1.0)
+                    for name, want in list(gateways.items()):
+                        body = client.get(state.service(name).url() + "/status").json()
+                        up = {r["name"] for r in body["replicas"] if r["state"] == "up"}
+                        if want <= up:
+                            del gateways[name]
+                    if not gateways and edge:
+                        waiting = "every zone at the edge"
+                        url = state.service("edge").url(EDGE_ADMIN_PORT_NAME) + "/stats;csv"
+                        seen = edge_zones(client.get(url).text)
+                        if {z for z, row in seen.items() if row["state"] == "up"} >= zones:
+                            edge = []
+                    if not gateways and not edge:
+                        progress("routing to " + ("every zone" if zones else waiting), 1.0)
                         return
                 if time.monotonic() > deadline:
                     raise StackNotReady(
-                        f"gateway did not see every replica up after {SETTLE_TIMEOUT:.0f} s; "
+                        f"the stack was not routing to {waiting} after {SETTLE_TIMEOUT:.0f} s; "
                         f"logs in {state.run_dir}/logs"
                     )
                 time.sleep(0.05)
@@ -205,11 +367,19 @@ class RecommenderPreset(StackPreset[RecommenderSpec]):
         return Workload(users=spec_of(state).catalog.resolved().users, k=10)
 
     def watch_sources(self, state: StackState[Any]) -> list[WatchSource]:
-        from drillkit.stacks.recommender.watch import GatewayStatus, ReplicaInfo
+        from drillkit.stacks.recommender.watch import EdgeStatus, GatewayStatus, ReplicaInfo
 
-        sources: list[WatchSource] = [GatewayStatus(state.service("gateway").url())]
-        for name in state.names_with_role(ROLE_REPLICA):
-            sources.append(ReplicaInfo(name, state.service(name).url()))
+        sources: list[WatchSource] = [
+            GatewayStatus(state.service(name).url(), name)
+            for name in state.names_with_role(ROLE_GATEWAY)
+        ]
+        caches = set(state.names_with_role(ROLE_CACHE))
+        for replica in state.plan.with_role(ROLE_REPLICA):
+            cache = f"redis-{replica.zone}"
+            url = state.service(replica.name).url()
+            sources.append(ReplicaInfo(replica.name, url, cache if cache in caches else None))
+        for name in state.names_with_role(ROLE_EDGE):
+            sources.append(EdgeStatus(state.service(name).url(EDGE_ADMIN_PORT_NAME)))
         return sources
 
     def quality_probe(self, seed: int) -> QualityProbe | None:
@@ -228,13 +398,14 @@ class RecommenderPreset(StackPreset[RecommenderSpec]):
         return frozenset(digests)
 
     def extra_targets(self, state: StackState[Any]) -> dict[str, str]:
-        return {ROLE_MODEL_STORE: ROLE_MODEL_STORE}
+        zones = {s.zone for s in state.plan.services if s.zone is not None}
+        return {ROLE_MODEL_STORE: ROLE_MODEL_STORE, **{f"zone-{z}": ROLE_ZONE for z in zones}}
 
     def describe(self, state: StackState[Any]) -> dict[str, Any]:
         from drillkit.stacks.recommender.store import ModelStore
 
         origin = origin_store(state)
-        return {
+        out: dict[str, Any] = {
             "store": str(origin),
             "stores": {
                 name: str(replica_store(state, name))
@@ -242,6 +413,98 @@ class RecommenderPreset(StackPreset[RecommenderSpec]):
             },
             "current_version": ModelStore(origin).current(),
         }
+        if state.names_with_role(ROLE_EDGE):
+            out["zones"] = describe_zones(state)
+        return out
+
+
+def describe_zones(state: StackState[Any], *, timeout: float = 1.0) -> list[dict[str, Any]]:
+    """Each zone as ``stack status`` shows it: the edge's view of it (HAProxy's stats), its
+    Redis (answering, how many keys) and its replicas' cache hit ratio since they started."""
+    import httpx
+    import redis
+
+    from drillkit.stacks.recommender.watch import edge_zones
+
+    zones = sorted({s.zone for s in state.plan.services if s.zone is not None})
+    edge: dict[str, dict[str, str]] = {}
+    with httpx.Client(timeout=timeout) as client:
+        with contextlib.suppress(httpx.HTTPError, ValueError):
+            url = state.service("edge").url(EDGE_ADMIN_PORT_NAME) + "/stats;csv"
+            edge = edge_zones(client.get(url).text)
+        out = []
+        for zone in zones:
+            seen = edge.get(zone, {})
+            row: dict[str, Any] = {
+                "zone": zone,
+                "edge_state": seen.get("state"),
+                "edge_status": seen.get("status"),
+                "edge_check": seen.get("check"),
+                "redis": None,
+                "keys": None,
+                "hit_ratio": None,
+            }
+            name = f"redis-{zone}"
+            if name in state.services:
+                port = state.service(name).ports[REDIS_PORT_NAME]
+                client_redis = redis.Redis(host="127.0.0.1", port=port, socket_timeout=timeout)
+                try:
+                    row["keys"] = int(client_redis.dbsize())
+                    row["redis"] = "up"
+                except redis.RedisError:
+                    row["redis"] = "down"
+                finally:
+                    client_redis.close()
+            hits = lookups = 0
+            for replica in state.plan.with_role(ROLE_REPLICA):
+                if replica.zone != zone:
+                    continue
+                with contextlib.suppress(httpx.HTTPError, ValueError, KeyError, TypeError):
+                    cache = client.get(state.service(replica.name).url() + "/info").json()["cache"]
+                    hits += int(cache["hit"])
+                    lookups += int(cache["hit"]) + int(cache["miss"]) + int(cache["bypass"])
+            row["hit_ratio"] = hits / lookups if lookups else None
+            out.append(row)
+    return out
+
+
+def redis_binary() -> str:
+    """redis-server's path; exit 3 naming the package when it is not installed."""
+    found = shutil.which("redis-server")
+    if found is None:
+        raise BackendUnavailable(
+            "redis-server is not installed, and a zoned stack's cache tier is Redis: "
+            "install Debian's package (apt-get install redis-server), or set cache.enabled: false"
+        )
+    return found
+
+
+#: redis-server's options: a cache only (nothing saved to disk), bounded memory, least
+#: recently used keys evicted first.
+_REDIS_OPTIONS = (
+    "--protected-mode", "no",
+    "--save", "",
+    "--appendonly", "no",
+    "--maxmemory", REDIS_MAXMEMORY,
+    "--maxmemory-policy", "allkeys-lru",
+    "--loglevel", "warning",
+)  # fmt: skip
+
+
+def redis_service(name: str, zone: str) -> ServicePlan:
+    """A zone's Redis, listening for its replicas."""
+    return ServicePlan(
+        name=name,
+        role=ROLE_CACHE,
+        zone=zone,
+        program=Program(
+            # redis-server under a parent that keeps the stack's mark (see the module).
+            module="drillkit.stacks.recommender.redis_server",
+            args=("--port", PortRef(port=REDIS_PORT_NAME), "--bind", BindHost(), *_REDIS_OPTIONS),
+        ),
+        ports=(Port(name=REDIS_PORT_NAME, number=REDIS_PORT),),
+        ready=TcpCheck(port=REDIS_PORT_NAME),
+    )
 
 
 class _GoldenUsers:

@@ -48,6 +48,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from drillkit.errors import ArtifactError, SanityGateError
+from drillkit.stacks.recommender.cache import CacheConfig, CacheLookup, ReplicaCache
 from drillkit.stacks.recommender.gateway import DEADLINE_HEADER
 from drillkit.stacks.recommender.store import (
     MODEL_FILES,
@@ -82,6 +83,7 @@ class ReplicaConfig:
     # order); a broken model falls far below, so the gate is one-sided with a small margin.
     sanity_tolerance: float = 0.1
     admin_token: str | None = None
+    cache: CacheConfig | None = None  # the zone's Redis (cache-aside); None: no cache tier
 
 
 @dataclass
@@ -153,6 +155,15 @@ class _Metrics:
         )
         for stage in REFUSAL_STAGES:
             self.refusals.labels(stage=stage)
+        self.cache = Counter(
+            "drillkit_replica_cache_lookups",
+            "Cache lookups by result: hit (answered from the cache), miss (computed), bypass "
+            "(answered without the cache: Redis slow or down).",
+            ["result"],
+            registry=r,
+        )
+        for result in ("hit", "miss", "bypass"):
+            self.cache.labels(result=result)
         for outcome in ("loaded", "refused"):
             self.reloads.labels(outcome=outcome)
 
@@ -358,10 +369,43 @@ def _parse_int(request: Request, name: str, default: int | None) -> int | JSONRe
         return _bad_request(f"query parameter {name!r} must be an integer, got {raw[:40]!r}")
 
 
+def _answer(
+    served: ServedModel, user_id: int, k: int, found: CacheLookup, cache: ReplicaCache
+) -> tuple[list[tuple[int, float]], bool]:
+    """Items and scores (and whether the user was a cold start) for a request the cache was
+    asked about: from the cached answer, from the cached features, or computed and written
+    back."""
+    cached = found.recommendation
+    if cached is not None:
+        with contextlib.suppress(KeyError, TypeError, ValueError):
+            pairs = [(int(i), float(s)) for i, s in cached["items"]]
+            return pairs, bool(cached["cold_start"])
+    vector = found.vector
+    if vector is not None and vector.shape == (served.model.dim,):
+        rec = served.model.rank_vector(user_id, vector, k)
+    else:
+        vector = served.model.user_vector(user_id)
+        rec = (
+            served.model.recommend(user_id, k)
+            if vector is None
+            else served.model.rank_vector(user_id, vector, k)
+        )
+    pairs = list(zip(rec.items, rec.scores, strict=True))
+    cache.store(
+        served.digest,
+        user_id,
+        k,
+        {"items": [[i, round(s, 6)] for i, s in pairs], "cold_start": rec.cold_start},
+        vector,
+    )
+    return pairs, rec.cold_start
+
+
 def create_app(config: ReplicaConfig) -> Starlette:
     """The replica's ASGI app; loading starts in the background when the app starts."""
     replica = Replica(config)
     metrics = replica.metrics
+    cache = ReplicaCache(config.cache) if config.cache is not None else None
 
     async def recommend(request: Request) -> Response:
         started = time.perf_counter()
@@ -393,21 +437,25 @@ def create_app(config: ReplicaConfig) -> Starlette:
         if served is None:
             metrics.requests.labels("unavailable").inc()
             return JSONResponse({"error": "no verified model loaded"}, status_code=503)
-        rec = served.model.recommend(user_id, k)
-        body = {
-            "user_id": user_id,
-            "items": [
-                {"item_id": i, "score": round(s, 6)}
-                for i, s in zip(rec.items, rec.scores, strict=True)
-            ],
-            "model_version": served.version,
-            "degraded": False,
-            "cold_start": rec.cold_start,
-        }
         headers = {
             "X-Model-Version": served.version,
             "X-Model-Digest": served.digest,
             "X-Replica": config.name,
+        }
+        if cache is None:
+            rec = served.model.recommend(user_id, k)
+            items, cold_start = list(zip(rec.items, rec.scores, strict=True)), rec.cold_start
+        else:
+            found = await cache.lookup(served.digest, user_id, k)
+            headers["X-Cache"] = found.outcome
+            metrics.cache.labels(found.outcome).inc()
+            items, cold_start = _answer(served, user_id, k, found, cache)
+        body = {
+            "user_id": user_id,
+            "items": [{"item_id": i, "score": round(s, 6)} for i, s in items],
+            "model_version": served.version,
+            "degraded": False,
+            "cold_start": cold_start,
         }
         metrics.requests.labels("ok").inc()
         metrics.latency.observe(time.perf_counter() - started)
@@ -454,6 +502,7 @@ def create_app(config: ReplicaConfig) -> Starlette:
                 },
                 "last_event": replica.last_event,
                 "events": list(replica.events),
+                "cache": cache.status() if cache is not None else None,
             }
         )
 
@@ -483,6 +532,8 @@ def create_app(config: ReplicaConfig) -> Starlette:
             yield
         finally:
             replica.stop()
+            if cache is not None:
+                await cache.close()
 
     app = Starlette(
         routes=[
@@ -522,6 +573,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--watch-interval", type=float, default=0.5)
     parser.add_argument("--sanity-tolerance", type=float, default=0.1)
     parser.add_argument("--stack-id", default="", help="recorded for process identification")
+    parser.add_argument("--cache", help="the zone's Redis, redis://HOST:PORT (cache-aside)")
+    parser.add_argument("--cache-ttl", type=float, default=300.0, help="seconds")
+    parser.add_argument("--cache-budget", type=float, default=0.02, help="seconds")
     args = parser.parse_args(argv)
 
     logging.basicConfig(
@@ -535,6 +589,9 @@ def main(argv: list[str] | None = None) -> None:
         watch_interval=args.watch_interval,
         sanity_tolerance=args.sanity_tolerance,
         admin_token=_admin_token(),
+        cache=CacheConfig(args.cache, ttl=args.cache_ttl, budget=args.cache_budget)
+        if args.cache
+        else None,
     )
     from drillkit.listen import serve_asgi
 

@@ -231,10 +231,36 @@ class LoadedModel:
         ranked = dict(zip(known.tolist(), self._rank(known, k), strict=True)) if known.size else {}
         return [ranked[u] if u in ranked else self._cold_start(k) for u in user_ids]
 
-    def _rank(self, users: npt.NDArray[np.int64], k: int) -> list[Recommendation]:
+    def user_vector(self, user_id: int) -> npt.NDArray[np.float32] | None:
+        """The user tower's vector for a known user (the features a cache keeps), or None
+        for a user the model does not know."""
+        if not 0 <= user_id < self.n_users:
+            return None
+        vectors = self._vectors(np.array([user_id], dtype=np.int64))
+        vector: npt.NDArray[np.float32] = vectors[0]
+        return vector
+
+    def rank_vector(self, user_id: int, vector: npt.NDArray[np.float32], k: int) -> Recommendation:
+        """:meth:`recommend` from the user's vector (:meth:`user_vector`, maybe cached): only
+        the index search and the filter of seen items run."""
+        assert 1 <= k <= MAX_K, f"k must be 1..{MAX_K}, got {k}"
+        users = np.array([user_id], dtype=np.int64)
+        return self._ranked(users, vector.reshape(1, -1).astype(np.float32, copy=False), k)[0]
+
+    def _vectors(self, users: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
         with torch.inference_mode():
             ids = torch.from_numpy(users).to(self._device)
-            vectors = self._model.user_vectors(ids, self._inputs).float().cpu().numpy()
+            out: npt.NDArray[np.float32] = (
+                self._model.user_vectors(ids, self._inputs).float().cpu().numpy()
+            )
+        return out
+
+    def _rank(self, users: npt.NDArray[np.int64], k: int) -> list[Recommendation]:
+        return self._ranked(users, self._vectors(users), k)
+
+    def _ranked(
+        self, users: npt.NDArray[np.int64], vectors: npt.NDArray[np.float32], k: int
+    ) -> list[Recommendation]:
         scores, items = rank_items(
             self._index, vectors, users, self._seen_indptr, self._seen_items, k
         )

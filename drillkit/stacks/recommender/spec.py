@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import json
 import numbers
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,12 +20,21 @@ from drillkit.errors import InputError
 
 __all__ = [
     "CATALOG_LIMITS",
+    "EDGE_MODES",
     "GENERATOR_VERSION",
     "MAX_REPLICAS",
+    "MAX_ZONES",
+    "ROLE_CACHE",
+    "ROLE_EDGE",
     "ROLE_MODEL_STORE",
+    "ROLE_ZONE",
+    "ZONE_PATTERN",
+    "CacheSettings",
     "CatalogSpec",
+    "EdgeSettings",
     "GatewaySettings",
     "RecommenderSpec",
+    "ServiceName",
 ]
 
 #: Most replicas one stack may have.
@@ -32,6 +42,22 @@ MAX_REPLICAS = 16
 
 #: The pseudo-target of ``corrupt_model`` meaning every copy of the model store.
 ROLE_MODEL_STORE = "model-store"
+#: Roles of a zoned stack's services beyond replicas and gateways: each zone's Redis, and
+#: the edge load balancer (HAProxy) in front of the zones. ``zone`` is the role of the
+#: pseudo-target ``zone-<name>``: every service of one zone.
+ROLE_CACHE = "cache"
+ROLE_EDGE = "edge"
+ROLE_ZONE = "zone"
+
+#: Most zones one stack may have, and what a zone's name looks like (it becomes part of
+#: service names: ``gateway-a``, ``replica-a1``, ``redis-a``).
+MAX_ZONES = 4
+ZONE_PATTERN = r"[a-z][a-z0-9]{0,7}"
+_ZONE = re.compile(ZONE_PATTERN)
+
+#: ``active-active``: the edge balances over every zone; ``active-passive``: the first zone
+#: serves and the others are HAProxy ``backup`` servers, used only when it is down.
+EDGE_MODES = ("active-active", "active-passive")
 
 #: Bumped whenever the data generator changes, so cached artifacts keyed by
 #: :meth:`CatalogSpec.key` are rebuilt rather than silently reused.
@@ -141,35 +167,138 @@ class GatewaySettings:
 
 
 @dataclass(frozen=True)
+class EdgeSettings:
+    """The edge load balancer of a zoned stack (HAProxy), one server per zone gateway.
+
+    ``check_interval``/``fall``/``rise`` are HAProxy's ``inter``/``fall``/``rise`` of the
+    active health checks (``GET /readyz`` on each zone's gateway); ``health_checks`` off
+    drops the checks and passive ejection (``observe layer7``), so a dead zone is never taken
+    out. ``retries`` are HAProxy's, each on another zone (``option redispatch 1``);
+    ``timeout`` bounds one try at a zone. ``config``: the user's own HAProxy configuration
+    to run instead of drillkit's (checked with ``haproxy -c`` before anything starts).
+    """
+
+    check_interval: float = 0.2
+    fall: int = 2
+    rise: int = 2
+    health_checks: bool = True
+    retries: int = 2
+    timeout: float = 1.0
+    mode: str = "active-active"
+    config: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in EDGE_MODES:
+            raise InputError(
+                f"edge.mode: expected one of {', '.join(EDGE_MODES)}, got {self.mode!r}"
+            )
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    """Each zone's Redis, as the replicas use it (cache-aside).
+
+    ``ttl``: how long a user's recommendations and features stay cached (seconds);
+    ``budget``: the longest a replica waits on Redis before it answers without it
+    (``X-Cache: bypass``); ``enabled`` off: no Redis, every answer is computed.
+    """
+
+    enabled: bool = True
+    ttl: float = 300.0
+    budget: float = 0.02
+
+
+@dataclass(frozen=True)
+class ServiceName:
+    """A service of a recommender stack as a scenario sees it: its name, role and zone."""
+
+    name: str
+    role: str
+    zone: str | None = None
+
+
+@dataclass(frozen=True)
 class RecommenderSpec:
-    """A reference recommender stack: ``replicas`` model servers behind one gateway."""
+    """A reference recommender stack: ``replicas`` model servers behind one gateway, or, with
+    ``zones``, ``replicas`` per zone behind each zone's gateway and an edge load balancer in
+    front of the zones, with a Redis cache per zone."""
 
     replicas: int = 3
     catalog: CatalogSpec = field(default_factory=CatalogSpec)
     gpu: str = "auto"  # auto | on | off
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
     store: Path | None = None  # serve this store instead of a copy of the built artifacts
+    zones: tuple[str, ...] = ()  # empty: one zone, the first wave's stack, unchanged
+    edge: EdgeSettings = field(default_factory=EdgeSettings)
+    cache: CacheSettings = field(default_factory=CacheSettings)
 
     def __post_init__(self) -> None:
         if isinstance(self.replicas, bool) or not 1 <= self.replicas <= MAX_REPLICAS:
             raise InputError(f"replicas: expected 1..{MAX_REPLICAS}, got {self.replicas}")
         if self.gpu not in ("auto", "on", "off"):
             raise InputError(f"gpu: expected auto, on or off, got {self.gpu!r}")
+        if self.zones:
+            if not 2 <= len(self.zones) <= MAX_ZONES:
+                raise InputError(f"zones: expected 2..{MAX_ZONES} zones, got {len(self.zones)}")
+            for zone in self.zones:
+                if not _ZONE.fullmatch(zone):
+                    raise InputError(
+                        f"zones: {zone!r}: expected a lowercase letter, then up to 7 letters "
+                        "or digits"
+                    )
+            if len(set(self.zones)) != len(self.zones):
+                raise InputError(f"zones: {', '.join(self.zones)}: a zone is named twice")
+
+    @property
+    def zoned(self) -> bool:
+        return bool(self.zones)
+
+    def services(self) -> list[ServiceName]:
+        """Every service in start order; a zoned stack's zone by zone (its Redis, replicas,
+        gateway), then the edge."""
+        if not self.zones:
+            return [
+                *(ServiceName(f"replica-{i}", "replica") for i in range(1, self.replicas + 1)),
+                ServiceName("gateway", "gateway"),
+            ]
+        out: list[ServiceName] = []
+        for zone in self.zones:
+            if self.cache.enabled:
+                out.append(ServiceName(f"redis-{zone}", ROLE_CACHE, zone))
+            out += [
+                ServiceName(f"replica-{zone}{i}", "replica", zone)
+                for i in range(1, self.replicas + 1)
+            ]
+            out.append(ServiceName(f"gateway-{zone}", "gateway", zone))
+        out.append(ServiceName("edge", ROLE_EDGE))
+        return out
 
     def service_names(self) -> list[str]:
-        return [*(f"replica-{i}" for i in range(1, self.replicas + 1)), "gateway"]
+        return [s.name for s in self.services()]
+
+    def entry(self) -> str:
+        """The service the drill's load goes to."""
+        return "edge" if self.zones else "gateway"
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["store"] = str(self.store) if self.store is not None else None
+        data["zones"] = list(self.zones)
+        data["edge"]["config"] = str(self.edge.config) if self.edge.config else None
         return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RecommenderSpec:
+        edge = dict(data.get("edge") or {})
+        if edge.get("config"):
+            edge["config"] = Path(edge["config"])
         return cls(
             replicas=int(data["replicas"]),
             catalog=CatalogSpec(**data["catalog"]),
             gpu=str(data["gpu"]),
             gateway=GatewaySettings(**data["gateway"]),
             store=Path(data["store"]) if data.get("store") else None,
+            zones=tuple(data.get("zones") or ()),
+            edge=EdgeSettings(**edge),
+            cache=CacheSettings(**(data.get("cache") or {})),
         )

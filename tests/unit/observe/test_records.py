@@ -137,3 +137,33 @@ def test_a_record_that_is_not_degraded_says_so_on_the_wire() -> None:
     record = RequestRecord(1.7e9, 3.0, 200, "", False, "v1", "d", "replica-1")
     assert json.loads(record.to_wire())[4] == 0
     assert RequestRecord.from_wire(record.to_wire()).degraded is False
+
+
+def test_zone_and_cache_ride_the_wire_and_a_first_wave_line_still_reads() -> None:
+    record = RequestRecord(1.7e9, 3.0, 200, "", False, "v1", "d", "replica-a1", "a", "hit")
+    assert RequestRecord.from_wire(record.to_wire()) == record
+    old = RequestRecord.from_wire(line())  # eight fields: no zone, no cache
+    assert (old.zone, old.cache) == ("", "")
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [["a", "warm"], ["a", 1], [1, "hit"], ["z" * (MAX_TEXT + 1), "hit"], ["a"]],
+    ids=["unknown-cache", "cache-not-text", "zone-not-text", "zone-too-long", "nine-fields"],
+)
+def test_a_zone_or_cache_field_out_of_its_range_is_refused(tail: list[Any]) -> None:
+    with pytest.raises(ValueError):
+        RequestRecord.from_wire(json.dumps([*GOOD, *tail]))
+
+
+def test_columns_of_zone_and_cache_exist_only_when_some_request_had_them() -> None:
+    plain = Records.build([RequestRecord(1.0, 1.0, 200)], t0=0.0, verified_digests=None)
+    assert plain.zone is None and plain.cache is None
+    rows = [
+        RequestRecord(1.0, 1.0, 200, zone="a", cache="hit"),
+        RequestRecord(2.0, 1.0, 0, "timeout"),  # no answer: no zone, no cache
+    ]
+    made = Records.build(rows, t0=0.0, verified_digests=None)
+    assert made.zone is not None and made.zone.tolist() == ["a", ""]
+    later = made.window(1.5, 3.0).cache
+    assert later is not None and later.tolist() == [""]

@@ -270,3 +270,24 @@ def test_window_stats_percentiles_of_a_hundred() -> None:
     rows = [RequestRecord(i / 100, float(i + 1), 200) for i in range(100)]
     stats = window_stats(build(rows))
     assert (stats.p50_ms, stats.p95_ms, stats.p99_ms) == (50.0, 95.0, 99.0)
+
+
+def test_zone_rates_and_the_cache_hit_ratio_are_exact_per_window() -> None:
+    rows = [
+        RequestRecord(0.01, 5.0, 200, model_digest=GOOD, zone="a", cache="hit"),
+        RequestRecord(0.02, 5.0, 200, model_digest=GOOD, zone="b", cache="miss"),
+        RequestRecord(0.03, 5.0, 200, model_digest=GOOD, zone="b", cache="bypass"),
+        RequestRecord(0.04, 5.0, 200, model_digest=GOOD, zone="b", cache="hit"),
+        RequestRecord(0.15, 5.0, 0, "timeout"),  # no answer: no zone, no lookup
+    ]
+    first, second = compute_series(build(rows), start=0.0, end=0.2, step=0.1)
+    assert first.zone_rps is not None
+    assert first.zone_rps["a"] == pytest.approx(10.0) and first.zone_rps["b"] == pytest.approx(30.0)
+    assert first.cache_hit_ratio == pytest.approx(2 / 4)
+    assert second.zone_rps == {"a": 0.0, "b": 0.0}
+    assert second.cache_hit_ratio is None  # nothing looked the cache up
+
+
+def test_a_stack_without_zones_or_cache_has_neither_series() -> None:
+    (point,) = compute_series(build([ok(0.05)]), start=0.0, end=0.1, step=0.1)
+    assert point.zone_rps is None and point.cache_hit_ratio is None

@@ -117,9 +117,13 @@ class Expected:
 
 
 def _roles(kind: str) -> frozenset[str]:
-    roles = fault_kinds()[kind].target_roles
+    """The roles ``kind`` can target in the one-zone stack these scenarios bring up."""
+    info = fault_kinds()[kind]
+    roles = info.target_roles
     if ANY_SERVICE in roles:  # every service of the reference stack
         return (roles - {ANY_SERVICE}) | {ROLE_REPLICA, ROLE_GATEWAY}
+    if info.cls.needs & {"cut_link", "slow_link"}:  # no link ends at the one gateway
+        roles = roles - {ROLE_GATEWAY}
     return roles
 
 
@@ -142,7 +146,12 @@ def _params_validate_empty(kind: str) -> bool:
 
 # Built-in kinds get params strategies below; a third-party kind installed here takes part
 # when its params all have defaults.
-KINDS = sorted(k for k, info in fault_kinds().items() if info.builtin or _params_validate_empty(k))
+KINDS = sorted(
+    k
+    for k, info in fault_kinds().items()
+    if (info.builtin or _params_validate_empty(k))
+    and _services(_roles(k), 1)  # zone_outage, cache_flush: a zoned stack's targets only
+)
 
 
 @st.composite

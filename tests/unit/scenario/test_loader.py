@@ -218,8 +218,8 @@ BAD = [
         "bad_unknown_kind.yaml",
         4,
         "faults[0].kind",
-        "unknown fault kind 'kill_nodes' (did you mean 'kill_node'? known kinds: "
-        "corrupt_model, cut_network, kill_node, latency, load_spike, pause_node)",
+        "unknown fault kind 'kill_nodes' (did you mean 'kill_node'? known kinds: cache_flush, "
+        "corrupt_model, cut_network, kill_node, latency, load_spike, pause_node, zone_outage)",
         id="unknown-kind",
     ),
     pytest.param(
@@ -440,7 +440,8 @@ TEXT_CASES = [
         "version: 1\nname: x\nfaults:\n- kind: latency\n  target: gateway\n  at: 1\n",
         5,
         "faults[0].target",
-        "latency cannot target 'gateway' (it targets a replica)",
+        "latency cannot target the gateway of a one-zone stack (no link ends at it; a zoned "
+        "stack's edge -> gateway links can be cut)",
         id="latency-on-gateway",
     ),
     pytest.param(
@@ -508,7 +509,8 @@ TEXT_CASES = [
         "version: 1\nname: x\nload: {zzz: 1}\n",
         3,
         "load.zzz",
-        "unknown key 'zzz' (expected one of: rate, users, duration, warmup, timeout, workers)",
+        "unknown key 'zzz' (expected one of: rate, users, duration, warmup, timeout, workers, "
+        "skew)",
         id="unknown-key-lists-keys",
     ),
 ]
