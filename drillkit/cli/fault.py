@@ -34,7 +34,9 @@ def _parse_params(pairs: list[str]) -> dict[str, object]:
 @app.command()
 def inject(
     kind: str = typer.Argument(..., help="Fault kind (see `drillkit list`)."),
-    target: str = typer.Option(..., "--target", "-t", help="Service name, or model-store."),
+    target: str = typer.Option(
+        ..., "--target", "-t", help="Service name, model-store, or zone-<z> (a zoned stack)."
+    ),
     duration: float | None = typer.Option(
         None, "--duration", "-d", help="Heal after this many seconds (blocks)."
     ),

@@ -194,3 +194,22 @@ def test_a_users_own_edge_config_is_checked_and_drilled(cli: Cli, tmp_path: Path
     (line,) = [x for x in proc.stderr.splitlines() if x.strip()]
     assert "haproxy -c refused it" in line and "frobnicate" in line
     assert not stack_files(cli, "state.json")
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("mode", ["kill", "cut"])
+def test_a_zone_lost_on_docker_is_taken_out_by_the_edge(
+    cli: Cli, stack_image: str, tmp_path: Path, mode: str
+) -> None:
+    from .test_docker import docker_leftovers
+
+    fault = {**ZONE_KILL, "params": {"mode": mode}}
+    code, report = drill(cli, tmp_path, [fault], stack={"backend": "docker"})
+    assert report["backend"] == "docker"
+    (result,) = report["faults"]
+    assert result["detected_by"] is not None and result["detected_by"].startswith("edge:"), result
+    assert result["ttd_s"] <= 1.0 and result["failed_requests"] == 0, result
+    evidence = "gone after SIGKILL" if mode == "kill" else "edge->gateway-a"
+    assert evidence in result["evidence"], result
+    assert code == 0, report
+    assert not docker_leftovers(cli)

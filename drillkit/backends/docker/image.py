@@ -61,6 +61,10 @@ SERVING_REQUIREMENTS = (
     "pydantic",
     "pyyaml",
     "httpx",
+    "redis",  # a zoned stack's replicas: their zone's cache
+    # redis needs it below Python 3.11.3: Debian bookworm's python3 (the offline base) is
+    # 3.11.2, while the wheelhouse is filled by the interpreter here, which may not need it.
+    "async-timeout",
 )
 #: Debian packages of the offline base: Python for the roles, iptables and tc for the sidecar.
 BASE_PACKAGES = (

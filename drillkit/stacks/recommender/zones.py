@@ -22,6 +22,7 @@ the report's cache hit ratio shows how fast.
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field
@@ -104,8 +105,14 @@ class ZoneOutage(FaultKind[ZoneOutageParams]):
         if params.mode == "kill":
             services = [s.name for s in zone_services(ctx, target)]
             record = ctx.begin(self.name, target, {"mode": "kill", "services": services})
-            for name in services:
-                ctx.backend.kill(ctx.state, name, signal="KILL")
+            # All at once, as a power loss: one by one, a zone's gateway would outlive its
+            # replicas (a container kill takes a while) and answer from its fallback.
+            with ThreadPoolExecutor(max_workers=len(services)) as pool:
+                for done in [
+                    pool.submit(ctx.backend.kill, ctx.state, name, signal="KILL")
+                    for name in reversed(services)  # the zone's entry first
+                ]:
+                    done.result()
             return record
         links = _zone_links(ctx, target, params.mode)
         record = ctx.begin(
