@@ -22,7 +22,16 @@ from .conftest import Cli, leftovers, stack_files
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "custom-fault"
-BUILTIN_KINDS = {"kill_node", "pause_node", "cut_network", "latency", "corrupt_model", "load_spike"}
+BUILTIN_KINDS = {
+    "kill_node",
+    "pause_node",
+    "cut_network",
+    "latency",
+    "corrupt_model",
+    "load_spike",
+    "zone_outage",
+    "cache_flush",
+}
 
 
 class VenvCli(Cli):
