@@ -178,6 +178,7 @@ def test_a_users_own_edge_config_is_checked_and_drilled(cli: Cli, tmp_path: Path
     (tmp_path / "edge.cfg").write_text(
         "defaults\n  mode http\n  timeout connect 500ms\n  timeout client 10s\n"
         "  timeout server 1s\n  retries 2\n  option redispatch 1\n"
+        "  retry-on conn-failure empty-response response-timeout 503\n"
         'frontend recommend\n  bind "${DRILLKIT_EDGE_LISTEN}"\n  default_backend zones\n'
         "backend zones\n  option httpchk GET /readyz\n"
         "  http-response set-header X-Zone %[srv_name]\n"
@@ -208,7 +209,10 @@ def test_a_zone_lost_on_docker_is_taken_out_by_the_edge(
     assert report["backend"] == "docker"
     (result,) = report["faults"]
     assert result["detected_by"] is not None and result["detected_by"].startswith("edge:"), result
-    assert result["ttd_s"] <= 1.0 and result["failed_requests"] == 0, result
+    # A cut on docker takes effect only once the NET_ADMIN sidecar has set its iptables rules
+    # (half a second or more after the injection is dated), as for the one-zone cut tests.
+    assert result["ttd_s"] <= (1.0 if mode == "kill" else 2.0), result
+    assert result["failed_requests"] == 0, result
     evidence = "gone after SIGKILL" if mode == "kill" else "edge->gateway-a"
     assert evidence in result["evidence"], result
     assert code == 0, report
