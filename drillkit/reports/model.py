@@ -26,7 +26,7 @@ from __future__ import annotations
 import os
 import platform
 from datetime import datetime
-from typing import Any, Final, Literal
+from typing import Any, ClassVar, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, SerializationInfo, SerializerFunctionWrapHandler
 from pydantic import model_serializer as _model_serializer
@@ -60,6 +60,23 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class _Extended(_Model):
+    """A model with extension fields that are written only when known: each one named in
+    ``_omit_when_none`` is left out of the JSON while it is None."""
+
+    _omit_when_none: ClassVar[tuple[str, ...]] = ()
+
+    @_model_serializer(mode="wrap")
+    def _drop_unknown(
+        self, handler: SerializerFunctionWrapHandler, info: SerializationInfo
+    ) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        for key in self._omit_when_none:
+            if data.get(key) is None:
+                data.pop(key, None)
+        return data
+
+
 class ScenarioRef(_Model):
     """The scenario file the drill ran."""
 
@@ -90,7 +107,7 @@ class LoadSummary(_Model):
     generator_saturated: bool
 
 
-class PhaseReport(_Model):
+class PhaseReport(_Extended):
     """Figures of one phase ``[start, end)``; see :class:`drillkit.scoring.PhaseStats`."""
 
     name: str
@@ -110,18 +127,10 @@ class PhaseReport(_Model):
     zones: dict[str, int] | None = None
     cache_hit_ratio: float | None = None
 
-    @_model_serializer(mode="wrap")
-    def _drop_unknown(
-        self, handler: SerializerFunctionWrapHandler, info: SerializationInfo
-    ) -> dict[str, Any]:
-        data: dict[str, Any] = handler(self)
-        for key in ("zones", "cache_hit_ratio"):
-            if data.get(key) is None:
-                data.pop(key, None)
-        return data
+    _omit_when_none: ClassVar[tuple[str, ...]] = ("zones", "cache_hit_ratio")
 
 
-class FaultReport(_Model):
+class FaultReport(_Extended):
     """One fault's timeline; times are seconds from t=0, null when it never happened."""
 
     id: str
@@ -146,15 +155,7 @@ class FaultReport(_Model):
     cache_hit_before: float | None = None
     cache_recovered_at: float | None = None
 
-    @_model_serializer(mode="wrap")
-    def _drop_unknown(
-        self, handler: SerializerFunctionWrapHandler, info: SerializationInfo
-    ) -> dict[str, Any]:
-        data: dict[str, Any] = handler(self)
-        for key in ("cache_hit_before", "cache_recovered_at"):
-            if data.get(key) is None:
-                data.pop(key, None)
-        return data
+    _omit_when_none: ClassVar[tuple[str, ...]] = ("cache_hit_before", "cache_recovered_at")
 
 
 class CheckReport(_Model):
@@ -180,7 +181,7 @@ class CheckReport(_Model):
         return 1.0 if self.passed else 0.0
 
 
-class SeriesReport(_Model):
+class SeriesReport(_Extended):
     """One time window of the series (100 ms unless the report says otherwise)."""
 
     t: float
@@ -194,15 +195,7 @@ class SeriesReport(_Model):
     zone_rps: dict[str, float] | None = None
     cache_hit_ratio: float | None = None
 
-    @_model_serializer(mode="wrap")
-    def _drop_unknown(
-        self, handler: SerializerFunctionWrapHandler, info: SerializationInfo
-    ) -> dict[str, Any]:
-        data: dict[str, Any] = handler(self)
-        for key in ("quality", "zone_rps", "cache_hit_ratio"):
-            if data.get(key) is None:
-                data.pop(key, None)
-        return data
+    _omit_when_none: ClassVar[tuple[str, ...]] = ("quality", "zone_rps", "cache_hit_ratio")
 
 
 class DrillReport(_Model):

@@ -65,15 +65,21 @@ def zone_env(zone: str) -> str:
     return ZONE_ENV_PREFIX + zone.upper()
 
 
-def haproxy_binary() -> str:
-    """HAProxy's path; exit 3 naming the package when it is not installed."""
-    found = shutil.which("haproxy")
+def required_program(name: str, role: str, package: str, alternative: str = "") -> str:
+    """``name``'s path on the ``PATH``; exit 3 naming the Debian package that provides it
+    when it is not installed."""
+    found = shutil.which(name)
     if found is None:
         raise BackendUnavailable(
-            "haproxy is not installed, and a zoned stack's edge is HAProxy: "
-            "install Debian's package (apt-get install haproxy)"
+            f"{name} is not installed, and {role}: install Debian's package "
+            f"(apt-get install {package}){alternative}"
         )
     return found
+
+
+def haproxy_binary() -> str:
+    """HAProxy's path; exit 3 naming the package when it is not installed."""
+    return required_program("haproxy", "a zoned stack's edge is HAProxy", "haproxy")
 
 
 def _ms(seconds: float) -> str:

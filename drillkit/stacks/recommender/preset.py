@@ -470,13 +470,14 @@ def describe_zones(state: StackState[Any], *, timeout: float = 1.0) -> list[dict
 
 def redis_binary() -> str:
     """redis-server's path; exit 3 naming the package when it is not installed."""
-    found = shutil.which("redis-server")
-    if found is None:
-        raise BackendUnavailable(
-            "redis-server is not installed, and a zoned stack's cache tier is Redis: "
-            "install Debian's package (apt-get install redis-server), or set cache.enabled: false"
-        )
-    return found
+    from drillkit.stacks.recommender.edge import required_program
+
+    return required_program(
+        "redis-server",
+        "a zoned stack's cache tier is Redis",
+        "redis-server",
+        ", or set cache.enabled: false",
+    )
 
 
 #: redis-server's options: a cache only (nothing saved to disk), bounded memory, least
