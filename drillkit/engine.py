@@ -10,6 +10,7 @@ before they are applied, so a drillkit killed with SIGKILL leaves enough for ``d
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import enum
 import hashlib
 import json
@@ -26,17 +27,21 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Protocol
 
+import httpx
+
 from drillkit.backends.base import Backend, Owner, StackState, get_backend
-from drillkit.errors import DrillkitError
+from drillkit.errors import DrillkitError, InputError
 from drillkit.faults.base import FaultKind, fault_kinds, load_fault_kind
 from drillkit.faults.context import FaultContext
 from drillkit.journal import Journal
+from drillkit.observe.alerts import AlertReader
 from drillkit.observe.quality import QualityProbe
 from drillkit.observe.records import WIRE_FIELDS, Records, RequestRecord, is_failed
 from drillkit.observe.series import QualitySample
 from drillkit.observe.watch import StackWatcher, Watcher
 from drillkit.scenario.model import Scenario
 from drillkit.scenario.units import CountOrShare
+from drillkit.scoring.alerts import AlertExpect, AlertSpan, MonitoringInput
 from drillkit.scoring.analyze import (
     SLO,
     Analysis,
@@ -67,6 +72,9 @@ class Interrupted(KeyboardInterrupt):
     exit_code = 130
 
 
+#: How long after a fault ends an alert of a team's own Prometheus is still given to it (its
+#: rules' timing is not drillkit's to know).
+EXTERNAL_GRACE_S = 30.0
 #: Seconds the load generator runs past the drill window: its spawn and its run-time clock
 #: start a little after drillkit's t - warmup, and the window must not end in a cliff.
 LOAD_TAIL_S = 1.0
@@ -92,6 +100,8 @@ class RunOptions:
     backend: str | None = None  # overrides the scenario's stack.backend
     seed: int = 0  # seeds "random" targets and the load's user ids
     records_path: Path | None = None  # write every request record here (gzipped JSON lines)
+    prometheus: str | None = None  # read alerts from this Prometheus, not the stack's
+    alertmanager: str | None = None  # and notifications from this Alertmanager
 
 
 class LoadGenerator(Protocol):
@@ -350,6 +360,7 @@ class DrillRunner:
         self.backend_name = self.options.backend or scenario.stack.backend
         self.verified: frozenset[str] | None = None
         self.state = DrillState.CREATED
+        self._observed: tuple[str, list[Any], str | None] | None = None
         self.history: list[DrillState] = [self.state]
 
     def _enter(self, state: DrillState) -> None:
@@ -368,8 +379,9 @@ class DrillRunner:
             info = kinds.get(record.kind)
             needs |= set(info.cls.needs) if info is not None else set()
         parts.backend.check_capabilities(needs)
+        spec, monitoring_note = self._monitoring_spec()
         # What the stack needs from the machine and the user's files, before anything starts.
-        parts.preset.preflight(scenario.stack_spec())
+        parts.preset.preflight(spec, self.backend_name)
         status = "error"
         error: str | None = None
         heal_failures: list[HealResult] = []
@@ -380,6 +392,8 @@ class DrillRunner:
         timeline: FaultTimeline | None = None
         load_started = watching = probing = False
         t0: float | None = None
+        alerts: AlertReader | None = None
+        self._observed = None
         try:
             with _signals_raise():
                 self._enter(DrillState.STARTING)
@@ -387,7 +401,7 @@ class DrillRunner:
                 self.on_tick(self._tick("starting", None, records, message=message))
                 state = bring_up(
                     parts.preset,
-                    scenario.stack_spec(),
+                    spec,
                     parts.backend,
                     owner=Owner(pid=os.getpid(), scenario=scenario.name),
                     progress=self.on_progress,
@@ -401,6 +415,9 @@ class DrillRunner:
                     actions.register(record, scenario.fault(record.id).params)
                 parts.watcher.start(state)
                 watching = True
+                alerts = self._alert_reader(state)
+                if alerts is not None:
+                    alerts.start()
                 if parts.probe is not None:
                     # Before the load: the reference is learnt from an idle stack, and the
                     # time it takes does not eat into the load's window.
@@ -459,6 +476,9 @@ class DrillRunner:
                     step("stopping the load", parts.load.stop)
                 if watching:
                     step("stopping the watcher", parts.watcher.stop)
+                if alerts is not None:
+                    reader = alerts
+                    step("reading the alerts", lambda: self._read_alerts(reader, t0))
                 if state is not None:
                     running = state
                     step("taking the stack down", lambda: take_down(running, parts.backend))
@@ -490,7 +510,7 @@ class DrillRunner:
                 status = "failed"
         elif status == "running":
             status = "error"
-        notes: list[str] = []
+        notes: list[str] = [monitoring_note] if monitoring_note else []
         measure = getattr(clock, "step", None)  # a WallClock measures; a test's fake may not
         if callable(measure) and abs(drift := float(measure())) > CLOCK_STEP_S:
             notes.append(
@@ -517,6 +537,108 @@ class DrillRunner:
         )
 
     # -- pieces -----------------------------------------------------------------------------
+    def _monitoring_spec(self) -> tuple[Any, str | None]:
+        """The stack's spec with its monitoring decided, and a note when ``auto`` found
+        nothing to run. A team's own Prometheus (``--prometheus``) replaces the stack's."""
+        from drillkit.observe.alerts import check_reachable
+
+        scenario = self.scenario
+        spec = scenario.stack_spec()
+        options = self.options
+        if options.alertmanager and not options.prometheus:
+            raise InputError("--alertmanager needs --prometheus: alerts are read from Prometheus")
+        monitoring = getattr(spec, "monitoring", None)
+        if monitoring is None:  # another preset's spec: nothing to decide
+            return spec, None
+        if options.prometheus:
+            check_reachable(options.prometheus, "prometheus", "/api/v1/status/buildinfo")
+            if options.alertmanager:
+                check_reachable(options.alertmanager, "alertmanager", "/api/v2/status")
+            off = dataclasses.replace(monitoring, enabled="off")
+            return dataclasses.replace(spec, monitoring=off), None
+        resolved = self.parts.preset.resolve(spec, self.backend_name)
+        if resolved.monitoring.on:
+            return resolved, None
+        if scenario.needs_monitoring():
+            from drillkit.stacks.recommender.monitoring import (
+                alertmanager_binary,
+                prometheus_binary,
+            )
+
+            prometheus_binary()  # exit 3 naming the package
+            alertmanager_binary()
+        if monitoring.enabled == "auto":
+            return resolved, (
+                "monitoring off: Prometheus and Alertmanager are not installed here "
+                "(apt-get install prometheus prometheus-alertmanager), so no alert was judged"
+            )
+        return resolved, None
+
+    def _alert_reader(self, state: StackState[Any]) -> AlertReader | None:
+        from drillkit.observe.alerts import AlertReader
+        from drillkit.stacks.recommender.spec import ROLE_MONITORING
+
+        if self.options.prometheus:
+            return AlertReader(
+                prometheus=self.options.prometheus,
+                alertmanager=self.options.alertmanager,
+                source="external",
+            )
+        names = set(state.names_with_role(ROLE_MONITORING))
+        if not {"prometheus", "alert-receiver"} <= names:
+            return None
+        return AlertReader(
+            prometheus=state.service("prometheus").url(),
+            receiver=state.service("alert-receiver").url(),
+        )
+
+    def _read_alerts(self, reader: AlertReader, t0: float | None) -> None:
+        reader.stop()
+        if t0 is None:
+            return
+        start = t0 - self.scenario.load.warmup
+        try:
+            self._observed = (reader.source, reader.collect(start, time.time()), None)
+        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+            self._observed = (reader.source, [], f"{type(exc).__name__}: {exc}")
+
+    def _monitoring_input(self, t0: float) -> MonitoringInput | None:
+        observed = self._observed
+        if observed is None:
+            return None
+        source, seen, error = observed
+        settings = self.scenario.stack_spec().monitoring
+        budget = settings.delay_budget() if source == "stack" else {}
+        grace = sum(budget.values()) + settings.rate_window if budget else EXTERNAL_GRACE_S
+
+        def rel(t: float | None) -> float | None:
+            return None if t is None else round(t - t0, 3)
+
+        watch = self.scenario.monitoring
+        return MonitoringInput(
+            source=source,
+            alerts=[
+                AlertSpan(
+                    a.name,
+                    a.labels,
+                    rel(a.pending_at),
+                    rel(a.firing_at),
+                    rel(a.resolved_at),
+                    rel(a.notified_at),
+                )
+                for a in seen
+            ],
+            budget=budget,
+            grace=grace,
+            expects={
+                f.id: AlertExpect(tuple(f.expect.alerts), f.expect.alert_within)
+                for f in self.scenario.faults
+            },
+            max_false_alerts=watch.max_false_alerts,
+            resolve_within=watch.alerts_resolve_within,
+            error=error,
+        )
+
     def _load_plan(self, state: StackState[Any]) -> LoadPlan:
         from drillkit.load.driver import LoadPlan
 
@@ -658,6 +780,7 @@ class DrillRunner:
                 target_rps=scenario.load.rate,
                 pass_score=scenario.scoring.pass_score,
                 generator_saturated=_saturated(recs, records, scenario.load.rate),
+                monitoring=self._monitoring_input(t0),
             )
         )
 

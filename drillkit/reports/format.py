@@ -8,15 +8,19 @@ import math
 from drillkit.reports.model import CheckReport, DrillReport, FaultReport, PhaseReport
 
 __all__ = [
+    "ALERT_COLUMNS",
     "CHECK_COLUMNS",
     "DASH",
     "FAULT_COLUMNS",
     "NO_IMPACT",
     "PHASE_COLUMNS",
+    "alert_about",
+    "alert_rows",
     "check_row",
     "fault_row",
     "format_check_value",
     "format_score",
+    "monitoring_lines",
     "ms",
     "phase_row",
     "seconds",
@@ -171,3 +175,82 @@ def check_row(c: CheckReport) -> list[str]:
         f"{c.earned:.3f}".rstrip("0").rstrip("."),
         c.detail,
     ]
+
+
+#: The alerts table's columns, in the terminal and the HTML report alike.
+ALERT_COLUMNS: tuple[str, ...] = (
+    *("alert", "about", "fault", "pending", "firing", "notified", "resolved"),
+)
+
+#: The labels that say what an alert is about, most telling first.
+_ABOUT_LABELS = ("replica", "service", "zone", "server", "instance")
+#: The delay budget's terms as a person reads them.
+_BUDGET_TERMS = {
+    "scrape_interval": "a scrape",
+    "evaluation_interval": "two evaluations",
+    "for": "for:",
+    "group_wait": "group_wait",
+}
+
+
+def alert_about(labels: dict[str, str]) -> str:
+    """What an alert is about, from its labels: ``replica-1``, ``gateway``, ``zone a``."""
+    for key in _ABOUT_LABELS:
+        if labels.get(key):
+            return f"zone {labels[key]}" if key in ("zone", "server") else labels[key]
+    return DASH
+
+
+def alert_rows(report: DrillReport) -> list[list[str]]:
+    """One row per alert of the drill (empty without monitoring)."""
+    if report.monitoring is None:
+        return []
+    return [
+        [
+            a.name,
+            alert_about(a.labels),
+            a.fault or ("none (noise)" if a.firing_at is not None and a.firing_at >= 0 else DASH),
+            seconds(a.pending_at),
+            seconds(a.firing_at),
+            seconds(a.notified_at),
+            seconds(a.resolved_at, dash="still firing" if a.firing_at is not None else DASH),
+        ]
+        for a in report.monitoring.alerts
+    ]  # fmt: skip
+
+
+def monitoring_lines(report: DrillReport) -> list[str]:
+    """What monitoring did, in sentences: its source and delay budget, each fault's first
+    alert and notification, missed faults, noise and alerts still firing."""
+    m = report.monitoring
+    if m is None:
+        return []
+    if m.source == "stack":
+        terms = " + ".join(f"{_BUDGET_TERMS.get(k, k)} {v:g} s" for k, v in m.budget.items())
+        lines = [
+            f"the stack's Prometheus and Alertmanager; delay budget {m.budget_s:g} s = {terms}"
+        ]
+    else:
+        lines = ["your own Prometheus (--prometheus); its rules' timing is its own"]
+    if m.error:
+        lines.append(f"the alerts could not be read: {m.error}")
+        return lines
+    for f in report.faults:
+        if f.injected_at is None:
+            continue
+        if f.time_to_alert_s is None:
+            lines.append(f"{f.id}: no alert")
+            continue
+        told = (
+            f", notified after {seconds(f.time_to_notify_s)}"
+            if f.time_to_notify_s is not None
+            else ", no notification"
+        )
+        lines.append(
+            f"{f.id}: first alert after {seconds(f.time_to_alert_s)}{told} "
+            f"({', '.join(f.alerts or [])})"
+        )
+    lines.append("missed faults (user impact, no alert): " + (", ".join(m.missed_faults) or "none"))
+    lines.append("noise (alerts outside every fault): " + (", ".join(m.noise) or "none"))
+    lines.append("still firing: " + (", ".join(m.still_firing) or "none"))
+    return lines

@@ -15,6 +15,10 @@ with a default, so that a report that carries only the contract's fields still r
 - ``series[].zone_rps`` (requests per second answered by each zone, from the edge's
   ``X-Zone``) and ``series[].cache_hit_ratio`` (cache hits / lookups, from ``X-Cache``),
   written only for a stack with zones or a cache tier;
+- ``faults[].alert_at``, ``faults[].notified_at``, ``faults[].time_to_alert_s``,
+  ``faults[].time_to_notify_s`` and ``faults[].alerts`` (what monitoring did about the
+  fault), and ``monitoring`` (every alert of the drill, the delay budget, missed faults,
+  noise, alerts still firing), written only for a drill with monitoring;
 - ``error`` (one line: why a drill ended in status ``error`` or ``interrupted``);
 - ``notes`` (what a reader of the figures should know, such as a wall-clock step).
 
@@ -36,11 +40,13 @@ from drillkit.scoring.analyze import Analysis
 
 __all__ = [
     "SCHEMA_VERSION",
+    "AlertReport",
     "CheckReport",
     "DrillReport",
     "Environment",
     "FaultReport",
     "LoadSummary",
+    "MonitoringReport",
     "PhaseReport",
     "ScenarioRef",
     "SeriesReport",
@@ -154,8 +160,21 @@ class FaultReport(_Extended):
     restored_at: float | None = None
     cache_hit_before: float | None = None
     cache_recovered_at: float | None = None
+    alert_at: float | None = None
+    notified_at: float | None = None
+    time_to_alert_s: float | None = None
+    time_to_notify_s: float | None = None
+    alerts: list[str] | None = None
 
-    _omit_when_none: ClassVar[tuple[str, ...]] = ("cache_hit_before", "cache_recovered_at")
+    _omit_when_none: ClassVar[tuple[str, ...]] = (
+        "cache_hit_before",
+        "cache_recovered_at",
+        "alert_at",
+        "notified_at",
+        "time_to_alert_s",
+        "time_to_notify_s",
+        "alerts",
+    )
 
 
 class CheckReport(_Model):
@@ -198,7 +217,32 @@ class SeriesReport(_Extended):
     _omit_when_none: ClassVar[tuple[str, ...]] = ("quality", "zone_rps", "cache_hit_ratio")
 
 
-class DrillReport(_Model):
+class AlertReport(_Model):
+    """One alert of the drill; seconds from t=0, null when it did not happen."""
+
+    name: str
+    labels: dict[str, str]
+    pending_at: float | None
+    firing_at: float | None
+    resolved_at: float | None  # null: still firing when the drill ended
+    notified_at: float | None
+    fault: str | None  # the fault it was given to; null: outside every fault's window
+
+
+class MonitoringReport(_Model):
+    """What monitoring did during the drill (``docs/report.md``, "Monitoring")."""
+
+    source: Literal["stack", "external"]
+    budget: dict[str, float]
+    budget_s: float
+    alerts: list[AlertReport]
+    missed_faults: list[str]
+    noise: list[str]
+    still_firing: list[str]
+    error: str | None = None
+
+
+class DrillReport(_Extended):
     """A drill's report, as written to JSON and read back by ``drillkit report show``."""
 
     schema_version: Literal[1] = SCHEMA_VERSION
@@ -220,6 +264,9 @@ class DrillReport(_Model):
     error: str | None = None
     notes: list[str] = []
     """What a reader of the figures should know (a wall-clock step during the drill)."""
+    monitoring: MonitoringReport | None = None
+
+    _omit_when_none: ClassVar[tuple[str, ...]] = ("monitoring",)
 
     @property
     def exit_code(self) -> int:
@@ -265,6 +312,11 @@ class DrillReport(_Model):
             series=[SeriesReport.model_validate(s, from_attributes=True) for s in analysis.series],
             error=error,
             notes=notes or [],
+            monitoring=(
+                None
+                if analysis.monitoring is None
+                else MonitoringReport.model_validate(analysis.monitoring, from_attributes=True)
+            ),
         )
 
 

@@ -15,12 +15,15 @@ from rich.table import Table
 from rich.text import Text
 
 from drillkit.reports.format import (
+    ALERT_COLUMNS,
     CHECK_COLUMNS,
     FAULT_COLUMNS,
     PHASE_COLUMNS,
+    alert_rows,
     check_row,
     fault_row,
     format_score,
+    monitoring_lines,
     phase_row,
     zone_table,
 )
@@ -213,6 +216,18 @@ def render_report(report: DrillReport, terminal: Terminal) -> None:
             if f.detected_by:
                 line = f"{f.id}: detected by {f.detected_by}"
                 out.print(Text(printable(line), style="dim"))
+    if report.monitoring is not None:
+        out.print()
+        rows = alert_rows(report)
+        if rows:
+            table = _Grid("alerts", ALERT_COLUMNS, right_from=3)
+            for row in rows:
+                table.add_row(row)
+            table.print(out)
+        else:
+            out.print(Text("alerts: none fired", style="bold"))
+        for line in monitoring_lines(report):
+            out.print(Text(printable(line), style="dim"))
     out.print()
     _checks(report).print(out)
     out.print()

@@ -58,6 +58,7 @@ from drillkit.stacks.recommender.spec import (
     CatalogSpec,
     EdgeSettings,
     GatewaySettings,
+    MonitoringSettings,
     RecommenderSpec,
 )
 
@@ -92,6 +93,7 @@ _CATALOG = CatalogSpec()
 _GATEWAY = GatewaySettings()
 _EDGE = EdgeSettings()
 _CACHE = CacheSettings()
+_MONITORING = MonitoringSettings()
 
 #: The pseudo-target of ``corrupt_model`` meaning the store every replica loads from.
 MODEL_STORE = "model-store"
@@ -317,6 +319,67 @@ class StackSection(_Section):
         return self
 
 
+_ALERT_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+
+
+class MonitoringSection(_Section):
+    """The stack's Prometheus and Alertmanager, and what the drill expects of its alerts
+    (``drillkit.stacks.recommender.spec.MonitoringSettings``, where the defaults live)."""
+
+    enabled: Annotated[Literal["auto", "on", "off"], BeforeValidator(_gpu_word)] = Field(
+        default="auto",
+        description="on: run them (exit 3 when Debian's prometheus or prometheus-alertmanager "
+        "is not installed); auto: where they are installed; off: no monitoring.",
+    )
+    scrape_interval: PositiveDuration = Field(
+        default=_MONITORING.scrape_interval, description="Prometheus's scrape interval."
+    )
+    evaluation_interval: PositiveDuration = Field(
+        default=_MONITORING.evaluation_interval, description="Prometheus's rule evaluation."
+    )
+    alert_for: PositiveDuration = Field(
+        default=_MONITORING.alert_for, description="The `for:` of the shipped rules."
+    )
+    rate_window: PositiveDuration = Field(
+        default=_MONITORING.rate_window,
+        description="The range of the rules that judge a ratio (errors, degraded, p99).",
+    )
+    group_wait: PositiveDuration = Field(
+        default=_MONITORING.group_wait, description="Alertmanager's group_wait."
+    )
+    group_interval: PositiveDuration = Field(
+        default=_MONITORING.group_interval, description="Alertmanager's group_interval."
+    )
+    repeat_interval: PositiveDuration = Field(
+        default=_MONITORING.repeat_interval, description="Alertmanager's repeat_interval."
+    )
+    max_false_alerts: Annotated[Int, Field(ge=0)] | None = Field(
+        default=None,
+        description="Most alerts that may fire outside every fault's window (noise).",
+    )
+    alerts_resolve_within: PositiveDuration | None = Field(
+        default=None,
+        description="Longest an alert may keep firing after its fault is healed and "
+        "recovered from.",
+    )
+
+    @model_validator(mode="after")
+    def _window_holds_two_scrapes(self) -> MonitoringSection:
+        if self.rate_window < 2 * self.scrape_interval:
+            raise FieldError(
+                f"{format_duration(self.rate_window)} holds fewer than two scrapes "
+                f"{format_duration(self.scrape_interval)} apart; rate() needs two",
+                ("rate_window",),
+            )
+        return self
+
+    def settings(self, p99_ms: float) -> MonitoringSettings:
+        return MonitoringSettings(
+            **self.model_dump(exclude={"max_false_alerts", "alerts_resolve_within"}),
+            p99_ms=p99_ms,
+        )
+
+
 class LoadSection(_Section):
     """The load driven at the gateway."""
 
@@ -369,6 +432,17 @@ class FaultExpect(_Section):
         default=None,
         description="Largest time from the heal until the cache hit ratio is back to 90% of "
         "its value before the fault (a stack with a cache tier).",
+    )
+    alerts: tuple[Annotated[str, Field(pattern=_ALERT_NAME)], ...] = Field(
+        default=(),
+        max_length=32,
+        description="Alerts that must fire during the fault (names of the shipped rules, "
+        "`drillkit monitoring rules`, or of your own Prometheus's).",
+    )
+    alert_within: PositiveDuration | None = Field(
+        default=None,
+        description="Largest time from the injection to the first firing alert (the first "
+        "of `alerts` when they are given).",
     )
 
 
@@ -567,7 +641,7 @@ class ReportSection(_Section):
         return value
 
 
-_SECTIONS = ("stack", "load", "slo", "faults", "abort", "scoring", "report")
+_SECTIONS = ("stack", "load", "slo", "faults", "abort", "scoring", "report", "monitoring")
 
 
 class Scenario(_Section):
@@ -592,6 +666,7 @@ class Scenario(_Section):
     abort: AbortSection = Field(default_factory=AbortSection)
     scoring: ScoringSection = Field(default_factory=ScoringSection)
     report: ReportSection = Field(default_factory=ReportSection)
+    monitoring: MonitoringSection = Field(default_factory=MonitoringSection)
 
     @model_validator(mode="before")
     @classmethod
@@ -643,6 +718,13 @@ class Scenario(_Section):
         seen: dict[str, int] = {}
         for index, fault in enumerate(self.faults):
             here: Loc = ("faults", index)
+            if self.monitoring.enabled == "off" and (
+                fault.expect.alerts or fault.expect.alert_within is not None
+            ):
+                raise FieldError(
+                    "alert expectations need monitoring (monitoring.enabled is off)",
+                    (*here, "expect", "alerts" if fault.expect.alerts else "alert_within"),
+                )
             if fault.id in seen:
                 raise FieldError(
                     f"duplicate fault id {fault.id!r} (also faults[{seen[fault.id]}])",
@@ -714,6 +796,17 @@ class Scenario(_Section):
                 }
             ),
             cache=CacheSettings(**stack.cache.model_dump()),
+            monitoring=self.monitoring.settings(self.slo.p99_ms),
+        )
+
+    def needs_monitoring(self) -> bool:
+        """Whether the drill judges alerts: a fault expects some, or monitoring's own
+        drill-wide checks are set."""
+        watch = self.monitoring
+        return (
+            watch.max_false_alerts is not None
+            or watch.alerts_resolve_within is not None
+            or any(f.expect.alerts or f.expect.alert_within is not None for f in self.faults)
         )
 
     def fault(self, fault_id: str) -> FaultSpec:

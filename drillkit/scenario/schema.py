@@ -16,7 +16,9 @@ __all__ = ["SCHEMA_DIALECT", "json_schema"]
 
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
-_NULLABLE_SECTIONS = ("stack", "load", "slo", "faults", "abort", "scoring", "report")
+_NULLABLE_SECTIONS = (
+    "stack", "load", "slo", "faults", "abort", "scoring", "report", "monitoring",
+)  # fmt: skip
 
 
 def json_schema() -> dict[str, Any]:

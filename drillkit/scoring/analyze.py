@@ -58,6 +58,7 @@ from drillkit.observe.series import (
     compute_series,
     window_stats,
 )
+from drillkit.scoring.alerts import MonitoringInput, MonitoringResult, judge
 
 __all__ = [
     "SLO",
@@ -175,6 +176,7 @@ class DrillInput:
     target_rps: float
     pass_score: float
     generator_saturated: bool
+    monitoring: MonitoringInput | None = None  # None: no monitoring in this drill
 
 
 # -- results ------------------------------------------------------------------------------------
@@ -231,6 +233,14 @@ class FaultResult:
     # CACHE_RECOVERED_SHARE of it (see cache_recovery); None without a cache tier, or never.
     cache_hit_before: float | None = None
     cache_recovered_at: float | None = None
+    # What monitoring did (None without monitoring): the first firing alert given to this
+    # fault and its first notification, seconds from t=0 and from the injection, and the
+    # names of the alerts given to it.
+    alert_at: float | None = None
+    notified_at: float | None = None
+    time_to_alert_s: float | None = None
+    time_to_notify_s: float | None = None
+    alerts: list[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,6 +275,7 @@ class Analysis:
     achieved_rps: float
     requests: int
     generator_saturated: bool
+    monitoring: MonitoringResult | None = None
 
     @property
     def critical_failures(self) -> list[Check]:
@@ -753,6 +764,14 @@ def analyze(inp: DrillInput) -> Analysis:
         checks += _slo_checks(after, inp.slo)
     for fault_checks in checks_by_fault:
         checks += fault_checks
+    monitoring: MonitoringResult | None = None
+    if inp.monitoring is not None:
+        monitoring, seen, judged = judge(inp.monitoring, faults, duration)
+        faults = [
+            dataclasses.replace(f, **dataclasses.asdict(seen[f.id])) if f.id in seen else f
+            for f in faults
+        ]
+        checks += [_monitoring_check(kind, fields) for kind, fields in judged]
 
     total = window_stats(records)
     achieved = total.requests / duration if duration > 0 else 0.0
@@ -797,4 +816,22 @@ def analyze(inp: DrillInput) -> Analysis:
         achieved_rps=achieved,
         requests=total.requests,
         generator_saturated=inp.generator_saturated,
+        monitoring=monitoring,
+    )
+
+
+def _monitoring_check(kind: str, fields: dict[str, object]) -> Check:
+    name, phase, detail = str(fields["name"]), str(fields["phase"]), str(fields["detail"])
+    weight = float(fields["weight"])  # type: ignore[arg-type]
+    if kind == "boolean":
+        return _boolean(name, phase, bool(fields["holds"]), weight=weight, critical=False,
+                        detail=detail)  # fmt: skip
+    actual = fields["actual"]
+    return _at_most(
+        name,
+        phase,
+        float(fields["target"]),  # type: ignore[arg-type]
+        None if actual is None else float(actual),  # type: ignore[arg-type]
+        weight=weight,
+        detail=detail,
     )

@@ -83,7 +83,12 @@ class StackPreset(ABC, Generic[SpecT]):
         is removed when it goes down. ``gpu`` says whether the backend can give services a
         GPU."""
 
-    def preflight(self, spec: SpecT) -> None:
+    def resolve(self, spec: SpecT, backend: str) -> SpecT:
+        """The spec with what depends on the backend or the machine decided (a setting of
+        ``auto`` made on or off); idempotent. Called before :meth:`preflight`."""
+        return spec
+
+    def preflight(self, spec: SpecT, backend: str = "local") -> None:
         """Check, before anything is prepared or started, what the stack needs from the
         machine and the user's files (programs installed, configuration accepted): an
         InputError (exit 2) or EnvironmentFailure (exit 3) with one line saying what is
@@ -160,7 +165,8 @@ def bring_up(
     On any failure nothing is left running and no state is saved.
     """
     report = progress or (lambda message, fraction: None)
-    preset.preflight(spec)
+    spec = preset.resolve(spec, backend.name)
+    preset.preflight(spec, backend.name)
     gpu = _gpu(preset.gpu_wanted(spec), backend)
     stack_id = new_stack_id()
     # Held until take_down (or this process's end): heal and `stack down` elsewhere wait.

@@ -76,6 +76,9 @@ BASE_PACKAGES = (
     # A zoned stack's edge and cache tier: Debian's own HAProxy and Redis.
     "haproxy",
     "redis-server",
+    # The stack's monitoring: Debian's own Prometheus and Alertmanager.
+    "prometheus",
+    "prometheus-alertmanager",
 )
 
 

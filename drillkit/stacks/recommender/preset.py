@@ -15,9 +15,11 @@ For a drill the preset says where the stack shows that it noticed a fault (the g
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import secrets
 import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -50,6 +52,7 @@ from drillkit.stacks.recommender.spec import (
     ROLE_CACHE,
     ROLE_EDGE,
     ROLE_MODEL_STORE,
+    ROLE_MONITORING,
     ROLE_ZONE,
     RecommenderSpec,
 )
@@ -71,6 +74,9 @@ REPLICA_PORT = 8000
 GATEWAY_PORT = 8080
 REDIS_PORT = 6379
 EDGE_ADMIN_PORT = 8405
+PROMETHEUS_PORT = 9090
+ALERTMANAGER_PORT = 9093
+RECEIVER_PORT = 9095
 #: Port names: a zone's Redis, and the edge's admin listener (/stats, /metrics).
 REDIS_PORT_NAME = "redis"
 EDGE_ADMIN_PORT_NAME = "admin"
@@ -84,9 +90,36 @@ class RecommenderPreset(StackPreset[RecommenderSpec]):
     name = "recommender"
     description = "model-server replicas (torch two-tower + faiss) behind a failover gateway"
 
-    def preflight(self, spec: RecommenderSpec) -> None:
-        """A zoned stack's HAProxy and Redis are installed, and a user's edge configuration
-        passes ``haproxy -c``."""
+    def resolve(self, spec: RecommenderSpec, backend: str) -> RecommenderSpec:
+        """``monitoring.enabled: auto`` made ``on`` or ``off``: on in the docker stack image
+        (it carries Prometheus and Alertmanager), on locally where both are installed."""
+        if spec.monitoring.enabled != "auto":
+            return spec
+        from drillkit.stacks.recommender.monitoring import installed
+
+        on = backend == "docker" or installed()
+        monitoring = dataclasses.replace(spec.monitoring, enabled="on" if on else "off")
+        return dataclasses.replace(spec, monitoring=monitoring)
+
+    def preflight(self, spec: RecommenderSpec, backend: str = "local") -> None:
+        """A zoned stack's HAProxy and Redis are installed, a user's edge configuration
+        passes ``haproxy -c``, and with monitoring on, Prometheus and Alertmanager are
+        installed (locally; the docker image has them) and the rules pass ``promtool``."""
+        if spec.monitoring.on:
+            from drillkit.stacks.recommender.monitoring import (
+                alertmanager_binary,
+                check_rules,
+                prometheus_binary,
+                render_rules,
+            )
+
+            if backend != "docker":
+                prometheus_binary()
+                alertmanager_binary()
+            with tempfile.TemporaryDirectory(prefix="drillkit-rules-") as folder:
+                rules = Path(folder) / "rules.yml"
+                rules.write_text(render_rules(spec.monitoring))
+                check_rules(rules)
         if not spec.zoned:
             return
         from drillkit.stacks.recommender.edge import check_config, haproxy_binary
@@ -226,6 +259,8 @@ class RecommenderPreset(StackPreset[RecommenderSpec]):
             links += [Link(source="gateway", target=name) for name in replicas]
         else:
             services += self._zones(spec, replica, gateway, links, data_dir)
+        if spec.monitoring.on:
+            services += monitoring_services(spec, services, data_dir)
         return StackPlan(
             preset=self.name,
             services=tuple(services),
@@ -275,14 +310,20 @@ class RecommenderPreset(StackPreset[RecommenderSpec]):
             )
         else:
             settings = (
-                "--check-interval", str(edge.check_interval),
-                "--fall", str(edge.fall),
-                "--rise", str(edge.rise),
-                "--retries", str(edge.retries),
-                "--timeout", str(edge.timeout),
-                "--mode", edge.mode,
+                "--check-interval",
+                str(edge.check_interval),
+                "--fall",
+                str(edge.fall),
+                "--rise",
+                str(edge.rise),
+                "--retries",
+                str(edge.retries),
+                "--timeout",
+                str(edge.timeout),
+                "--mode",
+                edge.mode,
                 *(() if edge.health_checks else ("--no-health-checks",)),
-            )  # fmt: skip
+            )
         zones = [
             arg
             for zone in spec.zones
@@ -466,6 +507,111 @@ def describe_zones(state: StackState[Any], *, timeout: float = 1.0) -> list[dict
             row["hit_ratio"] = hits / lookups if lookups else None
             out.append(row)
     return out
+
+
+def monitoring_services(
+    spec: RecommenderSpec, services: list[ServicePlan], data_dir: Path
+) -> list[ServicePlan]:
+    """The webhook receiver, Alertmanager and Prometheus, scraping ``services`` (every HTTP
+    service of the stack: replicas, gateways, the edge's admin listener) and the monitoring
+    services themselves."""
+    from drillkit.stacks.recommender.monitoring import render_rules
+
+    settings = spec.monitoring
+    root = data_dir / "monitoring"
+    for folder in ("rules", "prometheus", "alertmanager"):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    (root / "rules" / "rules.yml").write_text(render_rules(settings))
+    timing = (
+        "--scrape-interval", str(settings.scrape_interval),
+        "--evaluation-interval", str(settings.evaluation_interval),
+        "--group-wait", str(settings.group_wait),
+        "--group-interval", str(settings.group_interval),
+        "--repeat-interval", str(settings.repeat_interval),
+    )  # fmt: skip
+
+    def listen(port: str = "http") -> Join:
+        return Join(parts=(BindHost(), ":", PortRef(port=port)))
+
+    def target(service: str, role: str, zone: str | None, port: str = "http") -> Join:
+        head = f"drillkit-{role}/{service}" + (f"/{zone}" if zone else "") + "="
+        return Join(parts=(head, UrlRef(service=service, port=port, path="/metrics")))
+
+    targets: list[Any] = []
+    for service in services:
+        if service.role == ROLE_CACHE:
+            continue  # Redis speaks no HTTP; its replicas' bypass counters show it down
+        port = EDGE_ADMIN_PORT_NAME if service.role == ROLE_EDGE else "http"
+        targets += ["--target", target(service.name, service.role, service.zone, port)]
+    for name in ("alertmanager", "prometheus"):
+        targets += ["--target", target(name, ROLE_MONITORING, None)]
+    module = "drillkit.stacks.recommender.monitoring"
+    return [
+        ServicePlan(
+            name="alert-receiver",
+            role=ROLE_MONITORING,
+            program=Program(
+                module="drillkit.stacks.recommender.alert_receiver",
+                args=("--host", BindHost(), "--port", PortRef()),
+            ),
+            ports=(Port(number=RECEIVER_PORT, inherit=True),),
+            ready=HttpCheck(path="/healthz"),
+        ),
+        ServicePlan(
+            name="alertmanager",
+            role=ROLE_MONITORING,
+            program=Program(
+                module=module,
+                args=(
+                    "alertmanager",
+                    "--listen",
+                    listen(),
+                    "--workdir",
+                    MountRef(mount="work"),
+                    "--webhook",
+                    UrlRef(service="alert-receiver", path="/alerts"),
+                    *timing,
+                ),
+            ),
+            ports=(Port(number=ALERTMANAGER_PORT),),
+            ready=HttpCheck(path="/-/ready"),
+            mounts=(
+                Mount(
+                    name="work", source=str(root / "alertmanager"), target="/am", read_only=False
+                ),
+            ),
+            depends_on=(Dependency(service="alert-receiver", condition="ready"),),
+        ),
+        ServicePlan(
+            name="prometheus",
+            role=ROLE_MONITORING,
+            program=Program(
+                module=module,
+                args=(
+                    "prometheus",
+                    "--listen",
+                    listen(),
+                    "--workdir",
+                    MountRef(mount="work"),
+                    "--rules",
+                    MountRef(mount="rules", path="rules.yml"),
+                    "--alertmanager",
+                    UrlRef(service="alertmanager"),
+                    *targets,
+                    *timing,
+                ),
+            ),
+            ports=(Port(number=PROMETHEUS_PORT),),
+            ready=HttpCheck(path="/-/ready"),
+            mounts=(
+                Mount(
+                    name="work", source=str(root / "prometheus"), target="/prom", read_only=False
+                ),
+                Mount(name="rules", source=str(root / "rules"), target="/prom-rules"),
+            ),
+            depends_on=(Dependency(service="alertmanager", condition="ready"),),
+        ),
+    ]
 
 
 def redis_binary() -> str:

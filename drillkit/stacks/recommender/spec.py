@@ -27,12 +27,14 @@ __all__ = [
     "ROLE_CACHE",
     "ROLE_EDGE",
     "ROLE_MODEL_STORE",
+    "ROLE_MONITORING",
     "ROLE_ZONE",
     "ZONE_PATTERN",
     "CacheSettings",
     "CatalogSpec",
     "EdgeSettings",
     "GatewaySettings",
+    "MonitoringSettings",
     "RecommenderSpec",
     "ServiceName",
 ]
@@ -48,6 +50,12 @@ ROLE_MODEL_STORE = "model-store"
 ROLE_CACHE = "cache"
 ROLE_EDGE = "edge"
 ROLE_ZONE = "zone"
+#: The stack's own monitoring: Prometheus, Alertmanager and the webhook receiver that drillkit
+#: reads notifications from.
+ROLE_MONITORING = "monitoring"
+#: Their service names, in start order.
+MONITORING_SERVICES = ("alert-receiver", "alertmanager", "prometheus")
+MONITORING_MODES = ("auto", "on", "off")
 
 #: Most zones one stack may have, and what a zone's name looks like (it becomes part of
 #: service names: ``gateway-a``, ``replica-a1``, ``redis-a``).
@@ -209,6 +217,56 @@ class CacheSettings:
 
 
 @dataclass(frozen=True)
+class MonitoringSettings:
+    """The stack's Prometheus and Alertmanager, with intervals that suit a drill (seconds).
+
+    ``enabled``: ``on`` runs them (exit 3 when they are not installed), ``off`` does not,
+    ``auto`` runs them where they are installed (always in the docker stack image).
+    ``scrape_interval``/``evaluation_interval`` are Prometheus's; ``alert_for`` is the
+    ``for:`` of every shipped rule; ``rate_window`` the range of the rules that judge a ratio
+    (errors, degraded answers, p99); ``group_wait``/``group_interval``/``repeat_interval``
+    Alertmanager's grouping. ``p99_ms``: the latency rule's threshold (the scenario's SLO).
+    """
+
+    enabled: str = "auto"
+    scrape_interval: float = 1.0
+    evaluation_interval: float = 1.0
+    alert_for: float = 2.0
+    rate_window: float = 5.0
+    group_wait: float = 1.0
+    group_interval: float = 2.0
+    repeat_interval: float = 3600.0
+    p99_ms: float = 250.0
+
+    def __post_init__(self) -> None:
+        if self.enabled not in MONITORING_MODES:
+            raise InputError(
+                f"monitoring.enabled: expected one of {', '.join(MONITORING_MODES)}, "
+                f"got {self.enabled!r}"
+            )
+        if self.rate_window < 2 * self.scrape_interval:
+            raise InputError(
+                f"monitoring.rate_window: {self.rate_window:g} s holds fewer than two scrapes "
+                f"{self.scrape_interval:g} s apart; rate() needs two"
+            )
+
+    @property
+    def on(self) -> bool:
+        return self.enabled == "on"
+
+    def delay_budget(self) -> dict[str, float]:
+        """The longest a fault can take to reach a notification with these settings, term by
+        term: a scrape to see it, an evaluation to put the alert in pending, ``for:`` to
+        fire, an evaluation to send it, and Alertmanager's ``group_wait``."""
+        return {
+            "scrape_interval": self.scrape_interval,
+            "evaluation_interval": 2 * self.evaluation_interval,
+            "for": self.alert_for,
+            "group_wait": self.group_wait,
+        }
+
+
+@dataclass(frozen=True)
 class ServiceName:
     """A service of a recommender stack as a scenario sees it: its name, role and zone."""
 
@@ -231,6 +289,7 @@ class RecommenderSpec:
     zones: tuple[str, ...] = ()  # empty: one zone, the first wave's stack, unchanged
     edge: EdgeSettings = field(default_factory=EdgeSettings)
     cache: CacheSettings = field(default_factory=CacheSettings)
+    monitoring: MonitoringSettings = field(default_factory=MonitoringSettings)
 
     def __post_init__(self) -> None:
         if isinstance(self.replicas, bool) or not 1 <= self.replicas <= MAX_REPLICAS:
@@ -255,11 +314,15 @@ class RecommenderSpec:
 
     def services(self) -> list[ServiceName]:
         """Every service in start order; a zoned stack's zone by zone (its Redis, replicas,
-        gateway), then the edge."""
+        gateway), then the edge; then, with monitoring on, the monitoring services."""
+        monitoring = [
+            ServiceName(name, ROLE_MONITORING) for name in MONITORING_SERVICES
+        ] if self.monitoring.on else []  # fmt: skip
         if not self.zones:
             return [
                 *(ServiceName(f"replica-{i}", "replica") for i in range(1, self.replicas + 1)),
                 ServiceName("gateway", "gateway"),
+                *monitoring,
             ]
         out: list[ServiceName] = []
         for zone in self.zones:
@@ -271,7 +334,7 @@ class RecommenderSpec:
             ]
             out.append(ServiceName(f"gateway-{zone}", "gateway", zone))
         out.append(ServiceName("edge", ROLE_EDGE))
-        return out
+        return out + monitoring
 
     def service_names(self) -> list[str]:
         return [s.name for s in self.services()]
@@ -301,4 +364,5 @@ class RecommenderSpec:
             zones=tuple(data.get("zones") or ()),
             edge=EdgeSettings(**edge),
             cache=CacheSettings(**(data.get("cache") or {})),
+            monitoring=MonitoringSettings(**(data.get("monitoring") or {"enabled": "off"})),
         )
