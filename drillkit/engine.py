@@ -10,7 +10,6 @@ before they are applied, so a drillkit killed with SIGKILL leaves enough for ``d
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import enum
 import hashlib
 import json
@@ -538,59 +537,36 @@ class DrillRunner:
 
     # -- pieces -----------------------------------------------------------------------------
     def _monitoring_spec(self) -> tuple[Any, str | None]:
-        """The stack's spec with its monitoring decided, and a note when ``auto`` found
-        nothing to run. A team's own Prometheus (``--prometheus``) replaces the stack's."""
+        """The stack's spec with its monitoring decided, and a note when it is off for a
+        reason worth saying. A team's own Prometheus (``--prometheus``) replaces the stack's."""
         from drillkit.observe.alerts import check_reachable
 
-        scenario = self.scenario
-        spec = scenario.stack_spec()
         options = self.options
         if options.alertmanager and not options.prometheus:
             raise InputError("--alertmanager needs --prometheus: alerts are read from Prometheus")
-        monitoring = getattr(spec, "monitoring", None)
-        if monitoring is None:  # another preset's spec: nothing to decide
-            return spec, None
         if options.prometheus:
             check_reachable(options.prometheus, "prometheus", "/api/v1/status/buildinfo")
             if options.alertmanager:
                 check_reachable(options.alertmanager, "alertmanager", "/api/v2/status")
-            off = dataclasses.replace(monitoring, enabled="off")
-            return dataclasses.replace(spec, monitoring=off), None
-        resolved = self.parts.preset.resolve(spec, self.backend_name)
-        if resolved.monitoring.on:
-            return resolved, None
-        if scenario.needs_monitoring():
-            from drillkit.stacks.recommender.monitoring import (
-                alertmanager_binary,
-                prometheus_binary,
-            )
-
-            prometheus_binary()  # exit 3 naming the package
-            alertmanager_binary()
-        if monitoring.enabled == "auto":
-            return resolved, (
-                "monitoring off: Prometheus and Alertmanager are not installed here "
-                "(apt-get install prometheus prometheus-alertmanager), so no alert was judged"
-            )
-        return resolved, None
+        return self.parts.preset.decide_monitoring(
+            self.scenario.stack_spec(),
+            self.backend_name,
+            required=self.scenario.needs_monitoring() and not options.prometheus,
+            external=bool(options.prometheus),
+        )
 
     def _alert_reader(self, state: StackState[Any]) -> AlertReader | None:
-        from drillkit.observe.alerts import AlertReader
-        from drillkit.stacks.recommender.spec import ROLE_MONITORING
-
         if self.options.prometheus:
             return AlertReader(
                 prometheus=self.options.prometheus,
                 alertmanager=self.options.alertmanager,
                 source="external",
             )
-        names = set(state.names_with_role(ROLE_MONITORING))
-        if not {"prometheus", "alert-receiver"} <= names:
+        sources = self.parts.preset.alert_sources(state)
+        if sources is None:
             return None
-        return AlertReader(
-            prometheus=state.service("prometheus").url(),
-            receiver=state.service("alert-receiver").url(),
-        )
+        prometheus, receiver = sources
+        return AlertReader(prometheus=prometheus, receiver=receiver)
 
     def _read_alerts(self, reader: AlertReader, t0: float | None) -> None:
         reader.stop()
@@ -607,9 +583,10 @@ class DrillRunner:
         if observed is None:
             return None
         source, seen, error = observed
-        settings = self.scenario.stack_spec().monitoring
-        budget = settings.delay_budget() if source == "stack" else {}
-        grace = sum(budget.values()) + settings.rate_window if budget else EXTERNAL_GRACE_S
+        budget: dict[str, float] = {}
+        grace = EXTERNAL_GRACE_S
+        if source == "stack":
+            budget, grace = self.parts.preset.alert_timing(self.scenario.stack_spec())
 
         def rel(t: float | None) -> float | None:
             return None if t is None else round(t - t0, 3)

@@ -1,11 +1,13 @@
 """Shared fixtures and the skip policy for resource-marked tests.
 
-A test marked ``docker``, ``gpu``, ``browser``, ``promtool`` or ``zones`` runs whenever the
-resource exists. When it does not, the test is skipped with the reason, unless
+A test marked ``docker``, ``gpu``, ``browser``, ``promtool``, ``zones`` or ``monitoring`` runs
+whenever the resource exists. When it does not, the test is skipped with the reason, unless
 ``DRILLKIT_REQUIRE_DOCKER=1`` / ``DRILLKIT_REQUIRE_GPU=1`` / ``DRILLKIT_REQUIRE_BROWSER=1`` /
-``DRILLKIT_REQUIRE_PROMTOOL=1`` / ``DRILLKIT_REQUIRE_ZONES=1`` says the resource must be there
-(CI sets them when it is): then the skip becomes a failure. ``zones`` is Debian's haproxy and
-redis-server, what a zoned stack's edge and cache tier run.
+``DRILLKIT_REQUIRE_PROMTOOL=1`` / ``DRILLKIT_REQUIRE_ZONES=1`` /
+``DRILLKIT_REQUIRE_MONITORING=1`` says the resource must be there (CI sets them when it is):
+then the skip becomes a failure. ``zones`` is Debian's haproxy and redis-server, what a zoned
+stack's edge and cache tier run; ``monitoring`` Debian's prometheus and
+prometheus-alertmanager, the stack's monitoring.
 """
 
 from __future__ import annotations
@@ -67,6 +69,10 @@ _PROBES = {
     "zones": (
         lambda: all(shutil.which(tool) for tool in ("haproxy", "redis-server")),
         "DRILLKIT_REQUIRE_ZONES",
+    ),
+    "monitoring": (
+        lambda: all(shutil.which(tool) for tool in ("prometheus", "prometheus-alertmanager")),
+        "DRILLKIT_REQUIRE_MONITORING",
     ),
 }
 _found: dict[str, bool] = {}

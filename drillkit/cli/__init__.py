@@ -9,7 +9,7 @@ import warnings
 import typer
 
 from drillkit import __version__
-from drillkit.cli import drill, fault, heal, model, report, run, stack, status
+from drillkit.cli import drill, fault, heal, model, monitoring, report, run, stack, status
 from drillkit.cli.console import Terminal
 from drillkit.cli.state import set_terminal, terminal
 from drillkit.errors import DrillkitError
@@ -25,6 +25,7 @@ app.add_typer(stack.app, name="stack")
 app.add_typer(model.app, name="model")
 app.add_typer(fault.app, name="fault")
 app.add_typer(report.app, name="report")
+app.add_typer(monitoring.app, name="monitoring")
 app.command()(run.run)
 app.command()(status.status)
 app.command()(drill.validate)

@@ -48,6 +48,16 @@ def run(
         help="Also write every request (gzipped JSON lines) here, for your own analysis.",
     ),
     seed: int = typer.Option(0, "--seed", help="Seeds random targets and the load."),
+    prometheus: str | None = typer.Option(
+        None,
+        "--prometheus",
+        help="Read alerts from this Prometheus (its URL) instead of the stack's own.",
+    ),
+    alertmanager: str | None = typer.Option(
+        None,
+        "--alertmanager",
+        help="With --prometheus: date notifications by when alerts reached this Alertmanager.",
+    ),
     ci: bool = typer.Option(False, "--ci", help="No live view; line logs; JUnit by default."),
     dry_run: bool = typer.Option(
         False, "--dry-run", help="Validate and print the timeline; start nothing."
@@ -89,6 +99,8 @@ def run(
             backend=backend,
             seed=seed,
             records_path=_per_drill(records, scenario.name, len(loaded) > 1),
+            prometheus=prometheus,
+            alertmanager=alertmanager,
         )
         chosen = backend or scenario.stack.backend
         t.debug(

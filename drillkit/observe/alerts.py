@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -46,7 +47,11 @@ class ObservedAlert:
 
 
 def check_reachable(url: str, what: str, path: str) -> None:
-    """A one-line InputError when ``url`` does not answer ``path`` with 200."""
+    """A one-line InputError when ``url`` is not an http(s) URL or does not answer ``path``
+    with 200."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InputError(f"--{what} {url!r}: expected an http:// or https:// URL")
     try:
         response = httpx.get(url.rstrip("/") + path, timeout=_TIMEOUT)
     except httpx.HTTPError as exc:

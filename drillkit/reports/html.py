@@ -17,10 +17,13 @@ from typing import Final
 
 from drillkit.fsutil import atomic_write
 from drillkit.reports.format import (
+    ALERT_COLUMNS,
     NO_IMPACT,
     PHASE_COLUMNS,
+    alert_rows,
     format_check_value,
     format_score,
+    monitoring_lines,
     ms,
     seconds,
     share,
@@ -316,6 +319,20 @@ def _faults(report: DrillReport) -> str:
     return f"<section><h2>Faults</h2>{table}</section>"
 
 
+def _monitoring(report: DrillReport) -> str:
+    """Every alert of the drill and what monitoring did; nothing without monitoring."""
+    if report.monitoring is None:
+        return ""
+    rows = alert_rows(report)
+    table = (
+        _table(ALERT_COLUMNS, rows, numeric_from=3)
+        if rows
+        else '<p class="nodata">No alert fired.</p>'
+    )
+    lines = "".join(f"<li>{_e(line)}</li>" for line in monitoring_lines(report))
+    return f"<section><h2>Alerts</h2>{table}<ul>{lines}</ul></section>"
+
+
 def _check_class(check: CheckReport) -> str:
     return "" if check.passed else ("fail critical" if check.critical else "fail")
 
@@ -551,6 +568,7 @@ def render_html(report: DrillReport, *, svg: str, png_name: str = "") -> str:
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{_e(title)}</title><style>{_CSS}</style></head><body><main>"
         f"{_header(report)}{_kpis(report)}{_timeline(report, svg, png_name)}{_faults(report)}"
+        f"{_monitoring(report)}"
         f"{_phases(report)}{_checks(report)}{_score(report)}"
         f"<footer>drillkit {_e(report.drillkit_version)} · report schema "
         f"v{report.schema_version}</footer>"

@@ -4,7 +4,9 @@ Stacked panels share the time axis (seconds from t=0): a lane that names each fa
 request rate, p99 latency, failed and degraded responses per second, and online quality. Each
 fault's window (injection to heal, or to the end when it was never healed) is shaded in
 :data:`FAULT_SHADE`; the moments the stack detected the fault and recovered from it are
-vertical lines; phase boundaries are thin dotted lines, with the phase names on top.
+vertical lines; phase boundaries are thin dotted lines, with the phase names on top. A drill
+with monitoring adds an alerts lane under the faults: one row per alert, pending in
+:data:`ALERT_PENDING`, firing in :data:`ALERT_FIRING`, a mark where the notification arrived.
 
 matplotlib is heavy to import (about a second), so it is imported inside the functions:
 ``drillkit --help`` stays instant. Figures are built with :class:`matplotlib.figure.Figure`
@@ -48,6 +50,12 @@ __all__ = [
 
 #: The (opaque) fill of a fault's window; tests look for this colour in screenshots.
 FAULT_SHADE: Final = "#fcdcbf"
+#: An alert's bars in the alerts lane: pending, then firing (tests look for the firing one).
+ALERT_PENDING: Final = "#f5d77a"
+ALERT_FIRING: Final = "#b3124a"
+_NOTIFIED = "#24292f"
+#: Most rows of the alerts lane; the rest are counted in its last row.
+_ALERT_ROWS = 12
 #: The colour of each series' line or fill.
 SERIES_COLOURS: Final = {
     "rps": "#1f6feb",
@@ -231,10 +239,17 @@ def timeline_figure(report: DrillReport, *, max_points: int = MAX_POINTS) -> Fig
         lanes = max(1, sum(1 for f in report.faults if f.injected_at is not None))
         lane_height = 0.3 + 0.32 * lanes
         fig = Figure(figsize=(_WIDTH_IN, _HEIGHT_IN + 0.6 * lane_height), layout="constrained")
+        alert_rows = _alert_rows(report)
         ratios = [lane_height, 1.15, 1.15, 0.8, 0.8, 0.9]
+        if alert_rows is not None:  # a drill with monitoring: its alerts get a lane
+            ratios.insert(1, 0.35 + 0.22 * max(1, len(alert_rows)))
+            fig.set_figheight(fig.get_figheight() + 0.25 * max(1, len(alert_rows)))
         if cols.cache_hit:  # a stack with a cache tier: its hit ratio gets a panel
             ratios.append(0.8)
-        axes = fig.subplots(len(ratios), 1, sharex=True, gridspec_kw={"height_ratios": ratios})
+        axes = list(
+            fig.subplots(len(ratios), 1, sharex=True, gridspec_kw={"height_ratios": ratios})
+        )
+        alerts_ax = axes.pop(1) if alert_rows is not None else None
         events_ax, rps_ax, p99_ax, failed_ax, degraded_ax, quality_ax = axes[:6]
         for ax in axes:
             _decorate(ax, report, x_end)
@@ -300,11 +315,65 @@ def timeline_figure(report: DrillReport, *, max_points: int = MAX_POINTS) -> Fig
         last.set_xlim(0, x_end)
 
         _events(events_ax, report, x_end, lanes)
+        if alerts_ax is not None and alert_rows is not None:
+            _decorate(alerts_ax, report, x_end)
+            _alerts(alerts_ax, alert_rows, x_end)
         _label_phases(events_ax, report, x_end)
         _legend(fig, report)
-        for ax in axes:
+        for ax in [*axes, *([alerts_ax] if alerts_ax is not None else [])]:
             ax.yaxis.set_label_coords(-0.045, 0.5)  # one column of panel names
         return fig
+
+
+_AlertRow = tuple[str, list[tuple[float | None, float | None, float | None, float | None]]]
+
+
+def _alert_rows(report: DrillReport) -> list[_AlertRow] | None:
+    """``(label, [(pending, firing, resolved, notified), ...])`` per alert and what it is
+    about; None without monitoring."""
+    from drillkit.reports.format import alert_about
+
+    if report.monitoring is None:
+        return None
+    rows: dict[str, list[tuple[float | None, float | None, float | None, float | None]]] = {}
+    for a in report.monitoring.alerts:
+        if a.resolved_at is not None and a.resolved_at <= 0:
+            continue  # over before t=0 (the stack's start): not part of the drill
+        label = f"{a.name} · {alert_about(a.labels)}"
+        rows.setdefault(label, []).append((a.pending_at, a.firing_at, a.resolved_at, a.notified_at))
+    out = list(rows.items())
+    if len(out) > _ALERT_ROWS:
+        rest = len(out) - (_ALERT_ROWS - 1)
+        out = [*out[: _ALERT_ROWS - 1], (f"+ {rest} more alerts (see the table)", [])]
+    return out
+
+
+def _alerts(ax: Axes, rows: list[_AlertRow], x_end: float) -> None:
+    """The alerts lane: per alert, its pending and firing spans and the notification mark."""
+    ax.set_ylim(max(1, len(rows)), 0)
+    ax.set_yticks([])
+    ax.spines["left"].set_visible(False)
+    ax.grid(False)
+    ax.set_ylabel("alerts")
+    if not rows:
+        ax.text(0.5, 0.5, "no alert fired", transform=ax.transAxes, ha="center", va="center",
+                color="#57606a")  # fmt: skip
+        return
+    for lane, (label, spans) in enumerate(rows):
+        y = lane + 0.5
+        for pending, firing, resolved, notified in spans:
+            end = resolved if resolved is not None else x_end
+            if pending is not None:
+                stop = firing if firing is not None else end
+                ax.plot([max(pending, 0), max(stop, 0)], [y, y], color=ALERT_PENDING,
+                        linewidth=6, solid_capstyle="butt", zorder=3)  # fmt: skip
+            if firing is not None:
+                ax.plot([max(firing, 0), max(end, 0)], [y, y], color=ALERT_FIRING,
+                        linewidth=6, solid_capstyle="butt", zorder=4)  # fmt: skip
+            if notified is not None and notified >= 0:
+                ax.plot([notified], [y], marker="|", color=_NOTIFIED, markersize=11, zorder=5)
+        ax.text(0.003 * x_end, y - 0.42, label, ha="left", va="top", fontsize=7.5,
+                color=_TEXT, zorder=6, parse_math=False)  # fmt: skip
 
 
 def _quality_floor(quality: Sequence[float], target: float | None) -> float:
@@ -567,6 +636,12 @@ def _legend(fig: Figure, report: DrillReport) -> None:
                     [], [], color=_RESTORED, marker="v", linestyle="none", label="back in service"
                 ),
             )
+    if report.monitoring is not None:
+        handles.append(Line2D([], [], color=ALERT_PENDING, linewidth=5, label="alert pending"))
+        handles.append(Line2D([], [], color=ALERT_FIRING, linewidth=5, label="alert firing"))
+        handles.append(
+            Line2D([], [], color=_NOTIFIED, marker="|", linestyle="none", label="notified")
+        )
     zones = sorted({z for p in report.series for z in (p.zone_rps or {})})
     for index, zone in enumerate(zones):
         colour = _ZONE_COLOURS[index % len(_ZONE_COLOURS)]

@@ -319,7 +319,19 @@ class StackSection(_Section):
         return self
 
 
-_ALERT_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+_ALERT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+
+
+def _alert_name(value: object) -> object:
+    if isinstance(value, str) and not _ALERT_NAME.fullmatch(value):
+        raise ValueError(
+            "expected an alert name (letters, digits and _, not starting with a digit), "
+            f"got {show_value(value)}"
+        )
+    return value
+
+
+AlertName = Annotated[str, BeforeValidator(_alert_name)]
 
 
 class MonitoringSection(_Section):
@@ -433,7 +445,7 @@ class FaultExpect(_Section):
         description="Largest time from the heal until the cache hit ratio is back to 90% of "
         "its value before the fault (a stack with a cache tier).",
     )
-    alerts: tuple[Annotated[str, Field(pattern=_ALERT_NAME)], ...] = Field(
+    alerts: tuple[AlertName, ...] = Field(
         default=(),
         max_length=32,
         description="Alerts that must fire during the fault (names of the shipped rules, "

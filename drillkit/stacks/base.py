@@ -88,6 +88,25 @@ class StackPreset(ABC, Generic[SpecT]):
         ``auto`` made on or off); idempotent. Called before :meth:`preflight`."""
         return spec
 
+    def decide_monitoring(
+        self, spec: SpecT, backend: str, *, required: bool, external: bool
+    ) -> tuple[SpecT, str | None]:
+        """The spec with the stack's own monitoring decided for a drill: off when the drill
+        reads a team's own (``external``), else as :meth:`resolve` decides; exit 3 naming
+        what to install when the drill judges alerts (``required``) and the stack cannot run
+        its monitoring. The note says why monitoring is off, when that is worth saying."""
+        return self.resolve(spec, backend), None
+
+    def alert_sources(self, state: StackState[Any]) -> tuple[str, str] | None:
+        """The URLs of the stack's Prometheus and of the webhook receiver its Alertmanager
+        notifies; None for a stack without monitoring."""
+        return None
+
+    def alert_timing(self, spec: SpecT) -> tuple[dict[str, float], float]:
+        """The delay budget of the stack's monitoring, term by term (seconds), and how long
+        after a fault ends an alert is still that fault's."""
+        return {}, 30.0
+
     def preflight(self, spec: SpecT, backend: str = "local") -> None:
         """Check, before anything is prepared or started, what the stack needs from the
         machine and the user's files (programs installed, configuration accepted): an

@@ -57,7 +57,7 @@ def test_every_scenario_field_is_documented() -> None:
     text = (DOCS / "scenario.md").read_text()
     sections = {"stack", "stack.catalog", "stack.gateway", "stack.edge", "stack.cache"}
     sections |= {"load", "slo", "faults"}
-    sections |= {"faults[].expect", "abort", "scoring", "report"}
+    sections |= {"faults[].expect", "abort", "scoring", "report", "monitoring"}
     missing = [p for p in _paths(Scenario) if p not in sections and f"`{p}`" not in text]
     assert missing == []
 

@@ -379,6 +379,7 @@ def test_report_dir_is_the_only_path_a_scenario_names() -> None:
         "faults.id",
         "faults.kind",
         "faults.target",
+        "faults.expect.alerts",  # an alert name: letters, digits and _, never a path
         "report.dir",
         "stack.store",
         "stack.edge.config",  # relative and inside the working folder, as report.dir

@@ -6,6 +6,8 @@ with the time it arrived, which is what a drill scores as "time to notification"
 - ``GET /notifications``: ``{"notifications": [{"received_at": EPOCH, "status": ...,
   "alerts": [{"status", "labels", "startsAt", "endsAt"}]}]}``, oldest first.
 - ``GET /healthz``: 200 once it serves.
+- ``GET /metrics``: ``drillkit_alert_receiver_notifications_total`` (Prometheus text format),
+  so that Prometheus scrapes the receiver too and a dead one raises an alert.
 
 Run as ``python -m drillkit.stacks.recommender.alert_receiver --host H --port P``; it serves
 on the listening socket drillkit hands down where there is one (:mod:`drillkit.listen`).
@@ -34,6 +36,7 @@ class Notifications:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._items: list[dict[str, Any]] = []
+        self._total = 0
 
     def add(self, payload: object, received_at: float) -> None:
         """Keep the parts of a webhook payload that a drill reads; ValueError when it is not
@@ -59,7 +62,12 @@ class Notifications:
         }
         with self._lock:
             self._items.append(item)
+            self._total += 1
             del self._items[:-KEEP]
+
+    def count(self) -> int:
+        with self._lock:
+            return self._total
 
     def all(self) -> list[dict[str, Any]]:
         with self._lock:
@@ -84,6 +92,17 @@ def _handler(store: Notifications) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:
             if self.path == "/healthz":
                 self._send(200, {"ok": True})
+            elif self.path == "/metrics":
+                text = (
+                    "# HELP drillkit_alert_receiver_notifications_total Notifications received.\n"
+                    "# TYPE drillkit_alert_receiver_notifications_total counter\n"
+                    f"drillkit_alert_receiver_notifications_total {store.count()}\n"
+                ).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.send_header("Content-Length", str(len(text)))
+                self.end_headers()
+                self.wfile.write(text)
             elif self.path == "/notifications":
                 self._send(200, {"notifications": store.all()})
             else:

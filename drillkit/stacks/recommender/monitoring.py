@@ -91,6 +91,8 @@ def prom_duration(seconds: float) -> str:
     millis = max(1, round(seconds * 1000))
     if millis % 3_600_000 == 0:
         return f"{millis // 3_600_000}h"
+    if millis % 60_000 == 0:
+        return f"{millis // 60_000}m"
     if millis % 1000 == 0:
         return f"{millis // 1000}s"
     return f"{millis}ms"

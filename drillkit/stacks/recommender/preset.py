@@ -49,6 +49,7 @@ from drillkit.stacks.plan import (
     UrlRef,
 )
 from drillkit.stacks.recommender.spec import (
+    MONITORING_SERVICES,
     ROLE_CACHE,
     ROLE_EDGE,
     ROLE_MODEL_STORE,
@@ -100,6 +101,38 @@ class RecommenderPreset(StackPreset[RecommenderSpec]):
         on = backend == "docker" or installed()
         monitoring = dataclasses.replace(spec.monitoring, enabled="on" if on else "off")
         return dataclasses.replace(spec, monitoring=monitoring)
+
+    def decide_monitoring(
+        self, spec: RecommenderSpec, backend: str, *, required: bool, external: bool
+    ) -> tuple[RecommenderSpec, str | None]:
+        from drillkit.stacks.recommender.monitoring import alertmanager_binary, prometheus_binary
+
+        if external:
+            off = dataclasses.replace(spec.monitoring, enabled="off")
+            return dataclasses.replace(spec, monitoring=off), None
+        resolved = self.resolve(spec, backend)
+        if resolved.monitoring.on:
+            return resolved, None
+        if required:
+            prometheus_binary()  # exit 3 naming the package
+            alertmanager_binary()
+        if spec.monitoring.enabled == "auto":
+            return resolved, (
+                "monitoring off: Prometheus and Alertmanager are not installed here "
+                "(apt-get install prometheus prometheus-alertmanager), so no alert was judged"
+            )
+        return resolved, None
+
+    def alert_sources(self, state: StackState[Any]) -> tuple[str, str] | None:
+        names = set(state.names_with_role(ROLE_MONITORING))
+        if not {"prometheus", "alert-receiver"} <= names:
+            return None
+        return state.service("prometheus").url(), state.service("alert-receiver").url()
+
+    def alert_timing(self, spec: RecommenderSpec) -> tuple[dict[str, float], float]:
+        budget = spec.monitoring.delay_budget()
+        # An alert of a ratio rule may fire a rate window after the fault's end.
+        return budget, sum(budget.values()) + spec.monitoring.rate_window
 
     def preflight(self, spec: RecommenderSpec, backend: str = "local") -> None:
         """A zoned stack's HAProxy and Redis are installed, a user's edge configuration
@@ -543,7 +576,7 @@ def monitoring_services(
             continue  # Redis speaks no HTTP; its replicas' bypass counters show it down
         port = EDGE_ADMIN_PORT_NAME if service.role == ROLE_EDGE else "http"
         targets += ["--target", target(service.name, service.role, service.zone, port)]
-    for name in ("alertmanager", "prometheus"):
+    for name in MONITORING_SERVICES:
         targets += ["--target", target(name, ROLE_MONITORING, None)]
     module = "drillkit.stacks.recommender.monitoring"
     return [

@@ -276,7 +276,48 @@ def test_bad_files_name_the_line_and_field(
     assert isinstance(error, InputError) and error.exit_code == 2
 
 
+_ALERTS_WITHOUT_MONITORING = """\
+version: 1
+name: x
+monitoring: {enabled: off}
+faults:
+  - kind: kill_node
+    target: replica-1
+    at: 5s
+    expect: {alerts: [RecommenderReplicaDown]}
+"""
+
 TEXT_CASES = [
+    pytest.param(
+        _ALERTS_WITHOUT_MONITORING,
+        8,
+        "faults[0].expect.alerts",
+        "alert expectations need monitoring (monitoring.enabled is off)",
+        id="alerts-without-monitoring",
+    ),
+    pytest.param(
+        "version: 1\nname: x\nmonitoring: {scrape_interval: 5s, rate_window: 6s}\n",
+        3,
+        "monitoring.rate_window",
+        "6s holds fewer than two scrapes 5s apart; rate() needs two",
+        id="rate-window-under-two-scrapes",
+    ),
+    pytest.param(
+        "version: 1\nname: x\nfaults:\n  - {kind: kill_node, target: replica-1, at: 5s,"
+        " expect: {alerts: [replica down]}}\n",
+        4,
+        "faults[0].expect.alerts[0]",
+        "expected an alert name (letters, digits and _, not starting with a digit), "
+        "got 'replica down'",
+        id="bad-alert-name",
+    ),
+    pytest.param(
+        "version: 1\nname: x\nmonitoring: {enabled: maybe}\n",
+        3,
+        "monitoring.enabled",
+        "expected 'auto', 'on' or 'off', got 'maybe'",
+        id="monitoring-enabled-word",
+    ),
     pytest.param(
         "version: 1\nname: x\nstack: {replicas: 17}\n",
         3,
