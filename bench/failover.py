@@ -5,7 +5,10 @@ scenario (or a shortened copy with --short: the same faults and expectations, th
 scaled so that a drill takes about 20 s). Runs are interleaved across backends so that drift
 on a shared machine hits both alike. For each fault the table gives the median and the range
 (min..max) of time to detect, time to recover, failed and degraded responses, and how many
-runs passed.
+runs passed. With the stack's monitoring (Prometheus and Alertmanager installed, or the docker
+image), it also gives the time to the first firing alert (`alert`) and to its notification
+(`notified`), and checks kill-node's against the targets: an alert within 5 s of the kill,
+a notification within 8 s.
 
 When the run holds both `kill-node` and `zone-outage`, it prints their detection side by side:
 drillkit's gateway detecting a killed replica against HAProxy at the edge detecting a killed
@@ -155,6 +158,9 @@ def main() -> None:
                             cell[key].append(fault[key])
                         else:
                             cell[key + "_never"].append(1)
+                    for key in ("time_to_alert_s", "time_to_notify_s"):
+                        if fault.get(key) is not None:
+                            cell[key].append(fault[key])
                     cell["failed"].append(fault["failed_requests"])
                     cell["degraded"].append(fault["degraded_responses"])
 
@@ -166,7 +172,7 @@ def main() -> None:
     width = max([len("scenario"), *(len(p.stem) for p in paths)])
     header = (
         f"{'scenario':<{width}} {'backend':<8} {'fault':<10} {'ttd':<22} {'rto':<22} "
-        f"{'failed':<16} {'degraded':<16} passed"
+        f"{'alert':<22} {'notified':<22} {'failed':<16} {'degraded':<16} passed"
     )
     print(header)
     print("-" * len(header))
@@ -179,7 +185,8 @@ def main() -> None:
             )
         print(
             f"{scenario:<{width}} {backend:<8} {fault:<10} {_fmt(cell['ttd_s'], ' s'):<22} "
-            f"{_fmt(cell['rto_s'], ' s'):<22} {_fmt(cell['failed']):<16} "
+            f"{_fmt(cell['rto_s'], ' s'):<22} {_fmt(cell['time_to_alert_s'], ' s'):<22} "
+            f"{_fmt(cell['time_to_notify_s'], ' s'):<22} {_fmt(cell['failed']):<16} "
             f"{_fmt(cell['degraded']):<16} {passed[(scenario, backend)]}/{args.runs}{never}"
         )
     for (scenario, backend), why in sorted(refused.items()):
@@ -194,6 +201,16 @@ def main() -> None:
                 f"\ndetection on {backend}: drillkit's gateway, a killed replica "
                 f"{_fmt(gateway, ' s')}; HAProxy at the edge, a killed zone {_fmt(edge, ' s')}; "
                 f"edge/gateway {e / g:.2f}x: the gateway is {verdict}"
+            )
+    for backend in backends:
+        cell = figures.get(("kill-node", backend, "kill-1"), {})
+        alert, told = cell.get("time_to_alert_s", []), cell.get("time_to_notify_s", [])
+        if alert and told:
+            a, n = statistics.median(alert), statistics.median(told)
+            print(
+                f"\nmonitoring on {backend}, kill-node: first alert {_fmt(alert, ' s')} after the "
+                f"kill (target 5 s: {'met' if a <= 5 else 'MISSED'}), notification "
+                f"{_fmt(told, ' s')} (target 8 s: {'met' if n <= 8 else 'MISSED'})"
             )
     print(f"\n{total} drills in {time.monotonic() - started:.0f} s; reports in {work}")
 

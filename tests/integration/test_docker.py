@@ -242,6 +242,12 @@ def test_kill_node_drill_on_docker(cli: Cli, image: str, tmp_path: Path) -> None
     (fault,) = report["faults"]
     assert fault["failed_requests"] == 0 and fault["ttd_s"] is not None
     assert "container" in fault["evidence"]
+    # The image carries Prometheus and Alertmanager: monitoring is on, and it paged.
+    monitoring = report["monitoring"]
+    assert monitoring["source"] == "stack" and monitoring["error"] is None, monitoring
+    assert fault["time_to_alert_s"] is not None and fault["time_to_alert_s"] <= 5.0, fault
+    assert fault["time_to_notify_s"] is not None and fault["time_to_notify_s"] <= 8.0, fault
+    assert "RecommenderReplicaDown" in fault["alerts"], fault
     assert not docker_leftovers(cli)
 
 

@@ -18,7 +18,13 @@ from numpy.typing import NDArray
 
 from drillkit.reports.html import render_html, write_html
 from drillkit.reports.model import DrillReport
-from drillkit.reports.plot import FAULT_SHADE, SERIES_COLOURS, figure_svg, timeline_figure
+from drillkit.reports.plot import (
+    ALERT_FIRING,
+    FAULT_SHADE,
+    SERIES_COLOURS,
+    figure_svg,
+    timeline_figure,
+)
 from tests.unit.reports.test_html import colour_share, read_png, realistic_report
 
 pytestmark = pytest.mark.browser
@@ -120,3 +126,21 @@ def test_the_check_fails_without_a_working_svg(
     page.write_text(render_html(report, svg=svg), "utf-8")
     image = screenshot(chromium, page, tmp_path / "shot.png", tmp_path / "home")
     assert plot_problems(image) != []
+
+
+def test_alerts_are_drawn_on_the_timeline(chromium: str, tmp_path: Path) -> None:
+    # A drill with monitoring: the alerts lane shows each alert's firing span in
+    # ALERT_FIRING; the same drill without monitoring (the control) has none of that colour.
+    out = artifacts(tmp_path)
+    seen = {}
+    for monitoring in (True, False):
+        name = "kill-node-alerts" if monitoring else "kill-node-no-monitoring"
+        page, _ = write_html(realistic_report(monitoring=monitoring), out / f"{name}.html")
+        image = screenshot(chromium, page, out / f"{name}.screenshot.png", tmp_path / "home")
+        assert plot_problems(image) == []
+        seen[monitoring] = colour_share(image, ALERT_FIRING, tolerance=3) * image.size / 3
+        html = page.read_text()
+        assert ("<h2>Alerts</h2>" in html) is monitoring
+    # Two firing spans (14 s and 4 s of a 60 s axis), 6 px thick: hundreds of pixels.
+    assert seen[True] > 1500, seen
+    assert seen[False] == 0, seen

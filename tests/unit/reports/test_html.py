@@ -24,6 +24,7 @@ from drillkit.scoring import (
     QualitySample,
     analyze,
 )
+from drillkit.scoring.alerts import AlertSpan, MonitoringInput
 from tests.unit.reports.test_model import FINISHED, STARTED, sample_report
 
 GOOD = "sha256:good"
@@ -36,6 +37,7 @@ def realistic_report(
     name: str = "kill-node",
     evidence: str = "SIGKILL pid 4242",
     seed: int = 7,
+    monitoring: bool = False,
 ) -> DrillReport:
     """A kill-node drill as a real run looks: noisy latency, a failover spike, quality probes.
 
@@ -93,6 +95,7 @@ def realistic_report(
             target_rps=float(rps),
             pass_score=80.0,
             generator_saturated=False,
+            monitoring=_monitoring() if monitoring else None,
         )
     )
     return DrillReport.from_analysis(
@@ -102,6 +105,22 @@ def realistic_report(
         environment=Environment(gpu=False, python="3.11.7", host_cpus=8),
         started_at=STARTED,
         finished_at=FINISHED,
+    )
+
+
+def _monitoring() -> MonitoringInput:
+    """What the stack's Prometheus saw of that kill: the replica down from 22 s (firing, then
+    notified), resolved after the heal; and a latency alert well after the fault (noise)."""
+    down = {"alertname": "RecommenderReplicaDown", "replica": "replica-1", "severity": "warning"}
+    slow = {"alertname": "RecommenderSlow", "service": "gateway", "severity": "warning"}
+    return MonitoringInput(
+        source="stack",
+        alerts=[
+            AlertSpan("RecommenderReplicaDown", down, 21.0, 23.0, 37.0, 23.8),
+            AlertSpan("RecommenderSlow", slow, 50.0, 52.0, 56.0, 52.9),
+        ],
+        budget={"scrape_interval": 1.0, "evaluation_interval": 2.0, "for": 2.0, "group_wait": 1.0},
+        grace=11.0,
     )
 
 
