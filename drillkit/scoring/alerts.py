@@ -1,9 +1,11 @@
 """Did monitoring notice? Alerts judged against the faults a drill injected and what users saw.
 
-Each alert is given to the fault whose window holds the moment it fired: from the injection
+Each alert is given to a fault whose window holds the moment it fired: from the injection
 to the end of the fault (healed and recovered from) plus ``grace``, the delay that the
 monitoring's own timing allows (a scrape, two evaluations, ``for:``, Alertmanager's
-``group_wait`` and the rules' rate window). From there, per fault: the time to the first
+``group_wait`` and the rules' rate window). Where windows overlap, a fault whose target the
+alert's labels name (``replica="replica-2"``, ``service``, ``zone="a"`` for ``zone-a``) wins,
+then the latest injected. From there, per fault: the time to the first
 firing alert and to its first notification, and the alerts seen; per drill:
 
 - **missed faults**: a fault with user impact (failed, degraded or wrong-model responses in
@@ -106,6 +108,8 @@ class _Fault(Protocol):
     @property
     def id(self) -> str: ...
     @property
+    def target(self) -> str: ...
+    @property
     def injected_at(self) -> float | None: ...
     @property
     def healed_at(self) -> float | None: ...
@@ -126,13 +130,25 @@ def _end(fault: _Fault, duration: float) -> float:
     )
 
 
+def _names(labels: dict[str, str], target: str) -> bool:
+    """Whether an alert's labels name one of the fault's targets."""
+    values = set(labels.values())
+    for name in (t.strip() for t in target.split(",")):
+        if name in values:
+            return True
+        zone = name.removeprefix("zone-")
+        if zone != name and zone in (labels.get("zone"), labels.get("server")):
+            return True
+    return False
+
+
 def judge(
     inp: MonitoringInput, faults: Sequence[_Fault], duration: float
 ) -> tuple[MonitoringResult, dict[str, FaultAlerts], list[tuple[str, dict[str, object]]]]:
     """The monitoring result, each fault's alerts, and the checks as ``(kind, fields)``
     pairs that :mod:`drillkit.scoring.analyze` turns into its ``Check`` values."""
     windows = [
-        (f.id, f.injected_at, _end(f, duration) + inp.grace)
+        (f.id, f.target, f.injected_at, _end(f, duration) + inp.grace)
         for f in faults
         if f.injected_at is not None
     ]
@@ -140,10 +156,11 @@ def judge(
     for alert in inp.alerts:
         owner = None
         if alert.firing_at is not None:
-            for fault_id, start, end in windows:
-                if start <= alert.firing_at <= end:
-                    owner = fault_id
-                    break
+            at = alert.firing_at
+            holding = [w for w in windows if w[2] <= at <= w[3]]
+            named = [w for w in holding if _names(alert.labels, w[1])]
+            if holding:
+                owner = max(named or holding, key=lambda w: w[2])[0]
         spans.append(
             AlertSpan(
                 alert.name,

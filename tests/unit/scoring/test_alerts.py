@@ -13,6 +13,7 @@ from drillkit.scoring.alerts import AlertExpect, AlertSpan, MonitoringInput, jud
 @dataclass(frozen=True)
 class Fault:
     id: str = "kill"
+    target: str = "replica-1"
     injected_at: float | None = 10.0
     healed_at: float | None = 20.0
     recovered_at: float | None = 12.0
@@ -129,3 +130,22 @@ def test_alerts_that_could_not_be_read_are_reported_not_judged() -> None:
     result, _, checks = judge(inp(error="ConnectError: refused"), [Fault()], 60.0)
     assert result.error == "ConnectError: refused"
     assert checks == []
+
+
+def test_overlapping_faults_get_the_alerts_that_name_their_targets() -> None:
+    kill = Fault(id="kill", target="replica-1", injected_at=8.0, healed_at=20.0)
+    flip = Fault(id="flip", target="replica-3", injected_at=26.0, healed_at=36.0)
+    zone = Fault(id="zone", target="zone-a", injected_at=27.0, healed_at=30.0)
+    _, per_fault, _ = judge(
+        inp(
+            span("ModelRefused", 26.5, 40.0, service="replica-3"),  # in kill's window too
+            span("ReplicaDown", 22.0, 24.0, replica="replica-1"),
+            span("ZoneDown", 29.0, 31.0, server="a"),
+            span("Slow", 28.0, 29.0, service="gateway"),  # names none: the latest injected
+        ),
+        [kill, flip, zone],
+        60.0,
+    )
+    assert per_fault["kill"].alerts == ["ReplicaDown"]
+    assert per_fault["flip"].alerts == ["ModelRefused"]
+    assert per_fault["zone"].alerts == ["Slow", "ZoneDown"]
