@@ -365,6 +365,10 @@ class MonitoringSection(_Section):
     repeat_interval: PositiveDuration = Field(
         default=_MONITORING.repeat_interval, description="Alertmanager's repeat_interval."
     )
+    resend_delay: PositiveDuration = Field(
+        default=_MONITORING.resend_delay,
+        description="How often Prometheus sends a firing alert to Alertmanager again.",
+    )
     max_false_alerts: Annotated[Int, Field(ge=0)] | None = Field(
         default=None,
         description="Most alerts that may fire outside every fault's window (noise).",

@@ -352,6 +352,7 @@ def _settings(args: argparse.Namespace) -> MonitoringSettings:
         group_wait=args.group_wait,
         group_interval=args.group_interval,
         repeat_interval=args.repeat_interval,
+        resend_delay=args.resend_delay,
         rate_window=max(args.scrape_interval * 2, 1.0),
     )
 
@@ -373,6 +374,7 @@ def main(argv: list[str] | None = None) -> int:
         each.add_argument("--group-wait", type=float, default=1.0)
         each.add_argument("--group-interval", type=float, default=2.0)
         each.add_argument("--repeat-interval", type=float, default=3600.0)
+        each.add_argument("--resend-delay", type=float, default=2.0)
     args = parser.parse_args(argv)
     settings = _settings(args)
     workdir: Path = args.workdir
@@ -394,6 +396,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"--config.file={config}",
                 f"--storage.tsdb.path={workdir / 'data'}",
                 "--storage.tsdb.retention.time=1d",
+                # A firing alert goes to Alertmanager again this often (Prometheus's default
+                # is a minute): a restarted Alertmanager learns of it within the drill.
+                f"--rules.alert.resend-delay={prom_duration(settings.resend_delay)}",
                 f"--web.listen-address={args.listen}",
                 "--log.level=warn",
             ]

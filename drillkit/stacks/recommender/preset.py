@@ -561,6 +561,7 @@ def monitoring_services(
         "--group-wait", str(settings.group_wait),
         "--group-interval", str(settings.group_interval),
         "--repeat-interval", str(settings.repeat_interval),
+        "--resend-delay", str(settings.resend_delay),
     )  # fmt: skip
 
     def listen(port: str = "http") -> Join:

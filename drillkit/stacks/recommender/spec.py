@@ -225,7 +225,9 @@ class MonitoringSettings:
     ``scrape_interval``/``evaluation_interval`` are Prometheus's; ``alert_for`` is the
     ``for:`` of every shipped rule; ``rate_window`` the range of the rules that judge a ratio
     (errors, degraded answers, p99); ``group_wait``/``group_interval``/``repeat_interval``
-    Alertmanager's grouping. ``p99_ms``: the latency rule's threshold (the scenario's SLO).
+    Alertmanager's grouping; ``resend_delay`` how often Prometheus sends a firing alert to
+    Alertmanager again (how soon a restarted Alertmanager learns of it). ``p99_ms``: the
+    latency rule's threshold (the scenario's SLO).
     """
 
     enabled: str = "auto"
@@ -236,6 +238,7 @@ class MonitoringSettings:
     group_wait: float = 1.0
     group_interval: float = 2.0
     repeat_interval: float = 3600.0
+    resend_delay: float = 2.0
     p99_ms: float = 250.0
 
     def __post_init__(self) -> None:
