@@ -161,3 +161,18 @@ def test_every_shipped_rule_has_a_runbook_section() -> None:
     runbook = (Path(__file__).resolve().parents[2] / "examples" / "runbook.md").read_text()
     missing = [rule.name for rule in RULES if f"\n## {rule.name}\n" not in runbook]
     assert missing == []
+
+
+def test_a_rule_file_promtool_rejects_is_one_line_naming_it(tmp_path: Path) -> None:
+    from drillkit.errors import InputError
+    from drillkit.stacks.recommender.monitoring import check_rules
+
+    bad = tmp_path / "rules.yml"
+    bad.write_text(render_rules(MonitoringSettings()).replace("== 0", "== ", 1))
+    with pytest.raises(InputError) as caught:
+        check_rules(bad)
+    message = str(caught.value)
+    assert message.startswith(f"{bad}: promtool rejects the rules: ") and "\n" not in message
+    good = tmp_path / "good.yml"
+    good.write_text(render_rules(MonitoringSettings()))
+    check_rules(good)  # no error

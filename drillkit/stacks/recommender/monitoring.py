@@ -246,8 +246,8 @@ def check_rules(path: Path) -> None:
         raise InputError(f"{path}: promtool check rules could not run: {exc}") from None
     if result.returncode != 0:
         lines = [ln.strip() for ln in (result.stderr + result.stdout).splitlines() if ln.strip()]
-        why = next((ln for ln in lines if "error" in ln.lower() or "err" in ln), lines[-1:] or [""])
-        why = why if isinstance(why, str) else why[0]
+        errors = [ln for ln in lines if "error" in ln.lower()] or lines or ["no output"]
+        why = errors[0]
         raise InputError(f"{path}: promtool rejects the rules: {why}")
 
 
