@@ -128,8 +128,10 @@ def test_stack_up_serves_and_down_leaves_nothing(cli: Cli, image: str) -> None:
         assert token not in config, name
         env = json.loads(config)[0]["Config"]["Env"]
         assert ("DRILLKIT_ADMIN_TOKEN_FILE=/run/drillkit/secrets/admin-token" in env) == (
-            name != "gateway"
+            service["role"] == "replica"
         ), (name, env)
+    # The image carries the stack's monitoring: auto turned it on.
+    assert {"prometheus", "alertmanager", "alert-receiver"} <= set(state["services"])
     assert cli("stack", "down").returncode == 0
     assert not docker_leftovers(cli)
 

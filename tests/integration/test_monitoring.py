@@ -150,7 +150,7 @@ def test_a_fault_with_user_impact_and_no_alert_is_missed_and_fails(
     check = {c["name"]: c for c in report["checks"]}["monitoring.missed_faults"]
     assert not check["passed"] and check["actual"] == 1.0
     assert kill.get("time_to_alert_s") is None and kill["alerts"] == []
-    assert [c["name"] for c in report["checks"] if not c["passed"]] == ["monitoring.missed_faults"]
+    assert "monitoring.missed_faults" in [c["name"] for c in report["checks"] if not c["passed"]]
     # The stack ran no monitoring of its own: the team's Prometheus replaced it.
     (stack_dir,) = (Path(cli.env["DRILLKIT_STATE_DIR"]) / "stacks").iterdir()
     logs = {p.name for p in (stack_dir / "logs").iterdir()}

@@ -421,7 +421,11 @@ class DockerBackend(Backend[DockerStack]):
         for sweep in range(_DOWN_SWEEPS):
             if sweep:
                 time.sleep(_DOWN_SWEEP_PAUSE)
-            found = client.containers.list(all=True, filters={"label": f"{LABEL_STACK}={state.id}"})
+            # docker-py inspects each container it lists: one removed in between (a sidecar
+            # that ends, a remove of the previous sweep) is skipped, not a 404 that fails down.
+            found = client.containers.list(
+                all=True, filters={"label": f"{LABEL_STACK}={state.id}"}, ignore_removed=True
+            )
             if not found and sweep:
                 break
             for container in found:
