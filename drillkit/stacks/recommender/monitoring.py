@@ -21,6 +21,7 @@ is ``drillkit-<role>``.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import subprocess
 import sys
@@ -344,17 +345,11 @@ def _target_arg(text: str) -> Target:
     )
 
 
-def _settings(args: argparse.Namespace) -> MonitoringSettings:
-    return MonitoringSettings(
-        enabled="on",
-        scrape_interval=args.scrape_interval,
-        evaluation_interval=args.evaluation_interval,
-        group_wait=args.group_wait,
-        group_interval=args.group_interval,
-        repeat_interval=args.repeat_interval,
-        resend_delay=args.resend_delay,
-        rate_window=max(args.scrape_interval * 2, 1.0),
-    )
+def _settings_arg(text: str) -> MonitoringSettings:
+    try:
+        return MonitoringSettings(**json.loads(text))
+    except (ValueError, TypeError, InputError) as exc:
+        raise argparse.ArgumentTypeError(f"--settings: {exc}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -369,14 +364,11 @@ def main(argv: list[str] | None = None) -> int:
     for each in (prom, am):
         each.add_argument("--listen", required=True, help="HOST:PORT")
         each.add_argument("--workdir", type=Path, required=True)
-        each.add_argument("--scrape-interval", type=float, default=1.0)
-        each.add_argument("--evaluation-interval", type=float, default=1.0)
-        each.add_argument("--group-wait", type=float, default=1.0)
-        each.add_argument("--group-interval", type=float, default=2.0)
-        each.add_argument("--repeat-interval", type=float, default=3600.0)
-        each.add_argument("--resend-delay", type=float, default=2.0)
+        each.add_argument(
+            "--settings", type=_settings_arg, default=MonitoringSettings(), help="JSON"
+        )
     args = parser.parse_args(argv)
-    settings = _settings(args)
+    settings: MonitoringSettings = args.settings
     workdir: Path = args.workdir
     workdir.mkdir(parents=True, exist_ok=True)
     try:

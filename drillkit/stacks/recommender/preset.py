@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import secrets
 import shutil
@@ -555,14 +556,8 @@ def monitoring_services(
     for folder in ("rules", "prometheus", "alertmanager"):
         (root / folder).mkdir(parents=True, exist_ok=True)
     (root / "rules" / "rules.yml").write_text(render_rules(settings))
-    timing = (
-        "--scrape-interval", str(settings.scrape_interval),
-        "--evaluation-interval", str(settings.evaluation_interval),
-        "--group-wait", str(settings.group_wait),
-        "--group-interval", str(settings.group_interval),
-        "--repeat-interval", str(settings.repeat_interval),
-        "--resend-delay", str(settings.resend_delay),
-    )  # fmt: skip
+    # The whole timing as one argument: a new setting needs no flag of its own.
+    timing = ("--settings", json.dumps(dataclasses.asdict(settings), sort_keys=True))
 
     def listen(port: str = "http") -> Join:
         return Join(parts=(BindHost(), ":", PortRef(port=port)))
