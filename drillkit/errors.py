@@ -110,3 +110,8 @@ class SignatureError(ArtifactError):
 
 class SanityGateError(ArtifactError):
     """The model verified but failed the load-time sanity gate (non-finite or low recall)."""
+
+
+class MissingFeatures(LookupError):
+    """A model version has no features for the user asked about: a serving error (500), not
+    the user's fault and not a cold start (a user the model never saw gets popular items)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -170,3 +171,149 @@ def keygen(
     t.info(f"private key written to {out}; keep it where versions are built, nowhere else")
     t.result(f"{SIGNING_KEY_ENV}={out}")
     t.result(f"{VERIFY_KEY_ENV}={public.hex()}")
+
+
+def _running_stack(stack: str | None) -> Any:
+    from drillkit.errors import NoStackError
+
+    state = load_state(stack)
+    if state is None:
+        raise NoStackError("no stack is up: `drillkit stack up` first")
+    if state.plan.preset != "recommender":
+        raise InputError(f"stack {state.id} is not a recommender stack")
+    return state
+
+
+@app.command()
+def publish(
+    defect: str = typer.Option(
+        "none",
+        "--defect",
+        help="none (a healthy new version), quality, errors or latency: a defect that passes "
+        "every offline check.",
+    ),
+    severity: str = typer.Option(
+        "30%",
+        "--severity",
+        help="quality/errors: the share of users hurt (30%); latency: milliseconds added.",
+    ),
+    stack: str | None = STACK,
+) -> None:
+    """Add a new version to the running stack's store, built from CURRENT (not served yet:
+    roll it out with `drillkit model rollout`)."""
+    from drillkit.stacks.recommender.defects import DEFECTS
+    from drillkit.stacks.recommender.rollout import publish_version
+
+    if defect not in DEFECTS:
+        raise InputError(f"--defect: expected one of {', '.join(DEFECTS)}, got {defect!r}")
+    state = _running_stack(stack)
+    amount = _severity(defect, severity)
+    manifest = publish_version(state, defect, amount)
+    terminal().result(
+        f"published {manifest.version} (digest {manifest.digest[:16]}, defect {defect}); "
+        f"CURRENT unchanged"
+    )
+
+
+def _severity(defect: str, text: str) -> float:
+    from drillkit.scenario.units import parse_share
+
+    if defect == "latency":
+        try:
+            value = float(text.removesuffix("ms"))
+        except ValueError:
+            raise InputError(f"--severity: expected milliseconds, got {text!r}") from None
+        if not 0 < value <= 10_000:
+            raise InputError(f"--severity: expected 0 < ms <= 10000, got {text!r}")
+        return value
+    try:
+        return parse_share(text)
+    except ValueError as exc:
+        raise InputError(f"--severity: {exc}") from None
+
+
+@app.command()
+def rollout(
+    version: str | None = typer.Argument(None, help="The version to roll out, e.g. v3."),
+    steps: str = typer.Option("10,50,100", "--steps", help="Percent of users at each step."),
+    interval: str = typer.Option("10s", "--interval", help="How long each step is held."),
+    analysis: bool = typer.Option(
+        True, "--analysis/--no-analysis", help="Judge each step (off: nothing rolls back)."
+    ),
+    status: bool = typer.Option(False, "--status", help="Show the stack's rollout and exit."),
+    abort: bool = typer.Option(False, "--abort", help="Roll the running rollout back now."),
+    json_out: bool = typer.Option(False, "--json", help="Print the rollout record as JSON."),
+    stack: str | None = STACK,
+) -> None:
+    """Gray-release VERSION: a share of users to replicas serving it, each step judged
+    (errors, p99, degraded, quality against stable), rolled back automatically when one
+    fails. Exit 0 promoted, 1 rolled back or aborted."""
+    from drillkit.scenario.units import parse_positive_duration
+    from drillkit.stacks.recommender.rollout import (
+        RolloutController,
+        abort_rollout,
+        parse_steps,
+        read_rollout,
+    )
+
+    t = terminal()
+    if status and abort:
+        raise InputError("--status and --abort: choose one")
+    state = _running_stack(stack)
+    if status or abort:
+        if version is not None:
+            raise InputError(f"--{'status' if status else 'abort'} takes no VERSION")
+        data = abort_rollout(state) if abort else read_rollout(state)
+        if data is None:
+            t.result("no rollout on this stack")
+            return
+        _show(data, json_out)
+        return
+    if version is None:
+        raise InputError("VERSION: required (or --status / --abort)")
+    shares = parse_steps(steps)
+    try:
+        seconds = parse_positive_duration(interval)
+    except ValueError as exc:
+        raise InputError(f"--interval: {exc}") from None
+    from drillkit.stacks.recommender.rollout import AnalysisSettings
+
+    controller = RolloutController(
+        state,
+        version,
+        steps=shares,
+        interval=seconds,
+        analysis=AnalysisSettings(enabled=analysis),
+        on_event=t.info,
+    )
+    controller.prepare()
+    data = controller.run()
+    _show(data, json_out)
+    if data["status"] != "promoted":
+        raise typer.Exit(1)
+
+
+def _show(data: dict[str, Any], json_out: bool) -> None:
+    t = terminal()
+    if json_out:
+        t.json(data)
+        return
+    t.result(
+        f"rollout of {data['version']} (stable {data['stable']}): {data['status']}"
+        + (f": {data['verdict']}" if data.get("verdict") else ""),
+        "green" if data["status"] == "promoted" else "red" if data["status"] != "running" else None,
+    )
+    start = float(data["started_at"])
+    for step in data.get("step_results", []):
+        canary, stable = step["canary"], step["stable"]
+        quality = "-" if step.get("quality") is None else f"{step['quality']:.0%}"
+        p99c = "-" if canary["p99_ms"] is None else f"{canary['p99_ms']:.0f}"
+        p99s = "-" if stable["p99_ms"] is None else f"{stable['p99_ms']:.0f}"
+        t.result(
+            f"  {step['started_at'] - start:5.1f}s  {step['weight']:4.0%}  {step['verdict']:<10} "
+            f"errors {canary['error_ratio']:.1%}/{stable['error_ratio']:.1%}  "
+            f"p99 {p99c}/{p99s} ms  degraded {canary['degraded_share']:.1%}/"
+            f"{stable['degraded_share']:.1%}  quality {quality}"
+        )
+    if data["status"] == "running":
+        t.result(f"  now: {data['weight']:.0%} of users on {', '.join(data['canary']) or '-'}")

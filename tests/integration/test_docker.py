@@ -119,7 +119,7 @@ def test_stack_up_serves_and_down_leaves_nothing(cli: Cli, image: str) -> None:
         assert labels["drillkit.service"] == name and labels["drillkit.target"] == "true"
         assert labels["drillkit.session"] == state["session"]
     # The admin token is in no container's configuration (`docker inspect`), only in a file
-    # mounted read-only into the replicas that need it.
+    # mounted read-only into the replicas and gateway that need it.
     token = json.loads(saved_state_path(cli).read_text())["plan"]["secrets"]["admin-token"]
     for name, service in state["services"].items():
         config = subprocess.run(
@@ -128,7 +128,7 @@ def test_stack_up_serves_and_down_leaves_nothing(cli: Cli, image: str) -> None:
         assert token not in config, name
         env = json.loads(config)[0]["Config"]["Env"]
         assert ("DRILLKIT_ADMIN_TOKEN_FILE=/run/drillkit/secrets/admin-token" in env) == (
-            service["role"] == "replica"
+            service["role"] in ("replica", "gateway")
         ), (name, env)
     # The image carries the stack's monitoring: auto turned it on.
     assert {"prometheus", "alertmanager", "alert-receiver"} <= set(state["services"])

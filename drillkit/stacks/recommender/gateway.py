@@ -27,6 +27,14 @@ replica behind on its queue skips work nobody waits for any more. Client request
 replicas over the gateway's own small keep-alive HTTP/1.1 client (:class:`_Upstream`, see
 there why not httpx); so do the health checks, over a pool of their own.
 
+**Rollouts** (gray release): ``POST /admin/rollout`` (token-protected, like a replica's
+reload) names the replicas of a *canary* pool and the share of users routed to it. The split
+is by user, not by request: a user whose id hashes below the share always reaches the canary
+pool (while one of its replicas is up), everyone else the stable pool, so the users a bad
+version can reach are a bounded, countable set. A retry tries the user's own pool first, then
+the other one. Attempts are counted per pool (outcome, latency) in ``GET /status``'s
+``rollout`` section and on ``/metrics``: what a rollout's analysis compares.
+
 Replica states: ``unknown`` -> ``up`` | ``down``; ``up`` -> ``down`` (active) | ``ejected``
 (passive); ``ejected`` -> ``down`` (``fall`` failed checks confirm it) | ``up``; ``down`` ->
 ``up``. Only ``up`` replicas are routed to. Every change is logged at once on logger
@@ -44,12 +52,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import contextlib
 import dataclasses
 import enum
 import errno
 import functools
+import hmac
 import logging
+import os
 import re
 import ssl
 import sys
@@ -99,6 +110,12 @@ DEADLINE_HEADER = "X-Drillkit-Deadline"
 #: The popular-items list in a model version's folder.
 FALLBACK_FILE = "popular.json"
 _UNREACHABLE = {errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN, errno.ENETDOWN}
+#: The environment variable naming the file that holds the admin token (``_FILE`` appended).
+ADMIN_TOKEN_ENV = "DRILLKIT_ADMIN_TOKEN"
+#: The pools of a rollout.
+STABLE, CANARY = "stable", "canary"
+_POOLS = (STABLE, CANARY)
+_BUCKETS = 1 << 24
 
 
 # The defaults of every setting, shared with the scenario format and the CLI.
@@ -195,6 +212,7 @@ class _Replica:
     failures: int = 0
     ejections: int = 0
     outstanding: int = 0
+    pool: str = STABLE
     # Bumped on every state change so a check that straddles one is discarded: its result
     # describes the replica before the change.
     generation: int = 0
@@ -217,6 +235,7 @@ class _Replica:
             "failures": self.failures,
             "ejections": self.ejections,
             "outstanding": self.outstanding,
+            "pool": self.pool,
         }
 
 
@@ -410,6 +429,43 @@ async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
         await reader.readexactly(2)
 
 
+def user_bucket(user_id: int) -> float:
+    """Where a user falls in ``[0, 1)`` for a rollout's split: the user reaches the canary
+    pool while this is below the canary's share. A multiplicative hash of the id, so that
+    consecutive ids spread evenly and a user keeps one bucket for the whole rollout."""
+    return (((user_id * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF) >> 40) / _BUCKETS
+
+
+@dataclass
+class _PoolStats:
+    """Attempts to one pool's replicas and the client outcomes of its users, since start."""
+
+    attempts_ok: int = 0
+    attempts_failed: int = 0  # no answer, or a 5xx
+    requests_ok: int = 0
+    requests_degraded: int = 0
+    requests_error: int = 0
+    # Latency of answered attempts: counts per bucket of _LATENCY_BUCKETS, then the overflow.
+    latency_counts: list[int] = field(default_factory=lambda: [0] * (len(_LATENCY_BUCKETS) + 1))
+    latency_sum: float = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.latency_counts[bisect.bisect_left(_LATENCY_BUCKETS, seconds)] += 1
+        self.latency_sum += seconds
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "attempts_ok": self.attempts_ok,
+            "attempts_failed": self.attempts_failed,
+            "requests_ok": self.requests_ok,
+            "requests_degraded": self.requests_degraded,
+            "requests_error": self.requests_error,
+            "latency_buckets": list(_LATENCY_BUCKETS),
+            "latency_counts": list(self.latency_counts),
+            "latency_sum": self.latency_sum,
+        }
+
+
 @functools.cache
 def _tls_context() -> ssl.SSLContext:
     return ssl.create_default_context()
@@ -467,6 +523,27 @@ class _Metrics:
             ["replica", "state"],
             registry=r,
         )
+        self.canary_weight = Gauge(
+            "drillkit_gateway_canary_weight",
+            "Share of users routed to the canary pool of a rollout (0: no rollout).",
+            registry=r,
+        )
+        self.pool_attempts = Counter(
+            "drillkit_gateway_pool_attempts",
+            "Attempts on a pool's replicas, by outcome (ok, failed).",
+            ["pool", "outcome"],
+            registry=r,
+        )
+        self.pool_seconds = Histogram(
+            "drillkit_gateway_pool_attempt_seconds",
+            "Time of answered attempts, by pool.",
+            ["pool"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.pool_ok = {p: self.pool_attempts.labels(pool=p, outcome="ok") for p in _POOLS}
+        self.pool_failed = {p: self.pool_attempts.labels(pool=p, outcome="failed") for p in _POOLS}
+        self.pool_latency = {p: self.pool_seconds.labels(pool=p) for p in _POOLS}
         for rep in replicas:
             self.replica_up.labels(replica=rep.name).set(0)
 
@@ -479,7 +556,13 @@ class _Gateway:
         self.replicas = [_Replica(name, url.rstrip("/")) for name, url in config.replicas]
         self.metrics = _Metrics(self.replicas)
         self._up: list[_Replica] = []
-        self._rr = 0
+        # The routable replicas of each pool; both empty pools but stable when no rollout runs.
+        self._up_pool: dict[str, list[_Replica]] = {STABLE: [], CANARY: []}
+        self._rr_pool = {STABLE: 0, CANARY: 0}
+        self._pools = {STABLE: _PoolStats(), CANARY: _PoolStats()}
+        self._weight = 0.0  # share of users sent to the canary pool
+        self._rollout: dict[str, object] = {"version": None, "since": None, "changes": 0}
+        self.admin_token: str | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._upstreams = {r.name: _Upstream(r.url) for r in self.replicas}
         # Checks have their own connections, apart from client traffic, so a flood of requests
@@ -522,11 +605,49 @@ class _Gateway:
             r.consecutive_ok = 0
             # Whatever comes back may be a restarted process: start it on fresh connections.
             self._upstreams[r.name].close()
-        self._up = [x for x in self.replicas if x.state is _State.UP]
+        self._routable()
         self.metrics.replica_up.labels(replica=r.name).set(1 if new is _State.UP else 0)
         self.metrics.state_changes.labels(replica=r.name, state=str(new)).inc()
         level = logging.INFO if new is _State.UP else logging.WARNING
         logger.log(level, "replica %s: %s -> %s (%s) at %.3f", r.name, old, new, reason, r.since)
+
+    def _routable(self) -> None:
+        self._up = [x for x in self.replicas if x.state is _State.UP]
+        for pool in (STABLE, CANARY):
+            self._up_pool[pool] = [x for x in self._up if x.pool == pool]
+
+    def set_rollout(self, canary: list[str], weight: float, version: str | None) -> None:
+        """Route ``weight`` of the users to the replicas ``canary`` (empty: no rollout)."""
+        known = {r.name for r in self.replicas}
+        unknown = sorted(set(canary) - known)
+        if unknown:
+            raise InputError(f"canary: unknown replicas {unknown}; the gateway has {sorted(known)}")
+        if not 0.0 <= weight <= 1.0:
+            raise InputError(f"weight: expected a share in 0..1, got {weight}")
+        if weight > 0 and not canary:
+            raise InputError("weight: a share above 0 needs canary replicas")
+        for r in self.replicas:
+            r.pool = CANARY if r.name in canary else STABLE
+        self._weight = weight
+        self._routable()
+        self.metrics.canary_weight.set(weight)
+        changes = int(str(self._rollout["changes"])) + 1
+        self._rollout = {
+            "version": version if canary else None,
+            "since": time.time(),
+            "changes": changes,
+        }
+        logger.warning(
+            "rollout: %s of users to canary %s (version %s)", weight, sorted(canary), version
+        )
+
+    def rollout_json(self) -> dict[str, object]:
+        return {
+            **self._rollout,
+            "weight": self._weight,
+            "canary": [r.name for r in self.replicas if r.pool == CANARY],
+            "pools": {pool: stats.as_json() for pool, stats in self._pools.items()},
+        }
 
     def _record_check(self, r: _Replica, ok: bool, reason: str, body: dict[str, object]) -> None:
         now = r.last_check = time.time()
@@ -622,25 +743,27 @@ class _Gateway:
 
     # -- routing ----------------------------------------------------------------------------
 
-    def _pick(self, tried: list[_Replica]) -> _Replica | Literal["full"] | None:
-        """The next routable replica not tried yet, round robin; ``"full"`` when the only
-        ones left are at their ``max_outstanding`` cap."""
-        up = self._up
-        n = len(up)
-        if n == 0:
-            return None
-        start = self._rr
-        self._rr = (start + 1) % n
-        cap = self.config.max_outstanding
+    def _pick(self, tried: list[_Replica], pool: str) -> _Replica | Literal["full"] | None:
+        """The next routable replica not tried yet, round robin, from ``pool`` first and then
+        from the other pool; ``"full"`` when the only ones left are at their
+        ``max_outstanding`` cap."""
         full = False
-        for i in range(n):
-            r = up[(start + i) % n]
-            if r in tried:
+        for name in (pool, CANARY if pool == STABLE else STABLE):
+            up = self._up_pool[name]
+            n = len(up)
+            if n == 0:
                 continue
-            if cap and r.outstanding >= cap:
-                full = True
-                continue
-            return r
+            start = self._rr_pool[name] % n
+            self._rr_pool[name] = (start + 1) % n
+            cap = self.config.max_outstanding
+            for i in range(n):
+                r = up[(start + i) % n]
+                if r in tried:
+                    continue
+                if cap and r.outstanding >= cap:
+                    full = True
+                    continue
+                return r
         return "full" if full else None
 
     def _note_shed(self) -> None:
@@ -697,11 +820,12 @@ class _Gateway:
         deadline = started + config.deadline
         tried: list[_Replica] = []
         last = ""
+        pool = CANARY if self._weight and user_bucket(user_id) < self._weight else STABLE
         while True:
             if len(tried) > config.retries:
                 why = f"retries exhausted, last {last}"
                 break
-            r = self._pick(tried)
+            r = self._pick(tried, pool)
             if r == "full":
                 self._note_shed()
                 why = "overloaded: every replica at its in-flight cap"
@@ -718,25 +842,40 @@ class _Gateway:
             tried.append(r)
             r.requests += 1
             r.outstanding += 1
+            stats = self._pools[r.pool]
+            attempt_started = time.perf_counter()
             try:
                 resp = await self._attempt(r, path, min(config.try_timeout, remaining))
                 if resp.status_code >= 500:
                     raise _AttemptFailed("5xx")
             except _AttemptFailed as failed:
                 r.failures += 1
+                stats.attempts_failed += 1
+                self.metrics.pool_failed[r.pool].inc()
                 last = f"{r.name}: {failed.reason}"
                 if config.passive_ejection:
                     self._eject(r, failed.reason)
                 continue
             finally:
                 r.outstanding -= 1
+            took = time.perf_counter() - attempt_started
+            stats.attempts_ok += 1
+            stats.observe(took)
+            self.metrics.pool_ok[r.pool].inc()
+            self.metrics.pool_latency[r.pool].observe(took)
             if resp.status_code >= 400:
                 self.metrics.client_error.inc()
             else:
                 self.metrics.ok.inc()
+                self._pools[pool].requests_ok += 1
             # Pass the replica's bytes through untouched: re-encoding JSON would cost more
             # than the whole proxy hop.
-            headers = {"X-Replica": r.name, "X-Degraded": "false", "X-Attempts": str(len(tried))}
+            headers = {
+                "X-Replica": r.name,
+                "X-Degraded": "false",
+                "X-Attempts": str(len(tried)),
+                "X-Pool": r.pool,
+            }
             for name, key in (
                 ("X-Model-Version", "x-model-version"),
                 ("X-Model-Digest", "x-model-digest"),
@@ -751,9 +890,9 @@ class _Gateway:
                 headers=headers,
                 media_type=resp.headers.get("content-type", "application/json"),
             )
-        return self._fallback(user_id, k, why, len(tried))
+        return self._fallback(user_id, k, why, len(tried), pool)
 
-    def _fallback(self, user_id: int, k: int, why: str, attempts: int) -> Response:
+    def _fallback(self, user_id: int, k: int, why: str, attempts: int, pool: str) -> Response:
         self.metrics.fallbacks.inc()
         headers = {
             "X-Degraded": "true",
@@ -763,12 +902,14 @@ class _Gateway:
         }
         if not self.config.fallback_items:
             self.metrics.error.inc()
+            self._pools[pool].requests_error += 1
             return JSONResponse(
                 {"error": f"no replica answered ({why}) and no fallback list is configured"},
                 status_code=503,
                 headers=headers,
             )
         self.metrics.degraded.inc()
+        self._pools[pool].requests_degraded += 1
         body = {
             "user_id": user_id,
             "items": self.config.fallback_items[:k],
@@ -808,8 +949,37 @@ class _Gateway:
                     "since": self._shed_since,
                     "last": self._shed_last or None,
                 },
+                "rollout": self.rollout_json(),
             }
         )
+
+    async def admin_rollout(self, request: Request) -> Response:
+        """``POST /admin/rollout`` ``{"canary": [names], "weight": share, "version": v}``."""
+        token = self.admin_token
+        if not token:
+            return _error(403, "admin endpoints are disabled (no token set)")
+        given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+        if not given or not hmac.compare_digest(given.encode(), token.encode()):
+            return _error(401, "missing or wrong admin token")
+        try:
+            body = safejson.loads(await request.body())
+        except ValueError:
+            return _error(400, "expected a JSON object")
+        if not isinstance(body, dict) or set(body) - {"canary", "weight", "version"}:
+            return _error(400, "expected an object with canary, weight and version")
+        canary, weight, version = body.get("canary", []), body.get("weight", 0), body.get("version")
+        if (
+            not isinstance(canary, list)
+            or not all(isinstance(name, str) for name in canary)
+            or type(weight) not in (int, float)
+            or not (version is None or isinstance(version, str))
+        ):
+            return _error(400, "canary: a list of names, weight: a number, version: a string")
+        try:
+            self.set_rollout(canary, float(weight), version)
+        except InputError as exc:
+            return _error(400, str(exc))
+        return JSONResponse(self.rollout_json())
 
     async def metrics_endpoint(self, request: Request) -> Response:
         return Response(
@@ -821,7 +991,7 @@ def _error(status: int, message: str) -> Response:
     return JSONResponse({"error": message}, status_code=status)
 
 
-def create_app(config: GatewayConfig) -> Starlette:
+def create_app(config: GatewayConfig, *, admin_token: str | None = None) -> Starlette:
     """Build the gateway app for ``config``.
 
     Health checks start, and the first round completes, in the app's lifespan startup; they
@@ -829,6 +999,7 @@ def create_app(config: GatewayConfig) -> Starlette:
     core (internal; read ``GET /status`` instead).
     """
     gateway = _Gateway(config)
+    gateway.admin_token = admin_token
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -845,6 +1016,7 @@ def create_app(config: GatewayConfig) -> Starlette:
             Route("/readyz", gateway.readyz, methods=["GET"]),
             Route("/status", gateway.status, methods=["GET"]),
             Route("/metrics", gateway.metrics_endpoint, methods=["GET"]),
+            Route("/admin/rollout", gateway.admin_rollout, methods=["POST"]),
         ],
         lifespan=lifespan,
     )
@@ -870,6 +1042,19 @@ def _load_fallback(version_dir: Path) -> list[dict[str, object]]:
     ):
         raise InputError(f"{path}: expected a list of objects with item_id (or {{'items': [..]}})")
     return data
+
+
+def admin_token() -> str | None:
+    """The token admin endpoints ask for, from the file ``DRILLKIT_ADMIN_TOKEN_FILE`` names
+    (a secret never travels in the environment, where ``docker inspect`` and
+    ``/proc/PID/environ`` would show it); None: admin endpoints answer 403."""
+    path = os.environ.get(ADMIN_TOKEN_ENV + "_FILE")
+    if not path:
+        return None
+    try:
+        return Path(path).read_text().strip() or None
+    except OSError as exc:
+        raise SystemExit(f"error: {ADMIN_TOKEN_ENV}_FILE={path}: {exc.strerror}") from None
 
 
 def _replica_arg(text: str) -> tuple[str, str]:
@@ -960,7 +1145,7 @@ def main(argv: list[str] | None = None) -> None:
     from drillkit.listen import serve_asgi  # only the server process needs uvicorn
 
     serve_asgi(
-        create_app(config),
+        create_app(config, admin_token=admin_token()),
         host=args.host,
         port=args.port,
         loop="auto",

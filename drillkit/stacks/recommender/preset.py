@@ -4,8 +4,9 @@ The plan: each replica serves its own copy of the model store (a node's local mo
 mounted as ``store``, so a ``corrupt_model`` fault can hit one replica or all of them; the
 gateway reaches each replica over a declared link (what ``cut_network`` and ``latency`` act
 on) and answers from the store's popular-items list (mounted as ``origin``) when none can.
-The admin token that guards a replica's ``POST /admin/reload`` is the plan's one secret, given
-to the replicas only; services verify signed versions with the public key alone.
+The admin token that guards a replica's ``POST /admin/reload`` and the gateway's
+``POST /admin/rollout`` is the plan's one secret, given to those two roles only; services verify
+signed versions with the public key alone.
 
 For a drill the preset says where the stack shows that it noticed a fault (the gateway's
 ``/status``, each replica's ``/info``), how to score what it serves (golden users' recall,
@@ -171,7 +172,7 @@ class RecommenderPreset(StackPreset[RecommenderSpec]):
         self, spec: RecommenderSpec, *, data_dir: Path, gpu: bool, progress: Progress
     ) -> StackPlan:
         from drillkit.stacks.recommender.build import ensure_artifacts
-        from drillkit.stacks.recommender.replica import ADMIN_TOKEN_ENV
+        from drillkit.stacks.recommender.gateway import ADMIN_TOKEN_ENV
         from drillkit.stacks.recommender.store import VERIFY_KEY_ENV, ModelStore, verify_key
 
         data_dir = data_dir.resolve()
@@ -281,6 +282,8 @@ class RecommenderPreset(StackPreset[RecommenderSpec]):
                 ready=HttpCheck(path="/readyz"),
                 mounts=fallback_mounts,
                 env=verifying,
+                # The token of POST /admin/rollout: the split of a gray release.
+                secrets=replica_secrets,
                 depends_on=tuple(Dependency(service=r) for r in replicas),
             )
 

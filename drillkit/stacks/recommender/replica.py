@@ -26,6 +26,7 @@ Run as ``python -m drillkit.stacks.recommender.replica --store DIR --port N``.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import hmac
 import json
@@ -47,9 +48,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from drillkit.errors import ArtifactError, SanityGateError
+from drillkit.errors import ArtifactError, MissingFeatures, SanityGateError
 from drillkit.stacks.recommender.cache import CacheConfig, CacheLookup, ReplicaCache
-from drillkit.stacks.recommender.gateway import DEADLINE_HEADER
+from drillkit.stacks.recommender.gateway import DEADLINE_HEADER, admin_token
 from drillkit.stacks.recommender.store import (
     MODEL_FILES,
     Manifest,
@@ -63,7 +64,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("drillkit.replica")
 
-ADMIN_TOKEN_ENV = "DRILLKIT_ADMIN_TOKEN"
 MAX_K = 1000
 SANITY_METRIC = "sample_recall_at_10"
 # A deadline further than this from the replica's clock is a clock mismatch between hosts,
@@ -86,6 +86,12 @@ class ReplicaConfig:
     cache: CacheConfig | None = None  # the zone's Redis (cache-aside); None: no cache tier
 
 
+#: A version's runtime settings, in its manifest's ``info`` (signed with the rest):
+#: ``{"runtime": {"feature_fetch_ms": N}}``, the time a feature lookup takes per request.
+RUNTIME_INFO = "runtime"
+_MAX_FETCH_MS = 10_000.0
+
+
 @dataclass
 class ServedModel:
     version: str
@@ -93,6 +99,17 @@ class ServedModel:
     digest: str
     model: LoadedModel
     loaded_at: float
+
+    @property
+    def fetch_delay(self) -> float:
+        """Seconds of feature fetch per request the version's runtime settings ask for."""
+        runtime = self.manifest.info.get(RUNTIME_INFO)
+        if not isinstance(runtime, dict):
+            return 0.0
+        value = runtime.get("feature_fetch_ms", 0)
+        if type(value) not in (int, float) or not 0 <= value <= _MAX_FETCH_MS:
+            return 0.0
+        return float(value) / 1000.0
 
 
 #: The stages at which a replica refuses a model version (the refusal counter's label).
@@ -442,14 +459,22 @@ def create_app(config: ReplicaConfig) -> Starlette:
             "X-Model-Digest": served.digest,
             "X-Replica": config.name,
         }
-        if cache is None:
-            rec = served.model.recommend(user_id, k)
-            items, cold_start = list(zip(rec.items, rec.scores, strict=True)), rec.cold_start
-        else:
-            found = await cache.lookup(served.digest, user_id, k)
-            headers["X-Cache"] = found.outcome
-            metrics.cache.labels(found.outcome).inc()
-            items, cold_start = _answer(served, user_id, k, found, cache)
+        if served.fetch_delay > 0:
+            # The version's feature fetch (its runtime settings): time a real lookup of a
+            # remote feature store would take, spent without holding the event loop.
+            await asyncio.sleep(served.fetch_delay)
+        try:
+            if cache is None:
+                rec = served.model.recommend(user_id, k)
+                items, cold_start = list(zip(rec.items, rec.scores, strict=True)), rec.cold_start
+            else:
+                found = await cache.lookup(served.digest, user_id, k)
+                headers["X-Cache"] = found.outcome
+                metrics.cache.labels(found.outcome).inc()
+                items, cold_start = _answer(served, user_id, k, found, cache)
+        except MissingFeatures as exc:
+            metrics.requests.labels("error").inc()
+            return JSONResponse({"error": str(exc)}, status_code=500, headers=headers)
         body = {
             "user_id": user_id,
             "items": [{"item_id": i, "score": round(s, 6)} for i, s in items],
@@ -550,19 +575,6 @@ def create_app(config: ReplicaConfig) -> Starlette:
     return app
 
 
-def _admin_token() -> str | None:
-    """The token ``POST /admin/reload`` asks for, from the file ``DRILLKIT_ADMIN_TOKEN_FILE``
-    names (a secret never travels in the environment, where ``docker inspect`` and
-    ``/proc/PID/environ`` would show it); None: the endpoint answers 403."""
-    path = os.environ.get(ADMIN_TOKEN_ENV + "_FILE")
-    if not path:
-        return None
-    try:
-        return Path(path).read_text().strip() or None
-    except OSError as exc:
-        raise SystemExit(f"replica: error: {ADMIN_TOKEN_ENV}_FILE={path}: {exc.strerror}") from None
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="drillkit-replica", description=__doc__.split("\n")[0])
     parser.add_argument("--store", type=Path, required=True, help="model store root")
@@ -588,7 +600,7 @@ def main(argv: list[str] | None = None) -> None:
         device=args.device,
         watch_interval=args.watch_interval,
         sanity_tolerance=args.sanity_tolerance,
-        admin_token=_admin_token(),
+        admin_token=admin_token(),
         cache=CacheConfig(args.cache, ttl=args.cache_ttl, budget=args.cache_budget)
         if args.cache
         else None,

@@ -26,7 +26,7 @@ import safetensors.torch
 import torch
 
 from drillkit import safejson
-from drillkit.errors import ArtifactError
+from drillkit.errors import ArtifactError, MissingFeatures
 from drillkit.stacks.recommender.index import RetrievalIndex, select_device, set_threads
 from drillkit.stacks.recommender.model import (
     ModelConfig,
@@ -36,7 +36,7 @@ from drillkit.stacks.recommender.model import (
     sample_recall,
 )
 
-__all__ = ["FILES", "MAX_K", "LoadedModel", "Recommendation", "SanityResult"]
+__all__ = ["FILES", "MAX_K", "LoadedModel", "MissingFeatures", "Recommendation", "SanityResult"]
 
 #: The files a version is loaded from.
 FILES = ("weights.safetensors", "tables.safetensors", "index.faiss")
@@ -55,6 +55,12 @@ _REQUIRED_TABLES = (
     "popular_ids",
     "popular_scores",
 )
+
+
+#: An optional table: users whose feature rows the version's feature join lost. Serving them
+#: raises :class:`MissingFeatures` (the replica answers 500), as a server does for a user
+#: whose features are not there; a version built without the table serves everyone.
+UNSERVABLE_TABLE = "unservable_users"
 
 
 @dataclass(frozen=True)
@@ -108,6 +114,10 @@ class LoadedModel:
         self._seen_items: npt.NDArray[np.int64] = tables["seen_items"]
         self._popular_ids = [int(item) for item in tables["popular_ids"]]
         self._popular_scores = [float(score) for score in tables["popular_scores"]]
+        unservable = tables.get(UNSERVABLE_TABLE)
+        self._unservable = frozenset(
+            int(u) for u in (unservable.tolist() if unservable is not None else [])
+        )
 
     @classmethod
     def load(cls, directory: Path, *, device: str = "auto", threads: int | None = 1) -> LoadedModel:
@@ -222,7 +232,12 @@ class LoadedModel:
         assert 1 <= k <= MAX_K, f"k must be 1..{MAX_K}, got {k}"
         if not 0 <= user_id < self.n_users:
             return self._cold_start(k)
+        self._check_features(user_id)
         return self._rank(np.array([user_id], dtype=np.int64), k)[0]
+
+    def _check_features(self, user_id: int) -> None:
+        if user_id in self._unservable:
+            raise MissingFeatures(f"no features for user {user_id} in {self.label}")
 
     def recommend_batch(self, user_ids: list[int], k: int) -> list[Recommendation]:
         """:meth:`recommend` for several users with one tower pass and one index search."""
@@ -236,6 +251,7 @@ class LoadedModel:
         for a user the model does not know."""
         if not 0 <= user_id < self.n_users:
             return None
+        self._check_features(user_id)
         vectors = self._vectors(np.array([user_id], dtype=np.int64))
         vector: npt.NDArray[np.float32] = vectors[0]
         return vector
@@ -244,6 +260,7 @@ class LoadedModel:
         """:meth:`recommend` from the user's vector (:meth:`user_vector`, maybe cached): only
         the index search and the filter of seen items run."""
         assert 1 <= k <= MAX_K, f"k must be 1..{MAX_K}, got {k}"
+        self._check_features(user_id)
         users = np.array([user_id], dtype=np.int64)
         return self._ranked(users, vector.reshape(1, -1).astype(np.float32, copy=False), k)[0]
 

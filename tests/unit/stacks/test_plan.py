@@ -203,7 +203,8 @@ def test_the_recommender_plan(tmp_path: Path, drillkit_home: Path) -> None:
     assert plan.entry == Endpoint(service="gateway")
     gateway = plan.service("gateway")
     assert {d.service for d in gateway.depends_on} == {"replica-1", "replica-2"}
-    assert gateway.secrets == {}  # the admin token goes to the replicas only
+    # The admin token goes to the replicas (reload) and the gateway (rollout split) only.
+    assert gateway.secrets == {"DRILLKIT_ADMIN_TOKEN": "admin-token"}
     assert plan.service("replica-1").secrets == {"DRILLKIT_ADMIN_TOKEN": "admin-token"}
     assert "--retries" in gateway.program.args and "0" in gateway.program.args
     # Each replica its own copy; a store the user named is served in place, never copied over.
