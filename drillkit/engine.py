@@ -50,6 +50,7 @@ from drillkit.scoring.analyze import (
     FaultRun,
     analyze,
 )
+from drillkit.scoring.rollout import RolloutRun, rollout_run
 from drillkit.stacks.base import StackPreset, bring_up, get_preset, take_down
 from drillkit.timeline import Clock, FaultRecord, FaultTimeline, WallClock
 
@@ -308,6 +309,9 @@ class _Actions:
             kind.heal(ctx, undo)
             if "journal_id" in undo:
                 self.journal.record_heal(str(undo["journal_id"]))
+            details = kind.outcome(ctx, undo)
+            if details:
+                record.details = details
 
 
 def scenario_digest(path: Path | None, scenario: Scenario) -> str:
@@ -715,7 +719,13 @@ class DrillRunner:
         rows = parts.load.records()
         if self.options.records_path is not None:
             write_records(self.options.records_path, rows, t0)
-        recs = Records.build(rows, t0=t0, verified_digests=self.verified)
+        verified = self.verified
+        released = [d for r in records for d in r.details.get("released_digests", [])]
+        if verified is not None and released:
+            # A version a rollout released during the drill is a verified one, good or bad:
+            # what it did to users is the rollout's exposure, not a wrong-model response.
+            verified = verified | frozenset(str(d) for d in released)
+        recs = Records.build(rows, t0=t0, verified_digests=verified)
         samples = parts.probe.samples() if parts.probe is not None else []
         quality = [QualitySample(t - t0, share) for t, share in samples]
         _, events = parts.watcher.snapshot()
@@ -723,6 +733,16 @@ class DrillRunner:
         runs = []
         for record in records:
             expect = scenario.fault(record.id).expect
+            rollout = _rollout_of(record, t0)
+            if (
+                rollout is not None
+                and rollout.verdict_at is not None
+                and rollout.status != "promoted"
+            ):
+                # The analysis that failed a step is how the stack noticed the bad version.
+                what = f"rollout analysis: {rollout.verdict}"
+                subject = ",".join(record.targets)
+                detection.append(DetectionEvent(rollout.verdict_at, "rollout", subject, what))
             runs.append(
                 FaultRun(
                     id=record.id,
@@ -737,9 +757,14 @@ class DrillRunner:
                         max_failed_requests=_count_or_share(expect.max_failed_requests),
                         max_wrong_model_responses=expect.max_wrong_model_responses,
                         cache_recover_within=expect.cache_recover_within,
+                        rollback_within=expect.rollback_within,
+                        max_users_exposed=_count_or_share(expect.max_users_exposed),
+                        max_exposed_requests=expect.max_exposed_requests,
                     ),
+                    rollout=rollout,
                 )
             )
+        detection.sort(key=lambda e: e.t)
         slo = scenario.slo
         return analyze(
             DrillInput(
@@ -760,6 +785,20 @@ class DrillRunner:
                 monitoring=self._monitoring_input(t0),
             )
         )
+
+
+def _rollout_of(record: FaultRecord, t0: float) -> RolloutRun | None:
+    """The rollout a fault ran (its kind's outcome), relative to ``t0``; None for others."""
+    data = record.details.get("rollout")
+    if not isinstance(data, dict):
+        return None
+    expected = record.details.get("expected")
+    return rollout_run(
+        data,
+        t0,
+        expected="rolled_back" if expected == "rolled_back" else "promoted",
+        defect=str(record.details.get("defect", "none")),
+    )
 
 
 def _count_or_share(value: CountOrShare | None) -> int | float | None:

@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class Clock(Protocol):
@@ -65,6 +65,7 @@ class FaultRecord:
     evidence: str = ""
     error: str | None = None
     undo: list[dict[str, object]] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)  # FaultKind.outcome, per target
 
 
 class FaultActions(Protocol):

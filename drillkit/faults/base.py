@@ -136,6 +136,11 @@ class FaultKind(ABC, Generic[P]):
         """Return evidence that the fault took effect (for the report), e.g.
         ``"replica-1 (pid 4242) is gone"``; raise EnvironmentFailure if it did not."""
 
+    def outcome(self, ctx: FaultContext, record: UndoRecord) -> dict[str, Any] | None:
+        """What the fault did that the report shows beyond its evidence, as JSON data, read
+        after :meth:`heal` (a rollout's steps and verdict); None (the default): nothing."""
+        return None
+
     def heal_without_stack(self, journal: Journal, record: UndoRecord) -> None:
         """Undo what outlived the stack (only called when :attr:`outlives_stack`)."""
         raise NotImplementedError(f"{self.name} leaves nothing behind its stack")

@@ -267,7 +267,7 @@ def _on_request(
             _tails.clear()
         tail = wire_tail(*key)
         _tails[key] = tail
-    line = wire_line(start_time, response_time, status, tail)
+    line = wire_line(start_time, response_time, status, tail, context.get("user", -1))
     writer = _writer
     if writer is not None:
         writer.add(line)
@@ -333,7 +333,9 @@ class RecommendUser(FastHttpUser):
             user = bisect.bisect_left(_CUMULATIVE, rng.random() * _CUMULATIVE[-1])
         if SETTINGS.cold_share and rng.random() < SETTINGS.cold_share:
             user += SETTINGS.n_users  # an id the model never saw: a cold-start answer
-        self.client.get(f"/recommend?user_id={user}{self._path_k}", name="/recommend")
+        self.client.get(
+            f"/recommend?user_id={user}{self._path_k}", name="/recommend", context={"user": user}
+        )
 
 
 if __name__ == "__main__":  # pragma: no cover

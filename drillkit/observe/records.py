@@ -4,7 +4,7 @@ The load generator (a Locust child process) sends one record per request over a 
 socket, one JSON array per line, in this order (the *wire format*)::
 
     [sent_at, latency_ms, status, error, degraded, model_version, model_digest, replica,
-     zone, cache]
+     zone, cache, user]
 
 ``sent_at`` is wall-clock epoch seconds when the request was sent, ``latency_ms`` the unrounded
 response time, ``status`` the HTTP status or 0 when there was no response, ``error`` "" or a
@@ -12,8 +12,9 @@ short class (``timeout``, ``connect``, ``reset``, ``http``, ``other``), ``degrad
 the ``X-Degraded`` header, the model version/digest from ``X-Model-Version``/``X-Model-Digest``
 ("" when absent), ``replica`` from ``X-Replica``, ``zone`` from ``X-Zone`` (the zone an
 edge load balancer sent the request to) and ``cache`` from ``X-Cache`` (``hit``, ``miss``,
-``bypass``; "" without a cache tier). A line of the first wave's eight fields still reads,
-with no zone and no cache.
+``bypass``; "" without a cache tier) and ``user`` the user id the request asked for (-1 when
+the generator did not say): what a rollout's exposure counts in distinct users. A line of the
+first wave's eight fields, or of ten (before ``user``), still reads.
 
 :class:`Records` holds them column-wise (numpy) with times relative to the drill's t=0, and
 derives the per-request classes of ``docs/report.md`` (definitions): failed, degraded,
@@ -42,6 +43,7 @@ WIRE_FIELDS = (
     "replica",
     "zone",
     "cache",
+    "user",
 )
 #: What ``X-Cache`` may say; anything else is recorded as "".
 CACHE_OUTCOMES = frozenset({"hit", "miss", "bypass"})
@@ -51,8 +53,12 @@ BoolArray = npt.NDArray[np.bool_]
 IntArray = npt.NDArray[np.int64]
 
 
-#: The fields of a first-wave line (before ``zone`` and ``cache``).
+#: The fields of a first-wave line (before ``zone`` and ``cache``), and of one before ``user``.
 _FIRST_WAVE_FIELDS = 8
+_NO_USER_FIELDS = 10
+#: ``user`` of a request whose user id the generator did not report.
+NO_USER = -1
+_MAX_USER = 1 << 62
 
 #: The error classes a load generator reports.
 ERRORS = frozenset({"", "timeout", "connect", "reset", "http", "other"})
@@ -85,12 +91,14 @@ def wire_tail(
 ) -> str:
     """The end of a wire line after the status: a handful of distinct values per drill, so
     the load generator encodes each once and keeps it."""
-    return _encode([error, 1 if degraded else 0, version, digest, replica, zone, cache])[1:]
+    return _encode([error, 1 if degraded else 0, version, digest, replica, zone, cache])[1:-1]
 
 
-def wire_line(sent_at: float, latency_ms: float, status: int, tail: str) -> str:
+def wire_line(
+    sent_at: float, latency_ms: float, status: int, tail: str, user: int = NO_USER
+) -> str:
     """One wire line: ``repr`` of a float is what JSON prints for it."""
-    return f"[{sent_at!r},{latency_ms!r},{status},{tail}"
+    return f"[{sent_at!r},{latency_ms!r},{status},{tail},{user}]"
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,22 +115,29 @@ class RequestRecord:
     replica: str = ""
     zone: str = ""
     cache: str = ""
+    user: int = NO_USER
 
     def to_wire(self) -> str:
         tail = wire_tail(self.error, self.degraded, self.model_version, self.model_digest,
                          self.replica, self.zone, self.cache)  # fmt: skip
-        return wire_line(self.sent_at, self.latency_ms, self.status, tail)
+        return wire_line(self.sent_at, self.latency_ms, self.status, tail, self.user)
 
     @classmethod
     def from_wire(cls, line: str | bytes) -> RequestRecord:
         """Parse one wire line; ValueError for anything a load generator would not send
         (a record is read from a socket: every field is checked, nothing is coerced)."""
         fields = safejson.loads(line)
-        if type(fields) is not list or len(fields) not in (_FIRST_WAVE_FIELDS, len(WIRE_FIELDS)):
+        if type(fields) is not list or len(fields) not in (
+            _FIRST_WAVE_FIELDS,
+            _NO_USER_FIELDS,
+            len(WIRE_FIELDS),
+        ):
             raise ValueError(f"not an array of the {len(WIRE_FIELDS)} record fields")
         if len(fields) == _FIRST_WAVE_FIELDS:
             fields = [*fields, "", ""]
-        s, lat, status, error, degraded, version, digest, replica, zone, cache = fields
+        if len(fields) == _NO_USER_FIELDS:
+            fields = [*fields, NO_USER]
+        s, lat, status, error, degraded, version, digest, replica, zone, cache, user = fields
         if (
             type(s) is not float
             or not 0.0 < s < 1e11
@@ -137,10 +152,12 @@ class RequestRecord:
                 type(v) is str and len(v) <= MAX_TEXT for v in (version, digest, replica, zone)
             )
             or (cache != "" and cache not in CACHE_OUTCOMES)
+            or type(user) is not int
+            or not NO_USER <= user < _MAX_USER
         ):
             raise ValueError("a field out of its range")
         return cls(
-            s, float(lat), status, error, degraded == 1, version, digest, replica, zone, cache
+            s, float(lat), status, error, degraded == 1, version, digest, replica, zone, cache, user
         )
 
 
@@ -157,6 +174,8 @@ class Records:
     replica: npt.NDArray[np.str_]
     zone: npt.NDArray[np.str_] | None = None  # None: no request went through an edge
     cache: npt.NDArray[np.str_] | None = None  # None: no request was answered by a cache tier
+    digest: npt.NDArray[np.str_] | None = None  # model digest of each answer; None: none said
+    user: IntArray | None = None  # user id of each request; None: the generator said none
 
     def __len__(self) -> int:
         return int(self.t.shape[0])
@@ -200,7 +219,25 @@ class Records:
             if any(r.cache for r in ordered)
             else None
         )
-        return cls(t, latency, status, failed, degraded, wrong, replica, zone, cache)
+        digest = (
+            np.array([r.model_digest for r in ordered], dtype=np.str_)
+            if any(r.model_digest for r in ordered)
+            else None
+        )
+        user = np.fromiter((r.user for r in ordered), dtype=np.int64, count=len(ordered))
+        return cls(
+            t,
+            latency,
+            status,
+            failed,
+            degraded,
+            wrong,
+            replica,
+            zone,
+            cache,
+            digest,
+            user if (user != NO_USER).any() else None,
+        )
 
     def window(self, start: float, end: float) -> Records:
         """The records sent in [start, end)."""
@@ -215,4 +252,6 @@ class Records:
             self.replica[lo:hi],
             None if self.zone is None else self.zone[lo:hi],
             None if self.cache is None else self.cache[lo:hi],
+            None if self.digest is None else self.digest[lo:hi],
+            None if self.user is None else self.user[lo:hi],
         )

@@ -4,6 +4,7 @@ share, a time or a check's value reads the same wherever a person sees it."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 from drillkit.reports.model import CheckReport, DrillReport, FaultReport, PhaseReport
 
@@ -14,6 +15,7 @@ __all__ = [
     "FAULT_COLUMNS",
     "NO_IMPACT",
     "PHASE_COLUMNS",
+    "ROLLOUT_STEP_COLUMNS",
     "alert_about",
     "alert_rows",
     "check_row",
@@ -23,6 +25,8 @@ __all__ = [
     "monitoring_lines",
     "ms",
     "phase_row",
+    "rollout_lines",
+    "rollout_step_rows",
     "seconds",
     "share",
 ]
@@ -100,6 +104,8 @@ def format_check_value(check: CheckReport, value: float | None) -> str:
         return f"{value:.2f} s" if value == 0 or abs(value) >= 0.1 else f"{value:.2g} s"
     if name.endswith(".max_failed_requests") and check.target < 1 and check.target != 0:
         return share(value, 3)  # a share of the fault's requests
+    if name.endswith(".max_users_exposed") and check.target < 1 and check.target != 0:
+        return share(value, 1)  # a share of the users
     return f"{value:g}"
 
 
@@ -253,4 +259,73 @@ def monitoring_lines(report: DrillReport) -> list[str]:
     lines.append("missed faults (user impact, no alert): " + (", ".join(m.missed_faults) or "none"))
     lines.append("noise (alerts outside every fault): " + (", ".join(m.noise) or "none"))
     lines.append("still firing: " + (", ".join(m.still_firing) or "none"))
+    return lines
+
+
+ROLLOUT_STEP_COLUMNS = [
+    "fault",
+    "step",
+    "from",
+    "verdict",
+    "errors canary/stable",
+    "p99 canary/stable",
+    "degraded canary/stable",
+    "quality",
+]
+
+
+def _pair(a: float | None, b: float | None, fmt: Callable[[float | None], str]) -> str:
+    return f"{fmt(a)} / {fmt(b)}"
+
+
+def rollout_step_rows(report: DrillReport) -> list[list[str]]:
+    """One row per judged step of every rollout of the drill."""
+    rows = []
+    for f in report.faults:
+        if f.rollout is None:
+            continue
+        for step in f.rollout.steps:
+            rows.append(
+                [
+                    f.id,
+                    f"{step.weight:.0%}",
+                    seconds(step.started_at),
+                    step.verdict,
+                    _pair(step.canary_error_ratio, step.stable_error_ratio, share),
+                    _pair(step.canary_p99_ms, step.stable_p99_ms, ms),
+                    _pair(step.canary_degraded_share, step.stable_degraded_share, share),
+                    share(step.quality, 0),
+                ]
+            )
+    return rows
+
+
+def rollout_lines(report: DrillReport) -> list[str]:
+    """Each rollout in sentences: how it ended against how it should have, and its exposure
+    (first answer by the new version, the verdict, the last answer; answers and users)."""
+    lines = []
+    for f in report.faults:
+        r = f.rollout
+        if r is None:
+            continue
+        what = "a healthy version" if r.defect == "none" else f"defect {r.defect}"
+        ended = r.status.replace("_", " ")
+        if r.verdict and r.verdict != "promoted":
+            ended = r.verdict if r.status == "rolled_back" else f"{ended}: {r.verdict}"
+        lines.append(
+            f"{f.id}: {r.version} ({what}) {ended}; expected {r.expected.replace('_', ' ')}"
+            + ("" if r.analysis else "; analysis off")
+        )
+        last = None if r.last_exposure_at is None else r.last_exposure_at - r.started_at
+        users = (
+            f"{r.exposed_users} of {r.users} users ({share(r.exposed_users_share, 1)})"
+            if r.users
+            else "users unknown (records carry no user ids)"
+        )
+        lines.append(
+            f"{f.id}: exposure: first answer by {r.version} after "
+            f"{seconds(r.time_to_first_exposure_s)}, verdict after {seconds(r.time_to_verdict_s)}, "
+            f"last answer after {seconds(last)}; {r.exposed_requests} answers to {users}"
+            + (f"; quality lost {share(r.quality_lost, 0)}" if r.quality_lost is not None else "")
+        )
     return lines

@@ -20,11 +20,14 @@ from drillkit.reports.format import (
     ALERT_COLUMNS,
     NO_IMPACT,
     PHASE_COLUMNS,
+    ROLLOUT_STEP_COLUMNS,
     alert_rows,
     format_check_value,
     format_score,
     monitoring_lines,
     ms,
+    rollout_lines,
+    rollout_step_rows,
     seconds,
     share,
     zone_table,
@@ -319,6 +322,17 @@ def _faults(report: DrillReport) -> str:
     return f"<section><h2>Faults</h2>{table}</section>"
 
 
+def _rollouts(report: DrillReport) -> str:
+    """Every rollout's steps as the analysis judged them, and its exposure; nothing without
+    a rollout."""
+    rows = rollout_step_rows(report)
+    if not rows:
+        return ""
+    table = _table(ROLLOUT_STEP_COLUMNS, rows, numeric_from=4)
+    lines = "".join(f"<li>{_e(line)}</li>" for line in rollout_lines(report))
+    return f"<section><h2>Rollouts</h2>{table}<ul>{lines}</ul></section>"
+
+
 def _monitoring(report: DrillReport) -> str:
     """Every alert of the drill and what monitoring did; nothing without monitoring."""
     if report.monitoring is None:
@@ -568,7 +582,7 @@ def render_html(report: DrillReport, *, svg: str, png_name: str = "") -> str:
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{_e(title)}</title><style>{_CSS}</style></head><body><main>"
         f"{_header(report)}{_kpis(report)}{_timeline(report, svg, png_name)}{_faults(report)}"
-        f"{_monitoring(report)}"
+        f"{_rollouts(report)}{_monitoring(report)}"
         f"{_phases(report)}{_checks(report)}{_score(report)}"
         f"<footer>drillkit {_e(report.drillkit_version)} · report schema "
         f"v{report.schema_version}</footer>"

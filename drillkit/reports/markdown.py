@@ -14,10 +14,13 @@ from drillkit.reports.format import (
     DASH,
     FAULT_COLUMNS,
     PHASE_COLUMNS,
+    ROLLOUT_STEP_COLUMNS,
     check_row,
     fault_row,
     format_score,
     phase_row,
+    rollout_lines,
+    rollout_step_rows,
 )
 from drillkit.reports.model import DrillReport
 from drillkit.text import printable
@@ -82,6 +85,11 @@ def report_markdown(report: DrillReport) -> str:
         rows = [[*fault_row(f), f.detected_by or DASH] for f in report.faults]
         columns = [*FAULT_COLUMNS, "detected by"]
         parts.append(table(columns, rows, right_from=3, text=("evidence", "detected by")))
+        steps = rollout_step_rows(report)
+        if steps:
+            parts.append("#### rollouts")
+            parts.append(table(ROLLOUT_STEP_COLUMNS, steps, right_from=4))
+            parts += [cell(line) for line in rollout_lines(report)]
     parts.append("#### checks")
     checks: list[list[object]] = []
     for c in report.checks:

@@ -19,6 +19,9 @@ with a default, so that a report that carries only the contract's fields still r
   ``faults[].time_to_notify_s`` and ``faults[].alerts`` (what monitoring did about the
   fault), and ``monitoring`` (every alert of the drill, the delay budget, missed faults,
   noise, alerts still firing), written only for a drill with monitoring;
+- ``faults[].rollout`` (a rollout's steps, analysis verdict and exposure: answers and users
+  reached by the new version, time to first exposure, to the verdict and to rollback),
+  written only for a ``rollout`` or ``bad_rollout`` fault;
 - ``error`` (one line: why a drill ended in status ``error`` or ``interrupted``);
 - ``notes`` (what a reader of the figures should know, such as a wall-clock step).
 
@@ -48,6 +51,8 @@ __all__ = [
     "LoadSummary",
     "MonitoringReport",
     "PhaseReport",
+    "RolloutReport",
+    "RolloutStepReport",
     "ScenarioRef",
     "SeriesReport",
     "Status",
@@ -136,6 +141,49 @@ class PhaseReport(_Extended):
     _omit_when_none: ClassVar[tuple[str, ...]] = ("zones", "cache_hit_ratio")
 
 
+class RolloutStepReport(_Model):
+    """One step of a rollout as its analysis judged it (times from t=0)."""
+
+    weight: float
+    started_at: float
+    ended_at: float
+    verdict: str
+    reasons: list[str]
+    quality: float | None
+    canary_error_ratio: float | None
+    stable_error_ratio: float | None
+    canary_p99_ms: float | None
+    stable_p99_ms: float | None
+    canary_degraded_share: float | None
+    stable_degraded_share: float | None
+
+
+class RolloutReport(_Model):
+    """A rollout: how it ended and whom the new version reached (times from t=0)."""
+
+    version: str
+    stable: str
+    defect: str
+    status: str
+    expected: str
+    verdict: str | None
+    analysis: bool
+    started_at: float
+    verdict_at: float | None
+    first_exposure_at: float | None
+    last_exposure_at: float | None
+    time_to_first_exposure_s: float | None
+    time_to_verdict_s: float | None
+    time_to_rollback_s: float | None
+    exposed_requests: int
+    exposed_users: int
+    users: int
+    exposed_users_share: float | None
+    quality_lost: float | None
+    quality: float | None
+    steps: list[RolloutStepReport]
+
+
 class FaultReport(_Extended):
     """One fault's timeline; times are seconds from t=0, null when it never happened."""
 
@@ -165,6 +213,7 @@ class FaultReport(_Extended):
     time_to_alert_s: float | None = None
     time_to_notify_s: float | None = None
     alerts: list[str] | None = None
+    rollout: RolloutReport | None = None
 
     _omit_when_none: ClassVar[tuple[str, ...]] = (
         "cache_hit_before",
@@ -174,6 +223,7 @@ class FaultReport(_Extended):
         "time_to_alert_s",
         "time_to_notify_s",
         "alerts",
+        "rollout",
     )
 
 

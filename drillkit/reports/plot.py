@@ -31,7 +31,7 @@ from drillkit.errors import EnvironmentFailure
 from drillkit.fsutil import atomic_write
 from drillkit.reports.format import NO_IMPACT
 from drillkit.reports.jsonfile import REPORT_MODE
-from drillkit.reports.model import DrillReport, SeriesReport
+from drillkit.reports.model import DrillReport, RolloutReport, SeriesReport
 
 if TYPE_CHECKING:
     from matplotlib.artist import Artist
@@ -85,6 +85,8 @@ _TARGET = "#57606a"
 _GRID = "#eaeef2"
 _TEXT = "#24292f"
 _FAULT_EDGE = "#e8a66a"
+#: A rollout's exposure: the time its new version answered users.
+EXPOSURE = "#bc4c00"
 
 
 _DEFAULT_STEP: Final = 0.1
@@ -567,6 +569,8 @@ def _events(ax: Axes, report: DrillReport, x_end: float, lanes: int) -> None:
                 "linewidth": 0.7,
             },
         )
+        if f.rollout is not None:
+            _rollout(ax, f.rollout, lane, x_end)
         recovered = f.recovered_at if f.slo_impact is not False else None
         marks = [
             (at, colour, word)
@@ -607,6 +611,46 @@ def _events(ax: Axes, report: DrillReport, x_end: float, lanes: int) -> None:
             )
 
 
+def _rollout(ax: Axes, rollout: RolloutReport, lane: int, x_end: float) -> None:
+    """A rollout on its fault's lane: a bar while its new version answered users, a tick
+    labelled with the share of users at each step, and the promotion."""
+    first, last = rollout.first_exposure_at, rollout.last_exposure_at
+    if first is not None and last is not None:
+        ax.plot(
+            [first, max(last, first + 0.002 * x_end)],
+            [lane + 0.5, lane + 0.5],
+            color=EXPOSURE,
+            linewidth=4,
+            solid_capstyle="butt",
+            zorder=4,
+        )
+    for step in rollout.steps:
+        ax.plot([step.started_at], [lane + 0.5], marker="|", color=_TEXT, markersize=9, zorder=5)
+        ax.text(
+            step.started_at,
+            lane + 0.5,
+            f" {step.weight:.0%}{' failed' if step.verdict == 'fail' else ''}",
+            ha="left",
+            va="bottom",
+            fontsize=7,
+            color=_TEXT,
+            zorder=5,
+            parse_math=False,
+        )
+    if rollout.status == "promoted" and rollout.verdict_at is not None:
+        ax.plot([rollout.verdict_at], [lane + 0.72], marker="v", color=_RECOVERED, zorder=6)
+        ax.text(
+            rollout.verdict_at,
+            lane + 0.72,
+            " promoted",
+            ha="left",
+            va="center",
+            fontsize=8,
+            color=_RECOVERED,
+            zorder=5,
+        )
+
+
 def _legend(fig: Figure, report: DrillReport) -> None:
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
@@ -636,6 +680,10 @@ def _legend(fig: Figure, report: DrillReport) -> None:
                     [], [], color=_RESTORED, marker="v", linestyle="none", label="back in service"
                 ),
             )
+    if any(f.rollout is not None for f in report.faults):
+        handles.append(
+            Line2D([], [], color=EXPOSURE, linewidth=4, label="new version answering (rollout)")
+        )
     if report.monitoring is not None:
         handles.append(Line2D([], [], color=ALERT_PENDING, linewidth=5, label="alert pending"))
         handles.append(Line2D([], [], color=ALERT_FIRING, linewidth=5, label="alert firing"))

@@ -19,12 +19,15 @@ from drillkit.reports.format import (
     CHECK_COLUMNS,
     FAULT_COLUMNS,
     PHASE_COLUMNS,
+    ROLLOUT_STEP_COLUMNS,
     alert_rows,
     check_row,
     fault_row,
     format_score,
     monitoring_lines,
     phase_row,
+    rollout_lines,
+    rollout_step_rows,
     zone_table,
 )
 from drillkit.reports.model import DrillReport
@@ -216,6 +219,15 @@ def render_report(report: DrillReport, terminal: Terminal) -> None:
             if f.detected_by:
                 line = f"{f.id}: detected by {f.detected_by}"
                 out.print(Text(printable(line), style="dim"))
+        steps = rollout_step_rows(report)
+        if steps:
+            out.print()
+            grid = _Grid("rollout steps", ROLLOUT_STEP_COLUMNS, right_from=4)
+            for row in steps:
+                grid.add_row(row)
+            grid.print(out)
+        for line in rollout_lines(report):
+            out.print(Text(printable(line)))
     if report.monitoring is not None:
         out.print()
         rows = alert_rows(report)

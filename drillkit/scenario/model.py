@@ -460,6 +460,19 @@ class FaultExpect(_Section):
         description="Largest time from the injection to the first firing alert (the first "
         "of `alerts` when they are given).",
     )
+    rollback_within: PositiveDuration | None = Field(
+        default=None,
+        description="A rollout: largest time from its start to the last answer by the new "
+        "version (it must have been rolled back).",
+    )
+    max_users_exposed: CountOrShareField | None = Field(
+        default=None,
+        description="A rollout: most users answered by the new version, a count or a share "
+        'like "15%" of the users who sent requests while it ran.',
+    )
+    max_exposed_requests: Annotated[Int, Field(ge=0)] | None = Field(
+        default=None, description="A rollout: most answers by the new version."
+    )
 
 
 def _parse_target(value: object) -> object:

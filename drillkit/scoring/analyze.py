@@ -22,6 +22,15 @@ check                           weight  critical  what holds
 ``<id>.cache_recover_within``   2       no        the cache hit ratio is back to 90 % of
                                                   its value before the fault within this
                                                   long of the heal (``cache_recovery``)
+``<id>.rollout``                2       yes       a rollout ended as it should: a bad version
+                                                  rolled back, a good one promoted
+``<id>.quality``                2       no        the drill's quality probe over a rollout's
+                                                  window >= slo.quality
+``<id>.rollback_within``        2       no        rollout start to its last answer by the
+                                                  new version <= expect.rollback_within
+``<id>.max_users_exposed``      2       no        distinct users answered by the new version
+                                                  (count or share) <= max
+``<id>.max_exposed_requests``   2       no        answers by the new version <= max
 ``<id>.healed``                 1       yes       the fault was healed
 ``<id>.injected``               1       yes       the fault was applied (only emitted, as a
                                                   failure, for a fault that never was)
@@ -59,6 +68,7 @@ from drillkit.observe.series import (
     window_stats,
 )
 from drillkit.scoring.alerts import MonitoringInput, MonitoringResult, judge
+from drillkit.scoring.rollout import RolloutResult, RolloutRun, exposure
 
 __all__ = [
     "SLO",
@@ -127,6 +137,9 @@ class Expectation:
     max_failed_requests: int | float | None = None
     max_wrong_model_responses: int | None = None
     cache_recover_within: float | None = None
+    rollback_within: float | None = None
+    max_users_exposed: int | float | None = None  # an int: users; a float: a share of users
+    max_exposed_requests: int | None = None
 
     def __post_init__(self) -> None:
         bound = self.max_failed_requests
@@ -147,6 +160,7 @@ class FaultRun:
     healed_at: float | None  # None: never healed
     evidence: str = ""  # what the fault did, in words ("SIGKILL pid 4242")
     expect: Expectation = field(default_factory=Expectation)
+    rollout: RolloutRun | None = None  # what a rollout fault's controller recorded
 
     @property
     def targets(self) -> tuple[str, ...]:
@@ -241,6 +255,8 @@ class FaultResult:
     time_to_alert_s: float | None = None
     time_to_notify_s: float | None = None
     alerts: list[str] | None = None
+    # A rollout's steps, verdict and exposure (None: the fault is not a rollout).
+    rollout: RolloutResult | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -458,7 +474,7 @@ def _slo_checks(phase: PhaseStats, slo: SLO) -> list[Check]:
     return checks
 
 
-def _fault_checks(fault: FaultRun, result: FaultResult) -> list[Check]:
+def _fault_checks(fault: FaultRun, result: FaultResult, slo: SLO) -> list[Check]:
     phase = f"fault:{fault.id}"
     if fault.injected_at is None:
         # The drill did not test what it set out to test: that must not pass.
@@ -566,6 +582,8 @@ def _fault_checks(fault: FaultRun, result: FaultResult) -> list[Check]:
                 weight=WEIGHT_EXPECT,
             )
         )
+    if result.rollout is not None:
+        checks += _rollout_checks(fault, result.rollout, slo)
     checks.append(
         _boolean(
             f"{fault.id}.healed",
@@ -576,6 +594,91 @@ def _fault_checks(fault: FaultRun, result: FaultResult) -> list[Check]:
             detail="" if fault.healed_at is not None else "the fault was never undone",
         )
     )
+    return checks
+
+
+def _rollout_checks(fault: FaultRun, rollout: RolloutResult, slo: SLO) -> list[Check]:
+    phase = f"fault:{fault.id}"
+    expect = fault.expect
+    ended = "rolled_back" if rollout.status in ("rolled_back", "aborted") else rollout.status
+    verdict = f"{rollout.status}: {rollout.verdict}" if rollout.verdict else rollout.status
+    checks = [
+        _boolean(
+            f"{fault.id}.rollout",
+            phase,
+            ended == rollout.expected,
+            weight=WEIGHT_EXPECT,
+            critical=True,
+            detail=f"{rollout.version} {verdict}; expected {rollout.expected.replace('_', ' ')}",
+        )
+    ]
+    if rollout.quality is not None:
+        # What users got while the version was out, whatever the fault phase's recovery says:
+        # a bad version promoted keeps quality down long after the SLOs first held again.
+        checks.append(
+            _at_least(
+                f"{fault.id}.quality",
+                phase,
+                slo.quality,
+                rollout.quality,
+                weight=WEIGHT_EXPECT,
+                detail="mean of the drill's quality probe from the rollout's start to the heal",
+            )
+        )
+    if expect.rollback_within is not None:
+        last = rollout.last_exposure_at
+        checks.append(
+            _at_most(
+                f"{fault.id}.rollback_within",
+                phase,
+                expect.rollback_within,
+                rollout.time_to_rollback_s,
+                weight=WEIGHT_EXPECT,
+                detail=(
+                    f"never rolled back ({rollout.status})"
+                    if rollout.time_to_rollback_s is None
+                    else "no answer by the new version"
+                    if last is None
+                    else f"last answer by {rollout.version} at {last:.2f} s"
+                ),
+            )
+        )
+    bound = expect.max_users_exposed
+    if bound is not None:
+        detail = f"{rollout.exposed_users} of {rollout.users} users"
+        if isinstance(bound, float):
+            checks.append(
+                _at_most(
+                    f"{fault.id}.max_users_exposed",
+                    phase,
+                    bound,
+                    rollout.exposed_users_share,
+                    weight=WEIGHT_EXPECT,
+                    detail=detail if rollout.users else "requests carry no user ids",
+                )
+            )
+        else:
+            checks.append(
+                _at_most(
+                    f"{fault.id}.max_users_exposed",
+                    phase,
+                    float(bound),
+                    float(rollout.exposed_users) if rollout.users else None,
+                    weight=WEIGHT_EXPECT,
+                    detail=detail if rollout.users else "requests carry no user ids",
+                )
+            )
+    if expect.max_exposed_requests is not None:
+        checks.append(
+            _at_most(
+                f"{fault.id}.max_exposed_requests",
+                phase,
+                float(expect.max_exposed_requests),
+                float(rollout.exposed_requests),
+                weight=WEIGHT_EXPECT,
+                detail=f"answers by {rollout.version}",
+            )
+        )
     return checks
 
 
@@ -750,8 +853,14 @@ def analyze(inp: DrillInput) -> Analysis:
         )
         before, back = cache_recovery(records, fault.injected_at, fault.healed_at, duration)
         result = dataclasses.replace(result, cache_hit_before=before, cache_recovered_at=back)
+        if fault.rollout is not None:
+            window_end = duration if fault.healed_at is None else min(fault.healed_at, duration)
+            during = quality.mean(fault.rollout.started_at, window_end)
+            result = dataclasses.replace(
+                result, rollout=exposure(fault.rollout, records, window_end, during)
+            )
         faults.append(result)
-        checks_by_fault.append(_fault_checks(fault, result))
+        checks_by_fault.append(_fault_checks(fault, result, inp.slo))
 
     injections = [_clip(f.injected_at, duration) for f in inp.faults if f.injected_at is not None]
     baseline = _phase("baseline", 0.0, min(injections, default=duration), records, quality)

@@ -384,6 +384,7 @@ def test_report_dir_is_the_only_path_a_scenario_names() -> None:
         "stack.store",
         "stack.edge.config",  # relative and inside the working folder, as report.dir
         "stack.zones",  # ZONE_PATTERN: a lowercase letter, then up to 7 letters or digits
+        "faults.params[bad_rollout].severity",  # a number and %, ms or s (a pattern)
     }
 
 

@@ -50,13 +50,12 @@ def _copy(source: Path, folder: Path) -> list[str]:
 
 
 def _victims(tables: dict[str, np.ndarray], share: float, seed: int) -> np.ndarray:
-    """A seeded ``share`` of the users outside the sanity sample, sorted."""
+    """A seeded ``share`` of the users outside the sanity sample (the live users), sorted."""
     n_users = int(tables["seen_indptr"].shape[0]) - 1
     spared = np.zeros(n_users, dtype=bool)
     spared[tables["sample_users"]] = True
     candidates = np.flatnonzero(~spared)
-    count = round(share * n_users)
-    count = min(count, candidates.size)
+    count = min(round(share * candidates.size), candidates.size)
     rng = np.random.default_rng(seed)
     return np.sort(rng.choice(candidates, size=count, replace=False))
 

@@ -100,16 +100,20 @@ class ServedModel:
     model: LoadedModel
     loaded_at: float
 
-    @property
-    def fetch_delay(self) -> float:
-        """Seconds of feature fetch per request the version's runtime settings ask for."""
-        runtime = self.manifest.info.get(RUNTIME_INFO)
-        if not isinstance(runtime, dict):
-            return 0.0
-        value = runtime.get("feature_fetch_ms", 0)
-        if type(value) not in (int, float) or not 0 <= value <= _MAX_FETCH_MS:
-            return 0.0
-        return float(value) / 1000.0
+    # Seconds of feature fetch per request the version's runtime settings ask for.
+    fetch_delay: float = 0.0
+
+
+def fetch_delay_of(manifest: Manifest) -> float:
+    """``info.runtime.feature_fetch_ms`` of a version, in seconds (0 when absent or out of
+    range: a setting the replica cannot honour adds nothing)."""
+    runtime = manifest.info.get(RUNTIME_INFO)
+    if not isinstance(runtime, dict):
+        return 0.0
+    value = runtime.get("feature_fetch_ms", 0)
+    if type(value) not in (int, float) or not 0 <= value <= _MAX_FETCH_MS:
+        return 0.0
+    return float(value) / 1000.0
 
 
 #: The stages at which a replica refuses a model version (the refusal counter's label).
@@ -242,7 +246,9 @@ class Replica:
                 f"{folder}: sample recall@10 {result.sample_recall_at_10:.4f} is below "
                 f"{floor:.4f} (manifest {expected:.4f})"
             )
-        return ServedModel(version, manifest, manifest.digest, model, time.time())
+        return ServedModel(
+            version, manifest, manifest.digest, model, time.time(), fetch_delay_of(manifest)
+        )
 
     def _refuse(self, version: str, exc: ArtifactError) -> None:
         reason = _reason_of(exc)

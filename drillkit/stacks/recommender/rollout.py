@@ -29,7 +29,6 @@ no controller runs any more, rolls back itself.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 import math
 import os
@@ -44,15 +43,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field
 
 from drillkit import safejson
 from drillkit.backends.base import StackState
 from drillkit.errors import ArtifactError, EnvironmentFailure, InputError, StateError
 from drillkit.faults.base import ROLE_GATEWAY, ROLE_REPLICA
 from drillkit.fsutil import atomic_write
-from drillkit.scenario.units import Share
-from drillkit.stacks.recommender.defects import Defect
+from drillkit.stacks.recommender.release import AnalysisSettings, parse_steps
 from drillkit.stacks.recommender.store import Manifest
 
 __all__ = [
@@ -77,77 +74,6 @@ _K = 10
 ENDED = ("promoted", "rolled_back", "aborted", "failed")
 
 Status = Literal["running", "promoted", "rolled_back", "aborted", "failed"]
-
-
-class AnalysisSettings(BaseModel):
-    """How a step is judged: the canary against the stable pool over the step."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    enabled: bool = Field(
-        default=True,
-        description="Judge each step; off: every step passes (a rollout nothing watches).",
-    )
-    max_error_increase: Share = Field(
-        default=0.01,
-        description="Canary error ratio (failed attempts) above the stable pool's by more "
-        "than this fails the step.",
-    )
-    max_p99_ratio: float = Field(
-        default=1.5,
-        gt=1.0,
-        description="Canary p99 above this multiple of the stable p99 (and above it by "
-        "p99_slack_ms) fails the step.",
-    )
-    p99_slack_ms: float = Field(default=25.0, ge=0, description="See max_p99_ratio.")
-    max_degraded_increase: Share = Field(
-        default=0.02,
-        description="Degraded share of the canary's users above the stable users' by more "
-        "than this fails the step.",
-    )
-    min_quality: Share = Field(
-        default=0.9,
-        description="Canary recall on golden users as a share of the stable version's on "
-        "the same users; below it fails the step.",
-    )
-    min_answers: int = Field(
-        default=10,
-        ge=1,
-        description="Fewer canary attempts in a step than this: the step cannot be judged "
-        "and fails (a canary nobody reached is not a good canary).",
-    )
-
-
-def parse_steps(value: object) -> tuple[float, ...]:
-    """Steps as shares in (0, 1], from ``"10,50,100"`` or a list of percents; strictly
-    increasing and ending at 100 (InputError otherwise)."""
-    if isinstance(value, str):
-        parts: Sequence[object] = [p.strip() for p in value.split(",") if p.strip()]
-    elif isinstance(value, list | tuple):
-        parts = value
-    else:
-        raise InputError(f"steps: expected percents like 10,50,100, got {value!r}")
-    shares: list[float] = []
-    for part in parts:
-        text = str(part).strip().removesuffix("%")
-        try:
-            percent = float(text)
-        except ValueError:
-            raise InputError(f"steps: {part!r} is not a percent") from None
-        if isinstance(part, bool) or not 0 < percent <= 100 or not math.isfinite(percent):
-            raise InputError(f"steps: {part!r} is not a percent in (0, 100]")
-        shares.append(percent / 100)
-    if not shares:
-        raise InputError("steps: expected at least one step, e.g. 10,50,100")
-    if any(b <= a for a, b in itertools.pairwise(shares)):
-        raise InputError(f"steps: must increase, got {_percents(shares)}")
-    if shares[-1] != 1.0:
-        raise InputError(f"steps: the last step must be 100, got {_percents(shares)}")
-    return tuple(shares)
-
-
-def _percents(shares: Sequence[float]) -> str:
-    return ",".join(f"{s * 100:g}" for s in shares)
 
 
 # -- figures and the verdict -------------------------------------------------------------------
@@ -765,11 +691,11 @@ def _save(state: StackState[Any], data: dict[str, Any]) -> None:
 
 
 def publish_version(
-    state: StackState[Any], defect: Defect, severity: float, *, seed: int = 0, note: str = ""
+    state: StackState[Any], defect: str, severity: float, *, seed: int = 0, note: str = ""
 ) -> Manifest:
     """A new version built from the stack's CURRENT with ``defect``, added to the origin store
     (signed when a signing key is set; CURRENT unchanged), ready for a rollout."""
-    from drillkit.stacks.recommender.defects import defect_info, defect_writer
+    from drillkit.stacks.recommender.defects import DEFECTS, defect_info, defect_writer
     from drillkit.stacks.recommender.preset import origin_store
     from drillkit.stacks.recommender.store import ModelStore, read_manifest, signing_key
 
@@ -780,6 +706,8 @@ def publish_version(
     source = origin.version_dir(current)
     manifest = read_manifest(source)
     text = note or f"built by drillkit from {current}, defect {defect}"
+    if defect not in DEFECTS:
+        raise InputError(f"defect: expected one of {', '.join(DEFECTS)}, got {defect!r}")
     return origin.add_version(
         defect_writer(source, defect, severity, seed),
         metrics=manifest.metrics,
@@ -787,3 +715,12 @@ def publish_version(
         key=signing_key(),
         make_current=False,
     )
+
+
+def split_all_stable(state: StackState[Any]) -> None:
+    """Merge the gateway's pools (no canary, no split): what a heal leaves behind."""
+    stack = _Stack(state)
+    try:
+        stack.split([], 0.0, None)
+    finally:
+        stack.close()

@@ -167,3 +167,34 @@ def test_columns_of_zone_and_cache_exist_only_when_some_request_had_them() -> No
     assert made.zone is not None and made.zone.tolist() == ["a", ""]
     later = made.window(1.5, 3.0).cache
     assert later is not None and later.tolist() == [""]
+
+
+def test_a_record_carries_the_user_it_was_for() -> None:
+    record = RequestRecord(1.7e9, 3.0, 200, "", False, "v3", "e" * 64, "replica-2", user=4242)
+    wire = record.to_wire()
+    assert wire.endswith(",4242]")
+    assert RequestRecord.from_wire(wire) == record
+    # A line from before the user field (ten fields) reads, with no user.
+    ten = json.loads(wire)[:10]
+    assert RequestRecord.from_wire(json.dumps(ten)).user == -1
+    columns = Records.build(
+        [record, RequestRecord(1.7e9 + 1, 3.0, 200, model_digest="f" * 64, user=7)],
+        t0=1.7e9,
+        verified_digests=None,
+    )
+    assert columns.user is not None and columns.user.tolist() == [4242, 7]
+    assert columns.digest is not None and columns.digest.tolist() == ["e" * 64, "f" * 64]
+    window = columns.window(0.5, 2.0)
+    assert window.user is not None and window.user.tolist() == [7]
+
+
+@pytest.mark.parametrize("user", [-2, 1 << 62, 1.5, "7", True, None])
+def test_a_user_out_of_range_is_refused(user: Any) -> None:
+    fields = [*json.loads(line()), "", "", user]
+    with pytest.raises(ValueError):
+        RequestRecord.from_wire(json.dumps(fields))
+
+
+def test_records_without_user_ids_have_no_user_column() -> None:
+    columns = Records.build([RequestRecord(1.7e9, 3.0, 200)], t0=0.0, verified_digests=None)
+    assert columns.user is None and columns.digest is None

@@ -208,6 +208,20 @@ def fault_params(draw: st.DrawFn, kind: str) -> tuple[Any, dict[str, Any]]:
         if draw(st.booleans()):
             params["connections"] = loaded["connections"] = draw(st.integers(1, 4096))
         return params, loaded
+    if kind in ("rollout", "bad_rollout"):
+        if kind == "bad_rollout":
+            params["defect"] = loaded["defect"] = draw(
+                st.sampled_from(["quality", "errors", "latency"])
+            )
+        if draw(st.booleans()):
+            params["interval"], loaded["interval"] = draw(durations(min_ms=1))
+        if draw(st.booleans()):
+            percents = draw(st.lists(st.integers(1, 99), max_size=3, unique=True))
+            params["steps"] = [*sorted(percents), 100]
+            loaded["steps"] = tuple(float(p) for p in params["steps"])
+        if kind == "rollout" and not params:
+            return ({} if empty == "given" else empty), {}
+        return params, loaded
     # pause_node, and plugin kinds whose params all have defaults
     return ({} if empty == "given" else empty), {}
 

@@ -218,8 +218,10 @@ BAD = [
         "bad_unknown_kind.yaml",
         4,
         "faults[0].kind",
-        "unknown fault kind 'kill_nodes' (did you mean 'kill_node'? known kinds: cache_flush, "
-        "corrupt_model, cut_network, kill_node, latency, load_spike, pause_node, zone_outage)",
+        "unknown fault kind 'kill_nodes' (did you mean 'kill_node'? known kinds: bad_rollout, "
+        "cache_flush, "
+        "corrupt_model, cut_network, kill_node, latency, load_spike, pause_node, rollout, "
+        "zone_outage)",
         id="unknown-kind",
     ),
     pytest.param(

@@ -166,7 +166,7 @@ def test_at_least_passes_at_its_target_with_full_credit() -> None:
 
 def test_a_fault_never_applied_is_one_critical_failed_check() -> None:
     run = FaultRun("f-1", "kill_node", "replica-1", None, None, expect=Expectation(1.0))
-    (check,) = _fault_checks(run, None)  # type: ignore[arg-type]  # never read: not applied
+    (check,) = _fault_checks(run, None, None)  # type: ignore[arg-type]  # never read: not applied
     assert check == Check(
         "f-1.injected", "fault:f-1", "==", 1.0, 0.0, False, 1.0, True, 0.0,
         "the fault was never applied",
