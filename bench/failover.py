@@ -8,7 +8,11 @@ on a shared machine hits both alike. For each fault the table gives the median a
 runs passed. With the stack's monitoring (Prometheus and Alertmanager installed, or the docker
 image), it also gives the time to the first firing alert (`alert`) and to its notification
 (`notified`), and checks kill-node's against the targets: an alert within 5 s of the kill,
-a notification within 8 s.
+a notification within 8 s. Rollout scenarios (bad-canary-quality, bad-canary-latency,
+good-canary) get a table of their own: how each rollout ended, time to the verdict and to
+rollback, the share of users and the answers the new version reached, and the quality users
+got; bad-canary-quality is checked against its target (rolled back within two analysis
+intervals, at most 15% of users exposed).
 
 When the run holds both `kill-node` and `zone-outage`, it prints their detection side by side:
 drillkit's gateway detecting a killed replica against HAProxy at the edge detecting a killed
@@ -69,6 +73,9 @@ def shortened(path: Path, folder: Path, seconds: float) -> Path:
         fault["at"] = _scale(fault["at"], factor)
         if "duration" in fault:
             fault["duration"] = _scale(fault["duration"], factor)
+        params = fault.get("params") or {}
+        if "interval" in params:  # a rollout's steps scale with its window
+            params["interval"] = _scale(params["interval"], factor)
     doc.pop("report", None)
     out = folder / path.name
     out.write_text(yaml.safe_dump(doc, sort_keys=False))
@@ -115,6 +122,7 @@ def main() -> None:
         lambda: defaultdict(list)
     )
     passed: dict[tuple[str, str], int] = defaultdict(int)
+    rollouts: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
     refused: dict[tuple[str, str], str] = {}  # runs with no report: the first error line
     started = time.monotonic()
     total = args.runs * len(paths) * len(backends)
@@ -163,6 +171,11 @@ def main() -> None:
                             cell[key].append(fault[key])
                     cell["failed"].append(fault["failed_requests"])
                     cell["degraded"].append(fault["degraded_responses"])
+                    rollout = fault.get("rollout")
+                    if rollout is not None:
+                        rollouts[(path.stem, backend, fault["id"])].append(
+                            {**rollout, "interval": _interval(path, fault["id"])}
+                        )
 
     print(
         f"\nfailover figures: {args.runs} runs per scenario and backend"
@@ -212,7 +225,61 @@ def main() -> None:
                 f"kill (target 5 s: {'met' if a <= 5 else 'MISSED'}), notification "
                 f"{_fmt(told, ' s')} (target 8 s: {'met' if n <= 8 else 'MISSED'})"
             )
+    _rollout_table(rollouts)
     print(f"\n{total} drills in {time.monotonic() - started:.0f} s; reports in {work}")
+
+
+def _interval(path: Path, fault_id: str) -> float:
+    doc = yaml.safe_load(path.read_text())
+    fault = next(f for f in doc["faults"] if f.get("id") == fault_id)
+    match = _DURATION.match(str((fault.get("params") or {}).get("interval", "10s")))
+    return float(match[1]) if match else 10.0
+
+
+def _rollout_table(rollouts: dict[tuple[str, str, str], list[dict[str, Any]]]) -> None:
+    """Rollouts: how each ended, time to verdict and to rollback, users exposed; and the
+    target of a 30% quality defect at a 10% first step: rolled back within two analysis
+    intervals, at most 15% of users exposed."""
+    if not rollouts:
+        return
+    print("\nrollouts: median (min..max)")
+    header = (
+        f"{'scenario':<20} {'backend':<8} {'ended':<24} {'verdict':<22} {'rollback':<22} "
+        f"{'users exposed':<22} {'answers':<14} {'quality':<18}"
+    )
+    print(header)
+    print("-" * len(header))
+    for (scenario, backend, _), runs in sorted(rollouts.items()):
+        ended = ", ".join(f"{k} {v}" for k, v in sorted(_count(r["status"] for r in runs).items()))
+        shares = _known(runs, "exposed_users_share", 100.0)
+        print(
+            f"{scenario:<20} {backend:<8} {ended:<24} "
+            f"{_fmt(_known(runs, 'time_to_verdict_s'), ' s'):<22} "
+            f"{_fmt(_known(runs, 'time_to_rollback_s'), ' s'):<22} "
+            f"{_fmt(shares, ' %'):<22} {_fmt(_known(runs, 'exposed_requests')):<14} "
+            f"{_fmt(_known(runs, 'quality', 100.0), ' %'):<18}"
+        )
+        if scenario == "bad-canary-quality":
+            interval = runs[0]["interval"]
+            back = [r["time_to_rollback_s"] for r in runs]
+            within = all(b is not None and b <= 2 * interval for b in back)
+            few = all(s <= 15.0 for s in shares) and len(shares) == len(runs)
+            print(
+                f"  target on {backend}: rolled back within two intervals ({2 * interval:g} s): "
+                f"{'met' if within else 'MISSED'}; at most 15% of users exposed: "
+                f"{'met' if few else 'MISSED'}"
+            )
+
+
+def _known(runs: list[dict[str, Any]], key: str, scale: float = 1.0) -> list[float]:
+    return [scale * r[key] for r in runs if r.get(key) is not None]
+
+
+def _count(values: Any) -> dict[str, int]:
+    out: dict[str, int] = defaultdict(int)
+    for value in values:
+        out[str(value)] += 1
+    return dict(out)
 
 
 if __name__ == "__main__":

@@ -162,6 +162,7 @@ class RolloutReport(_Model):
     """A rollout: how it ended and whom the new version reached (times from t=0)."""
 
     version: str
+    digest: str
     stable: str
     defect: str
     status: str

@@ -74,6 +74,7 @@ class RolloutResult:
     """What the report shows of a rollout (``faults[].rollout``)."""
 
     version: str
+    digest: str
     stable: str
     defect: str
     status: str
@@ -169,6 +170,7 @@ def exposure(
     rolled_back = run.status in ("rolled_back", "aborted", "failed")
     return RolloutResult(
         version=run.version,
+        digest=run.digest,
         stable=run.stable,
         defect=run.defect,
         status=run.status,

@@ -397,16 +397,20 @@ class RolloutController:
         self.on_event(what)
 
     def request_abort(self) -> None:
+        with self._lock:
+            self.data.setdefault("abort_requested_at", time.time())
         self._abort.set()
 
     def _aborted(self) -> bool:
         if self._abort.is_set():
             return True
         abort_file = Path(self.state.run_dir) / ABORT_FILE
-        if abort_file.exists():
+        with contextlib.suppress(OSError):
+            requested = abort_file.stat().st_mtime
+            abort_file.unlink()
+            with self._lock:
+                self.data["abort_requested_at"] = requested
             self._abort.set()
-            with contextlib.suppress(OSError):
-                abort_file.unlink()
         return self._abort.is_set()
 
     # -- the run -----------------------------------------------------------------------------
