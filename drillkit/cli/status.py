@@ -114,6 +114,13 @@ def _render(s: dict[str, Any]) -> list[Any]:
     }
     if len(versions) > 1:
         parts.append(f"replicas serve different model versions: {', '.join(sorted(versions))}")
+    rollout = s.get("rollout")
+    if rollout and rollout.get("status") == "running":
+        parts.append(
+            f"rollout of {rollout['version']} (stable {rollout['stable']}): "
+            f"{rollout['weight']:.0%} of users on {', '.join(rollout['canary']) or '-'}; "
+            "`drillkit model rollout --status`, `--abort`"
+        )
     if s.get("zones"):
         parts.append(
             make_table(

@@ -493,6 +493,16 @@ class RecommenderPreset(StackPreset[RecommenderSpec]):
         }
         if state.names_with_role(ROLE_EDGE):
             out["zones"] = describe_zones(state)
+        from drillkit.errors import StateError
+        from drillkit.stacks.recommender.rollout import read_rollout
+
+        with contextlib.suppress(StateError):
+            rollout = read_rollout(state)
+            if rollout is not None:
+                out["rollout"] = {
+                    key: rollout.get(key)
+                    for key in ("version", "stable", "status", "weight", "canary", "verdict")
+                }
         return out
 
 
