@@ -262,24 +262,24 @@ def monitoring_lines(report: DrillReport) -> list[str]:
     return lines
 
 
-ROLLOUT_STEP_COLUMNS = [
-    "fault",
-    "step",
-    "from",
-    "verdict",
-    "errors canary/stable",
-    "p99 canary/stable",
-    "degraded canary/stable",
-    "quality",
-]
+#: Each judged step of a rollout; the figure columns read "canary/stable".
+ROLLOUT_STEP_COLUMNS = ["fault", "step", "at", "verdict", "errors", "p99 ms", "degraded", "quality"]
 
 
 def _pair(a: float | None, b: float | None, fmt: Callable[[float | None], str]) -> str:
-    return f"{fmt(a)} / {fmt(b)}"
+    return f"{fmt(a)}/{fmt(b)}"
+
+
+def _ms0(value: float | None) -> str:
+    return DASH if value is None else f"{value:.0f}"
+
+
+def _pct1(value: float | None) -> str:
+    return share(value, 1)
 
 
 def rollout_step_rows(report: DrillReport) -> list[list[str]]:
-    """One row per judged step of every rollout of the drill."""
+    """One row per judged step of every rollout of the drill (canary/stable figures)."""
     rows = []
     for f in report.faults:
         if f.rollout is None:
@@ -291,9 +291,9 @@ def rollout_step_rows(report: DrillReport) -> list[list[str]]:
                     f"{step.weight:.0%}",
                     seconds(step.started_at),
                     step.verdict,
-                    _pair(step.canary_error_ratio, step.stable_error_ratio, share),
-                    _pair(step.canary_p99_ms, step.stable_p99_ms, ms),
-                    _pair(step.canary_degraded_share, step.stable_degraded_share, share),
+                    _pair(step.canary_error_ratio, step.stable_error_ratio, _pct1),
+                    _pair(step.canary_p99_ms, step.stable_p99_ms, _ms0),
+                    _pair(step.canary_degraded_share, step.stable_degraded_share, _pct1),
                     share(step.quality, 0),
                 ]
             )

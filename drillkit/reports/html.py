@@ -330,7 +330,8 @@ def _rollouts(report: DrillReport) -> str:
         return ""
     table = _table(ROLLOUT_STEP_COLUMNS, rows, numeric_from=4)
     lines = "".join(f"<li>{_e(line)}</li>" for line in rollout_lines(report))
-    return f"<section><h2>Rollouts</h2>{table}<ul>{lines}</ul></section>"
+    note = '<p class="dim">errors, p99 and degraded: canary/stable over the step.</p>'
+    return f"<section><h2>Rollouts</h2>{table}{note}<ul>{lines}</ul></section>"
 
 
 def _monitoring(report: DrillReport) -> str:

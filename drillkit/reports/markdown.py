@@ -87,7 +87,7 @@ def report_markdown(report: DrillReport) -> str:
         parts.append(table(columns, rows, right_from=3, text=("evidence", "detected by")))
         steps = rollout_step_rows(report)
         if steps:
-            parts.append("#### rollouts")
+            parts.append("#### rollouts (errors, p99, degraded: canary/stable)")
             parts.append(table(ROLLOUT_STEP_COLUMNS, steps, right_from=4))
             parts += [cell(line) for line in rollout_lines(report)]
     parts.append("#### checks")

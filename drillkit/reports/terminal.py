@@ -222,7 +222,7 @@ def render_report(report: DrillReport, terminal: Terminal) -> None:
         steps = rollout_step_rows(report)
         if steps:
             out.print()
-            grid = _Grid("rollout steps", ROLLOUT_STEP_COLUMNS, right_from=4)
+            grid = _Grid("rollout steps (canary/stable)", ROLLOUT_STEP_COLUMNS, right_from=4)
             for row in steps:
                 grid.add_row(row)
             grid.print(out)

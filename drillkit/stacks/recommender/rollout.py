@@ -250,6 +250,7 @@ class _Stack:
             )
         self.gateway = gateways[0]
         self.replicas = state.names_with_role(ROLE_REPLICA)
+
         self.headers = {"Authorization": f"Bearer {state.secret(ADMIN_TOKEN)}"}
         self.client = httpx.Client(timeout=timeout)
 
@@ -427,6 +428,12 @@ class RolloutController:
                 f"(pid {other.get('pid')}); wait for it or `drillkit model rollout --abort`"
             )
         self.stack = _Stack(self.state)
+        if len(self.stack.replicas) < 2:
+            self.stack.close()
+            raise InputError(
+                f"stack {self.state.id} has {len(self.stack.replicas)} replica: a rollout "
+                "needs two or more (a canary pool and a stable one)"
+            )
         key = verify_key()
         for name in self.stack.replicas:
             store = ModelStore(replica_store(self.state, name))
