@@ -210,9 +210,16 @@ def test_a_rollout_by_hand_is_aborted_back_to_stable_without_a_failed_request(cl
     store = Path(state["plan"]["settings"]["origin"])
     current_before = (store / "CURRENT").read_text()
 
+    # A version whose file was damaged after it was published does not verify.
+    damaged = cli("model", "publish", "--defect", "none").stdout.split()[1]
+    weights = store / "versions" / damaged / "weights.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    weights.write_bytes(bytes(data))
     # Bad input first: one line each, exit 2, nothing changed.
     for args, message in (
         (["v99"], "v99: no such version"),
+        ([damaged], f"{damaged}: does not verify"),
         ([version, "--steps", "50,10,100"], "steps: must increase"),
         ([version, "--steps", "10,50"], "the last step must be 100"),
         ([version, "--interval", "0s"], "--interval"),
@@ -268,3 +275,43 @@ def test_a_rollout_by_hand_is_aborted_back_to_stable_without_a_failed_request(cl
     assert f"rollout of {version}" in status and "aborted" in status
     assert cli("stack", "down").returncode == 0
     assert not leftovers(cli)
+
+
+def test_kill_9_during_a_rollout_then_heal(cli: Cli, tmp_path: Path) -> None:
+    """drillkit killed mid-rollout: `drillkit heal` puts every store's CURRENT back, removes
+    the published version, merges the gateway's pools and takes the stack down."""
+    from .conftest import saved_state_path
+    from .test_drills import _start_drill, _wait_for_injection
+
+    fault = rollout("bad_rollout", {"defect": "quality"}, {}, interval=30.0)
+    path = scenario(tmp_path, "crashed-rollout", [fault], load=LOAD)
+    proc = _start_drill(cli, path, tmp_path / "r.json")
+    _wait_for_injection(cli, proc)
+    state = json.loads(saved_state_path(cli).read_text())
+    deadline = time.monotonic() + 60
+    rollout_file = saved_state_path(cli).parent / "rollout.json"
+    while time.monotonic() < deadline:  # killed while the canary serves users
+        if rollout_file.exists() and json.loads(rollout_file.read_text())["weight"] > 0:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("the rollout never reached its first step")
+    proc.kill()
+    proc.communicate(timeout=30)
+    plan = state["plan"]
+    copies = [m["source"] for s in plan["services"] for m in s["mounts"] if m["name"] == "store"]
+    stores = [Path(plan["settings"]["origin"]), *(Path(c) for c in copies)]
+    version = json.loads(rollout_file.read_text())["version"]
+    assert all((root / "versions" / version).is_dir() for root in stores)
+    healed = cli("heal")
+    assert healed.returncode == 0, healed.stderr
+    assert "healed" in healed.stdout and "taken down" in healed.stdout
+    deadline = time.monotonic() + 30
+    while leftovers(cli) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not leftovers(cli)
+    for root in stores:  # gone with the stack, or back as they were
+        if root.exists():
+            assert not (root / "versions" / version).exists()
+            assert (root / "CURRENT").read_text().strip() != version
+    assert cli("heal").stdout.strip() == "nothing to heal"

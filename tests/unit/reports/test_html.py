@@ -419,3 +419,75 @@ def test_a_fault_without_slo_impact_is_said_so_with_the_service_back_apart(
     assert any("no SLO impact" in t for t in texts)
     assert any(t.startswith("back in service +19.70s") for t in texts)
     assert not any(t.startswith("recovered +") for t in texts)
+
+
+def rollout_report() -> DrillReport:
+    """A bad canary rolled back at its first step: 10% of users on v3 from 10.5 s to 18.4 s."""
+    from drillkit.scoring.rollout import RolloutRun, RolloutStep
+
+    bad = "sha256:bad"
+    rows = []
+    for i in range(0, 3000):
+        t = i / 100
+        user = (i * 7919) % 500
+        exposed = 10.5 <= t < 18.4 and user % 10 == 0
+        rows.append(RequestRecord(t, 12.0, 200, model_digest=bad if exposed else GOOD, user=user))
+    run = RolloutRun(
+        version="v3",
+        digest=bad,
+        stable="v2",
+        status="rolled_back",
+        verdict="rolled back at 10%: quality 70% of stable on 80 golden users (min 90%)",
+        started_at=10.0,
+        verdict_at=18.5,
+        rolled_back_at=18.6,
+        ended_at=18.6,
+        analysis=True,
+        expected="rolled_back",
+        defect="quality",
+        steps=[RolloutStep(0.1, 10.4, 18.4, "fail", ["quality 70%"], quality=0.7)],
+    )
+    fault = FaultRun(
+        "canary-1", "bad_rollout", "model-store", 10.0, 25.0,
+        expect=Expectation(rollback_within=16.0), rollout=run,
+    )  # fmt: skip
+    analysis = analyze(
+        DrillInput(
+            records=Records.build(rows, t0=0.0, verified_digests=[GOOD, bad]),
+            quality=[QualitySample(float(t), 1.0) for t in range(30)],
+            faults=[fault],
+            events=[DetectionEvent(18.5, "rollout", "model-store", "rollout analysis: ...")],
+            slo=SLO(availability=0.999, p99_ms=250.0, quality=0.9, degraded_max=0.05),
+            duration=30.0,
+            target_rps=100.0,
+            pass_score=80.0,
+            generator_saturated=False,
+        )
+    )
+    return DrillReport.from_analysis(
+        analysis,
+        scenario=ScenarioRef(name="bad-canary", path="s.yaml", sha256="ab" * 32),
+        backend="local",
+        environment=Environment(gpu=False, python="3.11.7", host_cpus=2),
+        started_at=STARTED,
+        finished_at=FINISHED,
+    )
+
+
+def test_a_rollout_has_its_section_and_its_exposure_on_the_timeline(
+    tmp_path: Path, realistic: DrillReport
+) -> None:
+    from drillkit.reports.plot import EXPOSURE
+
+    report = rollout_report()
+    rollout = report.faults[0].rollout
+    assert rollout is not None and rollout.exposed_users == 50 and rollout.users == 500
+    page, png = write_html(report, tmp_path / "r.html")
+    text = page.read_text()
+    assert "<h2>Rollouts</h2>" in text and "rolled back at 10%" in text
+    assert "50 of 500 users (10.0%)" in text
+    assert "new version answering (rollout)" in text  # the timeline's legend
+    # The exposure bar is drawn; a drill without a rollout has none of its colour (control).
+    assert colour_share(read_png(png), EXPOSURE) > 0.0005
+    _, plain = write_html(realistic, tmp_path / "plain.html")
+    assert colour_share(read_png(plain), EXPOSURE) == 0.0
