@@ -184,7 +184,9 @@ def _kpis(report: DrillReport) -> str:
             return "never", "bad"
         return f"{max(v for v in values if v is not None):.2f}s", ""
 
-    ttd, ttd_css = worst([f.ttd_s for f in applied])
+    # A healthy rollout has nothing to detect: it is meant to go unnoticed.
+    expected = [f for f in applied if f.rollout is None or f.rollout.expected != "promoted"]
+    ttd, ttd_css = worst([f.ttd_s for f in expected])
     # A fault the SLOs never noticed has nothing to recover from: its rto of 0 is not a
     # "time to recover" for a replica that came back half a minute later.
     impacted = [f for f in applied if f.slo_impact is not False]

@@ -397,7 +397,7 @@ def _top(values: Sequence[float], target: float | None, *, floor: float = 0.0) -
 
 def _latency(ax: Axes, cols: _Series, target: float | None) -> None:
     """p99 per window; logarithmic when a spike would flatten the steady state to a line."""
-    from matplotlib.ticker import FuncFormatter
+    from matplotlib.ticker import FuncFormatter, NullFormatter
 
     ax.plot(*_steps(cols, cols.p99_ms), color=_P99, linewidth=1.4, drawstyle="steps-post")
     if target is not None:
@@ -414,6 +414,9 @@ def _latency(ax: Axes, cols: _Series, target: float | None) -> None:
     ax.set_yscale("log")
     ax.set_ylim(min(finite[0], target or finite[0]) / 1.6, peak * 1.8)
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    # Within about a decade matplotlib labels the minor ticks too ("4x10^2" over "3x10^2"):
+    # the major ones are enough.
+    ax.yaxis.set_minor_formatter(NullFormatter())
     _note(ax, "log scale")
 
 
@@ -537,11 +540,12 @@ def _events(ax: Axes, report: DrillReport, x_end: float, lanes: int) -> None:
     for lane, f in enumerate(applied):
         assert f.injected_at is not None
         end = f.healed_at if f.healed_at is not None else x_end
+        healthy = f.rollout is not None and f.rollout.expected == "promoted"
         never = [
             word
             for word, at in (
                 ("healed", f.healed_at),
-                ("detected", f.detected_at),
+                ("detected", f.detected_at if not healthy else 0.0),  # nothing to detect
                 ("recovered", f.recovered_at),
             )
             if at is None
@@ -618,20 +622,20 @@ def _rollout(ax: Axes, rollout: RolloutReport, lane: int, x_end: float) -> None:
     if first is not None and last is not None:
         ax.plot(
             [first, max(last, first + 0.002 * x_end)],
-            [lane + 0.5, lane + 0.5],
+            [lane + 0.55, lane + 0.55],
             color=EXPOSURE,
             linewidth=4,
             solid_capstyle="butt",
             zorder=4,
         )
     for step in rollout.steps:
-        ax.plot([step.started_at], [lane + 0.5], marker="|", color=_TEXT, markersize=9, zorder=5)
-        ax.text(
+        ax.plot([step.started_at], [lane + 0.55], marker="|", color=_TEXT, markersize=9, zorder=5)
+        ax.text(  # under the bar: the fault's name sits above it
             step.started_at,
-            lane + 0.5,
+            lane + 0.62,
             f" {step.weight:.0%}{' failed' if step.verdict == 'fail' else ''}",
             ha="left",
-            va="bottom",
+            va="top",
             fontsize=7,
             color=_TEXT,
             zorder=5,
