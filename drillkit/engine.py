@@ -737,9 +737,9 @@ class DrillRunner:
             if (
                 rollout is not None
                 and rollout.verdict_at is not None
-                and rollout.status != "promoted"
+                and rollout.status in ("rolled_back", "aborted")
             ):
-                # The analysis that failed a step is how the stack noticed the bad version.
+                # The analysis failing a step (or a person aborting) is how the stack noticed.
                 what = f"rollout analysis: {rollout.verdict}"
                 subject = ",".join(record.targets)
                 detection.append(DetectionEvent(rollout.verdict_at, "rollout", subject, what))

@@ -304,16 +304,17 @@ def _show(data: dict[str, Any], json_out: bool) -> None:
         "green" if data["status"] == "promoted" else "red" if data["status"] != "running" else None,
     )
     start = float(data["started_at"])
+
+    def pair(step: dict[str, Any], key: str, fmt: str) -> str:
+        values = [step.get(side, {}).get(key) for side in ("canary", "stable")]
+        return "/".join("-" if v is None else format(v, fmt) for v in values)
+
     for step in data.get("step_results", []):
-        canary, stable = step["canary"], step["stable"]
         quality = "-" if step.get("quality") is None else f"{step['quality']:.0%}"
-        p99c = "-" if canary["p99_ms"] is None else f"{canary['p99_ms']:.0f}"
-        p99s = "-" if stable["p99_ms"] is None else f"{stable['p99_ms']:.0f}"
         t.result(
             f"  {step['started_at'] - start:5.1f}s  {step['weight']:4.0%}  {step['verdict']:<10} "
-            f"errors {canary['error_ratio']:.1%}/{stable['error_ratio']:.1%}  "
-            f"p99 {p99c}/{p99s} ms  degraded {canary['degraded_share']:.1%}/"
-            f"{stable['degraded_share']:.1%}  quality {quality}"
+            f"errors {pair(step, 'error_ratio', '.1%')}  p99 {pair(step, 'p99_ms', '.0f')} ms  "
+            f"degraded {pair(step, 'degraded_share', '.1%')}  quality {quality}"
         )
     if data["status"] == "running":
         t.result(f"  now: {data['weight']:.0%} of users on {', '.join(data['canary']) or '-'}")

@@ -468,7 +468,7 @@ class FaultExpect(_Section):
     max_users_exposed: CountOrShareField | None = Field(
         default=None,
         description="A rollout: most users answered by the new version, a count or a share "
-        'like "15%" of the users who sent requests while it ran.',
+        'like "15%" of the users who sent requests while it was out.',
     )
     max_exposed_requests: Annotated[Int, Field(ge=0)] | None = Field(
         default=None, description="A rollout: most answers by the new version."

@@ -600,6 +600,8 @@ def _fault_checks(fault: FaultRun, result: FaultResult, slo: SLO) -> list[Check]
 def _rollout_checks(fault: FaultRun, rollout: RolloutResult, slo: SLO) -> list[Check]:
     phase = f"fault:{fault.id}"
     expect = fault.expect
+    # A person's abort is a rollback; a rollout the drill stopped at its fault's end (or one
+    # that failed) never reached a verdict.
     ended = "rolled_back" if rollout.status in ("rolled_back", "aborted") else rollout.status
     verdict = f"{rollout.status}: {rollout.verdict}" if rollout.verdict else rollout.status
     checks = [

@@ -8,7 +8,8 @@ digest of the version that computed it and the user it was for, so:
 - *first exposure*: the first answer by the new version; *last exposure*: the last one (time
   to rollback is from the rollout's start to it, for a rollout that was rolled back);
 - *exposed requests*: answers by the new version; *exposed users*: distinct users among them,
-  also as a share of the distinct users who sent a request while the rollout ran;
+  also as a share of the distinct users who sent a request while the new version was out
+  (from the rollout's start to its last answer);
 - *quality lost*: one minus the canary's recall on golden users as a share of the stable
   version's, measured by the analysis over the steps that exposed users (what the version
   costs each user it reaches); *quality*: the drill's own probe through the gateway over the
@@ -57,7 +58,7 @@ class RolloutRun:
     version: str
     digest: str
     stable: str
-    status: str  # promoted, rolled_back, aborted, failed, running
+    status: str  # promoted, rolled_back, aborted (a person), stopped (the drill), failed
     verdict: str | None
     started_at: float
     verdict_at: float | None
@@ -162,12 +163,16 @@ def exposure(
     share = None
     if users is not None:
         known = users >= 0
-        all_users = int(np.unique(users[known]).size)
+        # The share is of the users who asked while the new version was out: from the start
+        # to its last answer (or the rollout's end), not of everyone until the heal.
+        out_until = last if last is not None else run.ended_at
+        asked = known & (t <= out_until) if out_until is not None else known
+        all_users = int(np.unique(users[asked]).size)
         exposed_users = int(np.unique(users[exposed & known]).size)
         share = exposed_users / all_users if all_users else None
     judged = [s.quality for s in run.steps if s.quality is not None]
     quality_lost = max(0.0, 1.0 - sum(judged) / len(judged)) if judged else None
-    rolled_back = run.status in ("rolled_back", "aborted", "failed")
+    rolled_back = run.status in ("rolled_back", "aborted")
     return RolloutResult(
         version=run.version,
         digest=run.digest,

@@ -31,9 +31,10 @@ there why not httpx); so do the health checks, over a pool of their own.
 reload) names the replicas of a *canary* pool and the share of users routed to it. The split
 is by user, not by request: a user whose id hashes below the share always reaches the canary
 pool (while one of its replicas is up), everyone else the stable pool, so the users a bad
-version can reach are a bounded, countable set. A retry tries the user's own pool first, then
-the other one. Attempts are counted per pool (outcome, latency) in ``GET /status``'s
-``rollout`` section and on ``/metrics``: what a rollout's analysis compares.
+version can reach are a bounded, countable set. A canary user whose pool cannot answer is
+retried on the stable pool; a stable user never reaches the canary pool (with no stable
+replica left, the fallback answers it). Attempts are counted per pool (outcome, latency) in
+``GET /status``'s ``rollout`` section and on ``/metrics``: what a rollout's analysis compares.
 
 Replica states: ``unknown`` -> ``up`` | ``down``; ``up`` -> ``down`` (active) | ``ejected``
 (passive); ``ejected`` -> ``down`` (``fall`` failed checks confirm it) | ``up``; ``down`` ->
@@ -115,6 +116,7 @@ ADMIN_TOKEN_ENV = "DRILLKIT_ADMIN_TOKEN"
 #: The pools of a rollout.
 STABLE, CANARY = "stable", "canary"
 _POOLS = (STABLE, CANARY)
+_POOL_ORDER = {STABLE: (STABLE,), CANARY: (CANARY, STABLE)}
 _BUCKETS = 1 << 24
 
 
@@ -744,11 +746,12 @@ class _Gateway:
     # -- routing ----------------------------------------------------------------------------
 
     def _pick(self, tried: list[_Replica], pool: str) -> _Replica | Literal["full"] | None:
-        """The next routable replica not tried yet, round robin, from ``pool`` first and then
-        from the other pool; ``"full"`` when the only ones left are at their
-        ``max_outstanding`` cap."""
+        """The next routable replica not tried yet, round robin, from ``pool``; a canary user
+        falls back to the stable pool, never the other way: a stable user reaches the new
+        version under no failure (no replica of its own: the fallback answers). ``"full"``
+        when the only ones left are at their ``max_outstanding`` cap."""
         full = False
-        for name in (pool, CANARY if pool == STABLE else STABLE):
+        for name in _POOL_ORDER[pool]:
             up = self._up_pool[name]
             n = len(up)
             if n == 0:

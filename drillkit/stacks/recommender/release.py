@@ -325,20 +325,27 @@ class Rollout(FaultKind[RolloutParams]):
 
     def heal(self, ctx: FaultContext, record: UndoRecord) -> None:
         from drillkit.stacks.recommender.preset import admin_reload, origin_store
-        from drillkit.stacks.recommender.rollout import split_all_stable
+        from drillkit.stacks.recommender.rollout import no_share, split_all_stable
 
         undo = _Undo.parse(record)
         controller, thread = self._controller, self._thread
         if controller is not None and thread is not None and thread.is_alive():
-            controller.request_abort()
+            controller.request_abort(by="heal")  # it rolls back: users first, then replicas
             thread.join(timeout=120.0)
+        gateway = "gateway" in ctx.state.services and ctx.backend.service_alive(
+            ctx.state, "gateway"
+        )
+        if gateway:
+            # Nobody to the canary pool while its replicas go back (after a crash the
+            # controller that would have done it is gone).
+            no_share(ctx.state)
         roots = [Path(ctx.state.run_dir), origin_store(ctx.state)]
         changed = _restore(undo, roots)
-        if "gateway" in ctx.state.services and ctx.backend.service_alive(ctx.state, "gateway"):
-            split_all_stable(ctx.state)
         for name in undo.replicas:
             if name in changed and ctx.backend.service_alive(ctx.state, name):
                 admin_reload(ctx.state, name)
+        if gateway:
+            split_all_stable(ctx.state)
 
     def heal_without_stack(self, journal: Journal, record: UndoRecord) -> None:
         _restore(_Undo.parse(record), [journal.folder])

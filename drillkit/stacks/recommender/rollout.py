@@ -43,12 +43,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import httpx
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from drillkit import safejson
 from drillkit.backends.base import StackState
 from drillkit.errors import ArtifactError, EnvironmentFailure, InputError, StateError
 from drillkit.faults.base import ROLE_GATEWAY, ROLE_REPLICA
-from drillkit.fsutil import atomic_write
+from drillkit.fsutil import atomic_write, read_private
 from drillkit.stacks.recommender.release import AnalysisSettings, parse_steps
 from drillkit.stacks.recommender.store import Manifest
 
@@ -66,14 +67,18 @@ __all__ = [
 
 ROLLOUT_FILE = "rollout.json"
 ABORT_FILE = "rollout.abort"
-_POLL = 0.25
+_POLL = 0.05  # how often a step looks for an abort request (a stat of one file)
 _PROBE_RATE = 10.0  # golden-user probes per second on the canary pool
 _REFERENCE_USERS = 200
+_MIN_SLOW = 2  # canary answers past the p99 limit that a latency verdict needs
+_REFERENCE_SECONDS = 10.0  # most time spent learning the stable version's answers
 _K = 10
 #: Statuses of a rollout that has ended.
-ENDED = ("promoted", "rolled_back", "aborted", "failed")
+ENDED = ("promoted", "rolled_back", "aborted", "stopped", "failed")
 
-Status = Literal["running", "promoted", "rolled_back", "aborted", "failed"]
+#: ``aborted``: by a person (``--abort``); ``stopped``: by the drill whose fault ended first;
+#: ``failed``: an error, or a rollback that could not move every replica back.
+Status = Literal["running", "promoted", "rolled_back", "aborted", "stopped", "failed"]
 
 
 # -- figures and the verdict -------------------------------------------------------------------
@@ -88,6 +93,18 @@ class PoolFigures:
     p99_ms: float | None
     users_requests: int
     degraded: int
+    # The step's latency histogram of answered attempts (bounds in seconds, counts with one
+    # more for the overflow); empty when unknown.
+    buckets: tuple[float, ...] = ()
+    counts: tuple[int, ...] = ()
+
+    def slower_than(self, ms: float) -> int | None:
+        """Answered attempts certainly slower than ``ms``: those in buckets whose lower bound
+        is at least ``ms``; None without a histogram."""
+        if not self.counts:
+            return None
+        lower = (0.0, *self.buckets)
+        return sum(c for low, c in zip(lower, self.counts, strict=False) if low * 1000 >= ms)
 
     @property
     def error_ratio(self) -> float:
@@ -138,7 +155,19 @@ def pool_delta(before: dict[str, Any], after: dict[str, Any]) -> PoolFigures:
         p99_ms=_quantile(buckets, counts, 0.99),
         users_requests=d("requests_ok") + d("requests_degraded") + d("requests_error"),
         degraded=d("requests_degraded") + d("requests_error"),
+        buckets=tuple(buckets),
+        counts=tuple(counts),
     )
+
+
+def counters_reset(before: dict[str, Any], after: dict[str, Any]) -> bool:
+    """Whether any pool counter went down between two snapshots (a restarted gateway)."""
+    for pool in ("stable", "canary"):
+        old, new = before.get(pool, {}), after.get(pool, {})
+        for key in ("attempts_ok", "attempts_failed", "requests_ok", "requests_degraded"):
+            if int(new.get(key, 0)) < int(old.get(key, 0)):
+                return True
+    return False
 
 
 def _quantile(buckets: list[float], counts: list[int], q: float) -> float | None:
@@ -172,7 +201,10 @@ def judge_step(figures: StepFigures, settings: AnalysisSettings) -> list[str]:
         )
     if canary.p99_ms is not None and stable.p99_ms is not None:
         limit = max(stable.p99_ms * settings.max_p99_ratio, stable.p99_ms + settings.p99_slack_ms)
-        if canary.p99_ms > limit:
+        slow = canary.slower_than(limit)
+        # Over a few dozen canary answers the p99 is the slowest one: one hiccup of a busy
+        # host is not a regression, so at least two answers must be past the limit.
+        if canary.p99_ms > limit and (slow is None or slow >= _MIN_SLOW):
             reasons.append(
                 f"p99 {canary.p99_ms:.0f} ms vs stable {stable.p99_ms:.0f} ms (max {limit:.0f})"
             )
@@ -196,22 +228,66 @@ def rollout_path(state: StackState[Any]) -> Path:
     return Path(state.run_dir) / ROLLOUT_FILE
 
 
+_VERSION = r"^v[1-9][0-9]{0,8}$"
+_MAX_RECORD = 4 << 20
+
+
+class _StepRecord(BaseModel):
+    """What ``--status`` and a drill read of one step (more keys are kept, unread)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    weight: float = Field(ge=0, le=1)
+    started_at: float
+    ended_at: float
+    verdict: str = Field(max_length=64)
+    reasons: list[str] = Field(default_factory=list, max_length=16)
+    quality: float | None = None
+    canary: dict[str, float | int | None] = Field(default_factory=dict)
+    stable: dict[str, float | int | None] = Field(default_factory=dict)
+
+
+class _Record(BaseModel):
+    """rollout.json as read back: every field the commands act on, checked (a record is a
+    file on disk, possibly not drillkit's)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    version: str = Field(pattern=_VERSION)
+    digest: str = Field(pattern=r"^[0-9a-f]{64}$")
+    stable: str = Field(pattern=_VERSION)
+    stable_digest: str = Field(pattern=r"^[0-9a-f]{64}$")
+    status: Literal["running", "promoted", "rolled_back", "aborted", "stopped", "failed"]
+    pid: int = Field(strict=True, ge=1)
+    started_at: float
+    weight: float = Field(ge=0, le=1)
+    canary: list[str] = Field(max_length=64)
+    step_results: list[_StepRecord] = Field(default_factory=list, max_length=64)
+    verdict: str | None = None
+
+
 def read_rollout(state: StackState[Any]) -> dict[str, Any] | None:
-    """The stack's last rollout as its controller wrote it, or None."""
+    """The stack's last rollout as its controller wrote it, or None. Read as drillkit's own
+    file (no link followed, this user's, bounded) and checked field by field: StateError,
+    one line, for anything else."""
     path = rollout_path(state)
     try:
-        data = safejson.loads(path.read_bytes())
+        data = safejson.loads(read_private(path, limit=_MAX_RECORD))
     except FileNotFoundError:
         return None
-    except (OSError, ValueError) as exc:
+    except (InputError, OSError, ValueError) as exc:
         raise StateError(f"{path}: unreadable rollout state: {exc}") from None
-    if not isinstance(data, dict) or "status" not in data:
-        raise StateError(f"{path}: not a rollout state")
-    return data
+    try:
+        record = _Record.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "record"
+        raise StateError(f"{path}: not a rollout record: {where}: {first['msg']}") from None
+    return record.model_dump()
 
 
 def _pid_alive(pid: object) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
+    if type(pid) is not int or pid <= 1:
         return False
     try:
         os.kill(pid, 0)
@@ -271,6 +347,15 @@ class _Stack:
             )
         result: dict[str, Any] = response.json()
         return result
+
+    def canary(self) -> list[str]:
+        """The replicas of the gateway's canary pool now."""
+        url = self.state.service(self.gateway).url() + "/status"
+        try:
+            names = self.client.get(url).json()["rollout"]["canary"]
+        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+            raise EnvironmentFailure(f"{self.gateway}: no rollout state: {exc}") from None
+        return [n for n in names if isinstance(n, str) and n in self.replicas]
 
     def pools(self) -> dict[str, Any]:
         url = self.state.service(self.gateway).url() + "/status"
@@ -335,6 +420,10 @@ class _Probe:
         return sum(h for h, _ in window) / reference, len(window)
 
 
+# Errors a rollout ends on as `failed` (after rolling back); anything else is re-raised.
+_EXPECTED = (EnvironmentFailure, httpx.HTTPError, InputError, OSError, ValueError)
+
+
 class RolloutController:
     """Runs one rollout on a running stack; :meth:`run` blocks until it ends."""
 
@@ -381,6 +470,7 @@ class RolloutController:
         self.version = version
         self.stable = stable
         self._abort = threading.Event()
+        self._abort_by: Literal["request", "heal"] = "request"
         self._stop_probe = threading.Event()
         self.data: dict[str, Any] = {}
         self._lock = threading.Lock()
@@ -397,9 +487,10 @@ class RolloutController:
             self._write()
         self.on_event(what)
 
-    def request_abort(self) -> None:
+    def request_abort(self, *, by: Literal["request", "heal"] = "request") -> None:
         with self._lock:
             self.data.setdefault("abort_requested_at", time.time())
+        self._abort_by = by
         self._abort.set()
 
     def _aborted(self) -> bool:
@@ -467,19 +558,25 @@ class RolloutController:
         self._write()
 
     def run(self) -> dict[str, Any]:
-        """Run every step; roll back on a failed analysis, an abort or an error. Returns the
-        final record."""
+        """Run every step; roll back on a failed analysis, an abort or an error (an interrupt
+        too, re-raised once users are back on stable). Returns the final record."""
         if not self.data:
             self.prepare()
-        probe = self._start_probe()
         status: Status = "failed"
+        probe: threading.Thread | None = None
         try:
-            status = self._steps(probe)
-        except (EnvironmentFailure, httpx.HTTPError) as exc:
-            self._verdict(f"error: {exc}")
+            probe_state, probe = self._start_probe()
+            status = self._steps(probe_state)
+        except BaseException as exc:
+            # Whatever stopped the steps, users go back to stable before anything else.
+            self._verdict(f"error: {type(exc).__name__}: {exc}")
             status = self._roll_back("failed")
+            if not isinstance(exc, _EXPECTED):
+                raise  # an interrupt (or a bug) once the rollback is done
         finally:
             self._stop_probe.set()
+            if probe is not None:
+                probe.join(timeout=5.0)  # before its client closes
             with self._lock:
                 self.data["status"] = status
                 self.data["ended_at"] = time.time()
@@ -493,21 +590,47 @@ class RolloutController:
                 self.data["verdict"] = text
                 self.data["verdict_at"] = time.time()
 
+    def _set_canary(self, canary: list[str]) -> None:
+        """Name the canary replicas on disk before the gateway hears of them: a controller
+        killed in between leaves a record that `--abort` can undo whole."""
+        with self._lock:
+            self.data["canary"] = list(canary)
+            self._write()
+
+    def _hold(self, seconds: float) -> bool:
+        """Wait out a step; True when an abort came first."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if self._aborted():
+                return True
+            time.sleep(min(_POLL, max(0.0, deadline - time.monotonic())))
+        return self._aborted()
+
     def _steps(self, probe: _Probe) -> Status:
         stack = self.stack
         canary: list[str] = []
         n = len(stack.replicas)
         weight = 0.0
         for index, share in enumerate(self.steps):
-            want = min(n, max(1, math.ceil(share * n - 1e-9)))
+            # Below 100% one replica at least stays stable: stable users keep a pool of their
+            # own (they are never sent to the canary's).
+            cap = n if share >= 1.0 else n - 1
+            want = min(cap, max(1, math.ceil(share * n - 1e-9)))
             joining = [r for r in stack.replicas if r not in canary][: want - len(canary)]
+            if joining and share >= 1.0:
+                # The last step: every user to the canary pool first, then the rest of the
+                # replicas join it (they serve no one while they reload).
+                stack.split(canary, share, self.version)
+                weight = share
             if joining:
-                # In the canary pool first, at the old share: stable users never reach it.
+                # In the canary pool before they reload: stable users never reach them.
+                self._set_canary(canary + joining)
                 stack.split(canary + joining, weight, self.version)
                 canary += joining
-                with self._lock:
-                    self.data["canary"] = list(canary)
                 for name in joining:
+                    if self._aborted():
+                        self._verdict(self._abort_reason())
+                        return self._roll_back(self._abort_status())
                     stack.serve(name, self.version, self.manifest.digest)
                 self._event(f"{', '.join(joining)} serving {self.version}", replicas=joining)
             weight = share
@@ -521,43 +644,13 @@ class RolloutController:
                 step=index,
                 weight=share,
             )
-            deadline = time.monotonic() + self.interval
-            while time.monotonic() < deadline:
-                if self._aborted():
-                    self._verdict("aborted by request")
-                    return self._roll_back("aborted")
-                time.sleep(min(_POLL, max(0.0, deadline - time.monotonic())))
+            if self._hold(self.interval):
+                self._verdict(self._abort_reason())
+                return self._roll_back(self._abort_status())
             after = stack.pools()
             ended = time.time()
-            stable_before, stable_after = before.get("stable", {}), after.get("stable", {})
-            stable = pool_delta(stable_before, stable_after)
-            if stable.attempts == 0:
-                # Every replica is canary: the stable pool of the earlier steps is the baseline.
-                stable = self._baseline or stable
-            else:
-                self._baseline = stable
-            quality, probes = probe.quality(started, ended)
-            figures = StepFigures(
-                canary=pool_delta(before.get("canary", {}), after.get("canary", {})),
-                stable=stable,
-                quality=quality,
-                probes=probes,
-            )
-            reasons = judge_step(figures, self.analysis) if self.analysis.enabled else []
-            verdict = "fail" if reasons else "pass"
-            result = {
-                "step": index,
-                "weight": share,
-                "canary_replicas": list(canary),
-                "started_at": started,
-                "ended_at": ended,
-                "verdict": verdict if self.analysis.enabled else "not judged",
-                "reasons": reasons,
-                "canary": figures.canary.as_json(),
-                "stable": figures.stable.as_json(),
-                "quality": quality,
-                "probes": probes,
-            }
+            window = (before, after, started, ended)
+            result, reasons = self._judge(index, share, canary, window, probe)
             with self._lock:
                 self.data["step_results"].append(result)
             self._event(
@@ -571,7 +664,62 @@ class RolloutController:
         self._promote()
         return "promoted"
 
+    def _judge(
+        self,
+        index: int,
+        share: float,
+        canary: list[str],
+        window: tuple[dict[str, Any], dict[str, Any], float, float],
+        probe: _Probe,
+    ) -> tuple[dict[str, Any], list[str]]:
+        """A step's record and why it fails, from the gateway's counters before and after it
+        (and when) and the quality probe's samples in between."""
+        before, after, started, ended = window
+        stable = pool_delta(before.get("stable", {}), after.get("stable", {}))
+        if stable.attempts == 0:
+            # Every replica is canary: the stable pool of the earlier steps is the baseline.
+            stable = self._baseline or stable
+        else:
+            self._baseline = stable
+        quality, probes = probe.quality(started, ended)
+        figures = StepFigures(
+            canary=pool_delta(before.get("canary", {}), after.get("canary", {})),
+            stable=stable,
+            quality=quality,
+            probes=probes,
+        )
+        reasons: list[str] = []
+        if self.analysis.enabled:
+            if counters_reset(before, after):
+                reasons = [
+                    "the gateway's counters went back (restarted?): the step cannot be judged"
+                ]
+            else:
+                reasons = judge_step(figures, self.analysis)
+        result = {
+            "step": index,
+            "weight": share,
+            "canary_replicas": list(canary),
+            "started_at": started,
+            "ended_at": ended,
+            "verdict": ("fail" if reasons else "pass") if self.analysis.enabled else "not judged",
+            "reasons": reasons,
+            "canary": figures.canary.as_json(),
+            "stable": figures.stable.as_json(),
+            "quality": quality,
+            "probes": probes,
+        }
+        return result, reasons
+
     _baseline: PoolFigures | None = None
+
+    def _abort_reason(self) -> str:
+        if self._abort_by == "heal":
+            return "stopped by the drill (its fault ended) before any verdict"
+        return "aborted by request"
+
+    def _abort_status(self) -> Status:
+        return "stopped" if self._abort_by == "heal" else "aborted"
 
     def _promote(self) -> None:
         self.origin.set_current(self.version)
@@ -579,28 +727,52 @@ class RolloutController:
         self.stack.split([], 0.0, None)  # every replica serves the new version: one pool
         with self._lock:
             self.data["weight"] = 1.0
+            self.data["canary"] = []
         self._event(f"promoted: CURRENT is {self.version}")
 
     def _roll_back(self, status: Status) -> Status:
+        """Users first (a share of 0), then every canary replica back on the stable version
+        (each tried, whatever the others do), then one pool; the status is ``failed`` when a
+        replica could not be moved back (the record keeps the canary list for `--abort`)."""
         stack = self.stack
         canary = list(self.data.get("canary", []))
-        # Users first: a share of 0 sends every user to stable with the next request.
-        stack.split(canary, 0.0, self.version)
+        errors: list[str] = []
+        try:
+            stack.split(canary, 0.0, self.version)
+        except EnvironmentFailure as exc:
+            errors.append(str(exc))
         with self._lock:
             self.data["weight"] = 0.0
         self._event("traffic on stable", replicas=canary)
+        moved: list[str] = []
         for name in canary:
-            stack.serve(name, self.stable, self.stable_manifest.digest)
-        stack.split([], 0.0, None)
+            try:
+                stack.serve(name, self.stable, self.stable_manifest.digest)
+                moved.append(name)
+            except (EnvironmentFailure, httpx.HTTPError, InputError, OSError, ValueError) as exc:
+                errors.append(f"{name}: {exc}")
+        left = [name for name in canary if name not in moved]
+        if not left:
+            try:
+                stack.split([], 0.0, None)
+            except EnvironmentFailure as exc:
+                errors.append(str(exc))
         with self._lock:
-            self.data["canary"] = []
+            self.data["canary"] = left
             self.data["rolled_back_at"] = time.time()
+            if errors:
+                self.data["rollback_errors"] = errors
+        if errors:
+            self._event(f"rollback incomplete: {'; '.join(errors)}")
+            return "failed"
         self._event(f"rolled back: {', '.join(canary) or 'no replica'} serving {self.stable}")
         return status
 
     # -- the quality probe ---------------------------------------------------------------------
 
-    def _start_probe(self) -> _Probe:
+    def _start_probe(self) -> tuple[_Probe, threading.Thread | None]:
+        """The stable version's hits on golden users (asked of stable replicas, bounded in
+        time and stopped by an abort), then a thread probing the canary pool."""
         from drillkit.stacks.recommender.quality import load_golden
 
         golden, _ = load_golden(self.origin.version_dir(self.stable))
@@ -609,13 +781,16 @@ class RolloutController:
         users = sorted(golden)
         order = random.Random(self.seed).sample(users, min(len(users), _REFERENCE_USERS))
         stable = [r for r in stack.replicas if r not in self.data.get("canary", [])]
+        budget = time.monotonic() + _REFERENCE_SECONDS
         for i, user in enumerate(order):
+            if time.monotonic() > budget or self._aborted():
+                break
             items = stack.ask(stable[i % len(stable)], user)
             if items is not None and (hits := len(golden[user].intersection(items[:_K]))):
                 probe.reference[user] = hits
         ordered = [u for u in order if u in probe.reference]
         if not ordered:
-            return probe  # nothing to compare: quality is not judged
+            return probe, None  # nothing to compare: quality is not judged
 
         def run() -> None:
             i = 0
@@ -638,8 +813,9 @@ class RolloutController:
                 with probe.lock:
                     probe.samples.append((sent, hits, probe.reference[user]))
 
-        threading.Thread(target=run, name="drillkit-rollout-probe", daemon=True).start()
-        return probe
+        thread = threading.Thread(target=run, name="drillkit-rollout-probe", daemon=True)
+        thread.start()
+        return probe, thread
 
 
 def _copy_version(source: Path, target: Path) -> None:
@@ -659,10 +835,11 @@ def abort_rollout(state: StackState[Any], *, wait: float = 30.0) -> dict[str, An
     """Ask the running rollout to roll back and wait for it; when its controller is gone,
     roll back here. Returns the final record; InputError when no rollout runs."""
     data = read_rollout(state)
-    if data is None or data.get("status") != "running":
+    stuck = data is not None and data["status"] == "failed" and bool(data["canary"])
+    if data is None or (data["status"] != "running" and not stuck):
         raise InputError(f"no rollout is running on stack {state.id}")
-    if _pid_alive(data.get("pid")):
-        (Path(state.run_dir) / ABORT_FILE).write_text("abort\n")
+    if data["status"] == "running" and _pid_alive(data["pid"]):
+        atomic_write(Path(state.run_dir) / ABORT_FILE, b"abort\n")
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             current = read_rollout(state)
@@ -672,12 +849,22 @@ def abort_rollout(state: StackState[Any], *, wait: float = 30.0) -> dict[str, An
         raise EnvironmentFailure(
             f"the rollout's controller (pid {data.get('pid')}) did not roll back in {wait:g} s"
         )
-    # The controller died: undo what the record says moved.
+    # The controller died, or its rollback stopped half way: undo what the record says moved,
+    # back to the version the origin store still names (the record's `stable` must agree).
+    from drillkit.stacks.recommender.preset import origin_store
+    from drillkit.stacks.recommender.store import ModelStore, verify_key
+
+    stable = ModelStore(origin_store(state)).current()
+    if stable is None or stable != data["stable"]:
+        raise StateError(
+            f"{rollout_path(state)}: names {data['stable']} as stable, the store's CURRENT is "
+            f"{stable}; roll back with `drillkit model rollback` instead"
+        )
+    digest = ModelStore(origin_store(state)).verify(stable, key=verify_key()).digest
     stack = _Stack(state)
     try:
-        canary = [r for r in data.get("canary", []) if r in stack.replicas]
-        stack.split(canary, 0.0, data.get("version"))
-        stable, digest = str(data["stable"]), str(data["stable_digest"])
+        canary = [r for r in data["canary"] if r in stack.replicas] or stack.canary()
+        stack.split(canary, 0.0, data["version"])
         for name in canary:
             stack.serve(name, stable, digest)
         stack.split([], 0.0, None)
@@ -733,5 +920,15 @@ def split_all_stable(state: StackState[Any]) -> None:
     stack = _Stack(state)
     try:
         stack.split([], 0.0, None)
+    finally:
+        stack.close()
+
+
+def no_share(state: StackState[Any]) -> None:
+    """Send no user to the gateway's canary pool, keeping its replicas in it (the first step of
+    undoing a rollout whose controller is gone)."""
+    stack = _Stack(state)
+    try:
+        stack.split(stack.canary(), 0.0, None)
     finally:
         stack.close()

@@ -59,9 +59,10 @@ def test_exposure_counts_answers_and_distinct_users_of_the_new_version() -> None
     result = exposure(_run(), _records(bad), end=25.0)
     assert result.exposed_requests == 4
     assert result.exposed_users == 3  # 7 twice
-    # Users who sent a request from the start (10 s) to the end (25 s): all 50, plus none new.
-    assert result.users == 50
-    assert result.exposed_users_share == pytest.approx(3 / 50)
+    # Users who asked while v3 was out (10 s to its last answer, 17.9 s): 49 of the 50 (user
+    # 35 asks at 13.5 s, where the new version answered user 9 instead, and next at 18.5 s).
+    assert result.users == 49
+    assert result.exposed_users_share == pytest.approx(3 / 49)
     assert result.first_exposure_at == pytest.approx(11.0)
     assert result.last_exposure_at == pytest.approx(17.9)
     assert result.time_to_first_exposure_s == pytest.approx(1.0)
@@ -132,6 +133,8 @@ def test_each_rollout_check_holds_at_its_bound_and_breaks_past_it() -> None:
         ("rolled_back", "promoted", False),  # a false rollback of a good version
         ("promoted", "promoted", True),
         ("failed", "rolled_back", False),
+        ("stopped", "rolled_back", False),  # the drill's end stopped it: no verdict
+        ("stopped", "promoted", False),
     ],
 )
 def test_the_rollout_must_end_as_expected(status: str, expected: str, holds: bool) -> None:

@@ -155,3 +155,17 @@ def test_the_split_needs_the_admin_token(
     closed, _ = stack(token=None)
     assert _split(closed, body).status_code == 403
     assert client.get("/status").json()["rollout"]["weight"] == 0
+
+
+def test_a_stable_user_never_reaches_the_canary_even_when_stable_fails(
+    stack: Callable[..., tuple[httpx.Client, list[FakeReplica]]],
+) -> None:
+    client, replicas = stack(retries=2)
+    # During a rollback the share is 0 while the canary still serves the new version.
+    assert _split(client, {"canary": ["replica-3"], "weight": 0.0}).status_code == 200
+    replicas[0].mode = replicas[1].mode = "error"
+    for user in range(40):
+        response = client.get("/recommend", params={"user_id": user})
+        assert response.headers.get("X-Replica") != "replica-3", user
+        assert response.headers["X-Degraded"] == "true"  # the fallback, not the new version
+    assert client.get("/status").json()["rollout"]["pools"]["canary"]["attempts_ok"] == 0

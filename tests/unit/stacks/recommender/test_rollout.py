@@ -3,14 +3,24 @@ the scenario parameters of ``rollout`` and ``bad_rollout``."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from drillkit.errors import InputError
+from drillkit.errors import InputError, StateError
 from drillkit.scenario.loader import loads_scenario
 from drillkit.stacks.recommender.release import AnalysisSettings, BadRolloutParams, parse_steps
-from drillkit.stacks.recommender.rollout import PoolFigures, StepFigures, judge_step, pool_delta
+from drillkit.stacks.recommender.rollout import (
+    ROLLOUT_FILE,
+    PoolFigures,
+    StepFigures,
+    abort_rollout,
+    judge_step,
+    pool_delta,
+    read_rollout,
+)
 
 
 @pytest.mark.parametrize(
@@ -159,3 +169,86 @@ def test_bad_rollout_params_are_one_line_errors(params: str, where: str) -> None
         loads_scenario(SCENARIO.format(params=params), "s.yaml")
     message = str(raised.value)
     assert where in message and "\n" not in message, message
+
+
+def test_one_slow_canary_answer_is_not_a_latency_regression() -> None:
+    buckets = (0.01, 0.02, 0.05, 0.1, 0.2)
+    stable = PoolFigures(100, 0, 20.0, 100, 0, buckets, (50, 50, 0, 0, 0, 0))
+    hiccup = PoolFigures(50, 0, 200.0, 50, 0, buckets, (25, 24, 0, 0, 1, 0))
+    assert judge_step(_figures(hiccup, stable), SETTINGS) == []
+    slow = PoolFigures(50, 0, 200.0, 50, 0, buckets, (25, 23, 0, 0, 2, 0))
+    assert judge_step(_figures(slow, stable), SETTINGS)[0].startswith("p99 200 ms")
+
+
+# -- the record on disk -----------------------------------------------------------------------
+
+
+class _State:
+    def __init__(self, folder: Path) -> None:
+        self.run_dir = str(folder)
+        self.id = "s1"
+
+
+GOOD_RECORD: dict[str, Any] = {
+    "version": "v3",
+    "digest": "a" * 64,
+    "stable": "v2",
+    "stable_digest": "b" * 64,
+    "status": "running",
+    "pid": 4242,
+    "started_at": 1.0,
+    "weight": 0.1,
+    "canary": ["replica-1"],
+    "step_results": [],
+    "verdict": None,
+}
+
+
+def _write(folder: Path, record: Any) -> None:
+    (folder / ROLLOUT_FILE).write_text(json.dumps(record))
+
+
+def test_a_rollout_record_reads_back(tmp_path: Path) -> None:
+    state = _State(tmp_path)
+    assert read_rollout(state) is None  # type: ignore[arg-type]
+    _write(tmp_path, GOOD_RECORD)
+    record = read_rollout(state)  # type: ignore[arg-type]
+    assert record is not None and record["version"] == "v3" and record["canary"] == ["replica-1"]
+
+
+@pytest.mark.parametrize(
+    ("change", "where"),
+    [
+        pytest.param({"pid": True}, "pid", id="pid-true-is-not-pid-1"),
+        pytest.param({"stable": "../../etc"}, "stable", id="stable-not-a-version"),
+        pytest.param({"status": "ok"}, "status", id="unknown-status"),
+        pytest.param({"weight": 7}, "weight", id="weight-above-1"),
+        pytest.param({"step_results": [{"weight": 0.1}]}, "step_results", id="step-missing"),
+        pytest.param({"canary": "replica-1"}, "canary", id="canary-not-a-list"),
+    ],
+)
+def test_a_rollout_record_that_is_not_drillkits_is_one_line(
+    tmp_path: Path, change: dict[str, Any], where: str
+) -> None:
+    _write(tmp_path, {**GOOD_RECORD, **change})
+    with pytest.raises(StateError, match=rf"not a rollout record: {where}") as raised:
+        read_rollout(_State(tmp_path))  # type: ignore[arg-type]
+    assert "\n" not in str(raised.value)
+
+
+def test_a_rollout_record_behind_a_link_is_not_followed(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere.json"
+    elsewhere.write_text(json.dumps(GOOD_RECORD))
+    folder = tmp_path / "stack"
+    folder.mkdir()
+    (folder / ROLLOUT_FILE).symlink_to(elsewhere)
+    with pytest.raises(StateError, match="symbolic link"):
+        read_rollout(_State(folder))  # type: ignore[arg-type]
+
+
+def test_abort_with_no_rollout_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="no rollout is running on stack s1"):
+        abort_rollout(_State(tmp_path))  # type: ignore[arg-type]
+    _write(tmp_path, {**GOOD_RECORD, "status": "rolled_back", "canary": []})
+    with pytest.raises(InputError, match="no rollout is running"):
+        abort_rollout(_State(tmp_path))  # type: ignore[arg-type]
