@@ -31,6 +31,8 @@ BUILTIN_KINDS = {
     "load_spike",
     "zone_outage",
     "cache_flush",
+    "rollout",
+    "bad_rollout",
 }
 
 
