@@ -33,8 +33,9 @@ is by user, not by request: a user whose id hashes below the share always reache
 pool (while one of its replicas is up), everyone else the stable pool, so the users a bad
 version can reach are a bounded, countable set. A canary user whose pool cannot answer is
 retried on the stable pool; a stable user never reaches the canary pool (with no stable
-replica left, the fallback answers it). Attempts are counted per pool (outcome, latency) in
-``GET /status``'s ``rollout`` section and on ``/metrics``: what a rollout's analysis compares.
+replica left, the fallback answers it). While a canary pool exists, attempts are counted per
+pool (outcome, latency) in ``GET /status``'s ``rollout`` section and on ``/metrics``: what a
+rollout's analysis compares (outside rollouts the hot path does none of it).
 
 Replica states: ``unknown`` -> ``up`` | ``down``; ``up`` -> ``down`` (active) | ``ejected``
 (passive); ``ejected`` -> ``down`` (``fall`` failed checks confirm it) | ``up``; ``down`` ->
@@ -563,6 +564,8 @@ class _Gateway:
         self._rr_pool = {STABLE: 0, CANARY: 0}
         self._pools = {STABLE: _PoolStats(), CANARY: _PoolStats()}
         self._weight = 0.0  # share of users sent to the canary pool
+        # Per-pool figures are kept only while a canary pool exists: no cost outside rollouts.
+        self._counting = False
         self._rollout: dict[str, object] = {"version": None, "since": None, "changes": 0}
         self.admin_token: str | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -631,6 +634,7 @@ class _Gateway:
         for r in self.replicas:
             r.pool = CANARY if r.name in canary else STABLE
         self._weight = weight
+        self._counting = bool(canary)
         self._routable()
         self.metrics.canary_weight.set(weight)
         changes = int(str(self._rollout["changes"])) + 1
@@ -845,40 +849,41 @@ class _Gateway:
             tried.append(r)
             r.requests += 1
             r.outstanding += 1
-            stats = self._pools[r.pool]
-            attempt_started = time.perf_counter()
+            counting = self._counting
+            attempt_started = time.perf_counter() if counting else 0.0
             try:
                 resp = await self._attempt(r, path, min(config.try_timeout, remaining))
                 if resp.status_code >= 500:
                     raise _AttemptFailed("5xx")
             except _AttemptFailed as failed:
                 r.failures += 1
-                stats.attempts_failed += 1
-                self.metrics.pool_failed[r.pool].inc()
+                if counting:
+                    self._pools[r.pool].attempts_failed += 1
+                    self.metrics.pool_failed[r.pool].inc()
                 last = f"{r.name}: {failed.reason}"
                 if config.passive_ejection:
                     self._eject(r, failed.reason)
                 continue
             finally:
                 r.outstanding -= 1
-            took = time.perf_counter() - attempt_started
-            stats.attempts_ok += 1
-            stats.observe(took)
-            self.metrics.pool_ok[r.pool].inc()
-            self.metrics.pool_latency[r.pool].observe(took)
+            if counting:  # per-pool figures only while a rollout has a canary pool
+                took = time.perf_counter() - attempt_started
+                stats = self._pools[r.pool]
+                stats.attempts_ok += 1
+                stats.observe(took)
+                self.metrics.pool_ok[r.pool].inc()
+                self.metrics.pool_latency[r.pool].observe(took)
             if resp.status_code >= 400:
                 self.metrics.client_error.inc()
             else:
                 self.metrics.ok.inc()
-                self._pools[pool].requests_ok += 1
+                if counting:
+                    self._pools[pool].requests_ok += 1
             # Pass the replica's bytes through untouched: re-encoding JSON would cost more
             # than the whole proxy hop.
-            headers = {
-                "X-Replica": r.name,
-                "X-Degraded": "false",
-                "X-Attempts": str(len(tried)),
-                "X-Pool": r.pool,
-            }
+            headers = {"X-Replica": r.name, "X-Degraded": "false", "X-Attempts": str(len(tried))}
+            if counting:
+                headers["X-Pool"] = r.pool
             for name, key in (
                 ("X-Model-Version", "x-model-version"),
                 ("X-Model-Digest", "x-model-digest"),
@@ -905,14 +910,16 @@ class _Gateway:
         }
         if not self.config.fallback_items:
             self.metrics.error.inc()
-            self._pools[pool].requests_error += 1
+            if self._counting:
+                self._pools[pool].requests_error += 1
             return JSONResponse(
                 {"error": f"no replica answered ({why}) and no fallback list is configured"},
                 status_code=503,
                 headers=headers,
             )
         self.metrics.degraded.inc()
-        self._pools[pool].requests_degraded += 1
+        if self._counting:
+            self._pools[pool].requests_degraded += 1
         body = {
             "user_id": user_id,
             "items": self.config.fallback_items[:k],
