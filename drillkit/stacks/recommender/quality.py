@@ -34,7 +34,7 @@ from drillkit.errors import ArtifactError, ManifestError
 from drillkit.observe.series import QualitySample
 from drillkit.stacks.recommender.store import read_manifest
 
-__all__ = ["OFFLINE_METRIC", "GoldenUserProbe", "load_golden"]
+__all__ = ["OFFLINE_METRIC", "GoldenUserProbe", "load_golden", "top_items"]
 
 logger = logging.getLogger("drillkit.quality")
 
@@ -222,16 +222,29 @@ class GoldenUserProbe:
                     self._samples.append(sample)
 
     def _ask(self, client: httpx.Client, url: str, user: int) -> list[int] | None:
-        try:
-            response = client.get(url, params={"user_id": user, "k": _K})
-        except httpx.HTTPError:
-            return None
-        if response.status_code != 200:
-            return None
-        try:
-            return [int(item["item_id"]) for item in response.json()["items"]]
-        except (ValueError, KeyError, TypeError):
-            return None
+        return top_items(client, url, user)
+
+
+def top_items(
+    client: httpx.Client, url: str, user: int, *, timeout: float | None = None
+) -> list[int] | None:
+    """The item ids of ``url``'s top 10 for ``user`` (a ``/recommend`` endpoint), or None when
+    it did not answer 200 with a readable list (a failed request is not scored). ``timeout``
+    None: the client's own."""
+    params = {"user_id": user, "k": _K}
+    try:
+        if timeout is None:
+            response = client.get(url, params=params)
+        else:
+            response = client.get(url, params=params, timeout=timeout)
+    except httpx.HTTPError:
+        return None
+    if response.status_code != 200:
+        return None
+    try:
+        return [int(item["item_id"]) for item in response.json()["items"]]
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def _mean(values: list[float]) -> float | None:

@@ -386,17 +386,11 @@ class _Stack:
                 raise EnvironmentFailure(f"{replica}: serves {ready.get('model_digest')}")
 
     def ask(self, replica: str, user: int) -> list[int] | None:
+        """``replica``'s top 10 for ``user``, as the drill's quality probe asks it."""
+        from drillkit.stacks.recommender.quality import top_items
+
         url = self.state.service(replica).url() + "/recommend"
-        try:
-            response = self.client.get(url, params={"user_id": user, "k": _K}, timeout=2.0)
-        except httpx.HTTPError:
-            return None
-        if response.status_code != 200:
-            return None
-        try:
-            return [int(item["item_id"]) for item in response.json()["items"]]
-        except (ValueError, KeyError, TypeError):
-            return None
+        return top_items(self.client, url, user, timeout=2.0)
 
 
 # -- the controller ---------------------------------------------------------------------------
