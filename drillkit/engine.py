@@ -10,8 +10,10 @@ before they are applied, so a drillkit killed with SIGKILL leaves enough for ``d
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import enum
 import hashlib
+import itertools
 import json
 import os
 import platform
@@ -19,7 +21,7 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,7 +37,7 @@ from drillkit.faults.context import FaultContext
 from drillkit.journal import Journal
 from drillkit.observe.alerts import AlertReader
 from drillkit.observe.quality import QualityProbe
-from drillkit.observe.records import WIRE_FIELDS, Records, RequestRecord, is_failed
+from drillkit.observe.records import WIRE_FIELDS, EventRecord, Records, RequestRecord, is_failed
 from drillkit.observe.series import QualitySample
 from drillkit.observe.watch import StackWatcher, Watcher
 from drillkit.scenario.model import Scenario
@@ -50,6 +52,7 @@ from drillkit.scoring.analyze import (
     FaultRun,
     analyze,
 )
+from drillkit.scoring.data import DataCensus, DataLossRun, EventSent
 from drillkit.scoring.rollout import RolloutRun, rollout_run
 from drillkit.stacks.base import StackPreset, bring_up, get_preset, take_down
 from drillkit.timeline import Clock, FaultRecord, FaultTimeline, WallClock
@@ -204,15 +207,19 @@ def interrupted_result(
     )
 
 
-def write_records(path: Path, rows: list[RequestRecord], t0: float) -> Path:
+def write_records(
+    path: Path, rows: list[RequestRecord], t0: float, events: Sequence[EventRecord] = ()
+) -> Path:
     """Every request of a drill as gzipped JSON lines: a header naming t0 and the fields,
-    then one array per request (the wire form of :mod:`drillkit.observe.records`)."""
+    then one array per request (the wire form of :mod:`drillkit.observe.records`), then one
+    ``E[...]`` line per click event the generator sent."""
     import gzip
 
     from drillkit.fsutil import atomic_write
 
     header = json.dumps({"records_version": 1, "t0": t0, "fields": WIRE_FIELDS})
-    body = "\n".join([header, *(row.to_wire() for row in rows)]) + "\n"
+    lines = [header, *(row.to_wire() for row in rows), *(e.to_wire() for e in events)]
+    body = "\n".join(lines) + "\n"
     return atomic_write(path, gzip.compress(body.encode("utf-8"), compresslevel=5), mode=0o644)
 
 
@@ -397,6 +404,7 @@ class DrillRunner:
         t0: float | None = None
         alerts: AlertReader | None = None
         self._observed = None
+        self._census: DataCensus | None = None
         try:
             with _signals_raise():
                 self._enter(DrillState.STARTING)
@@ -482,6 +490,9 @@ class DrillRunner:
                 if alerts is not None:
                     reader = alerts
                     step("reading the alerts", lambda: self._read_alerts(reader, t0))
+                if state is not None and t0 is not None and load_started:
+                    up, start = state, t0
+                    step("reading the event store", lambda: self._read_census(up, start))
                 if state is not None:
                     running = state
                     step("taking the stack down", lambda: take_down(running, parts.backend))
@@ -636,10 +647,15 @@ class DrillRunner:
             workers=load.workers,
             n_users=workload.users,
             k=workload.k,
+            n_items=workload.items,
+            event_share=workload.event_share,
             seed=self.options.seed,
             skew=load.skew,
             stack_id=state.id,
         )
+
+    def _read_census(self, state: StackState[Any], t0: float) -> None:
+        self._census = self.parts.preset.data_census(state, t0)
 
     def _watch(self, records: list[FaultRecord], t0: float) -> str:
         load = self.scenario.load
@@ -717,8 +733,10 @@ class DrillRunner:
         scenario = self.scenario
         parts = self.parts
         rows = parts.load.records()
+        read_events = getattr(parts.load, "events", None)
+        sent_events = read_events() if callable(read_events) else []
         if self.options.records_path is not None:
-            write_records(self.options.records_path, rows, t0)
+            write_records(self.options.records_path, rows, t0, sent_events)
         verified = self.verified
         released = [d for r in records for d in r.details.get("released_digests", [])]
         if verified is not None and released:
@@ -734,6 +752,17 @@ class DrillRunner:
         for record in records:
             expect = scenario.fault(record.id).expect
             rollout = _rollout_of(record, t0)
+            data = record.details.get("data_loss")
+            loss = (
+                DataLossRun(
+                    target=str(data.get("target")),
+                    mode=str(data.get("mode")),
+                    injected_at=record.injected_at - t0,
+                    until=scenario.load.duration,
+                )
+                if isinstance(data, dict) and record.injected_at is not None
+                else None
+            )
             if (
                 rollout is not None
                 and rollout.verdict_at is not None
@@ -760,12 +789,43 @@ class DrillRunner:
                         rollback_within=expect.rollback_within,
                         max_users_exposed=_count_or_share(expect.max_users_exposed),
                         max_exposed_requests=expect.max_exposed_requests,
+                        max_events_lost=expect.max_events_lost,
+                        rpo_within=expect.rpo_within,
+                        rto_within=expect.rto_within,
                     ),
                     rollout=rollout,
+                    data=loss,
                 )
             )
+        # Each data_loss fault's window ends at the next one's injection.
+        losses = sorted((r.data.injected_at, i) for i, r in enumerate(runs) if r.data is not None)
+        for (_, i), (later, _) in itertools.pairwise(losses):
+            data_run = runs[i].data
+            assert data_run is not None
+            runs[i] = dataclasses.replace(runs[i], data=dataclasses.replace(data_run, until=later))
+        events_sent = None
+        if self._census is not None:
+            events_sent = [
+                EventSent(e.producer, e.seq, e.sent_at - t0, e.done_at - t0, e.acked)
+                for e in sent_events
+            ]
+        census = self._census
+        if census is not None:
+            # The stack noticing its data gone: the backup service starting a restore, the
+            # feature updater finding the event store unreachable or emptied.
+            for restore in census.restores:
+                subject = "event-store" if restore.kind == "events" else "model-store"
+                what = f"restore of {restore.kind} backup {restore.backup}"
+                detection.append(DetectionEvent(restore.started_at, "backup", subject, what))
+            for seen in census.stale_noticed:
+                what = "features stale: the event store unreachable, emptied or behind"
+                detection.append(DetectionEvent(seen, "features", "event-store", what))
         detection.sort(key=lambda e: e.t)
         slo = scenario.slo
+        # With click events on, that share of the load's requests are events, not requests.
+        events_on = scenario.stack.events.enabled
+        share = scenario.stack.events.share if events_on else 0.0
+        request_rate = scenario.load.rate * (1.0 - share)
         return analyze(
             DrillInput(
                 records=recs,
@@ -779,10 +839,12 @@ class DrillRunner:
                     degraded_max=slo.degraded_max,
                 ),
                 duration=scenario.load.duration,
-                target_rps=scenario.load.rate,
+                target_rps=request_rate,
                 pass_score=scenario.scoring.pass_score,
-                generator_saturated=_saturated(recs, records, scenario.load.rate),
+                generator_saturated=_saturated(recs, records, request_rate),
                 monitoring=self._monitoring_input(t0),
+                events_sent=events_sent,
+                census=self._census,
             )
         )
 

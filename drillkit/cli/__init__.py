@@ -9,7 +9,7 @@ import warnings
 import typer
 
 from drillkit import __version__
-from drillkit.cli import drill, fault, heal, model, monitoring, report, run, stack, status
+from drillkit.cli import backup, drill, fault, heal, model, monitoring, report, run, stack, status
 from drillkit.cli.console import Terminal
 from drillkit.cli.state import set_terminal, terminal
 from drillkit.errors import DrillkitError
@@ -26,6 +26,7 @@ app.add_typer(model.app, name="model")
 app.add_typer(fault.app, name="fault")
 app.add_typer(report.app, name="report")
 app.add_typer(monitoring.app, name="monitoring")
+app.add_typer(backup.app, name="backup")
 app.command()(run.run)
 app.command()(status.status)
 app.command()(drill.validate)

@@ -18,6 +18,7 @@ from drillkit.stacks.base import bring_up, get_preset, take_down
 from drillkit.stacks.recommender.spec import (
     MAX_REPLICAS,
     CatalogSpec,
+    EventSettings,
     GatewaySettings,
     RecommenderSpec,
 )
@@ -28,6 +29,7 @@ app = typer.Typer(
 
 _CATALOG = CatalogSpec()
 _GATEWAY = GatewaySettings()
+_EVENTS = EventSettings()
 BACKEND = typer.Option("local", "--backend", "-b", help="Where services run: local | docker.")
 ITEMS = typer.Option(_CATALOG.items, "--items", help="Catalog size (items).")
 DIM = typer.Option(_CATALOG.dim, "--dim", help="Embedding dimensions.")
@@ -96,6 +98,17 @@ def up(
         help="Zones, comma-separated (e.g. a,b): each gets a gateway, --replicas replicas and "
         "a Redis, behind an HAProxy edge.",
     ),
+    events: bool = typer.Option(
+        False,
+        "--events",
+        help="The event path: an event store (POST /events), its backups and the feature updater.",
+    ),
+    appendfsync: str = typer.Option(
+        _EVENTS.appendfsync, "--appendfsync", help="The event store's: always | everysec | no."
+    ),
+    backup_interval: float = typer.Option(
+        _EVENTS.backup_interval, "--backup-interval", help="Seconds between two backups."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the stack state as JSON."),
 ) -> None:
     """Start the stack detached; returns once every service is ready."""
@@ -114,6 +127,9 @@ def up(
             deadline=deadline,
             max_outstanding=max_outstanding,
             fallback=fallback,
+        ),
+        events=EventSettings(
+            enabled=events, appendfsync=appendfsync, backup_interval=backup_interval
         ),
     )
     chosen = get_backend(backend)

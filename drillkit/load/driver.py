@@ -34,7 +34,7 @@ from drillkit import procfs, safejson
 from drillkit.errors import EnvironmentFailure, InputError
 from drillkit.load.sink import RecordSink, SinkStats
 from drillkit.netprobe import free_port
-from drillkit.observe.records import RequestRecord
+from drillkit.observe.records import EventRecord, RequestRecord
 from drillkit.state import STACK_ENV
 
 __all__ = ["LOCUSTFILE", "LoadDriver", "LoadPlan", "LocustSummary", "live_group_members"]
@@ -76,6 +76,10 @@ class LoadPlan:
     skew: float = 0.0
     """Zipf exponent of which user asks: 0 every user alike, 1 a few users most of the time."""
     emit_records: bool = True
+    event_share: float = 0.0
+    """Share of the requests sent as click events (``POST /events``) instead; 0: none."""
+    n_items: int = 1
+    """Click events name an item in ``0..n_items-1``."""
     stack_id: str | None = None
     """The stack the load is for: the generator carries its mark (``STACK_ENV``), so that
     `drillkit heal` after a killed drill stops it with the stack."""
@@ -92,6 +96,8 @@ class LoadPlan:
             (self.k >= 1, f"k: expected >= 1, got {self.k}"),
             (0 <= self.cold_share <= 1, f"cold_share: expected 0..1, got {self.cold_share}"),
             (0 <= self.skew <= 3, f"skew: expected 0..3, got {self.skew}"),
+            (0 <= self.event_share < 1, f"event_share: expected 0..1, got {self.event_share}"),
+            (self.n_items >= 1, f"n_items: expected >= 1, got {self.n_items}"),
             (self.users >= self.workers, f"users: expected >= workers ({self.workers})"),
         )
         for ok, message in checks:
@@ -196,6 +202,8 @@ class LoadDriver:
             DRILLKIT_COLD_SHARE=repr(float(plan.cold_share)),
             DRILLKIT_USER_SKEW=repr(float(plan.skew)),
             DRILLKIT_EMIT_RECORDS="1" if plan.emit_records else "0",
+            DRILLKIT_EVENT_SHARE=repr(float(plan.event_share)),
+            DRILLKIT_N_ITEMS=str(plan.n_items),
             PYTHONUNBUFFERED="1",
         )
         if plan.stack_id is not None:
@@ -333,6 +341,10 @@ class LoadDriver:
         """Records after the first ``index`` and the next index: a live view."""
         return self._sink.since(index)
 
+    def events(self) -> list[EventRecord]:
+        """Every click-event record received so far (a snapshot)."""
+        return self._sink.events()
+
     @property
     def count(self) -> int:
         """How many records were received."""
@@ -351,7 +363,7 @@ class LoadDriver:
         return (
             stats.trailers == workers
             and stats.reported_dropped == 0
-            and stats.reported_sent == stats.records
+            and stats.reported_sent == stats.records + stats.events
         )
 
     @property

@@ -48,7 +48,7 @@ from locust.runners import MasterRunner
 from locust.user.wait_time import constant_throughput
 
 from drillkit.load.sink import AUTH_PREFIX
-from drillkit.observe.records import CACHE_OUTCOMES, MAX_TEXT, wire_line, wire_tail
+from drillkit.observe.records import CACHE_OUTCOMES, MAX_TEXT, event_line, wire_line, wire_tail
 
 logger = logging.getLogger("drillkit.load")
 
@@ -76,6 +76,8 @@ class _Settings:
     cold_share: float
     skew: float
     emit: bool
+    event_share: float
+    n_items: int
 
 
 def _settings(env: dict[str, str] | os._Environ[str]) -> _Settings:
@@ -99,6 +101,8 @@ def _settings(env: dict[str, str] | os._Environ[str]) -> _Settings:
             cold_share=float(env.get("DRILLKIT_COLD_SHARE", "0.01")),
             skew=float(env.get("DRILLKIT_USER_SKEW", "0")),
             emit=env.get("DRILLKIT_EMIT_RECORDS", "1") != "0",
+            event_share=float(env.get("DRILLKIT_EVENT_SHARE", "0")),
+            n_items=int(env.get("DRILLKIT_N_ITEMS", "1")),
         )
     except ValueError as exc:
         raise SystemExit(f"drillkit locustfile: bad setting: {exc}") from None
@@ -108,6 +112,8 @@ def _settings(env: dict[str, str] | os._Environ[str]) -> _Settings:
         or settings.n_users < 1
         or settings.timeout <= 0
         or not 0 <= settings.skew <= 3
+        or not 0 <= settings.event_share < 1
+        or settings.n_items < 1
     ):
         raise SystemExit(f"drillkit locustfile: settings out of range: {settings}")
     return settings
@@ -204,6 +210,7 @@ _writer: _Writer | None = None
 _tails: dict[tuple[str, bool, str, str, str, str, str], str] = {}
 _MAX_TAILS = 4096
 _user_serial = itertools.count()
+_producer_serial = itertools.count()
 
 
 def _error_class(exception: BaseException, status: int) -> str:
@@ -239,6 +246,14 @@ def _on_request(
 ) -> None:
     # This runs once per request and decides the generator's ceiling: keep it lean.
     status = response.status_code if response is not None else 0
+    event = context.get("event")
+    if event is not None:  # a click event: its own line, apart from the requests
+        if exception is not None and _error_class(exception, status) != "http":
+            status = 0  # no usable answer: not acknowledged
+        writer = _writer
+        if writer is not None:
+            writer.add(event_line(event[0], event[1], start_time, response_time, status))
+        return
     error = ""
     if exception is not None:
         error = _error_class(exception, status)
@@ -321,6 +336,9 @@ class RecommendUser(FastHttpUser):
         # Seeded per (seed, process, user) so a drill replays the same user ids.
         self._rng = random.Random(f"{SETTINGS.seed}:{index}:{next(_user_serial)}")
         self._path_k = f"&k={SETTINGS.k}"
+        # Click events: this user's producer id and sequence; (producer, seq) names an event.
+        self._producer = f"{os.getpid()}.{index}.{next(_producer_serial)}"
+        self._seq = 0
         # The stack sets no cookies; skipping the cookie jar saves a parse per response.
         self.client.client.cookiejar = None
 
@@ -331,10 +349,29 @@ class RecommendUser(FastHttpUser):
             user = rng.randrange(SETTINGS.n_users)
         else:  # a few users ask most of the time, as in real traffic
             user = bisect.bisect_left(_CUMULATIVE, rng.random() * _CUMULATIVE[-1])
+        if SETTINGS.event_share and rng.random() < SETTINGS.event_share:
+            self._click(user)
+            return
         if SETTINGS.cold_share and rng.random() < SETTINGS.cold_share:
             user += SETTINGS.n_users  # an id the model never saw: a cold-start answer
         self.client.get(
             f"/recommend?user_id={user}{self._path_k}", name="/recommend", context={"user": user}
+        )
+
+    def _click(self, user: int) -> None:
+        """Send one click event; the listener records it as an event line."""
+        seq = self._seq
+        self._seq += 1
+        body = (
+            f'{{"producer":"{self._producer}","seq":{seq},"user":{user},'
+            f'"item":{self._rng.randrange(SETTINGS.n_items)}}}'
+        )
+        self.client.post(
+            "/events",
+            data=body,
+            headers={"Content-Type": "application/json"},
+            name="/events",
+            context={"event": (self._producer, seq)},
         )
 
 

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field, replace
 
 from drillkit import safejson
 from drillkit.errors import EnvironmentFailure
-from drillkit.observe.records import RequestRecord
+from drillkit.observe.records import EventRecord, RequestRecord
 
 __all__ = ["RecordSink", "SinkStats"]
 
@@ -59,6 +59,7 @@ class SinkStats:
     """Counters of a sink; a snapshot, safe to keep."""
 
     records: int = 0
+    events: int = 0  # click-event lines (``E[...]``), apart from the request records
     connections: int = 0  # proven to be the drill's generator (the first line), so far
     open_connections: int = 0
     malformed: int = 0  # lines that were neither a record nor a trailer
@@ -92,6 +93,7 @@ class RecordSink:
         self._auth_line = AUTH_PREFIX + self.token.encode()
         self._lock = threading.Lock()
         self._records: list[RequestRecord] = []
+        self._events: list[EventRecord] = []
         self._stats = SinkStats()
         self._listener: socket.socket | None = None
         self._thread: threading.Thread | None = None
@@ -171,6 +173,11 @@ class RecordSink:
         with self._lock:
             new = self._records[index:]
             return new, index + len(new)
+
+    def events(self) -> list[EventRecord]:
+        """A snapshot of every click-event record received so far, in arrival order."""
+        with self._lock:
+            return list(self._events)
 
     @property
     def count(self) -> int:
@@ -298,6 +305,7 @@ class RecordSink:
 
     def _ingest(self, lines: list[bytes]) -> None:
         parsed: list[RequestRecord] = []
+        events: list[EventRecord] = []
         malformed = 0
         trailers: list[dict[str, object]] = []
         from_wire = RequestRecord.from_wire
@@ -319,13 +327,18 @@ class RecordSink:
                     malformed += 1
                 continue
             try:
-                parsed.append(from_wire(line))
-            except (ValueError, TypeError):
+                if line[0] == 0x45:  # "E": a click event
+                    events.append(EventRecord.from_wire(line))
+                else:
+                    parsed.append(from_wire(line))
+            except (ValueError, TypeError, UnicodeDecodeError):
                 malformed += 1
         with self._lock:
             self._records.extend(parsed)
+            self._events.extend(events)
             stats = self._stats
             stats.records += len(parsed)
+            stats.events += len(events)
             stats.malformed += malformed
             for trailer in trailers:
                 stats.trailers += 1

@@ -161,6 +161,66 @@ class RequestRecord:
         )
 
 
+#: The first byte of an event line: ``E[producer, seq, sent_at, latency_ms, status]``, one
+#: per click event the generator sent (``POST /events``), kept apart from the requests.
+EVENT_PREFIX = "E"
+_EVENT_FIELDS = 5
+_MAX_PRODUCER = 64
+
+
+def event_line(producer: str, seq: int, sent_at: float, latency_ms: float, status: int) -> str:
+    return f"{EVENT_PREFIX}[{_encode(producer)},{seq},{sent_at!r},{latency_ms!r},{status}]"
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """One click event as the load generator saw it; ``acked`` when the stack answered 200
+    (it said it stored the event)."""
+
+    producer: str
+    seq: int
+    sent_at: float
+    latency_ms: float
+    status: int
+
+    @property
+    def acked(self) -> bool:
+        return self.status == 200
+
+    @property
+    def done_at(self) -> float:
+        """When the answer arrived (epoch seconds)."""
+        return self.sent_at + self.latency_ms / 1000.0
+
+    def to_wire(self) -> str:
+        return event_line(self.producer, self.seq, self.sent_at, self.latency_ms, self.status)
+
+    @classmethod
+    def from_wire(cls, line: str | bytes) -> EventRecord:
+        """Parse one event line (with its prefix); ValueError for anything else."""
+        text = line.decode("utf-8") if isinstance(line, bytes) else line
+        if not text.startswith(EVENT_PREFIX):
+            raise ValueError("not an event line")
+        fields = safejson.loads(text[len(EVENT_PREFIX) :])
+        if type(fields) is not list or len(fields) != _EVENT_FIELDS:
+            raise ValueError(f"not an array of the {_EVENT_FIELDS} event fields")
+        producer, seq, sent_at, latency, status = fields
+        if (
+            type(producer) is not str
+            or not 0 < len(producer) <= _MAX_PRODUCER
+            or type(seq) is not int
+            or not 0 <= seq < _MAX_USER
+            or type(sent_at) is not float
+            or not 0.0 < sent_at < 1e11
+            or type(latency) not in (float, int)
+            or not 0.0 <= latency <= MAX_LATENCY_MS
+            or type(status) is not int
+            or not 0 <= status <= 999
+        ):
+            raise ValueError("a field out of its range")
+        return cls(producer, seq, sent_at, float(latency), status)
+
+
 @dataclass(frozen=True)
 class Records:
     """Column-wise records, sorted by send time, times in seconds from t=0."""

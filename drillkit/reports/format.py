@@ -19,6 +19,7 @@ __all__ = [
     "alert_about",
     "alert_rows",
     "check_row",
+    "data_lines",
     "fault_row",
     "format_check_value",
     "format_score",
@@ -327,5 +328,68 @@ def rollout_lines(report: DrillReport) -> list[str]:
             f"{seconds(r.time_to_first_exposure_s)}, verdict after {seconds(r.time_to_verdict_s)}, "
             f"last answer after {seconds(last)}; {r.exposed_requests} answers to {users}"
             + (f"; quality lost {share(r.quality_lost, 0)}" if r.quality_lost is not None else "")
+        )
+    return lines
+
+
+def data_lines(report: DrillReport) -> list[str]:
+    """The drill's click events and each data_loss fault in sentences: what was acknowledged,
+    what the store lost, the recovery point, when writes came back and the restore."""
+    e = report.events
+    if e is None:
+        return []
+    lines = []
+    if e.readable:
+        lines.append(
+            f"events: {e.sent} sent, {e.acked} acknowledged, {e.failed} not; "
+            f"{e.lost} acknowledged event(s) lost"
+        )
+    else:
+        lines.append(
+            f"events: {e.sent} sent, {e.acked} acknowledged; the store could not be read back"
+        )
+    event_backups = [b for b in e.backups if b.kind == "events"]
+    newest = seconds(event_backups[-1].created_at) if event_backups else DASH
+    lines.append(
+        f"backups: {len(event_backups)} of the event store kept (newest at {newest}), "
+        f"{sum(1 for b in e.backups if b.kind == 'models')} of the model store; "
+        f"{e.backup_failures} failed"
+    )
+    for f in report.faults:
+        d = f.data
+        if d is None:
+            continue
+        since = (
+            DASH
+            if d.last_backup_at is None or f.injected_at is None
+            else seconds(f.injected_at - d.last_backup_at)
+        )
+        restored = (
+            f"restored {d.restored_from} ({seconds(d.backup_age_s)} old) in "
+            f"{seconds((d.restored_at or 0) - (d.restore_started_at or 0))}"
+            if d.restored_from
+            else "no restore"
+        )
+        writes = (
+            DASH
+            if d.writes_back_at is None or f.injected_at is None
+            else seconds(d.writes_back_at - f.injected_at)
+        )
+        if d.target == "event-store":
+            what = (
+                f"{d.events_lost} of {d.acked_before} acknowledged event(s) lost, RPO "
+                f"{seconds(d.rpo_s)}; writes back after {writes} ({d.writes_failed} refused)"
+            )
+        else:
+            what = "replicas served from memory"
+        quality = (
+            f"; quality {share(d.quality_during, 1)} (before: {share(d.quality_before, 1)})"
+            if d.quality_during is not None
+            else ""
+        )
+        stale = f"; features stale {seconds(d.features_stale_s)}" if d.features_stale_s else ""
+        lines.append(
+            f"{f.id}: {d.target} {d.mode}: {what}; {restored}; RTO {seconds(d.rto_s)}; "
+            f"last backup {since} before the fault{stale}{quality}"
         )
     return lines

@@ -22,6 +22,7 @@ from drillkit.reports.format import (
     PHASE_COLUMNS,
     ROLLOUT_STEP_COLUMNS,
     alert_rows,
+    data_lines,
     format_check_value,
     format_score,
     monitoring_lines,
@@ -336,6 +337,14 @@ def _rollouts(report: DrillReport) -> str:
     return f"<section><h2>Rollouts</h2>{table}{note}<ul>{lines}</ul></section>"
 
 
+def _data(report: DrillReport) -> str:
+    """The drill's click events, backups and each data_loss fault; nothing without events."""
+    if report.events is None:
+        return ""
+    lines = "".join(f"<li>{_e(line)}</li>" for line in data_lines(report))
+    return f"<section><h2>Data</h2><ul>{lines}</ul></section>"
+
+
 def _monitoring(report: DrillReport) -> str:
     """Every alert of the drill and what monitoring did; nothing without monitoring."""
     if report.monitoring is None:
@@ -585,7 +594,7 @@ def render_html(report: DrillReport, *, svg: str, png_name: str = "") -> str:
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{_e(title)}</title><style>{_CSS}</style></head><body><main>"
         f"{_header(report)}{_kpis(report)}{_timeline(report, svg, png_name)}{_faults(report)}"
-        f"{_rollouts(report)}{_monitoring(report)}"
+        f"{_rollouts(report)}{_data(report)}{_monitoring(report)}"
         f"{_phases(report)}{_checks(report)}{_score(report)}"
         f"<footer>drillkit {_e(report.drillkit_version)} · report schema "
         f"v{report.schema_version}</footer>"

@@ -16,6 +16,7 @@ from drillkit.reports.format import (
     PHASE_COLUMNS,
     ROLLOUT_STEP_COLUMNS,
     check_row,
+    data_lines,
     fault_row,
     format_score,
     phase_row,
@@ -90,6 +91,9 @@ def report_markdown(report: DrillReport) -> str:
             parts.append("#### rollouts (errors, p99, degraded: canary/stable)")
             parts.append(table(ROLLOUT_STEP_COLUMNS, steps, right_from=4))
             parts += [cell(line) for line in rollout_lines(report)]
+    if report.events is not None:
+        parts.append("#### data")
+        parts += [cell(line) for line in data_lines(report)]
     parts.append("#### checks")
     checks: list[list[object]] = []
     for c in report.checks:

@@ -22,6 +22,10 @@ with a default, so that a report that carries only the contract's fields still r
 - ``faults[].rollout`` (a rollout's steps, analysis verdict and exposure: answers and users
   reached by the new version, time to first exposure, to the verdict and to rollback),
   written only for a ``rollout`` or ``bad_rollout`` fault;
+- ``faults[].data`` (a ``data_loss`` fault: acknowledged events lost, recovery point, time
+  until writes are back, the restore and its backup's age, time to recover) and ``events``
+  (the drill's click events: sent, acknowledged, lost; the backups and restores), written
+  only for a stack with an event path;
 - ``error`` (one line: why a drill ended in status ``error`` or ``interrupted``);
 - ``notes`` (what a reader of the figures should know, such as a wall-clock step).
 
@@ -45,8 +49,10 @@ __all__ = [
     "SCHEMA_VERSION",
     "AlertReport",
     "CheckReport",
+    "DataLossReport",
     "DrillReport",
     "Environment",
+    "EventsReport",
     "FaultReport",
     "LoadSummary",
     "MonitoringReport",
@@ -185,6 +191,58 @@ class RolloutReport(_Model):
     steps: list[RolloutStepReport]
 
 
+class DataLossReport(_Model):
+    """What a ``data_loss`` fault took and how the stack got it back (times from t=0)."""
+
+    target: str
+    mode: str
+    acked_before: int
+    events_lost: int
+    rpo_s: float | None
+    writes_failed: int
+    writes_back_at: float | None
+    restore_started_at: float | None
+    restored_at: float | None
+    restored_from: str | None
+    backup_age_s: float | None
+    rto_s: float | None
+    last_backup_at: float | None
+    features_stale_s: float | None = None
+    quality_before: float | None = None
+    quality_during: float | None = None
+
+
+class BackupMarkReport(_Model):
+    kind: str
+    created_at: float
+    entries: int | None = None
+    newest_event_at: float | None = None
+
+
+class RestoreMarkReport(_Model):
+    kind: str
+    started_at: float
+    finished_at: float
+    backup: str
+    backup_created_at: float | None = None
+    carried: int | None = None
+
+
+class EventsReport(_Model):
+    """The drill's click events and the backups that keep them (``docs/report.md``)."""
+
+    sent: int
+    acked: int
+    failed: int
+    stored: int
+    lost: int
+    backups: list[BackupMarkReport]
+    restores: list[RestoreMarkReport]
+    backup_failures: int
+    readable: bool
+    stale: list[tuple[float, float | None]] = []
+
+
 class FaultReport(_Extended):
     """One fault's timeline; times are seconds from t=0, null when it never happened."""
 
@@ -215,8 +273,10 @@ class FaultReport(_Extended):
     time_to_notify_s: float | None = None
     alerts: list[str] | None = None
     rollout: RolloutReport | None = None
+    data: DataLossReport | None = None
 
     _omit_when_none: ClassVar[tuple[str, ...]] = (
+        "data",
         "cache_hit_before",
         "cache_recovered_at",
         "alert_at",
@@ -316,8 +376,9 @@ class DrillReport(_Extended):
     notes: list[str] = []
     """What a reader of the figures should know (a wall-clock step during the drill)."""
     monitoring: MonitoringReport | None = None
+    events: EventsReport | None = None
 
-    _omit_when_none: ClassVar[tuple[str, ...]] = ("monitoring",)
+    _omit_when_none: ClassVar[tuple[str, ...]] = ("monitoring", "events")
 
     @property
     def exit_code(self) -> int:
@@ -367,6 +428,11 @@ class DrillReport(_Extended):
                 None
                 if analysis.monitoring is None
                 else MonitoringReport.model_validate(analysis.monitoring, from_attributes=True)
+            ),
+            events=(
+                None
+                if analysis.events is None
+                else EventsReport.model_validate(analysis.events, from_attributes=True)
             ),
         )
 

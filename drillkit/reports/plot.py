@@ -31,7 +31,7 @@ from drillkit.errors import EnvironmentFailure
 from drillkit.fsutil import atomic_write
 from drillkit.reports.format import NO_IMPACT
 from drillkit.reports.jsonfile import REPORT_MODE
-from drillkit.reports.model import DrillReport, RolloutReport, SeriesReport
+from drillkit.reports.model import DataLossReport, DrillReport, RolloutReport, SeriesReport
 
 if TYPE_CHECKING:
     from matplotlib.artist import Artist
@@ -87,6 +87,8 @@ _TEXT = "#24292f"
 _FAULT_EDGE = "#e8a66a"
 #: A rollout's exposure: the time its new version answered users.
 EXPOSURE = "#bc4c00"
+#: A data_loss fault's last backup and its restore.
+BACKUP = "#6639ba"
 
 
 _DEFAULT_STEP: Final = 0.1
@@ -575,6 +577,8 @@ def _events(ax: Axes, report: DrillReport, x_end: float, lanes: int) -> None:
         )
         if f.rollout is not None:
             _rollout(ax, f.rollout, lane, x_end)
+        if f.data is not None:
+            _data_loss(ax, f.data, lane, x_end)
         recovered = f.recovered_at if f.slo_impact is not False else None
         marks = [
             (at, colour, word)
@@ -651,6 +655,44 @@ def _rollout(ax: Axes, rollout: RolloutReport, lane: int, x_end: float) -> None:
             va="center",
             fontsize=8,
             color=_RECOVERED,
+            zorder=5,
+        )
+
+
+def _data_loss(ax: Axes, data: DataLossReport, lane: int, x_end: float) -> None:
+    """A data_loss fault on its lane: the newest backup before it (a diamond, what a wipe
+    can be restored to), and the restore (a bar from its start to its end)."""
+    if data.last_backup_at is not None and data.last_backup_at >= 0:
+        ax.plot([data.last_backup_at], [lane + 0.55], marker="D", color=BACKUP, markersize=5,
+                zorder=5)  # fmt: skip
+        ax.text(
+            data.last_backup_at,
+            lane + 0.62,
+            " last backup",
+            ha="left",
+            va="top",
+            fontsize=7,
+            color=BACKUP,
+            zorder=5,
+        )
+    start, end = data.restore_started_at, data.restored_at
+    if start is not None and end is not None:
+        ax.plot(
+            [start, max(end, start + 0.004 * x_end)],
+            [lane + 0.55, lane + 0.55],
+            color=BACKUP,
+            linewidth=4,
+            solid_capstyle="butt",
+            zorder=4,
+        )
+        ax.text(
+            end,
+            lane + 0.45,
+            " restored",
+            ha="left",
+            va="bottom",
+            fontsize=7,
+            color=BACKUP,
             zorder=5,
         )
 

@@ -22,6 +22,7 @@ from drillkit.reports.format import (
     ROLLOUT_STEP_COLUMNS,
     alert_rows,
     check_row,
+    data_lines,
     fault_row,
     format_score,
     monitoring_lines,
@@ -227,6 +228,11 @@ def render_report(report: DrillReport, terminal: Terminal) -> None:
                 grid.add_row(row)
             grid.print(out)
         for line in rollout_lines(report):
+            out.print(Text(printable(line)))
+    if report.events is not None:
+        out.print()
+        out.print(Text("data", style="bold"))
+        for line in data_lines(report):
             out.print(Text(printable(line)))
     if report.monitoring is not None:
         out.print()

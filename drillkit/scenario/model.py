@@ -46,17 +46,23 @@ from drillkit.scenario.units import (
     show_value,
 )
 from drillkit.stacks.recommender.spec import (
+    APPENDFSYNC,
     CATALOG_LIMITS,
+    EVENT_SERVICES,
     MAX_REPLICAS,
     MAX_ZONES,
+    ROLE_BACKUP,
     ROLE_CACHE,
     ROLE_EDGE,
+    ROLE_EVENT_STORE,
+    ROLE_FEATURES,
     ROLE_MODEL_STORE,
     ROLE_ZONE,
     ZONE_PATTERN,
     CacheSettings,
     CatalogSpec,
     EdgeSettings,
+    EventSettings,
     GatewaySettings,
     MonitoringSettings,
     RecommenderSpec,
@@ -94,6 +100,7 @@ _GATEWAY = GatewaySettings()
 _EDGE = EdgeSettings()
 _CACHE = CacheSettings()
 _MONITORING = MonitoringSettings()
+_EVENTS = EventSettings()
 
 #: The pseudo-target of ``corrupt_model`` meaning the store every replica loads from.
 MODEL_STORE = "model-store"
@@ -249,6 +256,57 @@ class CacheSection(_Section):
     )
 
 
+class EventsSection(_Section):
+    """Click events into a store, and its backups (``events.enabled``)."""
+
+    enabled: bool = Field(
+        default=_EVENTS.enabled,
+        description="On: the load sends click events (POST /events), kept in an event store "
+        "(Redis stream, append-only file) and backed up by a backup service.",
+    )
+    share: Share = Field(
+        default=_EVENTS.share, description="Share of the load's requests that are click events."
+    )
+    appendfsync: Literal[APPENDFSYNC] = Field(  # type: ignore[valid-type]
+        default=_EVENTS.appendfsync,
+        description="Redis's appendfsync: always (fsync before each acknowledgement), "
+        "everysec, no.",
+    )
+    backup_interval: PositiveDuration = Field(
+        default=_EVENTS.backup_interval,
+        description="Time between two backups of the event store and the model store.",
+    )
+    backup_keep: Int = Field(
+        default=_EVENTS.backup_keep, ge=1, le=1000, description="Backups kept of each kind."
+    )
+    backup_dir: str | None = Field(
+        default=None,
+        min_length=1,
+        description="The backup location, an existing folder relative to the working folder "
+        "and inside it. Default: the stack's own folder.",
+    )
+
+    @field_validator("backup_dir")
+    @classmethod
+    def _dir_stays_inside(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        return relative_inside(value, "keep backups under the working folder")
+
+    @field_validator("share")
+    @classmethod
+    def _share_below_one(cls, value: float) -> float:
+        if not 0.0 < value < 1.0:
+            raise ValueError(f"expected a share above 0% and below 100%, got {value:g}")
+        return value
+
+    def settings(self) -> EventSettings:
+        return EventSettings(
+            **self.model_dump(exclude={"backup_dir"}),
+            backup_dir=Path(self.backup_dir) if self.backup_dir is not None else None,
+        )
+
+
 def _gpu_word(value: object) -> object:
     # YAML 1.1 loaders read `on`/`off` as booleans; ours does not, but a dict built elsewhere may.
     if isinstance(value, bool):
@@ -282,6 +340,7 @@ class StackSection(_Section):
     )
     edge: EdgeSection = Field(default_factory=EdgeSection)
     cache: CacheSection = Field(default_factory=CacheSection)
+    events: EventsSection = Field(default_factory=EventsSection)
     store: str | None = Field(
         default=None,
         min_length=1,
@@ -472,6 +531,20 @@ class FaultExpect(_Section):
     )
     max_exposed_requests: Annotated[Int, Field(ge=0)] | None = Field(
         default=None, description="A rollout: most answers by the new version."
+    )
+    max_events_lost: Annotated[Int, Field(ge=0)] | None = Field(
+        default=None,
+        description="data_loss: most acknowledged click events the store lost (events.enabled).",
+    )
+    rpo_within: Duration | None = Field(
+        default=None,
+        description="data_loss: largest recovery point, the span of acknowledged events lost "
+        "before the fault (0 when none was).",
+    )
+    rto_within: PositiveDuration | None = Field(
+        default=None,
+        description="data_loss: largest time from the fault until the store takes writes "
+        "again and holds what it will recover (a restore finished).",
     )
 
 
@@ -826,6 +899,7 @@ class Scenario(_Section):
             ),
             cache=CacheSettings(**stack.cache.model_dump()),
             monitoring=self.monitoring.settings(self.slo.p99_ms),
+            events=stack.events.settings(),
         )
 
     def needs_monitoring(self) -> bool:
@@ -850,6 +924,9 @@ _ROLE_WORDS = {
     ROLE_REPLICA: "a replica",
     ROLE_GATEWAY: "a zone's gateway",
     ROLE_CACHE: "a cache (Redis)",
+    ROLE_EVENT_STORE: "the event store",
+    ROLE_BACKUP: "the backup service",
+    ROLE_FEATURES: "the feature updater",
     ROLE_EDGE: "the edge",
     ROLE_ZONE: "a zone",
     ROLE_MODEL_STORE: MODEL_STORE,
@@ -878,6 +955,8 @@ def _check_target(
         what = f"{_span(replicas)} and {', '.join(others)}"
         if name.startswith("zone-") and not any(r == ROLE_ZONE for r in known.values()):
             what += "; zones are targets of a zoned stack only (stack.zones)"
+        if name in EVENT_SERVICES and ROLE_EVENT_STORE not in known.values():
+            what += f"; {name} is a service of a stack with stack.events.enabled: true"
         raise FieldError(f"unknown target {name!r} ({hint}this stack has {what}{extra})", loc)
     if role not in roles:
         words = dict(_ROLE_WORDS)

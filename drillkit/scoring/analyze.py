@@ -68,6 +68,15 @@ from drillkit.observe.series import (
     window_stats,
 )
 from drillkit.scoring.alerts import MonitoringInput, MonitoringResult, judge
+from drillkit.scoring.data import (
+    DataCensus,
+    DataLossResult,
+    DataLossRun,
+    EventSent,
+    EventSummary,
+    data_loss_result,
+    event_summary,
+)
 from drillkit.scoring.rollout import RolloutResult, RolloutRun, exposure
 
 __all__ = [
@@ -140,6 +149,9 @@ class Expectation:
     rollback_within: float | None = None
     max_users_exposed: int | float | None = None  # an int: users; a float: a share of users
     max_exposed_requests: int | None = None
+    max_events_lost: int | None = None
+    rpo_within: float | None = None
+    rto_within: float | None = None
 
     def __post_init__(self) -> None:
         bound = self.max_failed_requests
@@ -161,6 +173,7 @@ class FaultRun:
     evidence: str = ""  # what the fault did, in words ("SIGKILL pid 4242")
     expect: Expectation = field(default_factory=Expectation)
     rollout: RolloutRun | None = None  # what a rollout fault's controller recorded
+    data: DataLossRun | None = None  # a data_loss fault: its target and mode
 
     @property
     def targets(self) -> tuple[str, ...]:
@@ -191,6 +204,10 @@ class DrillInput:
     pass_score: float
     generator_saturated: bool
     monitoring: MonitoringInput | None = None  # None: no monitoring in this drill
+    # The click events the generator sent and what the store held after the drill; None: the
+    # stack has no event path.
+    events_sent: Sequence[EventSent] | None = None
+    census: DataCensus | None = None
 
 
 # -- results ------------------------------------------------------------------------------------
@@ -257,6 +274,8 @@ class FaultResult:
     alerts: list[str] | None = None
     # A rollout's steps, verdict and exposure (None: the fault is not a rollout).
     rollout: RolloutResult | None = None
+    # A data_loss fault's events lost, recovery point and time to recover (None: not one).
+    data: DataLossResult | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,6 +311,7 @@ class Analysis:
     requests: int
     generator_saturated: bool
     monitoring: MonitoringResult | None = None
+    events: EventSummary | None = None  # None: the stack has no event path
 
     @property
     def critical_failures(self) -> list[Check]:
@@ -584,6 +604,8 @@ def _fault_checks(fault: FaultRun, result: FaultResult, slo: SLO) -> list[Check]
         )
     if result.rollout is not None:
         checks += _rollout_checks(fault, result.rollout, slo)
+    if result.data is not None:
+        checks += _data_checks(fault, result.data)
     checks.append(
         _boolean(
             f"{fault.id}.healed",
@@ -594,6 +616,58 @@ def _fault_checks(fault: FaultRun, result: FaultResult, slo: SLO) -> list[Check]
             detail="" if fault.healed_at is not None else "the fault was never undone",
         )
     )
+    return checks
+
+
+def _data_checks(fault: FaultRun, data: DataLossResult) -> list[Check]:
+    """A data_loss fault's expectations: events lost, recovery point, time to recover."""
+    expect, phase = fault.expect, f"fault:{fault.id}"
+    checks: list[Check] = []
+    if expect.max_events_lost is not None:
+        checks.append(
+            _at_most(
+                f"{fault.id}.max_events_lost",
+                phase,
+                float(expect.max_events_lost),
+                float(data.events_lost) if data.rpo_s is not None else None,
+                weight=WEIGHT_EXPECT,
+                detail=f"{data.events_lost} of {data.acked_before} acknowledged events"
+                if data.rpo_s is not None
+                else "the event store could not be read back",
+            )
+        )
+    if expect.rpo_within is not None:
+        age = (
+            f"; restored a backup {data.backup_age_s:.1f} s old"
+            if data.backup_age_s is not None
+            else ""
+        )
+        checks.append(
+            _at_most(
+                f"{fault.id}.rpo_within",
+                phase,
+                expect.rpo_within,
+                data.rpo_s,
+                weight=WEIGHT_EXPECT,
+                detail=f"{data.events_lost} acknowledged events lost{age}",
+            )
+        )
+    if expect.rto_within is not None:
+        parts = []
+        if data.writes_back_at is not None and fault.injected_at is not None:
+            parts.append(f"writes back {data.writes_back_at - fault.injected_at:.2f} s after")
+        if data.restored_at is not None and fault.injected_at is not None:
+            parts.append(f"restore done {data.restored_at - fault.injected_at:.2f} s after")
+        checks.append(
+            _at_most(
+                f"{fault.id}.rto_within",
+                phase,
+                expect.rto_within,
+                data.rto_s,
+                weight=WEIGHT_EXPECT,
+                detail="; ".join(parts) if parts else "never recovered in the drill",
+            )
+        )
     return checks
 
 
@@ -861,6 +935,21 @@ def analyze(inp: DrillInput) -> Analysis:
             result = dataclasses.replace(
                 result, rollout=exposure(fault.rollout, records, window_end, during)
             )
+        if fault.data is not None and inp.census is not None and inp.events_sent is not None:
+            earlier = [
+                f.data.injected_at
+                for f in inp.faults
+                if f.data is not None and f.data.injected_at < fault.data.injected_at
+            ]
+            data = data_loss_result(
+                fault.data, max(earlier, default=float("-inf")), inp.events_sent, inp.census
+            )
+            data = dataclasses.replace(
+                data,
+                quality_before=quality.mean(0.0, fault.data.injected_at),
+                quality_during=quality.mean(fault.data.injected_at, fault.data.until),
+            )
+            result = dataclasses.replace(result, data=data)
         faults.append(result)
         checks_by_fault.append(_fault_checks(fault, result, inp.slo))
 
@@ -928,6 +1017,11 @@ def analyze(inp: DrillInput) -> Analysis:
         requests=total.requests,
         generator_saturated=inp.generator_saturated,
         monitoring=monitoring,
+        events=(
+            event_summary(inp.events_sent, inp.census)
+            if inp.events_sent is not None and inp.census is not None
+            else None
+        ),
     )
 
 

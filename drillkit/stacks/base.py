@@ -43,6 +43,7 @@ from drillkit.stacks.plan import StackPlan
 if TYPE_CHECKING:
     from drillkit.observe.quality import QualityProbe
     from drillkit.observe.watch import WatchSource
+    from drillkit.scoring.data import DataCensus
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -67,6 +68,8 @@ class Workload:
 
     users: int
     k: int = 10
+    items: int = 1
+    event_share: float = 0.0  # share of requests sent as click events (POST /events)
 
 
 class StackPreset(ABC, Generic[SpecT]):
@@ -134,6 +137,11 @@ class StackPreset(ABC, Generic[SpecT]):
 
     def quality_probe(self, seed: int) -> QualityProbe | None:
         """A probe of the quality of what the stack serves, or None when it has none."""
+        return None
+
+    def data_census(self, state: StackState[Any], t0: float) -> DataCensus | None:
+        """What the stack's event store holds and its backup service did, read before the
+        stack goes down, times from ``t0``; None: the stack has no event path."""
         return None
 
     def verified_digests(self, state: StackState[Any]) -> frozenset[str] | None:

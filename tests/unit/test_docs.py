@@ -56,6 +56,7 @@ def test_the_schema_files_are_current(path: str, schema: Any) -> None:
 def test_every_scenario_field_is_documented() -> None:
     text = (DOCS / "scenario.md").read_text()
     sections = {"stack", "stack.catalog", "stack.gateway", "stack.edge", "stack.cache"}
+    sections.add("stack.events")
     sections |= {"load", "slo", "faults"}
     sections |= {"faults[].expect", "abort", "scoring", "report", "monitoring"}
     missing = [p for p in _paths(Scenario) if p not in sections and f"`{p}`" not in text]

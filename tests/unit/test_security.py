@@ -383,6 +383,7 @@ def test_report_dir_is_the_only_path_a_scenario_names() -> None:
         "report.dir",
         "stack.store",
         "stack.edge.config",  # relative and inside the working folder, as report.dir
+        "stack.events.backup_dir",  # the same: a drill's backups are written there
         "stack.zones",  # ZONE_PATTERN: a lowercase letter, then up to 7 letters or digits
         "faults.params[bad_rollout].severity",  # a number and %, ms or s (a pattern)
     }
@@ -434,6 +435,16 @@ def test_a_store_that_leaves_the_working_folder_is_refused(folder: str) -> None:
     with pytest.raises(ScenarioError) as caught:
         loads_scenario(text, "drill.yaml")
     assert str(caught.value).startswith("drill.yaml:4: stack.store: ")
+
+
+@pytest.mark.parametrize("folder", ESCAPING_DIRS)
+def test_a_backup_location_that_leaves_the_working_folder_is_refused(folder: str) -> None:
+    # The backup service writes (and prunes) backups there: a shared scenario must not point
+    # it at any folder of the user running it.
+    text = f'version: 1\nname: x\nstack:\n  events:\n    backup_dir: "{folder}"\n'
+    with pytest.raises(ScenarioError) as caught:
+        loads_scenario(text, "drill.yaml")
+    assert str(caught.value).startswith("drill.yaml:5: stack.events.backup_dir: ")
 
 
 def test_a_store_inside_the_working_folder_is_accepted() -> None:

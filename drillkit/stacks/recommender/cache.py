@@ -194,3 +194,61 @@ class ReplicaCache:
             task.cancel()
         with contextlib.suppress(Exception):
             await self._redis.aclose()
+
+
+class RecentActivity:
+    """The replica's reader of users' recent clicks (the feature updater's ``recent:<user>``
+    lists in the event store), with the cache's rules: never wait longer than ``budget``, and
+    after a failure answer without the features for ``cooldown``."""
+
+    def __init__(self, url: str, *, budget: float = 0.02, cooldown: float = 0.5) -> None:
+        import redis.asyncio
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+
+        parts = urlsplit(url)
+        if parts.hostname is None or parts.port is None:
+            raise ValueError(f"features URL {url!r}: expected redis://HOST:PORT")
+        self.address = f"{parts.hostname}:{parts.port}"
+        self.budget = budget
+        self.cooldown = cooldown
+        self._redis = redis.asyncio.Redis(
+            host=parts.hostname,
+            port=parts.port,
+            socket_timeout=budget,
+            socket_connect_timeout=budget,
+            retry=Retry(NoBackoff(), 0),
+            health_check_interval=0,
+        )
+        self._skip_until = 0.0
+        self.counts: dict[str, int] = {"fresh": 0, "none": 0, "bypass": 0}
+        self.last_error: str | None = None
+
+    async def recent(self, user_id: int) -> tuple[str, frozenset[int]]:
+        """``("fresh", items)``, ``("none", {})`` for a user with no clicks, or
+        ``("bypass", {})`` when the store is slow or down."""
+        from drillkit.stacks.recommender.features import recent_key
+
+        if time.monotonic() < self._skip_until:
+            self.counts["bypass"] += 1
+            return "bypass", frozenset()
+        try:
+            found: list[Any] = await _within(
+                self._redis.lrange(recent_key(user_id), 0, -1), self.budget
+            )
+            items = frozenset(int(x) for x in found)
+        except Exception as exc:  # a timeout, a refused connection, a malformed entry
+            self._skip_until = time.monotonic() + self.cooldown
+            self.last_error = f"{type(exc).__name__}: {exc}"[:200]
+            self.counts["bypass"] += 1
+            return "bypass", frozenset()
+        outcome = "fresh" if items else "none"
+        self.counts[outcome] += 1
+        return outcome, items
+
+    def status(self) -> dict[str, Any]:
+        return {"address": self.address, "last_error": self.last_error, **self.counts}
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._redis.aclose()

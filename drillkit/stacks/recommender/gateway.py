@@ -21,7 +21,8 @@ It fronts N model-server replicas and keeps ``GET /recommend`` answering while r
 
 Every ``/recommend`` answer carries ``X-Attempts`` (replicas tried); a proxied one also
 ``X-Replica``, ``X-Degraded: false`` and the replica's ``X-Model-Version``/``X-Model-Digest``
-(and ``X-Cache`` when the replica uses a cache) and body bytes, untouched. Each attempt tells
+(and ``X-Cache`` when the replica uses a cache, ``X-Features`` when it reads users' recent
+clicks) and body bytes, untouched. Each attempt tells
 the replica when the gateway stops waiting (``X-Drillkit-Deadline``, unix seconds), so a
 replica behind on its queue skips work nobody waits for any more. Client requests reach the
 replicas over the gateway's own small keep-alive HTTP/1.1 client (:class:`_Upstream`, see
@@ -111,6 +112,8 @@ _SHED_EPISODE_GAP = 1.0
 DEADLINE_HEADER = "X-Drillkit-Deadline"
 #: The popular-items list in a model version's folder.
 FALLBACK_FILE = "popular.json"
+#: Largest body of POST /events; an event is about 80 bytes.
+_MAX_EVENT_BODY = 1024
 _UNREACHABLE = {errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN, errno.ENETDOWN}
 #: The environment variable naming the file that holds the admin token (``_FILE`` appended).
 ADMIN_TOKEN_ENV = "DRILLKIT_ADMIN_TOKEN"
@@ -162,6 +165,8 @@ class GatewayConfig:
     max_outstanding: int = _DEFAULTS.max_outstanding
     fallback_items: list[dict[str, object]] = field(default_factory=list)
     name: str = "gateway"
+    events: str | None = None  # redis://HOST:PORT of the event store; None: no POST /events
+    events_timeout: float = 1.0
 
     def __post_init__(self) -> None:
         if not self.replicas:
@@ -183,6 +188,12 @@ class GatewayConfig:
                 raise InputError(f"gateway: {attr}: must be >= 1, got {getattr(self, attr)}")
         if self.retries < 0:
             raise InputError(f"gateway: retries: must be >= 0, got {self.retries}")
+        if self.events is not None:
+            parts = urlsplit(self.events)
+            if parts.scheme not in ("redis", "http") or not parts.hostname or not parts.port:
+                raise InputError(
+                    f"gateway: events: expected redis://HOST:PORT, got {self.events!r}"
+                )
         for i, item in enumerate(self.fallback_items):
             if not isinstance(item, dict) or "item_id" not in item:
                 raise InputError(f"gateway: fallback_items[{i}]: expected an object with item_id")
@@ -547,6 +558,16 @@ class _Metrics:
         self.pool_ok = {p: self.pool_attempts.labels(pool=p, outcome="ok") for p in _POOLS}
         self.pool_failed = {p: self.pool_attempts.labels(pool=p, outcome="failed") for p in _POOLS}
         self.pool_latency = {p: self.pool_seconds.labels(pool=p) for p in _POOLS}
+        self.events = Counter(
+            "drillkit_gateway_events",
+            "Click events to POST /events, by outcome (stored, refused: a bad body, failed: "
+            "the event store did not store it).",
+            ["outcome"],
+            registry=r,
+        )
+        self.events_stored = self.events.labels(outcome="stored")
+        self.events_refused = self.events.labels(outcome="refused")
+        self.events_failed = self.events.labels(outcome="failed")
         for rep in replicas:
             self.replica_up.labels(replica=rep.name).set(0)
 
@@ -580,10 +601,25 @@ class _Gateway:
         self._shed_total = 0
         self._shed_since: float | None = None
         self._shed_last = 0.0
+        self._events: object | None = None  # redis.asyncio.Redis of the event store
 
     # -- lifecycle --------------------------------------------------------------------------
 
     async def start(self) -> None:
+        if self.config.events is not None:
+            import redis.asyncio
+            from redis.asyncio.retry import Retry
+            from redis.backoff import NoBackoff
+
+            parts = urlsplit(self.config.events)
+            self._events = redis.asyncio.Redis(
+                host=parts.hostname or "127.0.0.1",
+                port=parts.port or 6379,
+                socket_timeout=self.config.events_timeout,
+                socket_connect_timeout=self.config.events_timeout,
+                retry=Retry(NoBackoff(), 0),  # a failed write is the client's to retry
+                health_check_interval=0,
+            )
         await asyncio.gather(*(self._check(r) for r in self.replicas))
         self._tasks = [
             asyncio.create_task(self._check_loop(r), name=f"check-{r.name}") for r in self.replicas
@@ -596,6 +632,9 @@ class _Gateway:
         self._tasks = []
         for upstream in (*self._upstreams.values(), *self._checkers.values()):
             upstream.close()
+        if self._events is not None:
+            with contextlib.suppress(Exception):
+                await self._events.aclose()  # type: ignore[attr-defined]
         logger.info("gateway %s stopped: health checks cancelled, clients closed", self.config.name)
 
     # -- state ------------------------------------------------------------------------------
@@ -888,6 +927,7 @@ class _Gateway:
                 ("X-Model-Version", "x-model-version"),
                 ("X-Model-Digest", "x-model-digest"),
                 ("X-Cache", "x-cache"),
+                ("X-Features", "x-features"),
             ):
                 value = resp.headers.get(key)
                 if value is not None:
@@ -991,6 +1031,35 @@ class _Gateway:
             return _error(400, str(exc))
         return JSONResponse(self.rollout_json())
 
+    async def post_event(self, request: Request) -> Response:
+        """``POST /events`` ``{"producer", "seq", "user", "item"}``: 200 ``{"id": ...}`` once the
+        event store stored the event (the acknowledgement), 400 for a bad body, 503 when the
+        store did not answer within ``events_timeout`` or refused."""
+        from drillkit.stacks.recommender.events import STREAM, parse_event
+
+        store = self._events
+        if store is None:
+            return _error(404, "this stack has no event store (events.enabled is off)")
+        body = await request.body()
+        try:
+            if len(body) > _MAX_EVENT_BODY:
+                raise ValueError(f"a body above {_MAX_EVENT_BODY} bytes")
+            event = parse_event(safejson.loads(body))
+        except ValueError as exc:
+            self.metrics.events_refused.inc()
+            return _error(400, str(exc))
+        try:
+            entry = await asyncio.wait_for(
+                store.xadd(STREAM, event.fields()),  # type: ignore[attr-defined]
+                self.config.events_timeout,
+            )
+        except Exception as exc:  # refused, timed out, a store out of memory: not stored
+            self.metrics.events_failed.inc()
+            return _error(503, f"event store: {type(exc).__name__}: {exc}"[:200])
+        self.metrics.events_stored.inc()
+        entry_id = entry.decode() if isinstance(entry, bytes) else str(entry)
+        return JSONResponse({"id": entry_id})
+
     async def metrics_endpoint(self, request: Request) -> Response:
         return Response(
             generate_latest(self.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
@@ -1027,6 +1096,7 @@ def create_app(config: GatewayConfig, *, admin_token: str | None = None) -> Star
             Route("/status", gateway.status, methods=["GET"]),
             Route("/metrics", gateway.metrics_endpoint, methods=["GET"]),
             Route("/admin/rollout", gateway.admin_rollout, methods=["POST"]),
+            Route("/events", gateway.post_event, methods=["POST"]),
         ],
         lifespan=lifespan,
     )
@@ -1111,6 +1181,11 @@ def _parser() -> argparse.ArgumentParser:
         help="requests in flight per replica before load is shed (0: no cap)",
     )
     p.add_argument("--no-passive-ejection", action="store_true")
+    p.add_argument(
+        "--events",
+        metavar="redis://HOST:PORT",
+        help="the event store: POST /events appends to its stream",
+    )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--stack-id", default="", help="recorded for process identification")
     return p
@@ -1147,6 +1222,7 @@ def main(argv: list[str] | None = None) -> None:
             max_outstanding=args.max_outstanding,
             fallback_items=_load_fallback(args.fallback) if args.fallback else [],
             name=args.name,
+            events=args.events,
         )
     except DrillkitError as exc:
         print(f"gateway: error: {exc}", file=sys.stderr)

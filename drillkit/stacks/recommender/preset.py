@@ -28,7 +28,13 @@ from pathlib import Path
 from typing import Any
 
 from drillkit.backends.base import Backend, Progress, StackState
-from drillkit.errors import ArtifactError, BackendUnavailable, EnvironmentFailure, StackNotReady
+from drillkit.errors import (
+    ArtifactError,
+    BackendUnavailable,
+    EnvironmentFailure,
+    InputError,
+    StackNotReady,
+)
 from drillkit.faults.base import ROLE_GATEWAY, ROLE_REPLICA
 from drillkit.observe.quality import QualityProbe
 from drillkit.observe.watch import WatchSource
@@ -52,8 +58,11 @@ from drillkit.stacks.plan import (
 )
 from drillkit.stacks.recommender.spec import (
     MONITORING_SERVICES,
+    ROLE_BACKUP,
     ROLE_CACHE,
     ROLE_EDGE,
+    ROLE_EVENT_STORE,
+    ROLE_FEATURES,
     ROLE_MODEL_STORE,
     ROLE_MONITORING,
     ROLE_ZONE,
@@ -80,6 +89,8 @@ EDGE_ADMIN_PORT = 8405
 PROMETHEUS_PORT = 9090
 ALERTMANAGER_PORT = 9093
 RECEIVER_PORT = 9095
+BACKUP_PORT = 9100
+FEATURES_PORT = 9101
 #: Port names: a zone's Redis, and the edge's admin listener (/stats, /metrics).
 REDIS_PORT_NAME = "redis"
 EDGE_ADMIN_PORT_NAME = "admin"
@@ -139,7 +150,14 @@ class RecommenderPreset(StackPreset[RecommenderSpec]):
     def preflight(self, spec: RecommenderSpec, backend: str = "local") -> None:
         """A zoned stack's HAProxy and Redis are installed, a user's edge configuration
         passes ``haproxy -c``, and with monitoring on, Prometheus and Alertmanager are
-        installed (locally; the docker image has them) and the rules pass ``promtool``."""
+        installed (locally; the docker image has them) and the rules pass ``promtool``; with
+        events on, redis-server is installed and the backup location exists."""
+        if spec.events.enabled:
+            if backend != "docker":
+                redis_binary("the event store is Redis", ", or set stack.events.enabled: false")
+            location = spec.events.backup_dir
+            if location is not None and not location.is_dir():
+                raise InputError(f"stack.events.backup_dir: {location}: no such folder")
         if spec.monitoring.on:
             from drillkit.stacks.recommender.monitoring import (
                 alertmanager_binary,
@@ -222,6 +240,9 @@ class RecommenderPreset(StackPreset[RecommenderSpec]):
                     str(spec.cache.budget),
                 )
                 depends = (Dependency(service=redis, condition="ready"),)
+            if spec.events.enabled:
+                cache += ("--features", UrlRef(service=ROLE_EVENT_STORE, port=REDIS_PORT_NAME))
+                depends += (Dependency(service=ROLE_EVENT_STORE, condition="ready"),)
             return ServicePlan(
                 name=name,
                 role=ROLE_REPLICA,
@@ -276,19 +297,32 @@ class RecommenderPreset(StackPreset[RecommenderSpec]):
                         *fallback_args,
                         *upstreams,
                         *spec.gateway.args(),
+                        *events_args,
                     ),
                 ),
                 ports=(Port(number=GATEWAY_PORT, inherit=True),),
                 ready=HttpCheck(path="/readyz"),
                 mounts=fallback_mounts,
                 env=verifying,
+                # Click events (POST /events) go to the event store.
                 # The token of POST /admin/rollout: the split of a gray release.
                 secrets=replica_secrets,
-                depends_on=tuple(Dependency(service=r) for r in replicas),
+                depends_on=(
+                    *(Dependency(service=r) for r in replicas),
+                    *(
+                        (Dependency(service=ROLE_EVENT_STORE, condition="ready"),)
+                        if spec.events.enabled
+                        else ()
+                    ),
+                ),
             )
 
+        events_args: tuple[Any, ...] = ()
         services: list[ServicePlan] = []
         links: list[Link] = []
+        if spec.events.enabled:
+            events_args = ("--events", UrlRef(service=ROLE_EVENT_STORE, port=REDIS_PORT_NAME))
+            services.append(event_store_service(spec, data_dir))
         if not spec.zoned:
             replicas = [s.name for s in spec.services() if s.role == ROLE_REPLICA]
             services += [replica(name, None) for name in replicas]
@@ -296,6 +330,9 @@ class RecommenderPreset(StackPreset[RecommenderSpec]):
             links += [Link(source="gateway", target=name) for name in replicas]
         else:
             services += self._zones(spec, replica, gateway, links, data_dir)
+        if spec.events.enabled:
+            services.append(backup_service(spec, data_dir, origin))
+            services.append(features_service())
         if spec.monitoring.on:
             services += monitoring_services(spec, services, data_dir)
         return StackPlan(
@@ -442,7 +479,10 @@ class RecommenderPreset(StackPreset[RecommenderSpec]):
                 time.sleep(0.05)
 
     def workload(self, state: StackState[Any]) -> Workload:
-        return Workload(users=spec_of(state).catalog.resolved().users, k=10)
+        spec = spec_of(state)
+        catalog = spec.catalog.resolved()
+        share = spec.events.share if spec.events.enabled else 0.0
+        return Workload(users=catalog.users, k=10, items=catalog.items, event_share=share)
 
     def watch_sources(self, state: StackState[Any]) -> list[WatchSource]:
         from drillkit.stacks.recommender.watch import EdgeStatus, GatewayStatus, ReplicaInfo
@@ -474,6 +514,76 @@ class RecommenderPreset(StackPreset[RecommenderSpec]):
                 if check.manifest is not None:
                     digests.add(check.manifest.digest)
         return frozenset(digests)
+
+    def data_census(self, state: StackState[Any], t0: float) -> Any:
+        """The events the event store holds (read back whole), the backups the backup
+        location holds and the restores the backup service ran (its ``/status``)."""
+        if ROLE_EVENT_STORE not in state.services:
+            return None
+        import httpx
+        import redis
+
+        from drillkit.scoring.data import BackupMark, DataCensus, RestoreMark
+        from drillkit.stacks.recommender.backup import list_backups
+        from drillkit.stacks.recommender.events import stored_events
+
+        port = state.service(ROLE_EVENT_STORE).ports[REDIS_PORT_NAME]
+        client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=10.0)
+        readable = True
+        stored: set[tuple[str, int]] = set()
+        try:
+            stored = {(producer, seq) for producer, seq, _ in stored_events(client)}
+        except redis.RedisError:
+            readable = False
+        finally:
+            client.close()
+        status: dict[str, Any] = {}
+        backup_url = state.service(ROLE_BACKUP).url()
+        with contextlib.suppress(httpx.HTTPError, ValueError):
+            # A last backup, so that the backup location holds what the store held at the end.
+            headers = {"Authorization": f"Bearer {state.secret(ADMIN_TOKEN)}"}
+            httpx.post(backup_url + "/backup", headers=headers, timeout=30.0)
+            status = httpx.get(backup_url + "/status", timeout=5.0).json()
+        seen: dict[tuple[str, float], BackupMark] = {}
+        for backup in list_backups(Path(state.plan.service(ROLE_BACKUP).mount("backups").source)):
+            at = None if backup.newest_event_at is None else backup.newest_event_at - t0
+            mark = BackupMark(backup.kind, backup.created_at - t0, backup.entries, at)
+            seen[(mark.kind, mark.created_at)] = mark
+        for kind, info in (status.get("last") or {}).items():
+            with contextlib.suppress(KeyError, TypeError, ValueError):
+                mark = BackupMark(str(kind), float(info["created_at"]) - t0, info.get("entries"))
+                seen.setdefault((mark.kind, mark.created_at), mark)
+        restores = []
+        for item in status.get("restores") or []:
+            with contextlib.suppress(KeyError, TypeError, ValueError):
+                created = item.get("backup_created_at")
+                restores.append(
+                    RestoreMark(
+                        kind=str(item["kind"]),
+                        started_at=float(item["started_at"]) - t0,
+                        finished_at=float(item["finished_at"]) - t0,
+                        backup=str(item["backup"])[:100],
+                        backup_created_at=None if created is None else float(created) - t0,
+                        carried=item.get("carried"),
+                    )
+                )
+        failures = status.get("failures") or {}
+        stale: list[tuple[float, float | None]] = []
+        noticed: list[float] = []
+        with contextlib.suppress(httpx.HTTPError, ValueError, TypeError, KeyError):
+            features = httpx.get(state.service(ROLE_FEATURES).url() + "/status", timeout=5.0)
+            for began, ended, spotted in features.json()["stale"][:1000]:
+                stale.append((float(began) - t0, None if ended is None else float(ended) - t0))
+                noticed.append(float(spotted) - t0)
+        return DataCensus(
+            stored=frozenset(stored),
+            backups=tuple(sorted(seen.values(), key=lambda b: b.created_at)),
+            restores=tuple(restores),
+            backup_failures=sum(int(v) for v in failures.values() if isinstance(v, int)),
+            readable=readable,
+            stale=tuple(stale),
+            stale_noticed=tuple(noticed),
+        )
 
     def extra_targets(self, state: StackState[Any]) -> dict[str, str]:
         zones = {s.zone for s in state.plan.services if s.zone is not None}
@@ -581,8 +691,8 @@ def monitoring_services(
 
     targets: list[Any] = []
     for service in services:
-        if service.role == ROLE_CACHE:
-            continue  # Redis speaks no HTTP; its replicas' bypass counters show it down
+        if service.role in (ROLE_CACHE, ROLE_EVENT_STORE):
+            continue  # Redis speaks no HTTP; its clients' counters show it down
         port = EDGE_ADMIN_PORT_NAME if service.role == ROLE_EDGE else "http"
         targets += ["--target", target(service.name, service.role, service.zone, port)]
     for name in MONITORING_SERVICES:
@@ -656,16 +766,13 @@ def monitoring_services(
     ]
 
 
-def redis_binary() -> str:
+def redis_binary(
+    why: str = "a zoned stack's cache tier is Redis", instead: str = ", or set cache.enabled: false"
+) -> str:
     """redis-server's path; exit 3 naming the package when it is not installed."""
     from drillkit.stacks.recommender.edge import required_program
 
-    return required_program(
-        "redis-server",
-        "a zoned stack's cache tier is Redis",
-        "redis-server",
-        ", or set cache.enabled: false",
-    )
+    return required_program("redis-server", why, "redis-server", instead)
 
 
 #: redis-server's options: a cache only (nothing saved to disk), bounded memory, least
@@ -693,6 +800,104 @@ def redis_service(name: str, zone: str) -> ServicePlan:
         ),
         ports=(Port(name=REDIS_PORT_NAME, number=REDIS_PORT),),
         ready=TcpCheck(port=REDIS_PORT_NAME),
+    )
+
+
+def event_store_service(spec: RecommenderSpec, data_dir: Path) -> ServicePlan:
+    """The Redis that holds the click-event stream, in its own append-only file."""
+    from drillkit.stacks.recommender.events import event_store_options
+
+    folder = data_dir / ROLE_EVENT_STORE
+    folder.mkdir(parents=True, exist_ok=True)
+    return ServicePlan(
+        name=ROLE_EVENT_STORE,
+        role=ROLE_EVENT_STORE,
+        program=Program(
+            module="drillkit.stacks.recommender.redis_server",
+            args=(
+                "--port",
+                PortRef(port=REDIS_PORT_NAME),
+                "--bind",
+                BindHost(),
+                "--dir",
+                MountRef(mount="data"),
+                *event_store_options(spec.events.appendfsync),
+            ),
+        ),
+        ports=(Port(name=REDIS_PORT_NAME, number=REDIS_PORT),),
+        ready=TcpCheck(port=REDIS_PORT_NAME),
+        mounts=(Mount(name="data", source=str(folder), target="/data", read_only=False),),
+    )
+
+
+def backup_location(spec: RecommenderSpec, data_dir: Path) -> Path:
+    """Where the backup service writes: the scenario's ``events.backup_dir``, or the stack's
+    own folder."""
+    if spec.events.backup_dir is not None:
+        return spec.events.backup_dir.resolve()
+    folder = data_dir / "backups"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def backup_service(spec: RecommenderSpec, data_dir: Path, origin: Path) -> ServicePlan:
+    """The backup service: snapshots of the event store and the model store ``origin``."""
+    from drillkit.stacks.recommender.gateway import ADMIN_TOKEN_ENV
+
+    backups = backup_location(spec, data_dir)
+    return ServicePlan(
+        name=ROLE_BACKUP,
+        role=ROLE_BACKUP,
+        program=Program(
+            module="drillkit.stacks.recommender.backup",
+            args=(
+                "--host",
+                BindHost(),
+                "--port",
+                PortRef(),
+                "--events",
+                UrlRef(service=ROLE_EVENT_STORE, port=REDIS_PORT_NAME),
+                "--models",
+                MountRef(mount="models"),
+                "--backups",
+                MountRef(mount="backups"),
+                "--interval",
+                str(spec.events.backup_interval),
+                "--keep",
+                str(spec.events.backup_keep),
+            ),
+        ),
+        ports=(Port(number=BACKUP_PORT, inherit=True),),
+        ready=HttpCheck(path="/healthz"),
+        # The token of POST /backup: a backup taken now (a drill's last, before it ends).
+        secrets={ADMIN_TOKEN_ENV: ADMIN_TOKEN},
+        mounts=(
+            Mount(name="backups", source=str(backups), target="/backups", read_only=False),
+            Mount(name="models", source=str(origin), target="/models", read_only=False),
+        ),
+        depends_on=(Dependency(service=ROLE_EVENT_STORE, condition="ready"),),
+    )
+
+
+def features_service() -> ServicePlan:
+    """The feature updater: the event stream into users' recent-activity lists."""
+    return ServicePlan(
+        name=ROLE_FEATURES,
+        role=ROLE_FEATURES,
+        program=Program(
+            module="drillkit.stacks.recommender.features",
+            args=(
+                "--host",
+                BindHost(),
+                "--port",
+                PortRef(),
+                "--events",
+                UrlRef(service=ROLE_EVENT_STORE, port=REDIS_PORT_NAME),
+            ),
+        ),
+        ports=(Port(number=FEATURES_PORT, inherit=True),),
+        ready=HttpCheck(path="/healthz"),
+        depends_on=(Dependency(service=ROLE_EVENT_STORE, condition="ready"),),
     )
 
 

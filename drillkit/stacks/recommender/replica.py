@@ -49,7 +49,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from drillkit.errors import ArtifactError, MissingFeatures, SanityGateError
-from drillkit.stacks.recommender.cache import CacheConfig, CacheLookup, ReplicaCache
+from drillkit.stacks.recommender.cache import (
+    CacheConfig,
+    CacheLookup,
+    RecentActivity,
+    ReplicaCache,
+)
 from drillkit.stacks.recommender.gateway import DEADLINE_HEADER, admin_token
 from drillkit.stacks.recommender.store import (
     MODEL_FILES,
@@ -84,6 +89,7 @@ class ReplicaConfig:
     sanity_tolerance: float = 0.1
     admin_token: str | None = None
     cache: CacheConfig | None = None  # the zone's Redis (cache-aside); None: no cache tier
+    features: str | None = None  # the event store's redis://: users' recent clicks left out
 
 
 #: A version's runtime settings, in its manifest's ``info`` (signed with the rest):
@@ -429,6 +435,7 @@ def create_app(config: ReplicaConfig) -> Starlette:
     replica = Replica(config)
     metrics = replica.metrics
     cache = ReplicaCache(config.cache) if config.cache is not None else None
+    activity = RecentActivity(config.features) if config.features is not None else None
 
     async def recommend(request: Request) -> Response:
         started = time.perf_counter()
@@ -469,15 +476,23 @@ def create_app(config: ReplicaConfig) -> Starlette:
             # The version's feature fetch (its runtime settings): time a real lookup of a
             # remote feature store would take, spent without holding the event loop.
             await asyncio.sleep(served.fetch_delay)
+        clicked: frozenset[int] = frozenset()
+        if activity is not None:
+            outcome, clicked = await activity.recent(user_id)
+            headers["X-Features"] = outcome
+        # Ask for as many more as the user clicked: those are left out of the answer.
+        wanted = k + len(clicked)
         try:
             if cache is None:
-                rec = served.model.recommend(user_id, k)
+                rec = served.model.recommend(user_id, wanted)
                 items, cold_start = list(zip(rec.items, rec.scores, strict=True)), rec.cold_start
             else:
-                found = await cache.lookup(served.digest, user_id, k)
+                found = await cache.lookup(served.digest, user_id, wanted)
                 headers["X-Cache"] = found.outcome
                 metrics.cache.labels(found.outcome).inc()
-                items, cold_start = _answer(served, user_id, k, found, cache)
+                items, cold_start = _answer(served, user_id, wanted, found, cache)
+            if clicked:
+                items = [pair for pair in items if pair[0] not in clicked][:k]
         except MissingFeatures as exc:
             metrics.requests.labels("error").inc()
             return JSONResponse({"error": str(exc)}, status_code=500, headers=headers)
@@ -534,6 +549,7 @@ def create_app(config: ReplicaConfig) -> Starlette:
                 "last_event": replica.last_event,
                 "events": list(replica.events),
                 "cache": cache.status() if cache is not None else None,
+                "features": activity.status() if activity is not None else None,
             }
         )
 
@@ -565,6 +581,8 @@ def create_app(config: ReplicaConfig) -> Starlette:
             replica.stop()
             if cache is not None:
                 await cache.close()
+            if activity is not None:
+                await activity.close()
 
     app = Starlette(
         routes=[
@@ -593,6 +611,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--stack-id", default="", help="recorded for process identification")
     parser.add_argument("--cache", help="the zone's Redis, redis://HOST:PORT (cache-aside)")
     parser.add_argument("--cache-ttl", type=float, default=300.0, help="seconds")
+    parser.add_argument(
+        "--features", help="the event store, redis://HOST:PORT: users' recent clicks left out"
+    )
     parser.add_argument("--cache-budget", type=float, default=0.02, help="seconds")
     args = parser.parse_args(argv)
 
@@ -610,6 +631,7 @@ def main(argv: list[str] | None = None) -> None:
         cache=CacheConfig(args.cache, ttl=args.cache_ttl, budget=args.cache_budget)
         if args.cache
         else None,
+        features=args.features,
     )
     from drillkit.listen import serve_asgi
 

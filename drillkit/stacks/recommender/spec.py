@@ -19,13 +19,18 @@ from typing import Any
 from drillkit.errors import InputError
 
 __all__ = [
+    "APPENDFSYNC",
     "CATALOG_LIMITS",
     "EDGE_MODES",
+    "EVENT_SERVICES",
     "GENERATOR_VERSION",
     "MAX_REPLICAS",
     "MAX_ZONES",
+    "ROLE_BACKUP",
     "ROLE_CACHE",
     "ROLE_EDGE",
+    "ROLE_EVENT_STORE",
+    "ROLE_FEATURES",
     "ROLE_MODEL_STORE",
     "ROLE_MONITORING",
     "ROLE_ZONE",
@@ -33,6 +38,7 @@ __all__ = [
     "CacheSettings",
     "CatalogSpec",
     "EdgeSettings",
+    "EventSettings",
     "GatewaySettings",
     "MonitoringSettings",
     "RecommenderSpec",
@@ -56,6 +62,17 @@ ROLE_MONITORING = "monitoring"
 #: Their service names, in start order.
 MONITORING_SERVICES = ("alert-receiver", "alertmanager", "prometheus")
 MONITORING_MODES = ("auto", "on", "off")
+
+#: The event path (``events.enabled``): the Redis that holds the click-event stream, and the
+#: backup service that snapshots it and the model store.
+ROLE_EVENT_STORE = "event-store"
+ROLE_BACKUP = "backup"
+#: The feature updater: click events into users' recent-activity features.
+ROLE_FEATURES = "features"
+EVENT_SERVICES = (ROLE_EVENT_STORE, ROLE_BACKUP, ROLE_FEATURES)
+#: Redis's ``appendfsync``: fsync the append-only file before each answer, once a second, or
+#: never (the kernel decides).
+APPENDFSYNC = ("always", "everysec", "no")
 
 #: Most zones one stack may have, and what a zone's name looks like (it becomes part of
 #: service names: ``gateway-a``, ``replica-a1``, ``redis-a``).
@@ -270,6 +287,42 @@ class MonitoringSettings:
 
 
 @dataclass(frozen=True)
+class EventSettings:
+    """Click events into a store, and the backups that keep it (seconds).
+
+    ``enabled``: the load sends ``share`` of its requests as click events (``POST /events``),
+    which the gateways append to one Redis stream (the ``event-store`` service) persisted in
+    its append-only file with ``appendfsync``; a ``backup`` service snapshots the stream and
+    the model store every ``backup_interval``, keeping the newest ``backup_keep``, and
+    restores them when it finds them lost.
+    """
+
+    enabled: bool = False
+    share: float = 0.2
+    appendfsync: str = "everysec"
+    backup_interval: float = 30.0
+    backup_keep: int = 5
+    backup_dir: Path | None = None  # default: the stack's own folder
+
+    def __post_init__(self) -> None:
+        if self.appendfsync not in APPENDFSYNC:
+            raise InputError(
+                f"events.appendfsync: expected one of {', '.join(APPENDFSYNC)}, "
+                f"got {self.appendfsync!r}"
+            )
+        if not 0.0 < self.share < 1.0:
+            raise InputError(
+                f"events.share: expected a share above 0 and below 1, got {self.share}"
+            )
+        if not self.backup_interval > 0:
+            raise InputError(
+                f"events.backup_interval: expected a positive duration, got {self.backup_interval}"
+            )
+        if isinstance(self.backup_keep, bool) or not 1 <= self.backup_keep <= 1000:
+            raise InputError(f"events.backup_keep: expected 1..1000, got {self.backup_keep}")
+
+
+@dataclass(frozen=True)
 class ServiceName:
     """A service of a recommender stack as a scenario sees it: its name, role and zone."""
 
@@ -293,6 +346,7 @@ class RecommenderSpec:
     edge: EdgeSettings = field(default_factory=EdgeSettings)
     cache: CacheSettings = field(default_factory=CacheSettings)
     monitoring: MonitoringSettings = field(default_factory=MonitoringSettings)
+    events: EventSettings = field(default_factory=EventSettings)
 
     def __post_init__(self) -> None:
         if isinstance(self.replicas, bool) or not 1 <= self.replicas <= MAX_REPLICAS:
@@ -316,18 +370,25 @@ class RecommenderSpec:
         return bool(self.zones)
 
     def services(self) -> list[ServiceName]:
-        """Every service in start order; a zoned stack's zone by zone (its Redis, replicas,
-        gateway), then the edge; then, with monitoring on, the monitoring services."""
+        """Every service in start order; with events on, the event store first; a zoned
+        stack's zone by zone (its Redis, replicas, gateway), then the edge; then the backup
+        service and the feature updater; then, with monitoring on, the monitoring services."""
         monitoring = [
             ServiceName(name, ROLE_MONITORING) for name in MONITORING_SERVICES
         ] if self.monitoring.on else []  # fmt: skip
+        store = [ServiceName(ROLE_EVENT_STORE, ROLE_EVENT_STORE)] if self.events.enabled else []
+        backup = [
+            ServiceName(ROLE_BACKUP, ROLE_BACKUP), ServiceName(ROLE_FEATURES, ROLE_FEATURES)
+        ] if self.events.enabled else []  # fmt: skip
         if not self.zones:
             return [
+                *store,
                 *(ServiceName(f"replica-{i}", "replica") for i in range(1, self.replicas + 1)),
                 ServiceName("gateway", "gateway"),
+                *backup,
                 *monitoring,
             ]
-        out: list[ServiceName] = []
+        out: list[ServiceName] = [*store]
         for zone in self.zones:
             if self.cache.enabled:
                 out.append(ServiceName(f"redis-{zone}", ROLE_CACHE, zone))
@@ -337,7 +398,7 @@ class RecommenderSpec:
             ]
             out.append(ServiceName(f"gateway-{zone}", "gateway", zone))
         out.append(ServiceName("edge", ROLE_EDGE))
-        return out + monitoring
+        return out + backup + monitoring
 
     def service_names(self) -> list[str]:
         return [s.name for s in self.services()]
@@ -351,6 +412,8 @@ class RecommenderSpec:
         data["store"] = str(self.store) if self.store is not None else None
         data["zones"] = list(self.zones)
         data["edge"]["config"] = str(self.edge.config) if self.edge.config else None
+        backup_dir = self.events.backup_dir
+        data["events"]["backup_dir"] = str(backup_dir) if backup_dir is not None else None
         return data
 
     @classmethod
@@ -368,4 +431,12 @@ class RecommenderSpec:
             edge=EdgeSettings(**edge),
             cache=CacheSettings(**(data.get("cache") or {})),
             monitoring=MonitoringSettings(**(data.get("monitoring") or {"enabled": "off"})),
+            events=EventSettings(
+                **{
+                    **(data.get("events") or {}),
+                    "backup_dir": Path(data["events"]["backup_dir"])
+                    if (data.get("events") or {}).get("backup_dir")
+                    else None,
+                }
+            ),
         )

@@ -238,3 +238,25 @@ def test_a_record_out_of_range_is_malformed_not_a_crash(
         wait_for(sink, 1)
     assert sink.stats().malformed == 1
     assert sink.records() == [record(0)]
+
+
+def test_click_event_lines_are_kept_apart_from_the_requests(sink: RecordSink) -> None:
+    from drillkit.observe.records import EventRecord
+
+    events = [
+        EventRecord("123.0.4", 0, 1_700_000_000.5, 2.5, 200),
+        EventRecord("123.0.4", 1, 1_700_000_001.0, 1000.0, 0),
+    ]
+    forged = ['E["x",-1,1700000000.5,1.0,200]', 'E["",0,1700000000.5,1.0,200]', "E[1,2"]
+    body = wire([record(0)]) + "".join(e.to_wire() + "\n" for e in events).encode()
+    body += "".join(line + "\n" for line in forged).encode()
+    with connect(sink) as conn:
+        conn.sendall(body + json.dumps({"sent": 3, "dropped": 0, "pid": 1}).encode() + b"\n")
+        wait_for(sink, 1)
+        deadline = time.monotonic() + 5
+        while sink.stats().malformed < 3 and time.monotonic() < deadline:
+            time.sleep(0.005)
+    assert sink.events() == events
+    assert [e.acked for e in events] == [True, False]
+    stats = sink.stats()
+    assert (stats.records, stats.events, stats.malformed) == (1, 2, 3)

@@ -141,7 +141,7 @@ def test_a_duration_too_large_for_decimal_is_refused_not_raised() -> None:
         ("expect: {zzzzz: 1s}", "faults[0].expect.zzzzz: unknown key 'zzzzz' (expected one "
          "of: detect_within, recover_within, max_failed_requests, max_wrong_model_responses, "
          "cache_recover_within, alerts, alert_within, rollback_within, max_users_exposed, "
-         "max_exposed_requests)"),
+         "max_exposed_requests, max_events_lost, rpo_within, rto_within)"),
     ],
 )  # fmt: skip
 def test_an_unknown_key_in_a_fault_names_the_keys_of_its_own_section(

@@ -218,10 +218,9 @@ BAD = [
         "bad_unknown_kind.yaml",
         4,
         "faults[0].kind",
-        "unknown fault kind 'kill_nodes' (did you mean 'kill_node'? known kinds: bad_rollout, "
-        "cache_flush, "
-        "corrupt_model, cut_network, kill_node, latency, load_spike, pause_node, rollout, "
-        "zone_outage)",
+        "unknown fault kind 'kill_nodes' (did you mean 'kill_node'? known kinds: backup_failure, "
+        "bad_rollout, cache_flush, corrupt_model, cut_network, data_loss, kill_node, latency, "
+        "load_spike, pause_node, rollout, zone_outage)",
         id="unknown-kind",
     ),
     pytest.param(

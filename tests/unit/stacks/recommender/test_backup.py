@@ -1,0 +1,173 @@
+"""The backup service against a real redis-server: snapshots with manifests, verification,
+and the restore procedure that finds a wiped store and merges what was written since."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from drillkit.errors import ArtifactError
+from drillkit.stacks.recommender.backup import (
+    EVENTS,
+    MODELS,
+    STAGING,
+    BackupService,
+    backup_events,
+    list_backups,
+    models_present,
+    newest_verified,
+    restore_events,
+    verify_backup,
+)
+from drillkit.stacks.recommender.events import MARKER, STREAM, ClickEvent, stored_events
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Any]:
+    import redis
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    binary = shutil.which("redis-server")
+    assert binary is not None
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+    )
+    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=2.0)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            client.ping()
+            break
+        except redis.RedisError:
+            time.sleep(0.02)
+    yield client
+    client.close()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+def add(client: Any, producer: str, seqs: range) -> None:
+    for seq in seqs:
+        client.xadd(STREAM, ClickEvent(producer, seq, 1, 2).fields())
+
+
+def held(client: Any) -> set[tuple[str, int]]:
+    return {(p, s) for p, s, _ in stored_events(client)}
+
+
+@pytest.mark.zones
+def test_a_backup_holds_the_stream_and_says_what_is_in_it(store: Any, tmp_path: Path) -> None:
+    add(store, "a", range(50))
+    backup = backup_events(store, tmp_path / "backups")
+    assert backup.entries == 50
+    assert backup.newest_event_id == store.xrevrange(STREAM, count=1)[0][0].decode()
+    assert verify_backup(backup.path).name == backup.name
+    assert [b.name for b in list_backups(tmp_path / "backups", EVENTS)] == [backup.name]
+
+
+@pytest.mark.zones
+def test_a_damaged_backup_is_refused_naming_its_file(store: Any, tmp_path: Path) -> None:
+    add(store, "a", range(5))
+    root = tmp_path / "backups"
+    good = backup_events(store, root)
+    add(store, "a", range(5, 10))
+    bad = backup_events(store, root)
+    (bad.path / "stream.dump").write_bytes(b"not a dump")
+    with pytest.raises(ArtifactError, match="stream.dump"):
+        verify_backup(bad.path)
+    with pytest.raises(ArtifactError, match="stream.dump"):
+        restore_events(store, bad)
+    # The newest that verifies is the older one.
+    newest = newest_verified(root, EVENTS)
+    assert newest is not None and newest.name == good.name
+
+
+@pytest.mark.zones
+def test_the_restore_keeps_events_written_since_the_store_came_back(
+    store: Any, tmp_path: Path
+) -> None:
+    add(store, "a", range(20))
+    backup = backup_events(store, tmp_path / "backups")
+    add(store, "a", range(20, 30))  # acknowledged after the backup: these are lost
+    store.flushall()  # the disk is gone; the store comes back empty
+    add(store, "b", range(3))  # written before the restore procedure noticed
+    carried = restore_events(store, backup)
+    assert carried == 3
+    assert held(store) == {("a", i) for i in range(20)} | {("b", i) for i in range(3)}
+    assert store.get(MARKER) is not None
+
+
+@pytest.mark.zones
+def test_the_service_restores_a_wiped_store_and_counts_a_broken_backup_job(
+    store: Any, tmp_path: Path
+) -> None:
+    root = tmp_path / "backups"
+    root.mkdir()
+    models = tmp_path / "models"
+    (models / "versions" / "v1").mkdir(parents=True)
+    (models / "versions" / "v1" / "weights").write_bytes(b"w" * 100)
+    (models / "CURRENT").write_text("v1\n")
+    service = BackupService(events=store, backups=root, models=models, interval=3600, keep=2)
+    service.run_once()  # marks the new store, takes the first backups
+    assert store.get(MARKER) is not None
+    assert {b.kind for b in list_backups(root)} == {EVENTS, MODELS}
+    add(store, "a", range(10))
+    service.take_backups()
+    store.flushall()
+    service.run_once()
+    assert held(store) == {("a", i) for i in range(10)}
+    assert [r["kind"] for r in service.status()["restores"]] == [EVENTS]
+    # The model store lost entirely comes back from its backup.
+    shutil.rmtree(models / "versions")
+    (models / "CURRENT").unlink()
+    assert not models_present(models)
+    service.run_once()
+    assert models_present(models)
+    assert (models / "versions" / "v1" / "weights").read_bytes() == b"w" * 100
+    # A staging folder that became a file fails every backup, counted, nothing raised.
+    shutil.rmtree(root / STAGING)
+    (root / STAGING).write_text("broken")
+    service.take_backups()
+    status = service.status()
+    assert status["failures"][EVENTS] == 1
+    assert "drillkit_backup_failures_total" in service.metrics()
+    # Only `keep` backups of each kind are kept.
+    (root / STAGING).unlink()
+    for _ in range(3):
+        service.take_backups()
+    assert len(list_backups(root, EVENTS)) == 2
+
+
+@pytest.mark.zones
+def test_the_feature_updater_follows_rebuilds_and_says_when_it_was_stale(store: Any) -> None:
+    from drillkit.stacks.recommender.features import FeatureUpdater, recent_key
+
+    updater = FeatureUpdater(store, keep=3)
+    updater.step(block_ms=10)
+    assert updater.status()["stale"] and updater.status()["stale"][-1][1] is None  # no marker
+    store.set(MARKER, "one")
+    for seq, item in enumerate([5, 6, 7, 8]):
+        store.xadd(STREAM, ClickEvent("a", seq, 42, item).fields())
+    updater.step(block_ms=10)
+    assert [int(x) for x in store.lrange(recent_key(42), 0, -1)] == [8, 7, 6]
+    status = updater.status()
+    assert status["processed"] == 4 and status["stale"][-1][1] is not None
+    # A restored store (a new marker, the features gone with the old data): rebuilt.
+    store.delete(recent_key(42))
+    store.set(MARKER, "two")
+    updater.step(block_ms=10)
+    assert [int(x) for x in store.lrange(recent_key(42), 0, -1)] == [8, 7, 6]
+    assert updater.rebuilds == 1
+    assert "drillkit_features_stale 0" in updater.metrics()
