@@ -10,10 +10,8 @@ before they are applied, so a drillkit killed with SIGKILL leaves enough for ``d
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import enum
 import hashlib
-import itertools
 import json
 import os
 import platform
@@ -759,6 +757,7 @@ class DrillRunner:
                     mode=str(data.get("mode")),
                     injected_at=record.injected_at - t0,
                     until=scenario.load.duration,
+                    survivors=_survivors(data.get("survivors")),
                 )
                 if isinstance(data, dict) and record.injected_at is not None
                 else None
@@ -797,12 +796,6 @@ class DrillRunner:
                     data=loss,
                 )
             )
-        # Each data_loss fault's window ends at the next one's injection.
-        losses = sorted((r.data.injected_at, i) for i, r in enumerate(runs) if r.data is not None)
-        for (_, i), (later, _) in itertools.pairwise(losses):
-            data_run = runs[i].data
-            assert data_run is not None
-            runs[i] = dataclasses.replace(runs[i], data=dataclasses.replace(data_run, until=later))
         events_sent = None
         if self._census is not None:
             events_sent = [
@@ -847,6 +840,20 @@ class DrillRunner:
                 census=self._census,
             )
         )
+
+
+def _survivors(data: object) -> frozenset[tuple[str, int]] | None:
+    """The ``[producer, seq]`` pairs a data_loss fault read from the store at its heal."""
+    if not isinstance(data, list):
+        return None
+    return frozenset(
+        (pair[0], pair[1])
+        for pair in data
+        if isinstance(pair, list)
+        and len(pair) == 2
+        and isinstance(pair[0], str)
+        and isinstance(pair[1], int)
+    )
 
 
 def _rollout_of(record: FaultRecord, t0: float) -> RolloutRun | None:

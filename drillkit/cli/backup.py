@@ -188,7 +188,10 @@ def restore(
         backup = found
     started = time.monotonic()
     if backup.kind == MODELS:
-        restore_models(backup, origin_store(state))
+        try:
+            restore_models(backup, origin_store(state))
+        except OSError as exc:
+            raise EnvironmentFailure(f"model store: {exc}") from None
         t.result(
             f"restored {backup.name} into the model store in {time.monotonic() - started:.2f} s"
         )

@@ -211,6 +211,9 @@ _tails: dict[tuple[str, bool, str, str, str, str, str], str] = {}
 _MAX_TAILS = 4096
 _user_serial = itertools.count()
 _producer_serial = itertools.count()
+#: This generator process's own: producer ids never repeat across drills (a reused backup
+#: location may hold another drill's events).
+_RUN = os.urandom(6).hex()
 
 
 def _error_class(exception: BaseException, status: int) -> str:
@@ -337,7 +340,7 @@ class RecommendUser(FastHttpUser):
         self._rng = random.Random(f"{SETTINGS.seed}:{index}:{next(_user_serial)}")
         self._path_k = f"&k={SETTINGS.k}"
         # Click events: this user's producer id and sequence; (producer, seq) names an event.
-        self._producer = f"{os.getpid()}.{index}.{next(_producer_serial)}"
+        self._producer = f"{_RUN}.{index}.{next(_producer_serial)}"
         self._seq = 0
         # The stack sets no cookies; skipping the cookie jar saves a parse per response.
         self.client.client.cookiejar = None

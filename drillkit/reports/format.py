@@ -376,20 +376,19 @@ def data_lines(report: DrillReport) -> list[str]:
             else seconds(d.writes_back_at - f.injected_at)
         )
         if d.target == "event-store":
-            what = (
-                f"{d.events_lost} of {d.acked_before} acknowledged event(s) lost, RPO "
-                f"{seconds(d.rpo_s)}; writes back after {writes} ({d.writes_failed} refused)"
+            lost = (
+                f"{d.events_lost} of {d.acked_before} acknowledged event(s) lost, "
+                f"RPO {seconds(d.rpo_s)}"
             )
+            back = f"writes back after {writes} ({d.writes_failed} refused); "
         else:
-            what = "replicas served from memory"
+            lost, back = "replicas served from memory", ""
         quality = (
             f"; quality {share(d.quality_during, 1)} (before: {share(d.quality_before, 1)})"
             if d.quality_during is not None
             else ""
         )
         stale = f"; features stale {seconds(d.features_stale_s)}" if d.features_stale_s else ""
-        lines.append(
-            f"{f.id}: {d.target} {d.mode}: {what}; {restored}; RTO {seconds(d.rto_s)}; "
-            f"last backup {since} before the fault{stale}{quality}"
-        )
+        lines.append(f"{f.id}: {d.target} {d.mode}: {lost}; last backup {since} before the fault")
+        lines.append(f"{f.id}: {back}{restored}; RTO {seconds(d.rto_s)}{stale}{quality}")
     return lines

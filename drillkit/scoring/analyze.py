@@ -31,6 +31,10 @@ check                           weight  critical  what holds
 ``<id>.max_users_exposed``      2       no        distinct users answered by the new version
                                                   (count or share) <= max
 ``<id>.max_exposed_requests``   2       no        answers by the new version <= max
+``<id>.max_events_lost``        2       yes       acknowledged events a data_loss fault lost
+                                                  <= expect.max_events_lost
+``<id>.rpo_within``             2       yes       its recovery point <= expect.rpo_within
+``<id>.rto_within``             2       no        its time to recover <= expect.rto_within
 ``<id>.healed``                 1       yes       the fault was healed
 ``<id>.injected``               1       yes       the fault was applied (only emitted, as a
                                                   failure, for a fault that never was)
@@ -74,7 +78,7 @@ from drillkit.scoring.data import (
     DataLossRun,
     EventSent,
     EventSummary,
-    data_loss_result,
+    data_loss_results,
     event_summary,
 )
 from drillkit.scoring.rollout import RolloutResult, RolloutRun, exposure
@@ -620,7 +624,8 @@ def _fault_checks(fault: FaultRun, result: FaultResult, slo: SLO) -> list[Check]
 
 
 def _data_checks(fault: FaultRun, data: DataLossResult) -> list[Check]:
-    """A data_loss fault's expectations: events lost, recovery point, time to recover."""
+    """A data_loss fault's expectations: events lost, recovery point, time to recover. Data
+    lost beyond its objective fails the drill whatever the score (critical checks)."""
     expect, phase = fault.expect, f"fault:{fault.id}"
     checks: list[Check] = []
     if expect.max_events_lost is not None:
@@ -631,6 +636,7 @@ def _data_checks(fault: FaultRun, data: DataLossResult) -> list[Check]:
                 float(expect.max_events_lost),
                 float(data.events_lost) if data.rpo_s is not None else None,
                 weight=WEIGHT_EXPECT,
+                critical=True,
                 detail=f"{data.events_lost} of {data.acked_before} acknowledged events"
                 if data.rpo_s is not None
                 else "the event store could not be read back",
@@ -649,6 +655,7 @@ def _data_checks(fault: FaultRun, data: DataLossResult) -> list[Check]:
                 expect.rpo_within,
                 data.rpo_s,
                 weight=WEIGHT_EXPECT,
+                critical=True,
                 detail=f"{data.events_lost} acknowledged events lost{age}",
             )
         )
@@ -901,6 +908,12 @@ def analyze(inp: DrillInput) -> Analysis:
     faults: list[FaultResult] = []
     fault_phases: list[PhaseStats] = []
     fault_ends: list[float] = []
+    data_results: dict[str, DataLossResult] = {}
+    if inp.census is not None and inp.events_sent is not None:
+        lossy = [f for f in inp.faults if f.data is not None]
+        runs = [f.data for f in lossy if f.data is not None]
+        found = data_loss_results(runs, inp.events_sent, inp.census)
+        data_results = {f.id: result for f, result in zip(lossy, found, strict=True)}
     checks_by_fault: list[list[Check]] = []
     for fault in inp.faults:
         detected = detect(fault, inp.events)
@@ -935,19 +948,15 @@ def analyze(inp: DrillInput) -> Analysis:
             result = dataclasses.replace(
                 result, rollout=exposure(fault.rollout, records, window_end, during)
             )
-        if fault.data is not None and inp.census is not None and inp.events_sent is not None:
-            earlier = [
-                f.data.injected_at
-                for f in inp.faults
-                if f.data is not None and f.data.injected_at < fault.data.injected_at
-            ]
-            data = data_loss_result(
-                fault.data, max(earlier, default=float("-inf")), inp.events_sent, inp.census
-            )
+        data = data_results.get(fault.id)
+        if fault.data is not None and data is not None:
+            start = fault.data.injected_at
+            # While the store was being recovered (to the end of the drill if it never was).
+            end = start + data.rto_s if data.rto_s else fault.data.until
             data = dataclasses.replace(
                 data,
-                quality_before=quality.mean(0.0, fault.data.injected_at),
-                quality_during=quality.mean(fault.data.injected_at, fault.data.until),
+                quality_before=quality.mean(0.0, start),
+                quality_during=quality.mean(start, max(end, start + SERIES_STEP_S)),
             )
             result = dataclasses.replace(result, data=data)
         faults.append(result)

@@ -8,13 +8,14 @@ restores). Times are seconds from t=0. Definitions (``docs/report.md``):
 
 * an event is **lost** when it was acknowledged and the store does not hold it after the
   drill;
-* a fault's lost events are those acknowledged from the previous ``data_loss`` fault's
-  injection (or the start) to this one's; later ones count for the next fault;
+* a fault's lost events are those acknowledged before its injection (and not already lost
+  to an earlier fault) that the store lacked once it was back from the fault: what the event
+  store held after its heal (and its restore, for a wipe) is read at the heal;
 * **RPO** (recovery point): from the first lost event's acknowledgement to the injection: the
   span of acknowledged writes the fault took away; 0 when it took none;
-* **writes back**: the first acknowledgement of an event sent after the last one the stack
-  failed to acknowledge, from the injection to the next fault (the injection itself when no
-  event failed);
+* **writes back**: after the first event the stack refused, the first acknowledgement from
+  which every event sent over a second was acknowledged (the injection itself when no event
+  was refused): a lone refusal later on is not the fault's outage;
 * **RTO**: from the injection until writes are back and, when the stack restored a backup
   for this fault, the restore finished: the store takes writes and holds what it will get
   back.
@@ -33,9 +34,10 @@ __all__ = [
     "EventSent",
     "EventSummary",
     "RestoreMark",
-    "data_loss_result",
+    "data_loss_results",
     "event_summary",
     "stale_within",
+    "writes_back",
 ]
 
 
@@ -48,6 +50,10 @@ class EventSent:
     sent_at: float
     done_at: float
     acked: bool
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.producer, self.seq)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +98,10 @@ class DataLossRun:
     target: str  # event-store | model-store
     mode: str
     injected_at: float
-    until: float  # the next data_loss fault's injection, or the end of the drill
+    until: float  # the end of the drill (a later fault on the same target ends it sooner)
+    # What the event store held once back from this fault; None: not read (the census's
+    # reading after the drill stands in).
+    survivors: frozenset[tuple[str, int]] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,72 +161,137 @@ def event_summary(events: Sequence[EventSent], census: DataCensus) -> EventSumma
     )
 
 
-def data_loss_result(
-    run: DataLossRun, previous: float, events: Sequence[EventSent], census: DataCensus
-) -> DataLossResult:
-    """The figures of one ``data_loss`` fault; ``previous``: the previous such fault's
-    injection (``-inf`` for the first)."""
+#: Writes are back once every event sent over this long after an acknowledgement was
+#: acknowledged too: a lone refusal later on is not the fault's outage going on.
+WRITES_SETTLE_S = 1.0
+
+
+def data_loss_results(
+    runs: Sequence[DataLossRun], events: Sequence[EventSent], census: DataCensus
+) -> list[DataLossResult]:
+    """The figures of each ``data_loss`` fault, in the order of ``runs``.
+
+    An event is charged to the first event-store fault after its acknowledgement whose
+    survivors (what the store held once back) lack it; without survivors (the store could not
+    be read at the heal) the store as it was after the drill stands in. Each fault's window
+    (for its writes and its restore) ends at the next fault on the same target.
+    """
+    order = sorted(range(len(runs)), key=lambda i: runs[i].injected_at)
+    results: dict[int, DataLossResult] = {}
+    gone: set[tuple[str, int]] = set()
+    acked = sorted((e for e in events if e.acked), key=lambda e: e.done_at)
+    for position, i in enumerate(order):
+        run = runs[i]
+        later = [runs[j].injected_at for j in order[position + 1 :] if runs[j].target == run.target]
+        until = min([run.until, *later])
+        if run.target != "event-store":
+            results[i] = _model_store_result(run, until, census)
+            continue
+        held = run.survivors if run.survivors is not None else census.stored
+        readable = run.survivors is not None or census.readable
+        before = [e for e in acked if e.done_at < run.injected_at and e.key not in gone]
+        lost = [e for e in before if e.key not in held] if readable else []
+        gone.update(e.key for e in lost)
+        results[i] = _event_store_result(run, until, before, lost, readable, events, census)
+    return [results[i] for i in range(len(runs))]
+
+
+def _restore_for(run: DataLossRun, until: float, census: DataCensus) -> RestoreMark | None:
     kind = "events" if run.target == "event-store" else "models"
-    injected = run.injected_at
-    last_backup = max(
-        (b.created_at for b in census.backups if b.kind == kind and b.created_at <= injected),
-        default=None,
-    )
-    restore = next(
-        (r for r in census.restores if r.kind == kind and injected <= r.started_at < run.until),
+    return next(
+        (r for r in census.restores if r.kind == kind and run.injected_at <= r.started_at < until),
         None,
     )
-    restored_at = restore.finished_at if restore is not None else None
-    if run.target != "event-store":
-        return DataLossResult(
-            target=run.target,
-            mode=run.mode,
-            acked_before=0,
-            events_lost=0,
-            rpo_s=0.0,
-            writes_failed=0,
-            writes_back_at=injected,
-            restore_started_at=restore.started_at if restore is not None else None,
-            restored_at=restored_at,
-            restored_from=restore.backup if restore is not None else None,
-            backup_age_s=_age(injected, restore),
-            rto_s=None if restored_at is None else restored_at - injected,
-            last_backup_at=last_backup,
-            features_stale_s=stale_within(census, injected, run.until),
-        )
-    before = [e for e in events if e.acked and previous <= e.done_at < injected]
-    lost = _lost(before, census)
-    rpo = injected - min(e.done_at for e in lost) if lost else 0.0
-    during = sorted(
-        (e for e in events if injected <= e.sent_at < run.until), key=lambda e: e.sent_at
+
+
+def _last_backup(run: DataLossRun, census: DataCensus) -> float | None:
+    kind = "events" if run.target == "event-store" else "models"
+    return max(
+        (
+            b.created_at
+            for b in census.backups
+            if b.kind == kind and b.created_at <= run.injected_at
+        ),
+        default=None,
     )
-    failed = [e for e in during if not e.acked]
-    if failed:
-        last_fail = failed[-1].sent_at
-        back = next((e.done_at for e in during if e.acked and e.sent_at > last_fail), None)
-    else:
-        back = injected
+
+
+def _model_store_result(run: DataLossRun, until: float, census: DataCensus) -> DataLossResult:
+    injected = run.injected_at
+    restore = _restore_for(run, until, census)
+    restored_at = restore.finished_at if restore is not None else None
+    return DataLossResult(
+        target=run.target,
+        mode=run.mode,
+        acked_before=0,
+        events_lost=0,
+        rpo_s=0.0,
+        writes_failed=0,
+        writes_back_at=injected,
+        restore_started_at=restore.started_at if restore is not None else None,
+        restored_at=restored_at,
+        restored_from=restore.backup if restore is not None else None,
+        backup_age_s=_age(injected, restore),
+        rto_s=None if restored_at is None else restored_at - injected,
+        last_backup_at=_last_backup(run, census),
+        features_stale_s=stale_within(census, injected, until),
+    )
+
+
+def writes_back(during: Sequence[EventSent], injected: float) -> float | None:
+    """When writes were back: the acknowledgement of the first event, after the first refused
+    one, from which every event sent over :data:`WRITES_SETTLE_S` was acknowledged; the
+    injection itself when none was refused; None when they never came back."""
+    first_fail = next((k for k, e in enumerate(during) if not e.acked), None)
+    if first_fail is None:
+        return injected
+    for k in range(first_fail + 1, len(during)):
+        e = during[k]
+        if not e.acked:
+            continue
+        settle = e.sent_at + WRITES_SETTLE_S
+        if all(x.acked for x in during[k:] if x.sent_at <= settle):
+            return e.done_at
+    return None
+
+
+def _event_store_result(
+    run: DataLossRun,
+    until: float,
+    before: list[EventSent],
+    lost: list[EventSent],
+    readable: bool,
+    events: Sequence[EventSent],
+    census: DataCensus,
+) -> DataLossResult:
+    injected = run.injected_at
+    restore = _restore_for(run, until, census)
+    restored_at = restore.finished_at if restore is not None else None
+    rpo = injected - min(e.done_at for e in lost) if lost else 0.0
+    during = sorted((e for e in events if injected <= e.sent_at < until), key=lambda e: e.sent_at)
+    back = writes_back(during, injected)
     if back is None:
         rto = None
-    elif restore is not None and restored_at is not None:
+    elif restored_at is not None:
         rto = max(back, restored_at) - injected
     else:
         rto = back - injected
+    settled = back if back is not None else until
     return DataLossResult(
         target=run.target,
         mode=run.mode,
         acked_before=len(before),
         events_lost=len(lost),
-        rpo_s=rpo if census.readable else None,
-        writes_failed=len(failed),
+        rpo_s=rpo if readable else None,
+        writes_failed=sum(1 for e in during if not e.acked and e.sent_at < settled),
         writes_back_at=back,
         restore_started_at=restore.started_at if restore is not None else None,
         restored_at=restored_at,
         restored_from=restore.backup if restore is not None else None,
         backup_age_s=_age(injected, restore),
         rto_s=rto,
-        last_backup_at=last_backup,
-        features_stale_s=stale_within(census, injected, run.until),
+        last_backup_at=_last_backup(run, census),
+        features_stale_s=stale_within(census, injected, until),
     )
 
 

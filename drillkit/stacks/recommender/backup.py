@@ -37,6 +37,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import os
 import shutil
 import threading
@@ -87,12 +88,6 @@ redis.call('DEL', scratch)
 if ARGV[1] ~= '' then
   redis.call('RESTORE', scratch, 0, ARGV[1])
 end
-local function newer(a, b)
-  local ams, aseq = string.match(a, '(%d+)-(%d+)')
-  local bms, bseq = string.match(b, '(%d+)-(%d+)')
-  ams, aseq, bms, bseq = tonumber(ams), tonumber(aseq), tonumber(bms), tonumber(bseq)
-  return ams > bms or (ams == bms and aseq > bseq)
-end
 local last = '0-0'
 if redis.call('EXISTS', scratch) == 1 then
   local top = redis.call('XREVRANGE', scratch, '+', '-', 'COUNT', 1)
@@ -100,11 +95,9 @@ if redis.call('EXISTS', scratch) == 1 then
 end
 local carried = 0
 if redis.call('EXISTS', stream) == 1 then
-  for _, entry in ipairs(redis.call('XRANGE', stream, '-', '+')) do
-    if newer(entry[1], last) then
-      redis.call('XADD', scratch, entry[1], unpack(entry[2]))
-      carried = carried + 1
-    end
+  for _, entry in ipairs(redis.call('XRANGE', stream, '(' .. last, '+')) do
+    redis.call('XADD', scratch, entry[1], unpack(entry[2]))
+    carried = carried + 1
   end
 end
 if redis.call('EXISTS', scratch) == 1 then
@@ -126,6 +119,7 @@ class Backup:
     newest_event_id: str | None = None
     newest_event_at: float | None = None
     entries: int | None = None
+    store_id: str | None = None  # the stack whose store it was taken from
 
     @property
     def name(self) -> str:
@@ -146,6 +140,7 @@ class Backup:
             "newest_event_id": self.newest_event_id,
             "newest_event_at": self.newest_event_at,
             "entries": self.entries,
+            "store_id": self.store_id,
         }
 
 
@@ -171,27 +166,56 @@ def _read_manifest(folder: Path) -> Backup:
     try:
         kind = data["kind"]
         files = data["files"]
-        if kind not in KINDS or not isinstance(files, dict):
+        # A backup's kind is its folder's (<location>/<kind>/<name>); an events backup is
+        # exactly the stream's dump.
+        if kind not in KINDS or kind != folder.parent.name or not isinstance(files, dict):
+            raise TypeError
+        if kind == EVENTS and set(files) != {_STREAM_FILE}:
             raise TypeError
         for name, info in files.items():
             parts = Path(name).parts
-            if not parts or name.startswith("/") or ".." in parts:
+            if not parts or name.startswith("/") or ".." in parts or "\0" in name:
                 raise TypeError
             if not isinstance(info, dict) or not isinstance(info.get("sha256"), str):
                 raise TypeError
-            if type(info.get("size")) is not int:
+            if type(info.get("size")) is not int or info["size"] < 0:
                 raise TypeError
         return Backup(
             path=folder,
             kind=kind,
-            created_at=float(data["created_at"]),
+            created_at=_finite(data["created_at"]),
             files=files,
-            newest_event_id=data.get("newest_event_id"),
-            newest_event_at=data.get("newest_event_at"),
-            entries=data.get("entries"),
+            newest_event_id=_text_or_none(data.get("newest_event_id")),
+            newest_event_at=(
+                None if data.get("newest_event_at") is None else _finite(data["newest_event_at"])
+            ),
+            entries=_count_or_none(data.get("entries")),
+            store_id=_text_or_none(data.get("store_id")),
         )
     except (KeyError, TypeError, ValueError, AttributeError):
         raise ArtifactError(f"{path}: not a drillkit backup manifest") from None
+
+
+def _finite(value: object) -> float:
+    if type(value) not in (int, float) or not math.isfinite(value):  # type: ignore[arg-type]
+        raise TypeError
+    return float(value)  # type: ignore[arg-type]
+
+
+def _count_or_none(value: object) -> int | None:
+    if value is None:
+        return None
+    if type(value) is not int or value < 0:
+        raise TypeError
+    return value
+
+
+def _text_or_none(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > 200:
+        raise TypeError
+    return value
 
 
 def list_backups(root: Path, kind: str | None = None) -> list[Backup]:
@@ -215,7 +239,12 @@ def verify_backup(folder: Path) -> Backup:
     backup = _read_manifest(folder)
     for name, info in backup.files.items():
         path = folder / name
-        if path.is_symlink() or not path.is_file():
+        # No part of the way may be a link: a backup folder is read as root, and a link
+        # would bring any file of the machine into a store.
+        parts = Path(name).parts
+        if any((folder.joinpath(*parts[: i + 1])).is_symlink() for i in range(len(parts))):
+            raise ArtifactError(f"{path}: a symbolic link, not a backed-up file")
+        if not path.is_file():
             raise ArtifactError(f"{path}: missing")
         if path.stat().st_size != info["size"]:
             raise ArtifactError(
@@ -289,33 +318,50 @@ def _fingerprint(store: Path) -> str:
     return digest.hexdigest()
 
 
-def backup_events(client: Any, root: Path) -> Backup:
-    """Snapshot the event stream of ``client`` (a ``redis.Redis``) into ``root``."""
+class UnmarkedStore(Exception):
+    """The event store holds no marker: its data was lost and not restored yet, and a backup
+    of it now would be a backup of nothing that a restore would then bring back."""
+
+
+def backup_events(client: Any, root: Path, store_id: str | None = None) -> Backup:
+    """Snapshot the event stream of ``client`` (a ``redis.Redis``) into ``root``; one
+    transaction reads the stream, its newest entry, its length and the store's marker."""
     with client.pipeline(transaction=True) as pipe:
         pipe.dump(STREAM)
         pipe.xrevrange(STREAM, "+", "-", count=1)
         pipe.xlen(STREAM)
-        payload, top, length = pipe.execute()
+        pipe.get(MARKER)
+        payload, top, length, marker = pipe.execute()
+    if marker is None:
+        raise UnmarkedStore("the event store holds no marker (lost, not restored yet)")
     newest_id = top[0][0].decode() if top else None
     newest_at = int(newest_id.split("-")[0]) / 1000.0 if newest_id else None
     return _write_backup(
         root,
         EVENTS,
         {_STREAM_FILE: payload or b""},
-        {"newest_event_id": newest_id, "newest_event_at": newest_at, "entries": int(length)},
+        {
+            "newest_event_id": newest_id,
+            "newest_event_at": newest_at,
+            "entries": int(length),
+            "store_id": store_id,
+        },
     )
 
 
-def backup_models(store: Path, root: Path) -> Backup:
+def backup_models(store: Path, root: Path, store_id: str | None = None) -> Backup:
     """Copy the model store ``store`` into ``root``."""
-    return _write_backup(root, MODELS, dict(_store_files(store)), {})
+    return _write_backup(root, MODELS, dict(_store_files(store)), {"store_id": store_id})
 
 
 def restore_events(client: Any, backup: Backup) -> int:
     """Put ``backup`` (verified first) back into the event store, keeping the events written
     since it came back; how many of those were carried over."""
-    verify_backup(backup.path)
-    payload = (backup.path / _STREAM_FILE).read_bytes()
+    verify_backup(backup.path)  # the dump is a regular file of the manifest's size and digest
+    try:
+        payload = (backup.path / _STREAM_FILE).read_bytes()
+    except OSError as exc:
+        raise ArtifactError(f"{backup.path / _STREAM_FILE}: {exc.strerror}") from None
     carried = client.eval(
         _RESTORE_SCRIPT, 3, STREAM, STREAM + ":restore", MARKER, payload, uuid.uuid4().hex
     )
@@ -324,17 +370,18 @@ def restore_events(client: Any, backup: Backup) -> int:
 
 def restore_models(backup: Backup, store: Path) -> None:
     """Put the model store's files back from ``backup`` (verified first): files are copied
-    into a scratch folder beside the store, then renamed into place one top-level entry at a
-    time, so a reader never sees a half-written file."""
+    into a hidden scratch folder inside the store (the same filesystem, also where the store
+    is a container's mount), then renamed into place one top-level entry at a time, so a
+    reader never sees a half-written file."""
     verify_backup(backup.path)
-    scratch = store.parent / f".{store.name}.restore-{uuid.uuid4().hex[:8]}"
+    store.mkdir(parents=True, exist_ok=True)
+    scratch = store / f".restore-{uuid.uuid4().hex[:8]}"
     scratch.mkdir()
     try:
         for name in backup.files:
             target = scratch / name
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(backup.path / name, target, follow_symlinks=False)
-        store.mkdir(parents=True, exist_ok=True)
         for entry in sorted(scratch.iterdir()):
             final = store / entry.name
             if final.is_dir() and not final.is_symlink():
@@ -378,8 +425,10 @@ class BackupService:
         models: Path | None,
         interval: float,
         keep: int,
+        store_id: str | None = None,
     ) -> None:
         self.events = events
+        self.store_id = store_id
         self.backups = backups
         self.models = models
         self.interval = interval
@@ -387,12 +436,19 @@ class BackupService:
         self.figures = _Figures()
         self._next = time.monotonic()  # a first backup as the service starts
         self._models_seen: str | None = None
-        self._store_seen = False
-        # One backup at a time: the schedule's and one asked for (POST /backup).
-        self._backing_up = threading.Lock()
+        # One thing at a time: the schedule's backups and checks, and a backup asked for
+        # (POST /backup) on the HTTP thread.
+        self._busy = threading.Lock()
         self.admin_token: str | None = None
 
     # -- restore ------------------------------------------------------------------------------
+    def _candidates(self, kind: str) -> list[Backup]:
+        """Backups this service may restore on its own, newest first: its own stack's (a
+        backup location reused by another stack holds that stack's data, which only a person
+        restores, with ``drillkit backup restore``)."""
+        own = [b for b in list_backups(self.backups, kind) if b.store_id == self.store_id]
+        return list(reversed(own))
+
     def check_events(self) -> None:
         import redis
 
@@ -404,49 +460,47 @@ class BackupService:
             self._set_store("down")
             return
         if marked is not None:
-            self._store_seen = True
             self._set_store("up")
             return
-        backup = newest_verified(self.backups, EVENTS) if self._store_seen else None
-        if backup is None and not list_backups(self.backups, EVENTS):
-            # A new store: mark it, so that losing its data later shows.
+        candidates = self._candidates(EVENTS)
+        if not candidates:
+            # A new store, or one lost with nothing of its own to restore: mark it, so that
+            # losing its data later shows.
             with contextlib.suppress(redis.RedisError):
                 self.events.set(MARKER, uuid.uuid4().hex, nx=True)
-                self._store_seen = True
-            return
-        if backup is None:
-            backup = newest_verified(self.backups, EVENTS)
-        if backup is None:
-            self._set_store("lost, no backup verifies")
+            self._set_store("up")
             return
         started = time.time()
         self._set_store("restoring")
-        log.warning("event store lost its data: restoring backup %s", backup.name)
-        try:
-            carried = restore_events(self.events, backup)
-        except (redis.RedisError, ArtifactError, OSError) as exc:
-            log.error("restoring %s failed: %s", backup.name, exc)
-            self._set_store("restore failed")
+        for backup in candidates:  # the newest that verifies and restores
+            try:
+                carried = restore_events(self.events, backup)
+            except ArtifactError as exc:
+                log.warning("skipping a backup that does not verify: %s", exc)
+                continue
+            except (redis.RedisError, OSError) as exc:
+                log.error("restoring %s failed: %s", backup.name, exc)
+                continue
+            log.warning("event store lost its data: restored backup %s", backup.name)
+            self._restored(EVENTS, backup, started, carried=carried)
+            self._set_store("up")
             return
-        self._store_seen = True
-        self._restored(EVENTS, backup, started, carried=carried)
-        self._set_store("up")
+        self._set_store("lost: no backup of it restores")
 
     def check_models(self) -> None:
         if self.models is None or models_present(self.models):
             return
-        backup = newest_verified(self.backups, MODELS)
-        if backup is None:
-            return
         started = time.time()
-        log.warning("model store lost: restoring backup %s", backup.name)
-        try:
-            restore_models(backup, self.models)
-        except (ArtifactError, OSError) as exc:
-            log.error("restoring %s failed: %s", backup.name, exc)
+        for backup in self._candidates(MODELS):
+            try:
+                restore_models(backup, self.models)
+            except (ArtifactError, OSError) as exc:
+                log.error("restoring %s failed: %s", backup.name, exc)
+                continue
+            log.warning("model store lost: restored backup %s", backup.name)
+            self._models_seen = _fingerprint(self.models)
+            self._restored(MODELS, backup, started)
             return
-        self._models_seen = _fingerprint(self.models)
-        self._restored(MODELS, backup, started)
 
     def _restored(self, kind: str, backup: Backup, started: float, **more: Any) -> None:
         with self.figures.lock:
@@ -467,25 +521,31 @@ class BackupService:
             self.figures.store = state
 
     # -- backups ------------------------------------------------------------------------------
-    def take_backups(self) -> None:
-        with self._backing_up:
-            self._take_backups()
+    def take_backups(self) -> list[str]:
+        """Back up both stores now; the kinds that failed."""
+        with self._busy:
+            return self._take_backups()
 
-    def _take_backups(self) -> None:
+    def _take_backups(self) -> list[str]:
         import redis
 
+        failed: list[str] = []
         if self.events is not None:
             try:
-                backup = backup_events(self.events, self.backups)
+                backup = backup_events(self.events, self.backups, self.store_id)
+            except UnmarkedStore as exc:
+                log.warning("events backup skipped: %s", exc)
+                failed.append(EVENTS)
             except (redis.RedisError, OSError) as exc:
                 self._failed(EVENTS, exc)
+                failed.append(EVENTS)
             else:
                 self._succeeded(EVENTS, backup)
         if self.models is not None and models_present(self.models):
             try:
                 seen = _fingerprint(self.models)
                 if seen != self._models_seen:
-                    backup = backup_models(self.models, self.backups)
+                    backup = backup_models(self.models, self.backups, self.store_id)
                     self._models_seen = seen
                     self._succeeded(MODELS, backup)
                 else:  # nothing changed: the newest backup still holds the store
@@ -493,6 +553,8 @@ class BackupService:
                         self.figures.last_success[MODELS] = time.time()
             except OSError as exc:
                 self._failed(MODELS, exc)
+                failed.append(MODELS)
+        return failed
 
     def _succeeded(self, kind: str, backup: Backup) -> None:
         with self.figures.lock:
@@ -509,11 +571,12 @@ class BackupService:
             self.figures.last_error[kind] = f"{type(exc).__name__}: {exc}"[:300]
 
     def run_once(self) -> None:
-        self.check_events()
-        self.check_models()
-        if time.monotonic() >= self._next:
-            self._next += self.interval
-            self.take_backups()
+        with self._busy:
+            self.check_events()
+            self.check_models()
+            if time.monotonic() >= self._next:
+                self._next += self.interval
+                self._take_backups()
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
@@ -577,9 +640,9 @@ def _handler(service: BackupService) -> type[BaseHTTPRequestHandler]:
             if not given or not hmac.compare_digest(given.encode(), token.encode()):
                 self._send(401, b'{"error": "missing or wrong admin token"}', "application/json")
                 return
-            service.take_backups()
-            body = json.dumps({"last": service.status()["last"]}).encode()
-            self._send(200, body, "application/json")
+            failed = service.take_backups()
+            body = json.dumps({"failed": failed, "last": service.status()["last"]}).encode()
+            self._send(503 if failed else 200, body, "application/json")
 
         def do_GET(self) -> None:
             if self.path == "/healthz":
@@ -633,6 +696,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--backups", type=Path, required=True, metavar="DIR")
     parser.add_argument("--interval", type=float, default=30.0)
     parser.add_argument("--keep", type=int, default=5)
+    parser.add_argument(
+        "--store-id", default=None, help="this stack's: only its own backups are restored"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -654,6 +720,7 @@ def main(argv: list[str] | None = None) -> None:
         models=args.models,
         interval=args.interval,
         keep=args.keep,
+        store_id=args.store_id,
     )
     from drillkit.stacks.recommender.gateway import admin_token
 

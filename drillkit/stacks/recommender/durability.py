@@ -24,6 +24,7 @@ What a drill measures of them (events lost, recovery point, time to recover) is
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -38,6 +39,7 @@ from drillkit.stacks.recommender.spec import ROLE_BACKUP, ROLE_EVENT_STORE, ROLE
 
 if TYPE_CHECKING:
     from drillkit.faults.context import FaultContext
+    from drillkit.journal import Journal
 
 __all__ = ["BackupFailure", "BackupFailureParams", "DataLoss", "DataLossParams"]
 
@@ -63,7 +65,10 @@ class DataLossParams(FaultParams):
 class _Undo(UndoModel):
     target: Literal["event-store", "model-store"]
     mode: Literal["crash", "wipe", "corrupt"]
-    set_aside: str | None = Field(default=None, pattern=rf"^{_SET_ASIDE}[a-z0-9_-]{{1,80}}$")
+    # A folder name beside the store, never a path (a journal is read as root).
+    set_aside: str | None = Field(
+        default=None, pattern=rf"^{re.escape(_SET_ASIDE)}[a-z0-9_-]{{1,80}}$"
+    )
 
 
 def _data_dir(ctx: FaultContext) -> Path:
@@ -190,26 +195,74 @@ class DataLoss(FaultKind[DataLossParams]):
         if undo.set_aside is None:
             return
         aside = origin.parent / undo.set_aside
-        if not aside.is_dir():
+        if aside.is_symlink() or not aside.is_dir():
             return
-        # Give the stack's own restore a moment; then put back what it did not.
+        # Give the stack's own restore a moment (what a drill measures); then put the store
+        # back exactly as it was: a backup may be older than what was set aside (a version
+        # published since the last backup), which must not be lost to the drill.
         deadline = time.monotonic() + 5.0
         while not models_present(origin) and time.monotonic() < deadline:
             time.sleep(0.1)
-        if not models_present(origin):
-            origin.mkdir(parents=True, exist_ok=True)
-            for entry in list(aside.iterdir()):
-                final = origin / entry.name
-                if final.is_dir() and not final.is_symlink():
-                    shutil.rmtree(final)
-                elif final.exists() or final.is_symlink():
-                    final.unlink()
-                os.rename(entry, final)
-        shutil.rmtree(aside, ignore_errors=True)
+        put_back(aside, origin)
+
+    def heal_without_stack(self, journal: Journal, record: UndoRecord) -> None:
+        """The event store's files go with its stack; a model store set aside beside the
+        stack's own copy goes with it too (its folder is the stack's): nothing to do."""
+        _Undo.parse(record)
 
     def outcome(self, ctx: FaultContext, record: UndoRecord) -> dict[str, Any] | None:
         undo = _Undo.parse(record)
-        return {"data_loss": {"target": undo.target, "mode": undo.mode}}
+        details: dict[str, Any] = {"target": undo.target, "mode": undo.mode}
+        if undo.target == ROLE_EVENT_STORE:
+            # What the store holds once it is back (restored, where it was wiped): the events
+            # this fault took are those acknowledged before it and missing here.
+            survivors = _survivors(ctx)
+            if survivors is not None:
+                details["survivors"] = survivors
+        return {"data_loss": details}
+
+
+def put_back(aside: Path, origin: Path) -> None:
+    """Make ``origin`` hold exactly what was set aside in ``aside`` (same filesystem), then
+    remove ``aside``."""
+    trash = origin.parent / f"{aside.name}.restored"
+    shutil.rmtree(trash, ignore_errors=True)
+    trash.mkdir()
+    origin.mkdir(parents=True, exist_ok=True)
+    for entry in list(origin.iterdir()):
+        os.rename(entry, trash / entry.name)
+    for entry in list(aside.iterdir()):
+        os.rename(entry, origin / entry.name)
+    shutil.rmtree(trash, ignore_errors=True)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+#: How long the heal of an event-store fault waits for the store to hold its marker again
+#: (set by the backup service once it restored a wiped store, or marked a new one).
+_MARKED_WITHIN = 20.0
+
+
+def _survivors(ctx: FaultContext) -> list[list[Any]] | None:
+    """Every ``[producer, seq]`` the event store holds once it is marked again; None when it
+    cannot be read."""
+    import redis
+
+    from drillkit.stacks.recommender.events import MARKER, stored_events
+    from drillkit.stacks.recommender.preset import REDIS_PORT_NAME
+
+    port = ctx.state.service(ROLE_EVENT_STORE).ports[REDIS_PORT_NAME]
+    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=10.0)
+    try:
+        deadline = time.monotonic() + _MARKED_WITHIN
+        while client.get(MARKER) is None:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        return [[producer, seq] for producer, seq, _ in stored_events(client)]
+    except redis.RedisError:
+        return None
+    finally:
+        client.close()
 
 
 class BackupFailureParams(FaultParams):
@@ -223,6 +276,9 @@ class BackupFailure(FaultKind[BackupFailureParams]):
         "the backup job fails (its staging folder becomes a file): no new backup until healed"
     )
     target_roles: ClassVar[frozenset[str]] = frozenset({ROLE_BACKUP})
+    # The backup location may be the user's own folder (stack.events.backup_dir), which
+    # outlives the stack: the broken staging folder must not stay there.
+    outlives_stack: ClassVar[bool] = True
 
     def _staging(self, ctx: FaultContext, target: str) -> Path:
         from drillkit.stacks.recommender.backup import STAGING
@@ -231,7 +287,7 @@ class BackupFailure(FaultKind[BackupFailureParams]):
 
     def apply(self, ctx: FaultContext, target: str, params: BackupFailureParams) -> UndoRecord:
         staging = self._staging(ctx, target)
-        record = ctx.begin(self.name, target, {"service": target})
+        record = ctx.begin(self.name, target, {"service": target, "staging": str(staging)})
         if staging.is_dir() and not staging.is_symlink():
             shutil.rmtree(staging)  # it holds only backups being written
         elif staging.exists() or staging.is_symlink():
@@ -249,6 +305,30 @@ class BackupFailure(FaultKind[BackupFailureParams]):
 
     def heal(self, ctx: FaultContext, record: UndoRecord) -> None:
         staging = self._staging(ctx, ROLE_BACKUP)
-        if staging.is_file() and not staging.is_symlink() and staging.read_bytes() == _BROKEN:
-            staging.unlink()
+        _unbreak(staging)
         staging.mkdir(parents=True, exist_ok=True)
+
+    def heal_without_stack(self, journal: Journal, record: UndoRecord) -> None:
+        """Remove the file that stands in for the staging folder. The path comes from a
+        journal (read as root): only a regular file named ``staging`` that holds exactly what
+        this kind wrote is removed."""
+        from drillkit.stacks.recommender.backup import STAGING
+
+        path = _StagingUndo.parse(record).staging
+        staging = Path(path)
+        if staging.name == STAGING and staging.is_absolute():
+            _unbreak(staging)
+
+
+class _StagingUndo(UndoModel):
+    staging: str = Field(min_length=1, max_length=4096)
+
+
+def _unbreak(staging: Path) -> None:
+    if (
+        staging.is_file()
+        and not staging.is_symlink()
+        and staging.stat().st_size == len(_BROKEN)
+        and staging.read_bytes() == _BROKEN
+    ):
+        staging.unlink()

@@ -78,7 +78,8 @@ def event_store_options(appendfsync: str) -> tuple[str, ...]:
     """redis-server's options for the event store (its ``--dir`` comes apart): the append-only
     file (fsynced as ``appendfsync`` says), no RDB snapshots of its own (the backup service takes
     those), no eviction (an event store that drops events under memory pressure is not one),
-    and a torn last write loaded up to the last whole command, as after a crash."""
+    a torn last write loaded up to the last whole command, as after a crash, and every dump
+    a restore hands it checked whole (``sanitize-dump-payload``)."""
     return (
         "--protected-mode", "no",
         "--appendonly", "yes",
@@ -88,6 +89,8 @@ def event_store_options(appendfsync: str) -> tuple[str, ...]:
         "--auto-aof-rewrite-percentage", "0",
         "--save", "",
         "--maxmemory-policy", "noeviction",
+        # A restore hands Redis a dump from a backup folder: check it whole before use.
+        "--sanitize-dump-payload", "yes",
         "--loglevel", "warning",
     )  # fmt: skip
 

@@ -51,6 +51,17 @@ def recent_key(user: int) -> str:
     return f"recent:{user}"
 
 
+def _batches(keys: Any, size: int = 500) -> Any:
+    batch: list[Any] = []
+    for key in keys:
+        batch.append(key)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
 def _millis(entry_id: bytes | str) -> int:
     text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
     return int(text.split("-")[0])
@@ -97,6 +108,9 @@ class FeatureUpdater:
                 if self.store_id is not None:
                     log.warning("the event store was replaced (restored?): rebuilding features")
                     self.rebuilds += 1
+                    # What is left of the old features would be counted twice.
+                    for keys in _batches(self.client.scan_iter(match="recent:*", count=1000)):
+                        self.client.delete(*keys)
                 self.store_id = marker
                 self.cursor = "0-0"
             found = self.client.xread({STREAM: self.cursor}, count=_BATCH, block=block_ms)
@@ -104,10 +118,11 @@ class FeatureUpdater:
             if entries:
                 with self.client.pipeline(transaction=False) as pipe:
                     for _, fields in entries:
-                        user, item = fields.get(b"u"), fields.get(b"i")
-                        if user is None or item is None:
+                        try:  # an entry that is not an event is skipped, not retried forever
+                            user, item = int(fields[b"u"]), int(fields[b"i"])
+                        except (KeyError, ValueError):
                             continue
-                        key = recent_key(int(user))
+                        key = recent_key(user)
                         pipe.lpush(key, item)
                         pipe.ltrim(key, 0, self.keep - 1)
                     pipe.execute()

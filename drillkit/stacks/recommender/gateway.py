@@ -1040,10 +1040,8 @@ class _Gateway:
         store = self._events
         if store is None:
             return _error(404, "this stack has no event store (events.enabled is off)")
-        body = await request.body()
         try:
-            if len(body) > _MAX_EVENT_BODY:
-                raise ValueError(f"a body above {_MAX_EVENT_BODY} bytes")
+            body = await _small_body(request, _MAX_EVENT_BODY)
             event = parse_event(safejson.loads(body))
         except ValueError as exc:
             self.metrics.events_refused.inc()
@@ -1064,6 +1062,20 @@ class _Gateway:
         return Response(
             generate_latest(self.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
         )
+
+
+async def _small_body(request: Request, limit: int) -> bytes:
+    """The request's body, read no further than ``limit`` bytes (an unauthenticated endpoint
+    must not buffer whatever a client sends); ValueError beyond it."""
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        raise ValueError(f"a body above {limit} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise ValueError(f"a body above {limit} bytes")
+    return bytes(body)
 
 
 def _error(status: int, message: str) -> Response:

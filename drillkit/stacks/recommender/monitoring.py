@@ -195,6 +195,29 @@ RULES: tuple[AlertRule, ...] = (
         "warning",
         "zone {{ $labels.zone }}'s replicas answer without their cache: Redis is down or slow",
     ),
+    AlertRule(
+        "RecommenderEventsFailing",
+        'sum by (service) (rate(drillkit_gateway_events_total{outcome="failed"}[{window}]))'
+        ' / sum by (service) (rate(drillkit_gateway_events_total{outcome!="refused"}'
+        "[{window}])) > 0.01",
+        "page",
+        "{{ $labels.service }} cannot store more than 1% of click events: the event store is "
+        "down or slow",
+    ),
+    AlertRule(
+        "RecommenderBackupFailing",
+        "increase(drillkit_backup_failures_total[{long}]) > 0",
+        "warning",
+        "{{ $labels.kind }} backups fail: a restore now would lose more than the schedule says",
+        fires_for=False,
+    ),
+    AlertRule(
+        "RecommenderFeaturesStale",
+        "drillkit_features_stale == 1",
+        "warning",
+        "users' recent-activity features are stale: the event store is unreachable, emptied or "
+        "the updater is behind",
+    ),
 )
 
 

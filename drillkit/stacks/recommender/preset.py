@@ -156,8 +156,10 @@ class RecommenderPreset(StackPreset[RecommenderSpec]):
             if backend != "docker":
                 redis_binary("the event store is Redis", ", or set stack.events.enabled: false")
             location = spec.events.backup_dir
-            if location is not None and not location.is_dir():
-                raise InputError(f"stack.events.backup_dir: {location}: no such folder")
+            if location is not None:
+                if not location.is_dir():
+                    raise InputError(f"stack.events.backup_dir: {location}: no such folder")
+                inside_working_folder(location)
         if spec.monitoring.on:
             from drillkit.stacks.recommender.monitoring import (
                 alertmanager_binary,
@@ -539,11 +541,13 @@ class RecommenderPreset(StackPreset[RecommenderSpec]):
             client.close()
         status: dict[str, Any] = {}
         backup_url = state.service(ROLE_BACKUP).url()
-        with contextlib.suppress(httpx.HTTPError, ValueError):
+        with contextlib.suppress(httpx.HTTPError):
             # A last backup, so that the backup location holds what the store held at the end.
             headers = {"Authorization": f"Bearer {state.secret(ADMIN_TOKEN)}"}
             httpx.post(backup_url + "/backup", headers=headers, timeout=30.0)
-            status = httpx.get(backup_url + "/status", timeout=5.0).json()
+        with contextlib.suppress(httpx.HTTPError, ValueError):
+            found = httpx.get(backup_url + "/status", timeout=5.0).json()
+            status = found if isinstance(found, dict) else {}
         seen: dict[tuple[str, float], BackupMark] = {}
         for backup in list_backups(Path(state.plan.service(ROLE_BACKUP).mount("backups").source)):
             at = None if backup.newest_event_at is None else backup.newest_event_at - t0
@@ -834,10 +838,22 @@ def backup_location(spec: RecommenderSpec, data_dir: Path) -> Path:
     """Where the backup service writes: the scenario's ``events.backup_dir``, or the stack's
     own folder."""
     if spec.events.backup_dir is not None:
-        return spec.events.backup_dir.resolve()
+        return inside_working_folder(spec.events.backup_dir)
     folder = data_dir / "backups"
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+def inside_working_folder(path: Path) -> Path:
+    """``path`` resolved, once it is inside the working folder resolved too: a scenario may
+    name a folder there and nothing else, not through a link either (the backup service
+    writes and prunes there as root)."""
+    resolved = path.resolve()
+    if not resolved.is_relative_to(Path.cwd().resolve()):
+        raise InputError(
+            f"stack.events.backup_dir: {path} leads out of the working folder (to {resolved})"
+        )
+    return resolved
 
 
 def backup_service(spec: RecommenderSpec, data_dir: Path, origin: Path) -> ServicePlan:
@@ -865,6 +881,8 @@ def backup_service(spec: RecommenderSpec, data_dir: Path, origin: Path) -> Servi
                 str(spec.events.backup_interval),
                 "--keep",
                 str(spec.events.backup_keep),
+                "--store-id",
+                secrets.token_hex(8),
             ),
         ),
         ports=(Port(number=BACKUP_PORT, inherit=True),),

@@ -491,3 +491,76 @@ def test_a_rollout_has_its_section_and_its_exposure_on_the_timeline(
     assert colour_share(read_png(png), EXPOSURE) > 0.0005
     _, plain = write_html(realistic, tmp_path / "plain.html")
     assert colour_share(read_png(plain), EXPOSURE) == 0.0
+
+
+def data_loss_report() -> DrillReport:
+    """An event store wiped at 10 s, restored 0.8 s later from a backup taken at 6 s."""
+    from drillkit.scoring.data import (
+        BackupMark,
+        DataCensus,
+        DataLossRun,
+        EventSent,
+        RestoreMark,
+    )
+
+    rows = [RequestRecord(i / 100, 12.0, 200, model_digest=GOOD) for i in range(3000)]
+    sent = [EventSent("p", i, i / 10, i / 10 + 0.002, not 100 <= i < 108) for i in range(300)]
+    # The backup at 6 s held events 0..59; 60..99 were acknowledged and lost.
+    stored = frozenset(("p", i) for i in [*range(60), *range(108, 300)])
+    census = DataCensus(
+        stored,
+        backups=tuple(BackupMark("events", t, int(t * 10)) for t in (0.0, 3.0, 6.0, 9.0)),
+        restores=(RestoreMark("events", 10.6, 10.8, "20261205T000006-abc", 6.0, carried=4),),
+        stale=((10.0, 11.5),),
+    )
+    fault = FaultRun(
+        "wipe-1", "data_loss", "event-store", 10.0, 11.0,
+        expect=Expectation(rpo_within=5.0, rto_within=2.0),
+        data=DataLossRun("event-store", "wipe", 10.0, 30.0),
+    )  # fmt: skip
+    analysis = analyze(
+        DrillInput(
+            records=Records.build(rows, t0=0.0, verified_digests=[GOOD]),
+            quality=[QualitySample(float(t), 1.0) for t in range(30)],
+            faults=[fault],
+            events=[DetectionEvent(10.6, "backup", "event-store", "restore of events backup")],
+            slo=SLO(availability=0.999, p99_ms=250.0, quality=0.9, degraded_max=0.05),
+            duration=30.0,
+            target_rps=100.0,
+            pass_score=80.0,
+            generator_saturated=False,
+            events_sent=sent,
+            census=census,
+        )
+    )
+    return DrillReport.from_analysis(
+        analysis,
+        scenario=ScenarioRef(name="event-store-wipe", path="s.yaml", sha256="ab" * 32),
+        backend="local",
+        environment=Environment(gpu=False, python="3.11.7", host_cpus=2),
+        started_at=STARTED,
+        finished_at=FINISHED,
+    )
+
+
+def test_a_data_loss_has_its_section_and_its_restore_on_the_timeline(
+    tmp_path: Path, realistic: DrillReport
+) -> None:
+    from drillkit.reports.plot import BACKUP
+
+    report = data_loss_report()
+    data = report.faults[0].data
+    assert data is not None and data.events_lost == 40
+    assert data.rpo_s == pytest.approx(10.0 - 6.002)
+    assert data.rto_s == pytest.approx(0.802)  # writes back at 10.802, restored at 10.8
+    assert report.events is not None and report.events.lost == 40
+    page, png = write_html(report, tmp_path / "r.html")
+    text = page.read_text()
+    assert "<h2>Data</h2>" in text
+    assert "40 of 100 acknowledged event(s) lost, RPO 4.00s" in text
+    assert "restored 20261205T000006-abc (4.00s old)" in text
+    # The last backup and the restore are drawn; a drill without data loss has neither.
+    assert colour_share(read_png(png), BACKUP) > 0.00005
+    _, plain = write_html(realistic, tmp_path / "plain.html")
+    assert colour_share(read_png(plain), BACKUP) == 0.0
+    assert "<h2>Data</h2>" not in plain.with_suffix(".html").read_text()

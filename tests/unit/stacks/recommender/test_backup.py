@@ -59,6 +59,7 @@ def store(tmp_path: Path) -> Iterator[Any]:
 
 
 def add(client: Any, producer: str, seqs: range) -> None:
+    client.set(MARKER, "the-store", nx=True)
     for seq in seqs:
         client.xadd(STREAM, ClickEvent(producer, seq, 1, 2).fields())
 
@@ -171,3 +172,89 @@ def test_the_feature_updater_follows_rebuilds_and_says_when_it_was_stale(store: 
     assert [int(x) for x in store.lrange(recent_key(42), 0, -1)] == [8, 7, 6]
     assert updater.rebuilds == 1
     assert "drillkit_features_stale 0" in updater.metrics()
+
+
+@pytest.mark.zones
+def test_a_store_without_its_marker_is_not_backed_up(store: Any, tmp_path: Path) -> None:
+    from drillkit.stacks.recommender.backup import UnmarkedStore
+
+    store.xadd(STREAM, ClickEvent("a", 0, 1, 2).fields())  # written to an emptied store
+    with pytest.raises(UnmarkedStore):
+        backup_events(store, tmp_path / "backups")
+    assert not (tmp_path / "backups" / EVENTS).exists()
+
+
+@pytest.mark.zones
+def test_only_the_stacks_own_backups_are_restored_on_its_own(store: Any, tmp_path: Path) -> None:
+    root = tmp_path / "backups"
+    root.mkdir()
+    add(store, "other", range(5))
+    backup_events(store, root, "another-stack")  # a reused location: not this stack's data
+    store.flushall()
+    service = BackupService(events=store, backups=root, models=None, interval=3600, keep=5,
+                            store_id="this-stack")  # fmt: skip
+    service.check_events()
+    assert held(store) == set()  # marked as a new store, nothing imported
+    assert store.get(MARKER) is not None and service.status()["restores"] == []
+
+
+@pytest.mark.zones
+def test_a_newest_backup_that_does_not_restore_falls_back_to_an_older_one(
+    store: Any, tmp_path: Path
+) -> None:
+    root = tmp_path / "backups"
+    root.mkdir()
+    add(store, "a", range(3))
+    older = backup_events(store, root, "s")
+    add(store, "a", range(3, 6))
+    newer = backup_events(store, root, "s")
+    (newer.path / "stream.dump").write_bytes(b"x" * newer.size)  # same size, wrong bytes
+    store.flushall()
+    service = BackupService(events=store, backups=root, models=None, interval=3600, keep=5,
+                            store_id="s")  # fmt: skip
+    service.check_events()
+    assert held(store) == {("a", i) for i in range(3)}
+    assert [r["backup"] for r in service.status()["restores"]] == [older.name]
+
+
+def _manifest(folder: Path, **fields: Any) -> Path:
+    import json
+
+    folder.mkdir(parents=True)
+    body = {"kind": "events", "created_at": 1.0, "files": {"stream.dump": {"sha256": "0" * 64,
+            "size": 0}}, **fields}  # fmt: skip
+    (folder / "manifest.json").write_text(json.dumps(body))
+    return folder
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"files": {}},  # nothing to check: nothing would be restored from a checked file
+        {"kind": "models"},  # not its folder's kind
+        {"created_at": "nan"},
+        {"newest_event_at": "yesterday"},
+        {"entries": "abc"},
+        {"files": {"../../etc/shadow": {"sha256": "0" * 64, "size": 0}}},
+    ],
+)
+def test_a_hostile_manifest_is_refused_naming_it(tmp_path: Path, fields: dict[str, Any]) -> None:
+    folder = _manifest(tmp_path / "events" / "b1", **fields)
+    with pytest.raises(ArtifactError, match="manifest"):
+        verify_backup(folder)
+    assert list_backups(tmp_path) == []
+
+
+def test_a_linked_file_in_a_backup_is_refused(tmp_path: Path) -> None:
+    import hashlib
+
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"root only")
+    digest = hashlib.sha256(b"root only").hexdigest()
+    folder = _manifest(
+        tmp_path / "backups" / "events" / "b1",
+        files={"stream.dump": {"sha256": digest, "size": 9}},
+    )
+    (folder / "stream.dump").symlink_to(secret)
+    with pytest.raises(ArtifactError, match="symbolic link"):
+        verify_backup(folder)

@@ -7,6 +7,7 @@ import concurrent.futures
 import json
 import os
 import signal
+import socket
 import socketserver
 import subprocess
 import sys
@@ -764,3 +765,39 @@ def test_requests_past_the_in_flight_cap_are_shed_at_once(
     assert shedding["total"] == 1
     assert wall <= shedding["since"] <= time.time()
     assert shedding["last"] == shedding["since"]
+
+
+# -- click events ------------------------------------------------------------------------------
+
+
+def test_an_event_body_is_read_no_further_than_its_limit(
+    make_replicas: Callable[[int], list[FakeReplica]], make_gateway: Callable[..., Gateway]
+) -> None:
+    # The store's port is closed: a well-formed event is not acknowledged (503); a body past
+    # 1 KiB is refused before it is buffered, declared or streamed.
+    port = free_port()
+    gw = make_gateway(make_replicas(1), events=f"redis://127.0.0.1:{port}", events_timeout=0.2)
+    good = {"producer": "p1", "seq": 0, "user": 1, "item": 2}
+    assert gw.client.post("/events", json=good).status_code == 503
+    # Declared huge, or streamed past the limit and never ended: answered at once, without
+    # waiting for (and buffering) what the client says it will send.
+    host, port_text = gw.client.base_url.host, gw.client.base_url.port
+    head = f"POST /events HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+    declared = (head + "Content-Length: 10000000000\r\n\r\n{").encode()
+    chunked = (head + "Transfer-Encoding: chunked\r\n\r\n800\r\n").encode() + b" " * 2048
+    for opening in (declared, chunked):
+        with socket.create_connection((host, port_text), timeout=3.0) as conn:
+            conn.sendall(opening)
+            answer = conn.recv(4096).decode()  # a timeout here: the gateway kept reading
+        assert answer.startswith("HTTP/1.1 400"), answer
+        assert "above 1024 bytes" in answer
+    assert gw.client.post("/events", json={**good, "seq": -1}).status_code == 400
+    text = gw.client.get("/metrics").text
+    assert metric(text, "drillkit_gateway_events_total", outcome="failed") == 1
+    assert metric(text, "drillkit_gateway_events_total", outcome="refused") == 3
+
+
+def test_a_stack_without_events_answers_404(shared: tuple[Gateway, FakeReplica]) -> None:
+    gw, _ = shared
+    answer = gw.client.post("/events", json={"producer": "p", "seq": 0, "user": 1, "item": 2})
+    assert answer.status_code == 404
