@@ -18,10 +18,18 @@ import contextlib
 import os
 import re
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["LISTEN_FDS_ENV", "bind", "handoff", "inherited", "serve_asgi"]
+__all__ = [
+    "LISTEN_FDS_ENV",
+    "bind",
+    "handoff",
+    "http_server",
+    "inherited",
+    "serve_asgi",
+    "status_handler",
+]
 
 LISTEN_FDS_ENV = "DRILLKIT_LISTEN_FDS"
 _ITEM = re.compile(r"([a-z0-9][a-z0-9.-]{0,127})=([0-9]{1,7})")
@@ -100,3 +108,54 @@ def serve_asgi(app: Any, *, host: str, port: int, name: str = "http", **options:
         server.run(sockets=[sock] if sock is not None else None)
     if not server.started:
         sys.exit(3)  # as uvicorn.run: the server never started (a port taken, say)
+
+
+def http_server(handler: Any, *, host: str, port: int, program: str) -> Any:
+    """A ``ThreadingHTTPServer`` for one of the stack's small standard-library services, on
+    the socket drillkit handed down (:func:`inherited`) or bound to ``host``/``port``; a
+    malformed hand-off exits naming ``program``."""
+    from http.server import ThreadingHTTPServer
+
+    try:
+        sock = inherited("http")
+    except ValueError as exc:
+        raise SystemExit(f"{program}: error: {exc}") from None
+    if sock is None:
+        server = ThreadingHTTPServer((host, port), handler)
+    else:
+        server = ThreadingHTTPServer(sock.getsockname()[:2], handler, bind_and_activate=False)
+        server.socket.close()
+        server.socket = sock
+    server.daemon_threads = True
+    return server
+
+
+def status_handler(status: Callable[[], Any], metrics: Callable[[], str]) -> Any:
+    """A request handler class for a small service: ``GET /healthz``, ``GET /status`` (JSON
+    of ``status()``), ``GET /metrics`` (``metrics()``, Prometheus text); subclasses add more
+    and answer with :meth:`send_body`."""
+    import json
+    from http.server import BaseHTTPRequestHandler
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path == "/healthz":
+                self.send_body(200, b'{"ok": true}')
+            elif self.path == "/status":
+                self.send_body(200, json.dumps(status()).encode())
+            elif self.path == "/metrics":
+                self.send_body(200, metrics().encode(), "text/plain; version=0.0.4")
+            else:
+                self.send_body(404, b'{"error": "not found"}')
+
+        def send_body(self, code: int, body: bytes, kind: str = "application/json") -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return
+
+    return Handler

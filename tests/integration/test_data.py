@@ -10,10 +10,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import shutil
-import socket
-import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +17,7 @@ import pytest
 from junitparser import JUnitXml
 
 from drillkit.observe.records import EventRecord
+from tests.redis_server import redis_server
 
 from .conftest import Cli, leftovers
 from .test_drills import scenario
@@ -87,34 +84,14 @@ def stored_in_backup(backup_dir: Path) -> set[tuple[str, int]]:
 
     newest = sorted((backup_dir / "events").iterdir())[-1]
     payload = (newest / "stream.dump").read_bytes()
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    binary = shutil.which("redis-server")
-    assert binary is not None
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-    )
-    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=5)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        client.restore("s", 0, payload)
-        entries: list[tuple[bytes, dict[bytes, bytes]]] = client.xrange("s")  # type: ignore[assignment]
-        return {(fields[b"p"].decode(), int(fields[b"s"])) for _, fields in entries}
-    finally:
-        client.close()
-        proc.kill()
-        proc.wait()
+    with redis_server("--appendonly", "no") as (port, _):
+        client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=5)
+        try:
+            client.restore("s", 0, payload)
+            found: list[tuple[bytes, dict[bytes, bytes]]] = client.xrange("s")  # type: ignore[assignment]
+            return {(fields[b"p"].decode(), int(fields[b"s"])) for _, fields in found}
+        finally:
+            client.close()
 
 
 def checks(report: dict[str, Any]) -> dict[str, dict[str, Any]]:

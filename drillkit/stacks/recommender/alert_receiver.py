@@ -19,7 +19,7 @@ import argparse
 import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 __all__ = ["KEEP", "MAX_BODY", "Notifications", "main"]
@@ -136,20 +136,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9095)
     args = parser.parse_args(argv)
-    from drillkit.listen import inherited
+    from drillkit.listen import http_server
 
-    try:
-        sock = inherited("http")
-    except ValueError as exc:
-        raise SystemExit(f"alert-receiver: error: {exc}") from None
     handler = _handler(Notifications())
-    if sock is None:
-        server = ThreadingHTTPServer((args.host, args.port), handler)
-    else:
-        server = ThreadingHTTPServer(sock.getsockname()[:2], handler, bind_and_activate=False)
-        server.socket.close()
-        server.socket = sock
-    server.daemon_threads = True
+    server = http_server(handler, host=args.host, port=args.port, program="alert-receiver")
     server.serve_forever(poll_interval=0.2)
 
 

@@ -45,7 +45,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -626,44 +625,25 @@ class BackupService:
         return "\n".join(lines) + "\n"
 
 
-def _handler(service: BackupService) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
+def _handler(service: BackupService) -> Any:
+    from drillkit.listen import status_handler
+
+    class Handler(status_handler(service.status, service.metrics)):  # type: ignore[misc]
         def do_POST(self) -> None:
             if self.path != "/backup":
-                self._send(404, b'{"error": "not found"}', "application/json")
+                self.send_body(404, b'{"error": "not found"}')
                 return
             token = service.admin_token
             given = self.headers.get("Authorization", "").removeprefix("Bearer ").strip()
             if not token:
-                self._send(403, b'{"error": "no admin token set"}', "application/json")
+                self.send_body(403, b'{"error": "no admin token set"}')
                 return
             if not given or not hmac.compare_digest(given.encode(), token.encode()):
-                self._send(401, b'{"error": "missing or wrong admin token"}', "application/json")
+                self.send_body(401, b'{"error": "missing or wrong admin token"}')
                 return
             failed = service.take_backups()
             body = json.dumps({"failed": failed, "last": service.status()["last"]}).encode()
-            self._send(503 if failed else 200, body, "application/json")
-
-        def do_GET(self) -> None:
-            if self.path == "/healthz":
-                self._send(200, b'{"ok": true}', "application/json")
-            elif self.path == "/status":
-                body = json.dumps(service.status()).encode()
-                self._send(200, body, "application/json")
-            elif self.path == "/metrics":
-                self._send(200, service.metrics().encode(), "text/plain; version=0.0.4")
-            else:
-                self._send(404, b'{"error": "not found"}', "application/json")
-
-        def _send(self, status: int, body: bytes, kind: str) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", kind)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            return
+            self.send_body(503 if failed else 200, body)
 
     return Handler
 
@@ -707,10 +687,9 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit("backup: error: --interval must be > 0 and --keep >= 1")
     if not args.backups.is_dir():
         raise SystemExit(f"backup: error: {args.backups}: the backup location does not exist")
-    from drillkit.listen import inherited
+    from drillkit.listen import http_server
 
     try:
-        sock = inherited("http")
         client = redis_client(args.events) if args.events else None
     except ValueError as exc:
         raise SystemExit(f"backup: error: {exc}") from None
@@ -725,14 +704,7 @@ def main(argv: list[str] | None = None) -> None:
     from drillkit.stacks.recommender.gateway import admin_token
 
     service.admin_token = admin_token()
-    handler = _handler(service)
-    if sock is None:
-        server = ThreadingHTTPServer((args.host, args.port), handler)
-    else:
-        server = ThreadingHTTPServer(sock.getsockname()[:2], handler, bind_and_activate=False)
-        server.socket.close()
-        server.socket = sock
-    server.daemon_threads = True
+    server = http_server(_handler(service), host=args.host, port=args.port, program="backup")
     serving = threading.Thread(
         target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True
     )

@@ -25,12 +25,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import signal
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from drillkit.stacks.recommender.events import MARKER, STREAM
@@ -171,31 +169,6 @@ class FeatureUpdater:
         )
 
 
-def _handler(updater: FeatureUpdater) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            if self.path == "/healthz":
-                self._send(200, b'{"ok": true}', "application/json")
-            elif self.path == "/status":
-                self._send(200, json.dumps(updater.status()).encode(), "application/json")
-            elif self.path == "/metrics":
-                self._send(200, updater.metrics().encode(), "text/plain; version=0.0.4")
-            else:
-                self._send(404, b'{"error": "not found"}', "application/json")
-
-        def _send(self, status: int, body: bytes, kind: str) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", kind)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            return
-
-    return Handler
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="drillkit-features", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
@@ -207,23 +180,16 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    from drillkit.listen import inherited
+    from drillkit.listen import http_server, status_handler
     from drillkit.stacks.recommender.backup import redis_client
 
     try:
-        sock = inherited("http")
         client = redis_client(args.events)
     except ValueError as exc:
         raise SystemExit(f"features: error: {exc}") from None
     updater = FeatureUpdater(client, keep=args.keep, stale_after=args.stale_after)
-    handler = _handler(updater)
-    if sock is None:
-        server = ThreadingHTTPServer((args.host, args.port), handler)
-    else:
-        server = ThreadingHTTPServer(sock.getsockname()[:2], handler, bind_and_activate=False)
-        server.socket.close()
-        server.socket = sock
-    server.daemon_threads = True
+    handler = status_handler(updater.status, updater.metrics)
+    server = http_server(handler, host=args.host, port=args.port, program="features")
     serving = threading.Thread(
         target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True
     )

@@ -4,10 +4,6 @@ and the restore procedure that finds a wiped store and merges what was written s
 from __future__ import annotations
 
 import shutil
-import signal
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,34 +24,17 @@ from drillkit.stacks.recommender.backup import (
     verify_backup,
 )
 from drillkit.stacks.recommender.events import MARKER, STREAM, ClickEvent, stored_events
+from tests.redis_server import redis_server
 
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Any]:
     import redis
 
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    binary = shutil.which("redis-server")
-    assert binary is not None
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(tmp_path)],
-        stdout=subprocess.DEVNULL,
-    )
-    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=2.0)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            client.ping()
-            break
-        except redis.RedisError:
-            time.sleep(0.02)
-    yield client
-    client.close()
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    with redis_server("--dir", str(tmp_path)) as (port, _):
+        client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=2.0)
+        yield client
+        client.close()
 
 
 def add(client: Any, producer: str, seqs: range) -> None:

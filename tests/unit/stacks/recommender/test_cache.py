@@ -4,11 +4,8 @@ answers without Redis when it is frozen or gone."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 import signal
-import socket
 import subprocess
-import time
 from collections.abc import Coroutine, Iterator
 from typing import Any
 
@@ -18,33 +15,15 @@ import pytest
 from drillkit.observe.records import Records, RequestRecord
 from drillkit.scoring.analyze import cache_recovery
 from drillkit.stacks.recommender.cache import CacheConfig, ReplicaCache
+from tests.redis_server import redis_server
 
 DIGEST = "d" * 64
 
 
 @pytest.fixture
 def redis_port() -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    binary = shutil.which("redis-server")
-    assert binary is not None
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.02)
-    yield port, proc
-    proc.send_signal(signal.SIGCONT)
-    proc.kill()
-    proc.wait()
+    with redis_server("--appendonly", "no") as found:
+        yield found
 
 
 def run(coro: Coroutine[Any, Any, list[str]]) -> list[str]:
