@@ -114,6 +114,8 @@ DEADLINE_HEADER = "X-Drillkit-Deadline"
 FALLBACK_FILE = "popular.json"
 #: Largest body of POST /events; an event is about 80 bytes.
 _MAX_EVENT_BODY = 1024
+#: Least time between two resets of the event store's connection pool.
+_EVENT_POOL_RESET_S = 0.5
 _UNREACHABLE = {errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN, errno.ENETDOWN}
 #: The environment variable naming the file that holds the admin token (``_FILE`` appended).
 ADMIN_TOKEN_ENV = "DRILLKIT_ADMIN_TOKEN"
@@ -602,6 +604,8 @@ class _Gateway:
         self._shed_since: float | None = None
         self._shed_last = 0.0
         self._events: object | None = None  # redis.asyncio.Redis of the event store
+        self._events_reset = 0.0
+        self._background: set[asyncio.Task[None]] = set()
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -1053,10 +1057,28 @@ class _Gateway:
             )
         except Exception as exc:  # refused, timed out, a store out of memory: not stored
             self.metrics.events_failed.inc()
+            from redis.exceptions import ConnectionError as LostConnection
+            from redis.exceptions import TimeoutError as LateAnswer
+
+            if isinstance(exc, LostConnection | LateAnswer | TimeoutError | OSError):
+                self._drop_event_connections()
             return _error(503, f"event store: {type(exc).__name__}: {exc}"[:200])
         self.metrics.events_stored.inc()
         entry_id = entry.decode() if isinstance(entry, bytes) else str(entry)
         return JSONResponse({"id": entry_id})
+
+    def _drop_event_connections(self) -> None:
+        """Close every pooled connection to the event store, at most twice a second: after a
+        store restarts elsewhere (a container's new address, a host gone), each idle pooled
+        connection would otherwise fail one more request, a timeout each, before it goes."""
+        now = time.monotonic()
+        if self._events is None or now - self._events_reset < _EVENT_POOL_RESET_S:
+            return
+        self._events_reset = now
+        pool = self._events.connection_pool  # type: ignore[attr-defined]
+        task = asyncio.get_running_loop().create_task(pool.disconnect(inuse_connections=False))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def metrics_endpoint(self, request: Request) -> Response:
         return Response(
