@@ -33,6 +33,8 @@ BUILTIN_KINDS = {
     "cache_flush",
     "rollout",
     "bad_rollout",
+    "data_loss",
+    "backup_failure",
 }
 
 
