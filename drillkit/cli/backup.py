@@ -170,7 +170,7 @@ def restore(
         restore_models,
         verify_backup,
     )
-    from drillkit.stacks.recommender.preset import REDIS_PORT_NAME, origin_store
+    from drillkit.stacks.recommender.preset import origin_store, redis_of
     from drillkit.stacks.recommender.spec import ROLE_EVENT_STORE
 
     t = terminal()
@@ -196,8 +196,7 @@ def restore(
             f"restored {backup.name} into the model store in {time.monotonic() - started:.2f} s"
         )
         return
-    port = state.service(ROLE_EVENT_STORE).ports[REDIS_PORT_NAME]
-    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=10.0)
+    client = redis_of(state, ROLE_EVENT_STORE)
     try:
         carried = restore_events(client, backup)
     except redis.RedisError as exc:

@@ -249,10 +249,20 @@ def writes_back(during: Sequence[EventSent], injected: float) -> float | None:
         e = during[k]
         if not e.acked:
             continue
-        settle = e.sent_at + WRITES_SETTLE_S
-        if all(x.acked for x in during[k:] if x.sent_at <= settle):
+        if _acked_until(during, k, e.sent_at + WRITES_SETTLE_S):
             return e.done_at
     return None
+
+
+def _acked_until(during: Sequence[EventSent], start: int, until: float) -> bool:
+    """Whether every event of ``during`` (in send order) from ``start`` on, sent up to
+    ``until``, was acknowledged; stops at the first one sent later."""
+    for event in during[start:]:
+        if event.sent_at > until:
+            return True
+        if not event.acked:
+            return False
+    return True
 
 
 def _event_store_result(

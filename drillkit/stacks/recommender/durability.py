@@ -248,10 +248,9 @@ def _survivors(ctx: FaultContext) -> list[list[Any]] | None:
     import redis
 
     from drillkit.stacks.recommender.events import MARKER, stored_events
-    from drillkit.stacks.recommender.preset import REDIS_PORT_NAME
+    from drillkit.stacks.recommender.preset import redis_of
 
-    port = ctx.state.service(ROLE_EVENT_STORE).ports[REDIS_PORT_NAME]
-    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=10.0)
+    client = redis_of(ctx.state, ROLE_EVENT_STORE)
     try:
         deadline = time.monotonic() + _MARKED_WITHIN
         while client.get(MARKER) is None:

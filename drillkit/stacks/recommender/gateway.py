@@ -89,6 +89,7 @@ from starlette.routing import Route
 
 from drillkit import safejson
 from drillkit.errors import DrillkitError, InputError
+from drillkit.stacks.recommender.events import STREAM, parse_event
 from drillkit.stacks.recommender.spec import GatewaySettings
 
 __all__ = ["GatewayConfig", "create_app", "main"]
@@ -1039,8 +1040,6 @@ class _Gateway:
         """``POST /events`` ``{"producer", "seq", "user", "item"}``: 200 ``{"id": ...}`` once the
         event store stored the event (the acknowledgement), 400 for a bad body, 503 when the
         store did not answer within ``events_timeout`` or refused."""
-        from drillkit.stacks.recommender.events import STREAM, parse_event
-
         store = self._events
         if store is None:
             return _error(404, "this stack has no event store (events.enabled is off)")

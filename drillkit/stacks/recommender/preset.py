@@ -75,6 +75,7 @@ __all__ = [
     "admin_reload",
     "all_stores",
     "origin_store",
+    "redis_of",
     "replica_store",
     "spec_of",
 ]
@@ -529,8 +530,7 @@ class RecommenderPreset(StackPreset[RecommenderSpec]):
         from drillkit.stacks.recommender.backup import list_backups
         from drillkit.stacks.recommender.events import stored_events
 
-        port = state.service(ROLE_EVENT_STORE).ports[REDIS_PORT_NAME]
-        client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=10.0)
+        client = redis_of(state, ROLE_EVENT_STORE)
         readable = True
         stored: set[tuple[str, int]] = set()
         try:
@@ -648,8 +648,7 @@ def describe_zones(state: StackState[Any], *, timeout: float = 1.0) -> list[dict
             }
             name = f"redis-{zone}"
             if name in state.services:
-                port = state.service(name).ports[REDIS_PORT_NAME]
-                client_redis = redis.Redis(host="127.0.0.1", port=port, socket_timeout=timeout)
+                client_redis = redis_of(state, name, timeout=timeout)
                 try:
                     row["keys"] = int(client_redis.dbsize())
                     row["redis"] = "up"
@@ -990,6 +989,15 @@ def admin_reload(state: StackState[Any], replica: str) -> dict[str, Any]:
         raise EnvironmentFailure(f"{replica}: admin reload answered {response.status_code}")
     result: dict[str, Any] = response.json()
     return result
+
+
+def redis_of(state: StackState[Any], service: str, *, timeout: float = 10.0) -> Any:
+    """A ``redis.Redis`` reaching one of the stack's Redis services (a zone's cache, the event
+    store) from the host, through its published port."""
+    import redis
+
+    port = state.service(service).ports[REDIS_PORT_NAME]
+    return redis.Redis(host="127.0.0.1", port=port, socket_timeout=timeout)
 
 
 def fallback_version(store_root: Path) -> Path:

@@ -179,12 +179,9 @@ class CacheFlush(FaultKind[CacheFlushParams]):
     target_roles: ClassVar[frozenset[str]] = frozenset({ROLE_CACHE})
 
     def _client(self, ctx: FaultContext, target: str) -> Any:
-        import redis
+        from drillkit.stacks.recommender.preset import redis_of
 
-        from drillkit.stacks.recommender.preset import REDIS_PORT_NAME
-
-        port = ctx.state.service(target).ports[REDIS_PORT_NAME]
-        return redis.Redis(host="127.0.0.1", port=port, socket_timeout=2.0)
+        return redis_of(ctx.state, target, timeout=2.0)
 
     def apply(self, ctx: FaultContext, target: str, params: CacheFlushParams) -> UndoRecord:
         import redis
