@@ -136,9 +136,10 @@ class DrillParts:
     def for_scenario(cls, scenario: Scenario, options: RunOptions) -> DrillParts:
         from drillkit.load.driver import LoadDriver
 
-        preset = get_preset(scenario.stack.preset)
+        compose = scenario.stack.compose is not None
+        preset = get_preset("compose" if compose else scenario.stack.preset)
         return cls(
-            backend=get_backend(options.backend or scenario.stack.backend),
+            backend=get_backend(backend_for(scenario, options.backend)),
             preset=preset,
             load=LoadDriver(),
             watcher=StackWatcher(preset),
@@ -325,10 +326,36 @@ def scenario_digest(path: Path | None, scenario: Scenario) -> str:
     return hashlib.sha256(scenario.model_dump_json().encode()).hexdigest()
 
 
-def plan_faults(scenario: Scenario, seed: int) -> list[FaultRecord]:
-    """Resolve targets (``random`` picks with a seeded RNG) into the drill's fault records."""
+def backend_for(scenario: Scenario, option: str | None) -> str:
+    """The backend a drill runs on: the CLI's ``--backend``, else the scenario's; a Compose
+    project always runs on the ``compose`` backend (``--backend docker`` is accepted)."""
+    if scenario.stack.compose is None:
+        return option or scenario.stack.backend
+    if option not in (None, "docker", "compose"):
+        raise InputError(
+            f"--backend {option}: stack.compose names a Compose project, which runs on Docker "
+            "(the compose backend); leave --backend out"
+        )
+    return "compose"
+
+
+def plan_faults(
+    scenario: Scenario, seed: int, services: list[str] | None = None
+) -> list[FaultRecord]:
+    """Resolve targets (``random`` picks with a seeded RNG) into the drill's fault records.
+    ``services``: the stack's services when the scenario alone does not say (a Compose
+    project's, which Compose reads from its file)."""
     rng = random.Random(seed)
-    services = scenario.service_names()
+    if services is None:
+        services = (
+            scenario.service_names()
+            if scenario.stack.compose is None
+            else [
+                t
+                for f in scenario.faults
+                for t in ([f.target] if isinstance(f.target, str) else f.target)
+            ]
+        )
     return [
         FaultRecord(
             id=f.id,
@@ -365,7 +392,9 @@ class DrillRunner:
         self.on_tick = on_tick or (lambda tick: None)
         self.on_progress = on_progress or (lambda message, fraction: None)
         self.parts = parts or DrillParts.for_scenario(scenario, self.options)
-        self.backend_name = self.options.backend or scenario.stack.backend
+        self.backend_name = backend_for(scenario, self.options.backend)
+        # A Compose file and a locustfile are named relative to the scenario file's folder.
+        self.base = Path(scenario_path).resolve().parent if scenario_path is not None else None
         self.verified: frozenset[str] | None = None
         self.state = DrillState.CREATED
         self._observed: tuple[str, list[Any], str | None] | None = None
@@ -380,16 +409,25 @@ class DrillRunner:
         parts = self.parts
         clock = parts.clock
         started = time.time()
-        records = plan_faults(scenario, self.options.seed)
+        spec, monitoring_note = self._monitoring_spec()
+        # What the stack needs from the machine and the user's files, before anything starts.
+        parts.preset.preflight(spec, self.backend_name)
+        services = None
+        known = parts.preset.targets(spec)
+        if known is not None:
+            scenario.check_targets(known)
+            services = list(known)
+        if scenario.load.locustfile is not None:
+            from drillkit.load.driver import check_locustfile
+
+            check_locustfile(self._path(scenario.load.locustfile))
+        records = plan_faults(scenario, self.options.seed, services)
         kinds = fault_kinds()
         needs: set[str] = set()
         for record in records:
             info = kinds.get(record.kind)
             needs |= set(info.cls.needs) if info is not None else set()
         parts.backend.check_capabilities(needs)
-        spec, monitoring_note = self._monitoring_spec()
-        # What the stack needs from the machine and the user's files, before anything starts.
-        parts.preset.preflight(spec, self.backend_name)
         status = "error"
         error: str | None = None
         heal_failures: list[HealResult] = []
@@ -562,11 +600,20 @@ class DrillRunner:
             if options.alertmanager:
                 check_reachable(options.alertmanager, "alertmanager", "/api/v2/status")
         return self.parts.preset.decide_monitoring(
-            self.scenario.stack_spec(),
+            self._spec(),
             self.backend_name,
             required=self.scenario.needs_monitoring() and not options.prometheus,
             external=bool(options.prometheus),
         )
+
+    def _spec(self) -> Any:
+        return self.scenario.drill_spec(self.base, self.options.seed)
+
+    def _path(self, name: str) -> Path:
+        """A file the scenario names, relative to its own folder, inside the working folder."""
+        from drillkit.scenario.model import scenario_file
+
+        return scenario_file(self.base, name, "load.locustfile")
 
     def _alert_reader(self, state: StackState[Any]) -> AlertReader | None:
         if self.options.prometheus:
@@ -599,7 +646,7 @@ class DrillRunner:
         budget: dict[str, float] = {}
         grace = EXTERNAL_GRACE_S
         if source == "stack":
-            budget, grace = self.parts.preset.alert_timing(self.scenario.stack_spec())
+            budget, grace = self.parts.preset.alert_timing(self._spec())
 
         def rel(t: float | None) -> float | None:
             return None if t is None else round(t - t0, 3)
@@ -634,8 +681,18 @@ class DrillRunner:
 
         load = self.scenario.load
         workload = self.parts.preset.workload(state)
+        host = state.entry_url
+        if load.host is not None:
+            from drillkit.stacks.compose.watch import resolve_url
+
+            host = resolve_url(state, load.host)
+        requests = None
+        if load.requests:
+            requests = json.dumps([r.model_dump(exclude_none=True) for r in load.requests])
         return LoadPlan(
-            host=state.entry_url,
+            host=host,
+            locustfile=self._path(load.locustfile) if load.locustfile is not None else None,
+            requests=requests,
             rate=load.rate,
             users=load.users,
             # The generator runs a little past the window (it is stopped at the window's end
@@ -746,6 +803,17 @@ class DrillRunner:
         quality = [QualitySample(t - t0, share) for t, share in samples]
         _, events = parts.watcher.snapshot()
         detection = [DetectionEvent(e.t - t0, e.source, e.subject, e.what) for e in events]
+        if scenario.stack.compose is not None and self._observed is not None:
+            # Without drillkit's gateway, a team's own alerts are a way the stack noticed.
+            targets = {t for r in records for t in r.targets}
+            for alert in self._observed[1]:
+                if alert.firing_at is None:
+                    continue
+                for subject in alert_subjects(alert.labels, targets):
+                    what = f"alert {alert.name} firing"
+                    detection.append(
+                        DetectionEvent(alert.firing_at - t0, "prometheus", subject, what)
+                    )
         runs = []
         for record in records:
             expect = scenario.fault(record.id).expect
@@ -840,6 +908,29 @@ class DrillRunner:
                 census=self._census,
             )
         )
+
+
+#: Labels by which an alert names the service it is about (cAdvisor names a Compose
+#: service's containers by the Compose label).
+_SUBJECT_LABELS = (
+    "service",
+    "compose_service",
+    "container_label_com_docker_compose_service",
+    "job",
+    "instance",
+)
+
+
+def alert_subjects(labels: dict[str, str], targets: set[str]) -> list[str]:
+    """The fault targets an alert's labels name (an ``instance`` by its host part)."""
+    found = []
+    for key in _SUBJECT_LABELS:
+        value = str(labels.get(key) or "")
+        if key == "instance":
+            value = value.rsplit(":", 1)[0]
+        if value in targets and value not in found:
+            found.append(value)
+    return found
 
 
 def _survivors(data: object) -> frozenset[tuple[str, int]] | None:

@@ -1,13 +1,14 @@
 """Shared fixtures and the skip policy for resource-marked tests.
 
-A test marked ``docker``, ``gpu``, ``browser``, ``promtool``, ``zones`` or ``monitoring`` runs
-whenever the resource exists. When it does not, the test is skipped with the reason, unless
-``DRILLKIT_REQUIRE_DOCKER=1`` / ``DRILLKIT_REQUIRE_GPU=1`` / ``DRILLKIT_REQUIRE_BROWSER=1`` /
-``DRILLKIT_REQUIRE_PROMTOOL=1`` / ``DRILLKIT_REQUIRE_ZONES=1`` /
-``DRILLKIT_REQUIRE_MONITORING=1`` says the resource must be there (CI sets them when it is):
-then the skip becomes a failure. ``zones`` is Debian's haproxy and redis-server, what a zoned
-stack's edge and cache tier run; ``monitoring`` Debian's prometheus and
-prometheus-alertmanager, the stack's monitoring.
+A test marked ``docker``, ``gpu``, ``browser``, ``promtool``, ``zones``, ``monitoring`` or
+``compose`` runs whenever the resource exists. When it does not, the test is skipped with the
+reason, unless ``DRILLKIT_REQUIRE_DOCKER=1`` / ``DRILLKIT_REQUIRE_GPU=1`` /
+``DRILLKIT_REQUIRE_BROWSER=1`` / ``DRILLKIT_REQUIRE_PROMTOOL=1`` / ``DRILLKIT_REQUIRE_ZONES=1`` /
+``DRILLKIT_REQUIRE_MONITORING=1`` / ``DRILLKIT_REQUIRE_COMPOSE=1`` says the resource must be
+there (CI sets them when it is): then the skip becomes a failure. ``zones`` is Debian's haproxy
+and redis-server, what a zoned stack's edge and cache tier run; ``monitoring`` Debian's
+prometheus and prometheus-alertmanager, the stack's monitoring; ``compose`` a Compose CLI
+(``docker compose`` or ``docker-compose``) beside a reachable Docker Engine.
 """
 
 from __future__ import annotations
@@ -61,6 +62,19 @@ def _browser_usable() -> bool:
     return _find_browser() is not None
 
 
+def _compose_usable() -> bool:
+    if not _docker_reachable():
+        return False
+    from drillkit.backends.compose_cli import compose_cli
+    from drillkit.errors import EnvironmentFailure
+
+    try:
+        compose_cli()
+    except EnvironmentFailure:
+        return False
+    return True
+
+
 _PROBES = {
     "docker": (_docker_reachable, "DRILLKIT_REQUIRE_DOCKER"),
     "gpu": (_gpu_usable, "DRILLKIT_REQUIRE_GPU"),
@@ -74,6 +88,7 @@ _PROBES = {
         lambda: all(shutil.which(tool) for tool in ("prometheus", "prometheus-alertmanager")),
         "DRILLKIT_REQUIRE_MONITORING",
     ),
+    "compose": (_compose_usable, "DRILLKIT_REQUIRE_COMPOSE"),
 }
 _found: dict[str, bool] = {}
 

@@ -254,6 +254,24 @@ class Backend(ABC, Generic[T]):
         is recorded in the saved state."""
         raise NotImplementedError(f"{self.name} backend cannot restart services")
 
+    def host_path(self, state: T, name: str, path: str) -> tuple[Path, Path]:
+        """Where ``path``, as service ``name`` sees it, lies on the host: the mount it is in
+        (its folder on the host) and the file there. This default reads the plan's mounts
+        (the local and docker backends); TargetError when no mount holds ``path``."""
+        from drillkit.errors import TargetError
+
+        best = None
+        for mount in state.plan.service(name).mounts:
+            target = mount.target.rstrip("/")
+            if (path == target or path.startswith(target + "/")) and (
+                best is None or len(target) > len(best.target.rstrip("/"))
+            ):
+                best = mount
+        if best is None:
+            raise TargetError(f"{path} in {name} lies in none of its mounts")
+        rest = path[len(best.target.rstrip("/")) :].lstrip("/")
+        return Path(best.source), Path(best.source) / rest
+
     # Network links of the plan. Each cut or slow returns a line of evidence.
     def cut_link(self, state: T, link: Link, *, mode: str) -> str:
         """Cut ``link``: ``blackhole`` (packets dropped, connections hang) or ``reject``

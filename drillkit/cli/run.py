@@ -26,7 +26,10 @@ def run(
         "default: the bundled kill-node drill.",
     ),
     backend: str | None = typer.Option(
-        None, "--backend", "-b", help="local | docker (overrides the scenario)."
+        None,
+        "--backend",
+        "-b",
+        help="local | docker (overrides the scenario; a Compose project runs on Docker).",
     ),
     out: Path | None = typer.Option(
         None, "--out", help="Report folder (default: the scenario's report.dir)."
@@ -74,9 +77,16 @@ def run(
     loaded = [(path, load_scenario(path)) for path in paths]
     if dry_run:
         for path, scenario in loaded:
+            from drillkit.engine import backend_for
+
+            what = (
+                f"Compose project {scenario.stack.compose}"
+                if scenario.stack.compose is not None
+                else f"{scenario.stack.replicas} replicas"
+            )
             t.result(
-                f"{path}: {scenario.name}: stack {scenario.stack.replicas} replicas on "
-                f"{backend or scenario.stack.backend}; load {scenario.load.rate:g} req/s, "
+                f"{path}: {scenario.name}: stack {what} on "
+                f"{backend_for(scenario, backend)}; load {scenario.load.rate:g} req/s, "
                 f"warmup {scenario.load.warmup:g} s, duration {scenario.load.duration:g} s"
             )
             for record in plan_faults(scenario, seed):
@@ -102,7 +112,9 @@ def run(
             prometheus=prometheus,
             alertmanager=alertmanager,
         )
-        chosen = backend or scenario.stack.backend
+        from drillkit.engine import backend_for
+
+        chosen = backend_for(scenario, backend)
         t.debug(
             f"{path}: scenario {scenario.name}, backend {chosen}, seed {seed}, "
             f"reports to {out or scenario.report.dir}"

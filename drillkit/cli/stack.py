@@ -235,6 +235,59 @@ def down(stack: str | None = STACK) -> None:
 
 
 @app.command()
+def export(
+    compose: Path = typer.Option(
+        ..., "--compose", help="Write the stack as a Docker Compose project in this folder."
+    ),
+    replicas: int = typer.Option(
+        3, "--replicas", "-n", help=f"Model-server replicas (1..{MAX_REPLICAS})."
+    ),
+    items: int = ITEMS,
+    dim: int = DIM,
+    seed: int = SEED,
+    zones: str = typer.Option(
+        "", "--zones", help="Zones, comma-separated (e.g. a,b), as for `stack up`."
+    ),
+    events: bool = typer.Option(False, "--events", help="The event path, as for `stack up`."),
+    force: bool = typer.Option(False, "--force", help="Replace a folder that is not empty."),
+) -> None:
+    """Write the reference stack as a Docker Compose project (compose.yaml, the model store
+    copies and secrets it mounts) that runs what `stack up --backend docker` would run."""
+    from drillkit.backends.docker.image import image_plan
+    from drillkit.stacks.export import export_compose, missing_images
+
+    t = terminal()
+    catalog = CatalogSpec(items=items, dim=dim, seed=seed).resolved()
+    names = tuple(filter(None, (zone.strip() for zone in zones.split(","))))
+    spec = RecommenderSpec(
+        replicas=replicas,
+        catalog=catalog,
+        zones=names,
+        gpu="off",
+        events=EventSettings(enabled=events),
+    )
+    with t.progress("export") as update:
+        result = export_compose(
+            get_preset("recommender"), spec, compose, force=force, progress=update
+        )
+    t.result(
+        f"wrote {result.compose}: {len(result.services)} services, {', '.join(result.services)}"
+    )
+    t.result(f"wrote {result.data}: what they mount (each replica's copy of the model store, ...)")
+    for folder in result.secret_folders:
+        t.result(f"wrote {folder}: secrets, mode 0600")
+    missing = missing_images(result.images)
+    if missing is None:
+        t.warn(
+            f"could not reach the Docker Engine to check for image {image_plan(gpu=False).tag}; "
+            "build it with `drillkit stack build --backend docker`"
+        )
+    for image in missing or []:
+        t.warn(f"image {image} is not built; run `drillkit stack build --backend docker`")
+    t.result(f"run it: {result.up_command()}")
+
+
+@app.command()
 def build(
     backend: str = typer.Option(
         "local",

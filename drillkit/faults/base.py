@@ -43,6 +43,7 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "ROLE_GATEWAY",
     "ROLE_REPLICA",
+    "ROLE_SERVICE",
     "FaultKind",
     "FaultKindInfo",
     "FaultPluginWarning",
@@ -60,6 +61,8 @@ ANY_SERVICE = "*"
 #: Roles of the reference stack's services that built-in kinds name.
 ROLE_REPLICA = "replica"
 ROLE_GATEWAY = "gateway"
+#: The role of a service of a team's own Compose project (one that names no other role).
+ROLE_SERVICE = "service"
 
 P = TypeVar("P", bound=BaseModel)
 

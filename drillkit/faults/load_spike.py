@@ -29,7 +29,7 @@ from pydantic import Field
 
 from drillkit import procfs, safejson
 from drillkit.errors import EnvironmentFailure
-from drillkit.faults.base import ROLE_GATEWAY, FaultKind, UndoModel, UndoRecord
+from drillkit.faults.base import ROLE_GATEWAY, ROLE_SERVICE, FaultKind, UndoModel, UndoRecord
 from drillkit.faults.context import FaultContext
 from drillkit.faults.params import LoadSpikeParams
 from drillkit.journal import Journal
@@ -81,7 +81,8 @@ class LoadSpike(FaultKind[LoadSpikeParams]):
     name: ClassVar[str] = "load_spike"
     Params = LoadSpikeParams
     description: ClassVar[str] = "extra requests/s on top of the drill's load (an open loop)"
-    target_roles: ClassVar[frozenset[str]] = frozenset({ROLE_GATEWAY})
+    # The reference stack's gateway, or the service of a Compose project the load goes to.
+    target_roles: ClassVar[frozenset[str]] = frozenset({ROLE_GATEWAY, ROLE_SERVICE})
     # The generator runs on the host, not in the stack: after a crash it is stopped even
     # when the stack has gone (on its own it would go 5 s after the gateway stops answering).
     outlives_stack: ClassVar[bool] = True
@@ -100,6 +101,8 @@ class LoadSpike(FaultKind[LoadSpikeParams]):
             "--tag", tag,
             "--stack-id", ctx.state.id,
         ]  # fmt: skip
+        if params.path is not None:
+            command += ["--path", params.path]
         log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("ab") as out:
             # Its own session: a Ctrl-C at the terminal reaches drillkit, which heals the fault;

@@ -14,8 +14,15 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from drillkit.errors import EnvironmentFailure
-from drillkit.faults.base import ROLE_GATEWAY, ROLE_REPLICA, FaultKind, UndoModel, UndoRecord
+from drillkit.errors import EnvironmentFailure, TargetError
+from drillkit.faults.base import (
+    ROLE_GATEWAY,
+    ROLE_REPLICA,
+    ROLE_SERVICE,
+    FaultKind,
+    UndoModel,
+    UndoRecord,
+)
 from drillkit.faults.context import FaultContext
 from drillkit.faults.params import CutNetworkParams, LatencyParams
 from drillkit.stacks.plan import Link
@@ -23,11 +30,24 @@ from drillkit.stacks.plan import Link
 _PROBE_TIMEOUT = 0.3
 #: Services that links end at: replicas (from their gateway), and in a zoned stack each
 #: zone's Redis (from its replicas) and gateway (from the edge).
-_LINKED_ROLES = frozenset({ROLE_REPLICA, ROLE_GATEWAY, "cache"})
+#: A Compose project's services are linked to one another.
+_LINKED_ROLES = frozenset({ROLE_REPLICA, ROLE_GATEWAY, "cache", ROLE_SERVICE})
 
 
 class _Undo(UndoModel):
     links: tuple[str, ...]
+
+
+def _chosen(ctx: FaultContext, target: str, source: str | None) -> list[Link]:
+    """The links to ``target`` a fault acts on: all of them, or the one from ``source``."""
+    links = ctx.links_to(target)
+    if source is None:
+        return links
+    chosen = [link for link in links if link.source == source]
+    if not chosen:
+        sources = ", ".join(link.source for link in links)
+        raise TargetError(f"no link from {source!r} to {target!r} (links come from {sources})")
+    return chosen
 
 
 def _links(ctx: FaultContext, record: UndoRecord) -> list[Link]:
@@ -48,7 +68,7 @@ class CutNetwork(FaultKind[CutNetworkParams]):
             raise EnvironmentFailure(
                 f"cut_network direction {params.direction!r}: only both ways is supported"
             )
-        links = ctx.links_to(target)
+        links = _chosen(ctx, target, params.source)
         record = ctx.begin(self.name, target, {"links": [link.name for link in links]})
         for link in links:
             ctx.backend.cut_link(ctx.state, link, mode=params.mode)
@@ -82,7 +102,7 @@ class Latency(FaultKind[LatencyParams]):
     needs: ClassVar[frozenset[str]] = frozenset({"slow_link"})
 
     def apply(self, ctx: FaultContext, target: str, params: LatencyParams) -> UndoRecord:
-        links = ctx.links_to(target)
+        links = _chosen(ctx, target, params.source)
         record = ctx.begin(self.name, target, {"links": [link.name for link in links]})
         for link in links:
             ctx.backend.slow_link(ctx.state, link, delay=params.delay, jitter=params.jitter)

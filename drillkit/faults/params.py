@@ -19,6 +19,7 @@ from drillkit.scenario.units import (
 )
 
 __all__ = [
+    "CorruptFileParams",
     "CutNetworkParams",
     "FaultParams",
     "KillNodeParams",
@@ -72,6 +73,12 @@ class CutNetworkParams(FaultParams):
     direction: Literal["both", "to_target", "from_target"] = Field(
         default="both", description="Which direction of traffic is cut."
     )
+    source: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9][a-z0-9-]{0,62}$",
+        description="Cut only the link from this service; default every link to the target "
+        "(from everyone: in a Compose project, every other service).",
+    )
 
 
 class LatencyParams(FaultParams):
@@ -82,6 +89,11 @@ class LatencyParams(FaultParams):
     )
     jitter: Duration = Field(
         default=0.0, description="Random variation of the delay, at most the delay."
+    )
+    source: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9][a-z0-9-]{0,62}$",
+        description="Slow only the link from this service; default every link to the target.",
     )
 
     @field_validator("delay")
@@ -117,3 +129,38 @@ class LoadSpikeParams(FaultParams):
         description="Most extra requests in flight; a request due beyond it is not sent.",
         json_schema_extra={"unit": "requests"},
     )
+    path: str | None = Field(
+        default=None,
+        pattern=r"^/[^\s]{0,1999}$",
+        description="What each extra request asks for (GET); default the reference stack's "
+        "/recommend, with a random user.",
+    )
+
+
+class CorruptFileParams(FaultParams):
+    """``corrupt_file``: a file in one of the target's volumes is damaged until the heal."""
+
+    path: str = Field(
+        pattern=r"^/[^\x00]{0,1023}$",
+        description="The file as the service sees it (an absolute path inside a volume or "
+        "bind mount of its container).",
+    )
+    mode: Literal["bitflip", "truncate", "zero"] = Field(
+        default="bitflip",
+        description="bitflip: flip one bit in each of `bytes` bytes spread over the file; "
+        "truncate: cut it to `keep` of its size; zero: overwrite `bytes` bytes from the middle "
+        "with zeros.",
+    )
+    bytes: Annotated[int, Field(ge=1, le=1 << 20, strict=True)] = Field(
+        default=64, description="bitflip and zero: how many bytes are damaged."
+    )
+    keep: Annotated[float, Field(ge=0, lt=1)] = Field(
+        default=0.5, description="truncate: the share of the file kept."
+    )
+
+    @field_validator("path")
+    @classmethod
+    def _no_parent(cls, value: str) -> str:
+        if ".." in value.split("/"):
+            raise FieldError(f"{value!r}: expected a path without '..'")
+        return value

@@ -37,9 +37,36 @@ from drillkit.netprobe import free_port
 from drillkit.observe.records import EventRecord, RequestRecord
 from drillkit.state import STACK_ENV
 
-__all__ = ["LOCUSTFILE", "LoadDriver", "LoadPlan", "LocustSummary", "live_group_members"]
+__all__ = [
+    "LOCUSTFILE",
+    "LoadDriver",
+    "LoadPlan",
+    "LocustSummary",
+    "check_locustfile",
+    "live_group_members",
+]
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
+#: Loaded beside a team's own locustfile: drillkit's recording and pacing, no users.
+ATTACH = Path(__file__).with_name("attach.py")
+#: The locustfile of a scenario's ``load.requests``.
+REQUESTS_LOCUSTFILE = Path(__file__).with_name("requests_user.py")
+_CHECK_TIMEOUT = 60.0
+#: Imports a locustfile as Locust does (its folder first on the path) and looks for a user
+#: class; the last line of its error output is the one a person needs.
+_CHECK_SCRIPT = """
+import inspect, os, runpy, sys
+sys.path.insert(0, os.path.dirname(os.path.abspath(sys.argv[1])))
+from locust import User
+found = runpy.run_path(sys.argv[1], run_name="locustfile")
+users = [
+    v for v in found.values()
+    if inspect.isclass(v) and issubclass(v, User) and v is not User
+    and not getattr(v, "abstract", False)
+]
+if not users:
+    sys.exit("no Locust user class (a subclass of locust.User) in it")
+"""
 LOG_NAME = "locust.log"
 STATS_NAME = "locust_stats.json"
 
@@ -83,6 +110,20 @@ class LoadPlan:
     stack_id: str | None = None
     """The stack the load is for: the generator carries its mark (``STACK_ENV``), so that
     `drillkit heal` after a killed drill stops it with the stack."""
+    locustfile: Path | None = None
+    """A team's own locustfile, run unchanged beside drillkit's recording and paced at
+    ``rate``; None: drillkit's own (the reference stack's requests, or ``requests``)."""
+    requests: str | None = None
+    """The scenario's ``load.requests`` as JSON: what drillkit's requests user sends."""
+
+    @property
+    def locustfiles(self) -> str:
+        """What Locust's ``-f`` gets."""
+        if self.locustfile is not None:
+            return f"{ATTACH},{self.locustfile}"
+        if self.requests is not None:
+            return str(REQUESTS_LOCUSTFILE)
+        return str(LOCUSTFILE)
 
     def validate(self) -> None:
         """Raise InputError naming the first field that is out of range."""
@@ -154,7 +195,7 @@ class LoadDriver:
         spawn_rate = min(max(plan.rate, float(plan.users)), _MAX_SPAWN_RATE * plan.workers)
         cmd = [
             sys.executable, "-m", "locust",
-            "-f", str(LOCUSTFILE),
+            "-f", plan.locustfiles,
             "--headless",
             "--host", plan.host,
             "-u", str(plan.users),
@@ -204,8 +245,11 @@ class LoadDriver:
             DRILLKIT_EMIT_RECORDS="1" if plan.emit_records else "0",
             DRILLKIT_EVENT_SHARE=repr(float(plan.event_share)),
             DRILLKIT_N_ITEMS=str(plan.n_items),
+            DRILLKIT_PACE="1" if plan.locustfile is not None else "0",
             PYTHONUNBUFFERED="1",
         )
+        if plan.requests is not None:
+            env["DRILLKIT_REQUESTS"] = plan.requests
         if plan.stack_id is not None:
             env[STACK_ENV] = plan.stack_id
         return env
@@ -419,6 +463,36 @@ class LoadDriver:
             if window_start <= r.sent_at + r.latency_ms / 1000.0 < window_end
         )
         return done / span < 0.9 * target_rate
+
+
+def check_locustfile(path: Path) -> None:
+    """Load a team's locustfile the way Locust will, in a throwaway process, before anything
+    starts: InputError (exit 2) with the last line of the Python error when it fails to
+    import or defines no user class."""
+    if not path.is_file():
+        raise InputError(f"load.locustfile: {path} is not a file")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOCUST_")}
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _CHECK_SCRIPT, str(path)],
+            cwd=path.parent,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=_CHECK_TIMEOUT,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise InputError(
+            f"load.locustfile: {path} did not load within {_CHECK_TIMEOUT:.0f} s"
+        ) from None
+    if done.returncode != 0:
+        lines = [line.strip() for line in (done.stderr or done.stdout).splitlines()]
+        lines = [line for line in lines if line]
+        raise InputError(
+            f"load.locustfile: {path} fails to load: {lines[-1] if lines else 'no output'}"
+        )
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:

@@ -50,7 +50,15 @@ class _Conn:
 
 
 class Spike:
-    def __init__(self, url: str, rate: float, connections: int, n_users: int, seed: int) -> None:
+    def __init__(
+        self,
+        url: str,
+        rate: float,
+        connections: int,
+        n_users: int,
+        seed: int,
+        path: str | None = None,
+    ) -> None:
         parts = urlsplit(url)
         if parts.scheme != "http" or not parts.hostname:
             raise SystemExit(f"drillkit spike: --url must be http://HOST:PORT, got {url!r}")
@@ -60,6 +68,9 @@ class Spike:
         self.connections = connections
         self.n_users = n_users
         self.rng = random.Random(seed)
+        if path is not None and (not path.startswith("/") or any(c.isspace() for c in path)):
+            raise SystemExit(f"drillkit spike: --path must start with '/', got {path!r}")
+        self.path = path
         self.totals = Totals()
         self.refused_since: float | None = None
         self._idle: list[_Conn] = []
@@ -81,7 +92,8 @@ class Spike:
         conn: _Conn | None = None
         try:
             conn = await self._connection()
-            target = f"GET /recommend?user_id={user}&k=10".encode()
+            path = self.path or f"/recommend?user_id={user}&k=10"
+            target = f"GET {path}".encode()
             conn.writer.write(target + self._head)
             async with asyncio.timeout(_REQUEST_TIMEOUT):
                 head = await conn.reader.readuntil(b"\r\n\r\n")
@@ -173,11 +185,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--give-up", type=float, default=5.0)
     parser.add_argument("--tag", default="", help="identifies this process (fault journal)")
     parser.add_argument("--stack-id", default="", help="recorded for process identification")
+    parser.add_argument("--path", default=None, help="what to GET (default /recommend?...)")
     args = parser.parse_args(argv)
     if args.rate <= 0 or args.connections < 1 or args.users < 1 or args.max_seconds <= 0:
         parser.error("--rate, --connections, --users and --max-seconds must be positive")
 
-    spike = Spike(args.url, args.rate, args.connections, args.users, args.seed)
+    spike = Spike(args.url, args.rate, args.connections, args.users, args.seed, args.path)
     started = time.monotonic()
 
     async def go() -> None:

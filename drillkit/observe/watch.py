@@ -78,6 +78,11 @@ class StackWatcher:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=5)
+        for source in self._sources:  # a source with a thread or stream of its own
+            close = getattr(source, "close", None)
+            if callable(close):
+                with contextlib.suppress(Exception):
+                    close()
 
     def snapshot(self) -> tuple[dict[str, str], list[StackEvent]]:
         with self._lock:

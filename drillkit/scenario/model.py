@@ -18,6 +18,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal, get_args
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -33,7 +34,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
-from drillkit.errors import TargetError
+from drillkit.errors import InputError, TargetError
 from drillkit.faults.base import ANY_SERVICE, ROLE_GATEWAY, ROLE_REPLICA, fault_kinds
 from drillkit.scenario.units import (
     CountOrShareField,
@@ -44,6 +45,14 @@ from drillkit.scenario.units import (
     Share,
     format_duration,
     show_value,
+)
+from drillkit.stacks.compose.spec import (
+    CONTAINER_CHOICE,
+    DETECT_FORMATS,
+    PROJECT_PATTERN,
+    ComposeSpec,
+    DetectSpec,
+    service_address,
 )
 from drillkit.stacks.recommender.spec import (
     APPENDFSYNC,
@@ -314,6 +323,69 @@ def _gpu_word(value: object) -> object:
     return value
 
 
+def _relative(value: str) -> str:
+    """A file named relative to the scenario file's folder (a Compose file, a locustfile);
+    the drill refuses it when it leads out of the working folder."""
+    if "\0" in value:
+        raise FieldError("a path cannot hold a NUL character")
+    if PurePosixPath(value).is_absolute() or value.startswith("~"):
+        raise FieldError(
+            f"{value!r} is not a relative path; name it relative to the scenario file's folder"
+        )
+    return value
+
+
+def _http_url(value: str) -> str:
+    parts = urlsplit(value)
+    try:
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:
+        port_ok = False
+    if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
+        raise FieldError(f"expected an http(s)://HOST[:PORT][/PATH] URL, got {show_value(value)}")
+    return value
+
+
+class DetectSection(_Section):
+    """An HTTP status endpoint of a Compose project, polled during the drill for detection."""
+
+    url: str = Field(
+        description="http://SERVICE:PORT/PATH (a service's container port, reached where the "
+        "project publishes it) or any http(s) URL."
+    )
+    format: Literal[DETECT_FORMATS] = Field(  # type: ignore[valid-type]
+        default="http",
+        description="haproxy: HAProxy's stats CSV (each server's state, mapped to the service "
+        "owning its address); drillkit: the reference gateway's /status; http: up while the "
+        "URL answers 2xx.",
+    )
+    service: str | None = Field(
+        default=None,
+        description="format http: the service the endpoint speaks for (default: the URL's).",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return _http_url(value)
+
+
+#: Settings of the reference stack, which a Compose stack does not have.
+_RECOMMENDER_ONLY = (
+    "preset",
+    "replicas",
+    "gpu",
+    "catalog",
+    "gateway",
+    "zones",
+    "edge",
+    "cache",
+    "events",
+    "store",
+)
+_COMPOSE_ONLY = ("project", "attach", "containers", "ready_timeout", "detect")
+
+
 class StackSection(_Section):
     """The stack to bring up."""
 
@@ -348,6 +420,65 @@ class StackSection(_Section):
         "inside it (`drillkit model verify --store` checks it; corrupt_model faults on "
         "model-store damage and restore it). Default: a copy of the built artifacts.",
     )
+
+    compose: str | None = Field(
+        default=None,
+        min_length=1,
+        description="A Docker Compose file, relative to the scenario file's folder: drill "
+        "that project instead of the reference stack (docs/compose.md).",
+    )
+    project: str | None = Field(
+        default=None,
+        pattern=f"^{PROJECT_PATTERN}$",
+        description="compose: the project name; default drillkit-<stack id>, or with attach "
+        "the name Compose gives the file (its folder's).",
+    )
+    attach: bool = Field(
+        default=False,
+        description="compose: drill a project that is already up, and leave it up (every "
+        "fault healed).",
+    )
+    containers: Literal[CONTAINER_CHOICE] = Field(  # type: ignore[valid-type]
+        default="one",
+        description="compose: a fault on a service with several containers hits one, chosen "
+        "by the drill's seed, or all.",
+    )
+    ready_timeout: PositiveDuration = Field(
+        default=180.0,
+        description="compose: longest wait for every container to run and be healthy.",
+    )
+    detect: tuple[DetectSection, ...] = Field(
+        default=(),
+        max_length=16,
+        description="compose: HTTP status endpoints that show the project noticing a fault.",
+    )
+
+    @field_validator("compose")
+    @classmethod
+    def _compose_is_relative(cls, value: str | None) -> str | None:
+        return None if value is None else _relative(value)
+
+    @model_validator(mode="after")
+    def _compose_or_recommender(self) -> StackSection:
+        # By value, not by what the file wrote: a dump of a scenario validates back.
+        given = {
+            name
+            for name in self.model_fields_set
+            if getattr(self, name)
+            != type(self).model_fields[name].get_default(call_default_factory=True)
+        }
+        if self.compose is not None:
+            for name in _RECOMMENDER_ONLY:
+                if name in given:
+                    raise FieldError(
+                        f"{name} is a setting of the reference stack, not of a Compose project",
+                        (name,),
+                    )
+        else:
+            for name in _COMPOSE_ONLY:
+                if name in given:
+                    raise FieldError(f"{name} needs stack.compose", (name,))
+        return self
 
     @field_validator("store")
     @classmethod
@@ -455,6 +586,38 @@ class MonitoringSection(_Section):
         )
 
 
+class RequestSection(_Section):
+    """One kind of request of ``load.requests``."""
+
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"] = "GET"
+    path: str = Field(
+        min_length=1, max_length=2000, description="Starts with '/': the path and query."
+    )
+    weight: Int = Field(default=1, ge=1, le=1000, description="Relative share of the requests.")
+    body: str | None = Field(default=None, max_length=65536, description="The request body.")
+    headers: dict[str, str] = Field(default_factory=dict, max_length=32)
+    name: str | None = Field(
+        default=None, max_length=200, description="How Locust groups it (default: the path)."
+    )
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if not value.startswith("/") or any(c in value for c in " \r\n\t"):
+            raise FieldError(
+                f"expected a path starting with '/', no spaces, got {show_value(value)}"
+            )
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, item in value.items():
+            if not re.fullmatch(r"[A-Za-z0-9-]{1,64}", key) or any(c in item for c in "\r\n"):
+                raise FieldError(f"header {key!r}: expected a header name and a one-line value")
+        return value
+
+
 class LoadSection(_Section):
     """The load driven at the gateway."""
 
@@ -473,6 +636,38 @@ class LoadSection(_Section):
         description="Zipf exponent of which users ask: 0 every user alike; about 1 a few users "
         "most of the time, as real traffic (what makes a cache worth having).",
     )
+    host: str | None = Field(
+        default=None,
+        description="Where the load goes: http://SERVICE:PORT names a Compose service's "
+        "container port (reached where the project publishes it); default the stack's entry.",
+    )
+    locustfile: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Your own locustfile (relative to the scenario file's folder), run "
+        "unchanged but paced at `rate`, with every request recorded.",
+    )
+    requests: tuple[RequestSection, ...] = Field(
+        default=(),
+        max_length=64,
+        description="Weighted HTTP requests, for a drill without a locustfile.",
+    )
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str | None) -> str | None:
+        return None if value is None else _http_url(value)
+
+    @field_validator("locustfile")
+    @classmethod
+    def _locustfile_is_relative(cls, value: str | None) -> str | None:
+        return None if value is None else _relative(value)
+
+    @model_validator(mode="after")
+    def _one_kind_of_load(self) -> LoadSection:
+        if self.locustfile is not None and self.requests:
+            raise FieldError("give a locustfile or requests, not both", ("requests",))
+        return self
 
 
 class SLOSection(_Section):
@@ -702,6 +897,21 @@ class ScoringSection(_Section):
 ReportFormat = Literal["terminal", "json", "junit", "html"]
 
 
+def scenario_file(base: Path | None, name: str, field: str) -> Path:
+    """A file a scenario names (``stack.compose``, ``load.locustfile``), relative to the
+    scenario file's folder ``base``: absolute, and inside the working folder. A scenario is
+    shared input and these files are run (a project, a locustfile): it may name one beside it
+    or below the folder a person runs drills from, not any file of the machine."""
+    here = Path.cwd().resolve()
+    path = ((base or here) / name).resolve()
+    if not path.is_relative_to(here):
+        raise InputError(
+            f"{field}: {name} leads to {path}, outside the working folder {here}; run the "
+            "drill from a folder that holds it"
+        )
+    return path
+
+
 def relative_inside(value: str, elsewhere: str) -> str:
     """``value`` if it is a relative path that stays inside the working folder; a FieldError
     that ends with ``elsewhere`` (how to name another place) if not."""
@@ -816,7 +1026,10 @@ class Scenario(_Section):
 
     @model_validator(mode="after")
     def _check_faults(self) -> Scenario:
-        known = self.target_roles()
+        # A Compose project's services are known once Compose has read its file: the drill
+        # checks those targets before anything starts (check_targets).
+        compose = self.stack.compose is not None
+        known = {} if compose else self.target_roles()
         seen: dict[str, int] = {}
         for index, fault in enumerate(self.faults):
             here: Loc = ("faults", index)
@@ -839,6 +1052,8 @@ class Scenario(_Section):
                     f"[0, {format_duration(self.load.duration)}) set by load.duration",
                     (*here, "at"),
                 )
+            if compose:
+                continue
             roles = fault_kinds()[fault.kind].target_roles
             if ANY_SERVICE in roles:  # every service of this stack, whatever its role
                 services = set(known.values()) - {ROLE_MODEL_STORE, ROLE_ZONE}
@@ -865,6 +1080,51 @@ class Scenario(_Section):
                     )
         return self
 
+    def check_targets(self, known: dict[str, str]) -> None:
+        """Check every fault's targets against ``known`` (a Compose project's services, with
+        their roles, once Compose has read the file): TargetError (exit 2) naming the fault."""
+        kinds = fault_kinds()
+        for fault in self.faults:
+            roles = kinds[fault.kind].target_roles
+            if ANY_SERVICE in roles:
+                roles = (roles - {ANY_SERVICE}) | set(known.values())
+            names = [fault.target] if isinstance(fault.target, str) else list(fault.target)
+            for name in names:
+                if name not in known:
+                    hint = _did_you_mean(name, list(known))
+                    raise TargetError(
+                        f"fault {fault.id}: target {name!r} is not a service of the Compose "
+                        f"project{hint} (services: {', '.join(known)})"
+                    )
+                try:
+                    _check_target(fault.kind, frozenset(roles), name, known, ())
+                except FieldError as exc:
+                    raise TargetError(f"fault {fault.id}: {exc}") from None
+
+    @property
+    def backend_name(self) -> str:
+        """The backend the scenario asks for: ``compose`` for a Compose project."""
+        return "compose" if self.stack.compose is not None else self.stack.backend
+
+    def drill_spec(self, base: Path | None = None, seed: int = 0) -> Any:
+        """What the stack's preset brings up: a :class:`ComposeSpec` for a Compose project
+        (its file resolved against ``base``, the scenario file's folder), else the
+        reference stack's spec."""
+        stack = self.stack
+        if stack.compose is None:
+            return self.stack_spec()
+        host = self.load.host
+        return ComposeSpec(
+            file=scenario_file(base, stack.compose, "stack.compose"),
+            project=stack.project,
+            attach=stack.attach,
+            containers=stack.containers,
+            seed=seed,
+            ready_timeout=stack.ready_timeout,
+            detect=tuple(DetectSpec(d.url, d.format, d.service) for d in stack.detect),
+            entry=service_address(host) if host is not None else None,
+        )
+
     def service_names(self) -> list[str]:
         """The stack's services: ``replica-1`` .. ``replica-N``, then ``gateway``; a zoned
         stack's zone by zone (``redis-a``, ``replica-a1`` .., ``gateway-a``), then ``edge``."""
@@ -882,6 +1142,10 @@ class Scenario(_Section):
     def stack_spec(self) -> RecommenderSpec:
         """What the ``recommender`` preset brings up for this scenario's ``stack:``."""
         stack = self.stack
+        if stack.compose is not None:
+            raise InputError(
+                f"stack.compose: {stack.compose} is a Compose project, not the reference stack"
+            )
         return RecommenderSpec(
             replicas=stack.replicas,
             catalog=CatalogSpec(

@@ -117,6 +117,12 @@ class StackPreset(ABC, Generic[SpecT]):
         wrong. Called by a drill before it starts and by :meth:`plan`'s callers."""
         return None
 
+    def targets(self, spec: SpecT) -> dict[str, str] | None:
+        """The stack's fault targets with their roles, when only the preset can read them
+        (a Compose project's services, from its file); None: the scenario itself says, and
+        the scenario model has checked them."""
+        return None
+
     def gpu_wanted(self, spec: SpecT) -> str:
         """``auto``, ``on`` (exit 3 when the backend has none) or ``off``."""
         return "off"

@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, m
 
 __all__ = [
     "NAME_PATTERN",
+    "PROJECT_PATTERN",
     "Arg",
     "BindHost",
     "Dependency",
@@ -56,6 +57,8 @@ __all__ = [
 
 #: Service, port and mount names: what a fault's ``target`` and a container's name are made of.
 NAME_PATTERN = r"[a-z0-9][a-z0-9-]{0,62}"
+#: Compose's own rule for project names (lowercase letters, digits, '-' and '_').
+PROJECT_PATTERN = r"[a-z0-9][a-z0-9_-]{0,62}"
 _NAME = re.compile(NAME_PATTERN)
 
 

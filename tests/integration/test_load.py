@@ -334,3 +334,47 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+# -- a team's own locustfile, and load.requests ------------------------------------------------
+TEAM_LOCUSTFILE = """
+from locust import HttpUser, between, task
+
+
+class Shopper(HttpUser):
+    wait_time = between(5, 10)  # replaced: drillkit paces every user class at its rate
+
+    @task(3)
+    def browse(self):
+        self.client.get("/recommend?user_id=1&k=3", name="browse")
+
+    @task(1)
+    def missing(self):
+        self.client.get("/nowhere", name="missing")
+"""
+
+
+def test_a_teams_locustfile_runs_unchanged_paced_and_recorded(tmp_path: Path) -> None:
+    locustfile = tmp_path / "team" / "locustfile.py"
+    locustfile.parent.mkdir()
+    locustfile.write_text(TEAM_LOCUSTFILE)
+    with http_server() as host:
+        driver = run(tmp_path, plan(host, rate=50.0, users=5, run_seconds=4.0,
+                                    locustfile=locustfile))  # fmt: skip
+    records = driver.records()
+    # Paced at 50/s (its own wait of 5-10 s would give about 3 requests in 4 s).
+    assert 0.8 * 200 <= len(records) <= 1.1 * 200, len(records)
+    assert driver.records_complete
+    summary = driver.locust_summary()
+    assert summary is not None and summary.requests == len(records)
+
+
+def test_weighted_requests_are_sent_in_their_shares(tmp_path: Path) -> None:
+    requests = json.dumps(
+        [{"path": "/recommend?user_id=2&k=3", "weight": 3}, {"method": "POST", "path": "/x"}]
+    )
+    with http_server() as host:
+        driver = run(tmp_path, plan(host, rate=50.0, users=5, run_seconds=4.0, requests=requests))
+    records = driver.records()
+    assert 0.8 * 200 <= len(records) <= 1.1 * 200, len(records)
+    assert driver.records_complete

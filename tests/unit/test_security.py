@@ -386,6 +386,22 @@ def test_report_dir_is_the_only_path_a_scenario_names() -> None:
         "stack.events.backup_dir",  # the same: a drill's backups are written there
         "stack.zones",  # ZONE_PATTERN: a lowercase letter, then up to 7 letters or digits
         "faults.params[bad_rollout].severity",  # a number and %, ms or s (a pattern)
+        # A team's own Compose file and locustfile: relative paths, resolved against the
+        # scenario's folder, and refused when they lead out of the working folder.
+        "stack.compose",
+        "load.locustfile",
+        "stack.project",  # PROJECT_PATTERN
+        "stack.detect.url",  # an http(s) URL, polled; never a path on this machine
+        "stack.detect.service",  # a service of the project, or the report names no one
+        "load.host",  # an http(s) URL the load goes to
+        "load.requests.path",  # a URL path ('/...'), sent to load.host
+        "load.requests.body",
+        "load.requests.headers",
+        "load.requests.name",
+        "faults.params[cut_network].source",  # NAME_PATTERN: a service
+        "faults.params[latency].source",
+        "faults.params[load_spike].path",  # a URL path ('/...') of the extra GETs
+        "faults.params[corrupt_file].path",  # inside the target's mounts, links refused
     }
 
 
@@ -556,7 +572,10 @@ _SHELL_CALLS = {
 _SPAWNS = {"run", "Popen", "call", "check_call", "check_output"}
 #: The one place a shell runs: network faults in a sidecar container, scripts made of
 #: drillkit's own constants, a mode from a Literal and an address parsed by ipaddress.
-_SH_C_ALLOWED = {("backends/docker/__init__.py", "_sidecar")}
+_SH_C_ALLOWED = {
+    ("backends/docker/__init__.py", "_sidecar"),
+    ("backends/compose.py", "_sidecar"),  # the same scripts, for a Compose project's container
+}
 
 
 class _CallFinder(ast.NodeVisitor):

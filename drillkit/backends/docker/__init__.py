@@ -33,6 +33,7 @@ import os
 import secrets
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -66,9 +67,15 @@ __all__ = [
     "LABEL_SESSION",
     "LABEL_STACK",
     "LABEL_TARGET",
+    "SECRETS_MOUNT",
+    "STOP_GRACE",
+    "ContainerSpec",
     "DockerBackend",
     "DockerService",
     "DockerStack",
+    "HealthSpec",
+    "container_command",
+    "container_spec",
 ]
 
 LABEL_STACK = "drillkit.stack"
@@ -105,43 +112,50 @@ def _restore_script() -> str:
     return "\n".join(lines)
 
 
-def _cut_script(mode: str, peer: str) -> str:
-    """iptables rules cutting ``peer`` off: dropped both ways, or refused and reset."""
+def _cut_script(mode: str, peers: list[str]) -> str:
+    """iptables rules cutting ``peers`` off: dropped both ways, or refused and reset. Rules
+    add up: cutting a second link to the same service keeps the first one's."""
     lines = ["set -e"]
     for parent, chain in _CHAINS:
         lines += [
-            f"iptables -w -N {chain} 2>/dev/null || iptables -w -F {chain}",
+            f"iptables -w -N {chain} 2>/dev/null || true",
             f"iptables -w -C {parent} -j {chain} 2>/dev/null || iptables -w -I {parent} -j {chain}",
         ]
-    if mode == "blackhole":
-        lines += [
-            f"iptables -w -A DRILLKIT-IN -s {peer} -j DROP",
-            f"iptables -w -A DRILLKIT-OUT -d {peer} -j DROP",
-        ]
-    else:
-        # Inbound only: the resets this sends go out through OUTPUT and must not be dropped.
-        lines += [
-            f"iptables -w -A DRILLKIT-IN -s {peer} -p tcp -j REJECT --reject-with tcp-reset",
-            f"iptables -w -A DRILLKIT-IN -s {peer} -j REJECT",
-        ]
+    for peer in peers:
+        if mode == "blackhole":
+            lines += [
+                f"iptables -w -A DRILLKIT-IN -s {peer} -j DROP",
+                f"iptables -w -A DRILLKIT-OUT -d {peer} -j DROP",
+            ]
+        else:
+            # Inbound only: the resets this sends go out through OUTPUT and must not be dropped.
+            lines += [
+                f"iptables -w -A DRILLKIT-IN -s {peer} -p tcp -j REJECT --reject-with tcp-reset",
+                f"iptables -w -A DRILLKIT-IN -s {peer} -j REJECT",
+            ]
     lines.append("iptables -w -S DRILLKIT-IN")
     return "\n".join(lines)
 
 
-def _latency_script(peer: str, delay_ms: float, jitter_ms: float) -> str:
-    """netem on the egress towards ``peer`` only: one added delay per round trip."""
+def _latency_script(peers: list[str], delay_ms: float, jitter_ms: float) -> str:
+    """netem on the egress towards ``peers`` only: one added delay per round trip. A second
+    link slowed on the same service adds its peers to the same netem band."""
     jitter = f" {jitter_ms:.0f}ms" if jitter_ms > 0 else ""
-    return "\n".join(
-        [
-            "set -e",
-            "tc qdisc del dev eth0 root 2>/dev/null || true",
-            "tc qdisc add dev eth0 root handle 1: prio",
-            f"tc qdisc add dev eth0 parent 1:3 handle 30: netem delay {delay_ms:.0f}ms{jitter}",
-            f"tc filter add dev eth0 protocol ip parent 1:0 prio 3 u32 match ip dst {peer}/32 "
-            "flowid 1:3",
-            "tc qdisc show dev eth0",
-        ]
-    )
+    lines = [
+        "set -e",
+        "if ! tc qdisc show dev eth0 | grep -q netem; then",
+        "  tc qdisc del dev eth0 root 2>/dev/null || true",
+        "  tc qdisc add dev eth0 root handle 1: prio",
+        f"  tc qdisc add dev eth0 parent 1:3 handle 30: netem delay {delay_ms:.0f}ms{jitter}",
+        "fi",
+    ]
+    lines += [
+        f"tc filter add dev eth0 protocol ip parent 1:0 prio 3 u32 match ip dst {peer}/32 "
+        "flowid 1:3"
+        for peer in peers
+    ]
+    lines.append("tc qdisc show dev eth0")
+    return "\n".join(lines)
 
 
 _DOWN_SWEEPS = 5
@@ -154,6 +168,88 @@ T = TypeVar("T")
 _PORT_TAKEN = ("port is already allocated", "address already in use")
 _PORT_TRIES = 5
 B = TypeVar("B")
+
+
+@dataclass(frozen=True)
+class HealthSpec:
+    """A container's healthcheck: ``test`` (Docker's ``CMD`` form) and its timing in
+    seconds."""
+
+    test: tuple[str, ...]
+    interval: int = 5
+    timeout: int = 2
+    retries: int = 3
+    start_period: int = 120
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """What a service's container runs, whoever creates it: the docker backend through the
+    Engine's API, ``drillkit stack export --compose`` as a Compose service."""
+
+    image: str
+    command: list[str]
+    environment: dict[str, str]
+    user: str | None
+    healthcheck: HealthSpec | None
+
+
+def container_command(plan: StackPlan, name: str) -> list[str]:
+    """The command of service ``name``'s container, every reference resolved: all
+    interfaces, the plan's ports, service names on the stack network (Compose's service DNS
+    gives the same names), mount targets."""
+    service = plan.service(name)
+
+    def url(ref: UrlRef) -> str:
+        return f"http://{ref.service}:{plan.service(ref.service).port(ref.port).number}{ref.path}"
+
+    def mount(ref: MountRef) -> str:
+        target = service.mount(ref.mount).target
+        return f"{target.rstrip('/')}/{ref.path}" if ref.path else target
+
+    args = [
+        resolve(
+            arg,
+            bind="0.0.0.0",
+            port=lambda ref: str(plan.service(ref.service or name).port(ref.port).number),
+            url=url,
+            mount=mount,
+        )
+        for arg in service.program.args
+    ]
+    return argv(service.program, args, python="python3")
+
+
+def container_spec(state: StackState[Any], name: str, *, stack_image: str) -> ContainerSpec:
+    """Image, command, environment, user and healthcheck of service ``name``'s container.
+    The environment names each secret's file under :data:`SECRETS_MOUNT` (``<VAR>_FILE``);
+    writing the files is :func:`~drillkit.backends.common.secret_files`'s."""
+    service = state.plan.service(name)
+    image = service.program.image or stack_image
+    own = image == stack_image
+    health = None
+    if own and isinstance(service.ready, HttpCheck):
+        # The stack image has Python: `docker ps` shows health as drillkit checks it.
+        number = service.port(service.ready.port).number
+        check = (
+            "import sys, urllib.request; "
+            f"sys.exit(urllib.request.urlopen('http://127.0.0.1:{number}{service.ready.path}', "
+            "timeout=2).status != 200)"
+        )
+        health = HealthSpec(test=("CMD", "python3", "-c", check))
+    return ContainerSpec(
+        image=image,
+        command=container_command(state.plan, name),
+        environment={
+            **service.env,
+            "PYTHONUNBUFFERED": "1",
+            **secret_env(state, name, SECRETS_MOUNT),
+        },
+        # The owner of the mounted copies, so read-only mounts are readable whatever their
+        # modes; nothing in drillkit's image runs as root but the network sidecar.
+        user=f"{os.getuid()}:{os.getgid()}" if own else None,
+        healthcheck=health,
+    )
 
 
 class DockerService(ServiceState):
@@ -296,75 +392,42 @@ class DockerBackend(Backend[DockerStack]):
         return labels
 
     def command(self, state: DockerStack, name: str) -> list[str]:
-        """The container's command, every reference resolved: all interfaces, the plan's
-        ports, service names on the stack network, mount targets."""
-        plan = state.plan
-        service = plan.service(name)
-
-        def url(ref: UrlRef) -> str:
-            return (
-                f"http://{ref.service}:{plan.service(ref.service).port(ref.port).number}{ref.path}"
-            )
-
-        def mount(ref: MountRef) -> str:
-            target = service.mount(ref.mount).target
-            return f"{target.rstrip('/')}/{ref.path}" if ref.path else target
-
-        args = [
-            resolve(
-                arg,
-                bind="0.0.0.0",
-                port=lambda ref: str(plan.service(ref.service or name).port(ref.port).number),
-                url=url,
-                mount=mount,
-            )
-            for arg in service.program.args
-        ]
-        return argv(service.program, args, python="python3")
+        """The container's command, every reference resolved (:func:`container_command`)."""
+        return container_command(state.plan, name)
 
     def _create(self, state: DockerStack, name: str) -> Any:
         from docker.types import DeviceRequest, Healthcheck
 
         plan = state.plan.service(name)
         service = state.services[name]
-        env = {**plan.env, "PYTHONUNBUFFERED": "1"}
+        spec = container_spec(state, name, stack_image=state.image)
         volumes = {
             m.source: {"bind": m.target, "mode": "ro" if m.read_only else "rw"} for m in plan.mounts
         }
         folder = secret_files(state, name)
         if folder is not None:  # files the container reads, never values `docker inspect` shows
             volumes[str(folder)] = {"bind": SECRETS_MOUNT, "mode": "ro"}
-            env.update(secret_env(state, name, SECRETS_MOUNT))
-        image = plan.program.image or state.image
         kwargs: dict[str, Any] = {}
         if state.gpu and plan.gpu:
             kwargs["device_requests"] = [DeviceRequest(count=-1, capabilities=[["gpu"]])]
-        if image == state.image and isinstance(plan.ready, HttpCheck):
-            # The stack image has Python: `docker ps` shows health as drillkit checks it.
-            number = plan.port(plan.ready.port).number
-            check = (
-                "import sys, urllib.request; "
-                f"sys.exit(urllib.request.urlopen('http://127.0.0.1:{number}{plan.ready.path}', "
-                "timeout=2).status != 200)"
-            )
+        if spec.healthcheck is not None:
+            check = spec.healthcheck
             kwargs["healthcheck"] = Healthcheck(
-                test=["CMD", "python3", "-c", check],
-                interval=5 * _SECONDS_NS,
-                timeout=2 * _SECONDS_NS,
-                retries=3,
-                start_period=120 * _SECONDS_NS,
+                test=list(check.test),
+                interval=check.interval * _SECONDS_NS,
+                timeout=check.timeout * _SECONDS_NS,
+                retries=check.retries,
+                start_period=check.start_period * _SECONDS_NS,
             )
-        if image == state.image:
-            # The owner of the mounted copies, so read-only mounts are readable whatever
-            # their modes; nothing in drillkit's image runs as root but the network sidecar.
-            kwargs["user"] = f"{os.getuid()}:{os.getgid()}"
+        if spec.user is not None:
+            kwargs["user"] = spec.user
         container = self.client.containers.create(
-            image,
-            command=self.command(state, name),
+            spec.image,
+            command=spec.command,
             name=f"drillkit-{state.id}-{name}",
             hostname=name,
             labels=self._labels(state, name, plan.role, target=plan.target),
-            environment=env,
+            environment=spec.environment,
             volumes=volumes,
             ports={
                 f"{port.number}/tcp": ("127.0.0.1", service.ports[port.name]) for port in plan.ports
@@ -550,14 +613,14 @@ class DockerBackend(Backend[DockerStack]):
 
     def cut_link(self, state: DockerStack, link: Link, *, mode: str) -> str:
         peer = self._address(state, link.source)
-        self._sidecar(state, link.target, _cut_script(mode, peer))
+        self._sidecar(state, link.target, _cut_script(mode, [peer]))
         action = "DROP" if mode == "blackhole" else "REJECT"
         return f"iptables in {link.target}'s namespace: {action} to and from {link.source} ({peer})"
 
     def slow_link(self, state: DockerStack, link: Link, *, delay: float, jitter: float) -> str:
         peer = self._address(state, link.source)
         try:
-            self._sidecar(state, link.target, _latency_script(peer, delay * 1000, jitter * 1000))
+            self._sidecar(state, link.target, _latency_script([peer], delay * 1000, jitter * 1000))
         except EnvironmentFailure as exc:
             if "qdisc kind is unknown" in str(exc):
                 raise BackendUnavailable(_NO_NETEM) from None
@@ -608,27 +671,41 @@ class DockerBackend(Backend[DockerStack]):
         labels: dict[str, str],
         name: str | None = None,
     ) -> tuple[int, str]:
-        """Run a one-shot root container with NET_ADMIN; its exit code and output. The
-        container is removed whatever happens; the image is never pulled."""
-        require_image(self.client, image)
-        container = self.client.containers.create(
-            image,
-            command=command,
-            name=name,
-            labels=labels,
-            network_mode=network_mode,
-            cap_add=["NET_ADMIN"],
-            user="0:0",
-            healthcheck={"test": ["NONE"]},
+        return run_privileged(
+            self.client, image, command, network_mode=network_mode, labels=labels, name=name
         )
-        try:
-            container.start()
-            code = int(container.wait(timeout=SIDECAR_TIMEOUT).get("StatusCode", -1))
-            output = str(container.logs().decode(errors="replace")).strip()
-        finally:
-            with contextlib.suppress(Exception):
-                container.remove(force=True)
-        return code, output
+
+
+def run_privileged(
+    client: Any,
+    image: str,
+    command: list[str],
+    *,
+    network_mode: str,
+    labels: dict[str, str],
+    name: str | None = None,
+) -> tuple[int, str]:
+    """Run a one-shot root container with NET_ADMIN; its exit code and output. The container
+    is removed whatever happens; the image is never pulled."""
+    require_image(client, image)
+    container = client.containers.create(
+        image,
+        command=command,
+        name=name,
+        labels=labels,
+        network_mode=network_mode,
+        cap_add=["NET_ADMIN"],
+        user="0:0",
+        healthcheck={"test": ["NONE"]},
+    )
+    try:
+        container.start()
+        code = int(container.wait(timeout=SIDECAR_TIMEOUT).get("StatusCode", -1))
+        output = str(container.logs().decode(errors="replace")).strip()
+    finally:
+        with contextlib.suppress(Exception):
+            container.remove(force=True)
+    return code, output
 
 
 _NO_NETEM = (

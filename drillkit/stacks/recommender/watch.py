@@ -12,7 +12,7 @@ import httpx
 
 from drillkit.observe.watch import StackEvent
 
-__all__ = ["EdgeStatus", "GatewayStatus", "ReplicaInfo", "edge_zones"]
+__all__ = ["EdgeStatus", "GatewayStatus", "ReplicaInfo", "edge_zones", "haproxy_servers"]
 
 
 class GatewayStatus:
@@ -96,28 +96,39 @@ def _edge_state(status: str) -> str:
     return "down"
 
 
-def edge_zones(text: str, backend: str = "zones") -> dict[str, dict[str, str]]:
-    """Each server of HAProxy's ``backend`` from its stats CSV (``/stats;csv``): its state
-    (``up``/``down``/``maint``), HAProxy's own status word and its last check's result."""
+def haproxy_servers(text: str) -> list[dict[str, str]]:
+    """Every server of every backend in HAProxy's stats CSV (``/stats;csv``): its backend,
+    name, address, state (``up``/``down``/``maint``), HAProxy's own status word, its last
+    check's result and its sessions so far."""
     import csv
 
     lines = text.splitlines()
     if not lines or not lines[0].startswith("# "):
         raise ValueError("not HAProxy stats CSV")
     reader = csv.DictReader([lines[0][2:], *lines[1:]])
-    out: dict[str, dict[str, str]] = {}
+    out: list[dict[str, str]] = []
     for row in reader:
         name = row.get("svname") or ""
-        if row.get("pxname") != backend or name in ("FRONTEND", "BACKEND"):
+        if name in ("FRONTEND", "BACKEND"):
             continue
         status = row.get("status") or ""
-        out[name] = {
-            "state": _edge_state(status),
-            "status": status,
-            "check": row.get("check_status") or "",
-            "sessions": row.get("stot") or "0",
-        }
+        out.append(
+            {
+                "backend": row.get("pxname") or "",
+                "name": name,
+                "addr": row.get("addr") or "",
+                "state": _edge_state(status),
+                "status": status,
+                "check": row.get("check_status") or "",
+                "sessions": row.get("stot") or "0",
+            }
+        )
     return out
+
+
+def edge_zones(text: str, backend: str = "zones") -> dict[str, dict[str, str]]:
+    """Each server of HAProxy's ``backend`` (:func:`haproxy_servers`), by name."""
+    return {row["name"]: row for row in haproxy_servers(text) if row["backend"] == backend}
 
 
 class EdgeStatus:

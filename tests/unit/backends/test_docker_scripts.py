@@ -12,7 +12,7 @@ from drillkit.backends.docker import _cut_script, _latency_script, _restore_scri
 
 @pytest.mark.parametrize("mode", ["blackhole", "reject"])
 def test_cut_scripts_only_touch_drillkit_chains(mode: str) -> None:
-    script = _cut_script(mode, "172.18.0.5")
+    script = _cut_script(mode, ["172.18.0.5"])
     for line in script.splitlines()[1:]:
         if line.startswith("iptables") and " -A " in line:
             assert " -A DRILLKIT-" in line, line  # rules go in our chains, never elsewhere
@@ -21,12 +21,20 @@ def test_cut_scripts_only_touch_drillkit_chains(mode: str) -> None:
 
 def test_reject_does_not_drop_its_own_resets() -> None:
     # A REJECT's reset leaves through OUTPUT: an OUTPUT rule on the peer would swallow it.
-    assert "-A DRILLKIT-OUT" not in _cut_script("reject", "10.0.0.2")
-    assert "-A DRILLKIT-OUT -d 10.0.0.2 -j DROP" in _cut_script("blackhole", "10.0.0.2")
+    assert "-A DRILLKIT-OUT" not in _cut_script("reject", ["10.0.0.2"])
+    assert "-A DRILLKIT-OUT -d 10.0.0.2 -j DROP" in _cut_script("blackhole", ["10.0.0.2"])
+
+
+def test_a_second_cut_keeps_the_first_ones_rules() -> None:
+    # Two links end at one service (every service of a Compose project reaches every other):
+    # cutting the second must not flush the chain the first one filled.
+    script = _cut_script("blackhole", ["10.0.0.2", "10.0.0.3"])
+    assert " -F " not in script
+    assert "-s 10.0.0.2" in script and "-s 10.0.0.3" in script
 
 
 def test_latency_script_shapes_only_traffic_to_the_peer() -> None:
-    script = _latency_script("10.1.2.3", 120, 10)
+    script = _latency_script(["10.1.2.3"], 120, 10)
     assert "netem delay 120ms 10ms" in script
     assert "match ip dst 10.1.2.3/32" in script
 

@@ -68,7 +68,7 @@ def wait_until(condition: Any, timeout: float, what: str) -> None:
 def test_it_is_a_registered_gateway_fault() -> None:
     kind = load_fault_kind("load_spike")
     assert isinstance(kind, LoadSpike)
-    assert kind.target_roles == {"gateway"}
+    assert kind.target_roles == {"gateway", "service"}  # a Compose project's entry service too
 
 
 def test_apply_sends_extra_traffic_until_healed(tmp_path: Path, gateway: FakeReplica) -> None:

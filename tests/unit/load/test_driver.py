@@ -267,3 +267,40 @@ def test_locust_summary_reads_the_json_stats(tmp_path: Path) -> None:
     )
     assert summary.rate_between(1000.5, 1003.0) == 100.0
     assert summary.rate_between(1001.0, 1001.5) == 0.0
+
+
+def test_a_teams_locustfile_is_loaded_beside_drillkits_recording(tmp_path: Path) -> None:
+    from drillkit.load.driver import ATTACH, REQUESTS_LOCUSTFILE
+
+    own = tmp_path / "locustfile.py"
+    driver = LoadDriver(tmp_path)
+    cmd = driver.command(make_plan(locustfile=own))
+    assert cmd[cmd.index("-f") + 1] == f"{ATTACH},{own}" and ATTACH.is_file()
+    env = driver.environment(make_plan(locustfile=own), "127.0.0.1:1")
+    assert env["DRILLKIT_PACE"] == "1"  # its users are paced at the scenario's rate
+    plan = make_plan(requests='[{"path": "/"}]')
+    cmd = driver.command(plan)
+    assert cmd[cmd.index("-f") + 1] == str(REQUESTS_LOCUSTFILE) and REQUESTS_LOCUSTFILE.is_file()
+    env = driver.environment(plan, "127.0.0.1:1")
+    assert env["DRILLKIT_REQUESTS"] == '[{"path": "/"}]' and env["DRILLKIT_PACE"] == "0"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("import no_such_module_here\n", "ModuleNotFoundError: No module named"),
+        ("x = 1\n", "no Locust user class"),
+        ("def broken(:\n", "SyntaxError"),
+    ],
+)
+def test_a_locustfile_that_fails_to_load_is_refused_with_the_errors_last_line(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    from drillkit.load.driver import check_locustfile
+
+    path = tmp_path / "locustfile.py"
+    path.write_text(text)
+    with pytest.raises(InputError, match=f"load.locustfile: {path} fails to load: .*{message}"):
+        check_locustfile(path)
+    with pytest.raises(InputError, match="is not a file"):
+        check_locustfile(tmp_path / "missing.py")

@@ -208,6 +208,14 @@ def fault_params(draw: st.DrawFn, kind: str) -> tuple[Any, dict[str, Any]]:
         if draw(st.booleans()):
             params["connections"] = loaded["connections"] = draw(st.integers(1, 4096))
         return params, loaded
+    if kind == "corrupt_file":
+        path = "/" + draw(st.text("abcxyz/._-", min_size=1, max_size=20)).lstrip("/")
+        if ".." in path.split("/"):
+            path = "/data/app.db"
+        params["path"] = loaded["path"] = path
+        if draw(st.booleans()):
+            params["mode"] = loaded["mode"] = draw(st.sampled_from(["bitflip", "truncate", "zero"]))
+        return params, loaded
     if kind in ("rollout", "bad_rollout"):
         if kind == "bad_rollout":
             params["defect"] = loaded["defect"] = draw(

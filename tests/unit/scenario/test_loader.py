@@ -219,8 +219,8 @@ BAD = [
         4,
         "faults[0].kind",
         "unknown fault kind 'kill_nodes' (did you mean 'kill_node'? known kinds: backup_failure, "
-        "bad_rollout, cache_flush, corrupt_model, cut_network, data_loss, kill_node, latency, "
-        "load_spike, pause_node, rollout, zone_outage)",
+        "bad_rollout, cache_flush, corrupt_file, corrupt_model, cut_network, data_loss, "
+        "kill_node, latency, load_spike, pause_node, rollout, zone_outage)",
         id="unknown-kind",
     ),
     pytest.param(
@@ -552,7 +552,7 @@ TEXT_CASES = [
         3,
         "load.zzz",
         "unknown key 'zzz' (expected one of: rate, users, duration, warmup, timeout, workers, "
-        "skew)",
+        "skew, host, locustfile, requests)",
         id="unknown-key-lists-keys",
     ),
 ]

@@ -1,0 +1,333 @@
+"""drillkit's recording attached to a Locust process: what every locustfile drillkit runs
+shares (its own :mod:`drillkit.load.locustfile`, :mod:`drillkit.load.requests_user`, or a
+team's own locustfile, loaded beside :mod:`drillkit.load.attach`).
+
+This module runs ONLY inside the Locust child process that
+:class:`drillkit.load.driver.LoadDriver` starts. Never import it from drillkit's own process or
+from a test: importing locust monkey-patches the whole interpreter with gevent.
+
+What it does, per process that generates load (the single local runner, or each worker
+under ``--processes``):
+
+- With ``DRILLKIT_PACE=1`` (a locustfile that is not drillkit's), every user class's
+  ``wait_time`` becomes ``constant_throughput(rate / users)``, so all users together offer the
+  scenario's ``rate`` requests/s whatever pacing the file had.
+- A listener on ``events.request`` turns every completed request into one wire record
+  (the format of :mod:`drillkit.observe.records`) and hands it to a writer that
+  buffers lines and sends them to the sink in batches (every 50 ms, or sooner at 256 lines)
+  from its own greenlet, so a slow sink never stalls a request.
+- At the end (Locust's ``quit`` event) the writer flushes, sends a trailer
+  ``{"sent": N, "dropped": D, "pid": P}`` and closes. After a write error it drops records,
+  counts them, and logs the count.
+
+Settings come from the environment (the driver sets them): ``DRILLKIT_SINK`` (host:port) and
+``DRILLKIT_SINK_TOKEN`` (what proves to the sink that the records are this drill's),
+``DRILLKIT_RATE``, ``DRILLKIT_USERS``, ``DRILLKIT_N_USERS``, ``DRILLKIT_K``,
+``DRILLKIT_TIMEOUT`` (seconds), ``DRILLKIT_SEED``, and optionally ``DRILLKIT_COLD_SHARE``
+(default 0.01) and ``DRILLKIT_EMIT_RECORDS`` (default 1; 0 measures bare Locust).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import itertools
+import json
+import logging
+import os
+import random
+import socket
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import gevent  # type: ignore[import-untyped]
+from gevent.event import Event  # type: ignore[import-untyped]
+from locust import events
+from locust.runners import MasterRunner
+from locust.user.wait_time import constant_throughput
+
+from drillkit.load.sink import AUTH_PREFIX
+from drillkit.observe.records import CACHE_OUTCOMES, MAX_TEXT, event_line, wire_line, wire_tail
+
+logger = logging.getLogger("drillkit.load")
+
+_FLUSH_SECONDS = 0.05
+_FLUSH_LINES = 256
+# A sink that stops reading must not grow the generator without bound: beyond this many
+# pending lines, records are dropped (and counted).
+_MAX_PENDING = 1 << 20
+_SEND_TIMEOUT = 10.0
+_CONNECT_ERRNOS = frozenset(
+    {errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EADDRNOTAVAIL}
+)
+
+
+@dataclass(frozen=True)
+class _Settings:
+    sink: tuple[str, int]
+    sink_token: str
+    rate: float
+    users: int
+    n_users: int
+    k: int
+    timeout: float
+    seed: int
+    cold_share: float
+    skew: float
+    emit: bool
+    event_share: float
+    n_items: int
+
+
+def _settings(env: dict[str, str] | os._Environ[str]) -> _Settings:
+    def need(name: str) -> str:
+        value = env.get(name)
+        if not value:
+            raise SystemExit(f"drillkit locustfile: {name} is not set (run it through LoadDriver)")
+        return value
+
+    try:
+        host, _, port = need("DRILLKIT_SINK").rpartition(":")
+        settings = _Settings(
+            sink=(host, int(port)),
+            sink_token=need("DRILLKIT_SINK_TOKEN"),
+            rate=float(need("DRILLKIT_RATE")),
+            users=int(need("DRILLKIT_USERS")),
+            n_users=int(need("DRILLKIT_N_USERS")),
+            k=int(env.get("DRILLKIT_K", "10")),
+            timeout=float(need("DRILLKIT_TIMEOUT")),
+            seed=int(env.get("DRILLKIT_SEED", "0")),
+            cold_share=float(env.get("DRILLKIT_COLD_SHARE", "0.01")),
+            skew=float(env.get("DRILLKIT_USER_SKEW", "0")),
+            emit=env.get("DRILLKIT_EMIT_RECORDS", "1") != "0",
+            event_share=float(env.get("DRILLKIT_EVENT_SHARE", "0")),
+            n_items=int(env.get("DRILLKIT_N_ITEMS", "1")),
+        )
+    except ValueError as exc:
+        raise SystemExit(f"drillkit locustfile: bad setting: {exc}") from None
+    if (
+        settings.rate <= 0
+        or settings.users < 1
+        or settings.n_users < 1
+        or settings.timeout <= 0
+        or not 0 <= settings.skew <= 3
+        or not 0 <= settings.event_share < 1
+        or settings.n_items < 1
+    ):
+        raise SystemExit(f"drillkit locustfile: settings out of range: {settings}")
+    return settings
+
+
+SETTINGS = _settings(os.environ)
+
+
+def _zipf_cumulative(n: int, skew: float) -> list[float] | None:
+    """Cumulative weights of users ``0..n-1`` under Zipf(``skew``): user ``u`` asks with
+    weight ``1 / (u + 1) ** skew``; None for uniform (skew 0)."""
+    if skew <= 0:
+        return None
+    return list(itertools.accumulate(1.0 / (u + 1) ** skew for u in range(n)))
+
+
+CUMULATIVE = _zipf_cumulative(SETTINGS.n_users, SETTINGS.skew)
+
+
+class _Writer:
+    """Buffers wire lines and sends them to the sink from one greenlet.
+
+    Only the flusher greenlet writes to the socket, so batches never interleave.
+    """
+
+    def __init__(self, address: tuple[str, int], token: str) -> None:
+        self.lines: list[str] = []
+        self.sent = 0
+        self.dropped = 0
+        self.failed = False
+        self._closing = False
+        self._wake = Event()
+        self._sock = socket.create_connection(address, timeout=_SEND_TIMEOUT)
+        # The first line proves to the sink that this is the drill's own generator.
+        self._sock.sendall(AUTH_PREFIX + token.encode() + b"\n")
+        self._greenlet = gevent.spawn(self._loop)
+
+    def add(self, line: str) -> None:
+        lines = self.lines
+        if len(lines) >= _MAX_PENDING:
+            self.dropped += 1
+            return
+        lines.append(line)
+        if len(lines) >= _FLUSH_LINES:
+            self._wake.set()
+
+    def _loop(self) -> None:
+        while not self._closing:
+            self._wake.wait(_FLUSH_SECONDS)
+            self._wake.clear()
+            self._flush()
+        self._flush()
+        self._finish()
+
+    def _flush(self) -> None:
+        if not self.lines:
+            return
+        batch, self.lines = self.lines, []
+        if self.failed:
+            self.dropped += len(batch)
+            return
+        batch.append("")  # a final newline
+        try:
+            self._sock.sendall("\n".join(batch).encode())
+        except OSError as exc:
+            self.failed = True
+            self.dropped += len(batch) - 1
+            logger.error("drillkit: record sink write failed, dropping records from now: %s", exc)
+        else:
+            self.sent += len(batch) - 1
+
+    def _finish(self) -> None:
+        if not self.failed:
+            trailer = {"sent": self.sent, "dropped": self.dropped, "pid": os.getpid()}
+            try:
+                self._sock.sendall(json.dumps(trailer).encode() + b"\n")
+            except OSError:
+                self.failed = True
+        with contextlib.suppress(OSError):
+            self._sock.close()
+        if self.dropped:
+            logger.warning("drillkit: %d record(s) dropped, %d sent", self.dropped, self.sent)
+
+    def close(self) -> None:
+        """Flush everything, send the trailer, close. Idempotent."""
+        if self._closing:
+            return
+        self._closing = True
+        self._wake.set()
+        self._greenlet.join(timeout=_SEND_TIMEOUT + 5.0)
+
+
+_writer: _Writer | None = None
+_tails: dict[tuple[str, bool, str, str, str, str, str], str] = {}
+_MAX_TAILS = 4096
+_user_serial = itertools.count()
+#: This generator process's own: producer ids never repeat across drills (a reused backup
+#: location may hold another drill's events).
+RUN_ID = os.urandom(6).hex()
+
+
+def _error_class(exception: BaseException, status: int) -> str:
+    # geventhttpclient wraps a timeout (which it would retry) in RetriesExceeded(original=...)
+    cause = getattr(exception, "original", None) or exception
+    if isinstance(cause, (TimeoutError, gevent.Timeout)):
+        return "timeout"
+    if isinstance(cause, ConnectionRefusedError | socket.gaierror):
+        return "connect"
+    if isinstance(cause, ConnectionResetError | ConnectionAbortedError | BrokenPipeError):
+        return "reset"
+    name = type(cause).__name__
+    if name in ("HTTPConnectionClosed", "EmptyResponse"):
+        return "reset"
+    if isinstance(cause, OSError) and cause.errno in _CONNECT_ERRNOS:
+        return "connect"
+    if status >= 400:
+        return "http"
+    return "other"
+
+
+def _on_request(
+    request_type: str,
+    name: str,
+    response_time: float,
+    response_length: int,
+    response: Any,
+    context: dict[str, Any],
+    exception: BaseException | None,
+    start_time: float,
+    url: str | None = None,
+    **_: Any,
+) -> None:
+    # This runs once per request and decides the generator's ceiling: keep it lean.
+    status = response.status_code if response is not None else 0
+    event = context.get("event")
+    if event is not None:  # a click event: its own line, apart from the requests
+        if exception is not None and _error_class(exception, status) != "http":
+            status = 0  # no usable answer: not acknowledged
+        writer = _writer
+        if writer is not None:
+            writer.add(event_line(event[0], event[1], start_time, response_time, status))
+        return
+    error = ""
+    if exception is not None:
+        error = _error_class(exception, status)
+        if error != "http":
+            status = 0  # no usable answer (e.g. the body never came), whatever the status line
+    elif not status:
+        error = "other"
+    if status:
+        get = response.headers.get
+        key = (
+            error,
+            get("x-degraded") == "true",
+            (get("x-model-version") or "")[:MAX_TEXT],
+            (get("x-model-digest") or "")[:MAX_TEXT],
+            (get("x-replica") or "")[:MAX_TEXT],
+            (get("x-zone") or "")[:MAX_TEXT],
+            get("x-cache") if get("x-cache") in CACHE_OUTCOMES else "",
+        )
+    else:
+        key = (error, False, "", "", "", "", "")
+    # The tail of a line (error, degraded, version, digest, replica, zone, cache) takes a few
+    # values in a whole drill: encode each once. Floats and ints print as json would.
+    tail = _tails.get(key)
+    if tail is None:
+        if len(_tails) >= _MAX_TAILS:
+            _tails.clear()
+        tail = wire_tail(*key)
+        _tails[key] = tail
+    line = wire_line(start_time, response_time, status, tail, context.get("user", -1))
+    writer = _writer
+    if writer is not None:
+        writer.add(line)
+
+
+def _check_host(host: str | None) -> None:
+    parts = urlsplit(host or "")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SystemExit(f"drillkit locustfile: --host must be http(s)://HOST[:PORT], got {host!r}")
+    try:
+        _ = parts.port
+    except ValueError as exc:
+        raise SystemExit(f"drillkit locustfile: bad --host {host!r}: {exc}") from None
+
+
+def _on_init(environment: Any, runner: Any = None, **_: Any) -> None:
+    global _writer
+    _check_host(environment.host)  # in the master too: its workers would exit, it would wait
+    if os.environ.get("DRILLKIT_PACE") == "1":
+        pace = constant_throughput(SETTINGS.rate / SETTINGS.users)
+        for user_class in environment.user_classes or []:
+            user_class.wait_time = pace
+    if isinstance(runner, MasterRunner):
+        return  # the master of --processes sends no requests
+    try:
+        _writer = _Writer(SETTINGS.sink, SETTINGS.sink_token)
+    except OSError as exc:
+        raise SystemExit(f"drillkit locustfile: cannot reach the record sink: {exc}") from None
+    if SETTINGS.emit:
+        events.request.add_listener(_on_request)  # type: ignore[no-untyped-call]
+
+
+def _on_quit(**_: Any) -> None:
+    if _writer is not None:
+        _writer.close()
+
+
+# EventHook.add_listener is unannotated in locust; the listeners above are typed.
+events.init.add_listener(_on_init)  # type: ignore[no-untyped-call]
+events.quit.add_listener(_on_quit)  # type: ignore[no-untyped-call]
+
+
+def user_rng(environment: Any) -> random.Random:
+    """A generator seeded per (seed, process, user), so a drill replays the same choices."""
+    index = getattr(environment.runner, "worker_index", 0)
+    return random.Random(f"{SETTINGS.seed}:{index}:{next(_user_serial)}")
