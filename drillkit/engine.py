@@ -415,7 +415,8 @@ class DrillRunner:
         services = None
         known = parts.preset.targets(spec)
         if known is not None:
-            scenario.check_targets(known)
+            linked, published = parts.preset.target_links(spec) or (None, None)
+            scenario.check_targets(known, linked=linked, published=published)
             services = list(known)
         if scenario.load.locustfile is not None:
             from drillkit.load.driver import check_locustfile
@@ -441,6 +442,7 @@ class DrillRunner:
         alerts: AlertReader | None = None
         self._observed = None
         self._census: DataCensus | None = None
+        self._state: StackState[Any] | None = None
         try:
             with _signals_raise():
                 self._enter(DrillState.STARTING)
@@ -453,6 +455,7 @@ class DrillRunner:
                     owner=Owner(pid=os.getpid(), scenario=scenario.name),
                     progress=self.on_progress,
                 )
+                self._state = state
                 # Its own journal, in its own folder: this drill heals its faults only.
                 journal = journal or Journal.for_stack(state.id)
                 # The released, verified versions; a response from anything else is wrong.
@@ -806,9 +809,13 @@ class DrillRunner:
         if scenario.stack.compose is not None and self._observed is not None:
             # Without drillkit's gateway, a team's own alerts are a way the stack noticed.
             targets = {t for r in records for t in r.targets}
+            project = getattr(self._state, "project", None)
             for alert in self._observed[1]:
                 if alert.firing_at is None:
                     continue
+                owner = alert.labels.get("container_label_com_docker_compose_project")
+                if owner is not None and owner != project:
+                    continue  # another project's service of the same name
                 for subject in alert_subjects(alert.labels, targets):
                     what = f"alert {alert.name} firing"
                     detection.append(

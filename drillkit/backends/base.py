@@ -257,7 +257,9 @@ class Backend(ABC, Generic[T]):
     def host_path(self, state: T, name: str, path: str) -> tuple[Path, Path]:
         """Where ``path``, as service ``name`` sees it, lies on the host: the mount it is in
         (its folder on the host) and the file there. This default reads the plan's mounts
-        (the local and docker backends); TargetError when no mount holds ``path``."""
+        (the local and docker backends), and only those inside the stack's own folder (its
+        copies of a store): a saved state is not trusted to name any folder of the machine.
+        TargetError when no such mount holds ``path``."""
         from drillkit.errors import TargetError
 
         best = None
@@ -269,6 +271,11 @@ class Backend(ABC, Generic[T]):
                 best = mount
         if best is None:
             raise TargetError(f"{path} in {name} lies in none of its mounts")
+        if not Path(best.source).resolve().is_relative_to(Path(state.run_dir).resolve()):
+            raise TargetError(
+                f"{path} in {name} lies in {best.source}, which is not the stack's own copy "
+                f"(its folder is {state.run_dir}); corrupt_model damages a store in place"
+            )
         rest = path[len(best.target.rstrip("/")) :].lstrip("/")
         return Path(best.source), Path(best.source) / rest
 

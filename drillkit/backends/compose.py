@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from drillkit import safejson
 from drillkit.backends.base import (
@@ -56,7 +56,13 @@ from drillkit.backends.docker import (
     run_privileged,
 )
 from drillkit.backends.docker.image import docker_client, image_plan, image_present
-from drillkit.errors import BackendUnavailable, EnvironmentFailure, StackNotReady, TargetError
+from drillkit.errors import (
+    BackendUnavailable,
+    EnvironmentFailure,
+    InputError,
+    StackNotReady,
+    TargetError,
+)
 from drillkit.stacks.plan import PROJECT_PATTERN, Link, StackPlan
 
 __all__ = [
@@ -85,8 +91,10 @@ _NO_SIDECAR = (
 
 
 def default_project(file: Path) -> str:
-    """The project name Compose itself gives a file: its folder's name, normalised."""
-    return re.sub(r"[^-_a-z0-9]", "", file.resolve().parent.name.lower()) or "default"
+    """The project name Compose itself gives a file: its folder's name, normalised (v2 also
+    drops what does not start with a letter or digit)."""
+    name = re.sub(r"[^-_a-z0-9]", "", file.resolve().parent.name.lower()).lstrip("-_")
+    return name[:63] or "default"
 
 
 class ComposeService(ServiceState):
@@ -154,16 +162,11 @@ class ComposeBackend(Backend[ComposeStack]):
         )
         cli = compose_cli()
         sidecar = image_plan(gpu=False).tag
-        state = ComposeStack(
-            backend=self.name,
-            plan=plan,
-            project=project,
-            file=str(file),
-            attach=attach,
-            sidecar_image=sidecar if image_present(self.client, sidecar) else None,
-            session=SESSION_ID,
-            **stack.fields(),
-        )
+        try:
+            state = self._new_state(plan, stack, project, file, attach, sidecar)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise InputError(f"Compose project {project!r}: {first['msg']}") from None
         logs = Path(state.run_dir) / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         for service in plan.services:
@@ -195,6 +198,26 @@ class ComposeBackend(Backend[ComposeStack]):
         save_state(state)
         return state
 
+    def _new_state(
+        self,
+        plan: StackPlan,
+        stack: StackIdentity,
+        project: str,
+        file: Path,
+        attach: bool,
+        sidecar: str,
+    ) -> ComposeStack:
+        return ComposeStack(
+            backend=self.name,
+            plan=plan,
+            project=project,
+            file=str(file),
+            attach=attach,
+            sidecar_image=sidecar if image_present(self.client, sidecar) else None,
+            session=SESSION_ID,
+            **stack.fields(),
+        )
+
     def _wait_ready(self, state: ComposeStack, timeout: float, report: Progress) -> None:
         deadline = time.monotonic() + timeout
         pending = list(state.services)
@@ -209,7 +232,13 @@ class ComposeBackend(Backend[ComposeStack]):
                             f"{name}; is it up (`{ps}`)?"
                         )
                     continue
-                dead = [c for c in containers if c.status in ("exited", "dead")]
+                # A one-shot job (a migration, an init) that finished with 0 is done, not dead.
+                dead = [
+                    c
+                    for c in containers
+                    if c.status == "dead"
+                    or (c.status == "exited" and (c.attrs.get("State") or {}).get("ExitCode") != 0)
+                ]
                 if dead:
                     tail = dead[0].logs(tail=5).decode(errors="replace").strip()
                     raise StackNotReady(
@@ -267,6 +296,8 @@ class ComposeBackend(Backend[ComposeStack]):
 
     def _container_ready(self, state: ComposeStack, name: str, container: Any) -> bool:
         container.reload()
+        if container.status == "exited" and container.attrs["State"].get("ExitCode") == 0:
+            return not state.plan.service(name).ports  # a finished job, not a server
         if container.status != "running":
             return False
         if not self._has_health(state, name):
@@ -424,7 +455,8 @@ class ComposeBackend(Backend[ComposeStack]):
 
     # -- network links ---------------------------------------------------------------------
     def _addresses(self, state: ComposeStack, name: str) -> list[str]:
-        """Every address of every container of service ``name`` on the project's networks."""
+        """Every address of every container of service ``name`` on the project's networks;
+        EnvironmentFailure when it has none (all stopped, or no network of its own)."""
         addresses = []
         for container in self._project_containers(state, name):
             for network in (container.attrs["NetworkSettings"].get("Networks") or {}).values():
@@ -434,11 +466,23 @@ class ComposeBackend(Backend[ComposeStack]):
             raise EnvironmentFailure(f"{name} has no address on the project's networks")
         return addresses
 
+    @staticmethod
+    def _own_namespace(container: Any, name: str) -> None:
+        """Refuse a container that shares another's network namespace: a sidecar joining it
+        would set rules on the host (``network_mode: host``) or on another service."""
+        mode = str((container.attrs.get("HostConfig") or {}).get("NetworkMode") or "")
+        if mode in ("host", "none") or mode.startswith(("container:", "service:")):
+            raise TargetError(
+                f"{name} runs with network_mode {mode!r}: it has no network namespace of its "
+                "own, and drillkit changes no other's; network faults need a bridge network"
+            )
+
     def _sidecar(self, state: ComposeStack, container: Any, name: str, script: str) -> str:
         if state.sidecar_image is None:
             raise BackendUnavailable(_NO_SIDECAR)
         container.reload()
-        if container.status != "running":
+        self._own_namespace(container, name)
+        if container.status not in ("running", "paused"):
             raise EnvironmentFailure(f"{name} is {container.status}: its network cannot be changed")
         code, output = run_privileged(
             self.client,
@@ -480,7 +524,9 @@ class ComposeBackend(Backend[ComposeStack]):
     def restore_link(self, state: ComposeStack, link: Link) -> None:
         for container in self.targets(state, link.target):
             container.reload()
-            if container.status == "running":  # a stopped one's namespace is gone already
+            # A paused container keeps its namespace and the rules in it: undo them too. A
+            # stopped one's namespace is gone already.
+            if container.status in ("running", "paused"):
                 self._sidecar(state, container, link.target, _restore_script())
 
     def probe_link(self, state: ComposeStack, link: Link, *, timeout: float) -> tuple[str, float]:
@@ -488,7 +534,11 @@ class ComposeBackend(Backend[ComposeStack]):
         source's first container, to the target's (first target) container address."""
         if state.sidecar_image is None:
             raise BackendUnavailable(_NO_SIDECAR)
-        source = self._project_containers(state, link.source)[0]
+        running = [c for c in self._project_containers(state, link.source) if c.status == "running"]
+        if not running:
+            raise EnvironmentFailure(f"no container of {link.source} runs: nothing to probe from")
+        source = running[0]
+        self._own_namespace(source, link.source)
         target = self.targets(state, link.target)[0]
         networks = target.attrs["NetworkSettings"].get("Networks") or {}
         shared = [
@@ -496,6 +546,8 @@ class ComposeBackend(Backend[ComposeStack]):
             for key, net in networks.items()
             if key in (source.attrs["NetworkSettings"].get("Networks") or {})
         ]
+        if not any(shared):
+            raise EnvironmentFailure(f"{link.source} and {link.target} share no network")
         address = str(ipaddress.ip_address(next(a for a in shared if a)))
         number = state.plan.service(link.target).port(link.port).number
         code = (

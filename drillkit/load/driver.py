@@ -249,7 +249,10 @@ class LoadDriver:
             PYTHONUNBUFFERED="1",
         )
         if plan.requests is not None:
-            env["DRILLKIT_REQUESTS"] = plan.requests
+            # A file, not the variable itself: one environment string is at most 128 KiB.
+            requests = self.run_dir / "requests.json"
+            requests.write_text(plan.requests, encoding="utf-8")
+            env["DRILLKIT_REQUESTS_FILE"] = str(requests)
         if plan.stack_id is not None:
             env[STACK_ENV] = plan.stack_id
         return env

@@ -2,7 +2,7 @@
 without a locustfile of its own.
 
 Runs ONLY inside the Locust child process that :class:`drillkit.load.driver.LoadDriver`
-starts (``DRILLKIT_REQUESTS`` holds the list as JSON); recording and pacing are
+starts (``DRILLKIT_REQUESTS_FILE`` names the list, as JSON); recording and pacing are
 :mod:`drillkit.load.hooks`.
 """
 
@@ -23,11 +23,12 @@ from drillkit.load.hooks import SETTINGS, user_rng
 
 def _requests() -> list[dict[str, Any]]:
     try:
-        items = json.loads(os.environ["DRILLKIT_REQUESTS"])
-    except (KeyError, ValueError) as exc:
-        raise SystemExit(f"drillkit requests_user: bad DRILLKIT_REQUESTS: {exc}") from None
+        with open(os.environ["DRILLKIT_REQUESTS_FILE"], encoding="utf-8") as handle:
+            items = json.load(handle)
+    except (KeyError, OSError, ValueError) as exc:
+        raise SystemExit(f"drillkit requests_user: bad DRILLKIT_REQUESTS_FILE: {exc}") from None
     if not isinstance(items, list) or not items:
-        raise SystemExit("drillkit requests_user: DRILLKIT_REQUESTS holds no request")
+        raise SystemExit("drillkit requests_user: DRILLKIT_REQUESTS_FILE holds no request")
     return items
 
 

@@ -430,8 +430,8 @@ class StackSection(_Section):
     project: str | None = Field(
         default=None,
         pattern=f"^{PROJECT_PATTERN}$",
-        description="compose: the project name; default drillkit-<stack id>, or with attach "
-        "the name Compose gives the file (its folder's).",
+        description="compose, with attach: the running project's name; default the name "
+        "Compose gives the file (its `name:`, or its folder's).",
     )
     attach: bool = Field(
         default=False,
@@ -474,6 +474,12 @@ class StackSection(_Section):
                         f"{name} is a setting of the reference stack, not of a Compose project",
                         (name,),
                     )
+            if self.project is not None and not self.attach:
+                raise FieldError(
+                    "project names a project that is already up (attach: true); a project "
+                    "drillkit brings up is its own, drillkit-<stack id>",
+                    ("project",),
+                )
         else:
             for name in _COMPOSE_ONLY:
                 if name in given:
@@ -852,6 +858,15 @@ class FaultSpec(_Section):
             loc, message = first_error(exc, model)
             raise FieldError(message, loc) from None
 
+    def target_names(self) -> list[str]:
+        """The targets as written (``random`` included)."""
+        return [self.target] if isinstance(self.target, str) else list(self.target)
+
+    def kind_needs_links(self) -> bool:
+        """Whether the kind cuts or slows the stack's links (``cut_network``, ``latency``)."""
+        info = fault_kinds().get(self.kind)
+        return info is not None and bool(info.cls.needs & {"cut_link", "slow_link"})
+
     def resolved_targets(self, service_names: Sequence[str], rng: random.Random) -> list[str]:
         """The services this fault hits, with ``random`` resolved to one replica by ``rng``.
 
@@ -1046,6 +1061,17 @@ class Scenario(_Section):
                     (*here, "id"),
                 )
             seen[fault.id] = index
+            if fault.kind_needs_links():
+                for earlier in self.faults[:index]:
+                    if earlier.kind_needs_links() and _overlap(earlier, fault, self.load.duration):
+                        shared = set(earlier.target_names()) & set(fault.target_names())
+                        if shared:
+                            raise FieldError(
+                                f"{fault.kind} on {', '.join(sorted(shared))} overlaps "
+                                f"{earlier.id} on it: one network fault at a time per service "
+                                "(healing one undoes the other's rules)",
+                                (*here, "at"),
+                            )
             if fault.at >= self.load.duration:
                 raise FieldError(
                     f"at {format_duration(fault.at)} is not inside the load window "
@@ -1080,10 +1106,41 @@ class Scenario(_Section):
                     )
         return self
 
-    def check_targets(self, known: dict[str, str]) -> None:
+    def check_targets(
+        self,
+        known: dict[str, str],
+        *,
+        linked: frozenset[str] | None = None,
+        published: frozenset[str] | None = None,
+    ) -> None:
         """Check every fault's targets against ``known`` (a Compose project's services, with
-        their roles, once Compose has read the file): TargetError (exit 2) naming the fault."""
+        their roles, once Compose has read the file), and, when given, that a network fault's
+        target has links to it (``linked``), its ``source`` is another service, and a load
+        spike's target is reachable from the host (``published``): TargetError (exit 2)
+        naming the fault, before anything starts."""
         kinds = fault_kinds()
+        for fault in self.faults:
+            needs = kinds[fault.kind].cls.needs
+            source = getattr(fault.params, "source", None)
+            names = [fault.target] if isinstance(fault.target, str) else list(fault.target)
+            for name in names:
+                links = needs & {"cut_link", "slow_link"}
+                if linked is not None and links and name in known and name not in linked:
+                    raise TargetError(
+                        f"fault {fault.id}: {name} exposes no port, so no link ends at it "
+                        "for a network fault (give it `expose:` or `ports:`)"
+                    )
+                if source is not None and (source not in known or source == name):
+                    raise TargetError(
+                        f"fault {fault.id}: params.source {source!r} is not another service "
+                        f"of the project ({', '.join(known)})"
+                    )
+                spike = published is not None and fault.kind == "load_spike"
+                if spike and name in known and name not in (published or frozenset()):
+                    raise TargetError(
+                        f"fault {fault.id}: {name} publishes no port on the host for the "
+                        "spike's generator"
+                    )
         for fault in self.faults:
             roles = kinds[fault.kind].target_roles
             if ANY_SERVICE in roles:
@@ -1202,6 +1259,13 @@ def _span(names: list[str]) -> str:
     if len(names) > 2 and all(_REPLICA_RE.fullmatch(n) for n in names):
         return f"{names[0]}..{names[-1]}"
     return ", ".join(names)
+
+
+def _overlap(a: FaultSpec, b: FaultSpec, duration: float) -> bool:
+    """Whether two faults are applied at the same time (no duration: until the end)."""
+    a_end = a.at + a.duration if a.duration is not None else duration
+    b_end = b.at + b.duration if b.duration is not None else duration
+    return a.at < b_end and b.at < a_end
 
 
 def _check_target(

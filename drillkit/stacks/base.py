@@ -123,6 +123,11 @@ class StackPreset(ABC, Generic[SpecT]):
         the scenario model has checked them."""
         return None
 
+    def target_links(self, spec: SpecT) -> tuple[frozenset[str], frozenset[str]] | None:
+        """With :meth:`targets`: the services network faults can reach (a link ends at
+        them) and those the host reaches (a published port, what a load spike needs)."""
+        return None
+
     def gpu_wanted(self, spec: SpecT) -> str:
         """``auto``, ``on`` (exit 3 when the backend has none) or ``off``."""
         return "off"

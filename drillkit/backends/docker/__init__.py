@@ -596,7 +596,9 @@ class DockerBackend(Backend[DockerStack]):
     def _sidecar(self, state: DockerStack, name: str, script: str) -> str:
         """Run ``script`` as root with NET_ADMIN in the network namespace of ``name``."""
         container = self.target(state, name)
-        if container.status != "running":
+        # A paused container keeps its namespace: a sidecar can join it (a cut healed while
+        # its target is paused must still be undone).
+        if container.status not in ("running", "paused"):
             raise EnvironmentFailure(f"{name} is {container.status}: its network cannot be changed")
         code, output = self._run_privileged(
             state.image,
@@ -628,7 +630,7 @@ class DockerBackend(Backend[DockerStack]):
         return f"netem in {link.target}'s namespace: +{delay * 1000:.0f} ms towards {peer}"
 
     def restore_link(self, state: DockerStack, link: Link) -> None:
-        if self.service_status(state, link.target) != "running":
+        if self.service_status(state, link.target) == "exited":
             return  # stopped: its namespace, rules and all, is gone; a new start gets a new one
         self._sidecar(state, link.target, _restore_script())
 

@@ -105,8 +105,19 @@ class ComposePreset(StackPreset[ComposeSpec]):
     name: ClassVar[str] = "compose"
     description: ClassVar[str] = "a Docker Compose project of your own"
 
+    def __init__(self) -> None:
+        self._configs: dict[tuple[Path, str, float], dict[str, Any]] = {}
+
     def config(self, spec: ComposeSpec) -> dict[str, Any]:
-        return compose_cli().config(spec.file, spec.project or _CHECK_PROJECT)
+        """The project as Compose resolves it; read once per version of the file."""
+        key = (
+            spec.file,
+            spec.project or "",
+            spec.file.stat().st_mtime if spec.file.exists() else 0.0,
+        )
+        if key not in self._configs:
+            self._configs[key] = compose_cli().config(spec.file, spec.project or _CHECK_PROJECT)
+        return self._configs[key]
 
     def preflight(self, spec: ComposeSpec, backend: str = "compose") -> None:
         if not spec.file.is_file():
@@ -151,6 +162,13 @@ class ComposePreset(StackPreset[ComposeSpec]):
         """Every service of the project, with its role: what faults may target."""
         return {s.name: s.role for s in compose_services(self.config(spec), spec.file)}
 
+    def target_links(self, spec: ComposeSpec) -> tuple[frozenset[str], frozenset[str]]:
+        config = self.config(spec)
+        services = compose_services(config, spec.file)
+        linked = frozenset(s.name for s in services if s.ports and len(services) > 1)
+        published = frozenset(s.name for s in services if _published(config, s.name))
+        return linked, published
+
     def plan(
         self, spec: ComposeSpec, *, data_dir: Path, gpu: bool, progress: Progress
     ) -> StackPlan:
@@ -163,6 +181,12 @@ class ComposePreset(StackPreset[ComposeSpec]):
             port = _port_name(service, spec.entry.port)
             entry = Endpoint(service=service.name, port=port or "http")
         else:
+            publishers = [s.name for s in services if _published(config, s.name)]
+            if len(publishers) > 1:
+                raise InputError(
+                    f"{spec.file}: {', '.join(publishers)} publish ports: say where the load "
+                    "goes with load.host (http://SERVICE:PORT)"
+                )
             for service in services:
                 published = sorted(_published(config, service.name))
                 if published:
@@ -195,7 +219,9 @@ class ComposePreset(StackPreset[ComposeSpec]):
             entry=entry,
             settings={
                 "file": str(spec.file),
-                "project": spec.project,
+                # Attached without a name: the one Compose gives the file (`name:` in v2).
+                "project": spec.project
+                or (str(config["name"]) if spec.attach and config.get("name") else None),
                 "attach": spec.attach,
                 "containers": spec.containers,
                 "seed": spec.seed,

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from drillkit.errors import InputError
 from drillkit.observe.watch import StackEvent
 from drillkit.stacks.compose.spec import service_address
 
@@ -45,7 +46,10 @@ def resolve_url(state: StackState[Any], url: str) -> str:
     for port in plan.ports:
         if port.number == address.port and port.name in service.ports:
             return f"http://127.0.0.1:{service.ports[port.name]}{address.path}"
-    raise ValueError(f"{url}: service {address.service} publishes no port {address.port}")
+    raise InputError(
+        f"{url}: service {address.service} publishes no port {address.port} on 127.0.0.1 or "
+        "every interface, where drillkit reaches it"
+    )
 
 
 class DockerHealth:
@@ -62,6 +66,7 @@ class DockerHealth:
         self._states: dict[str, str] = {}
         self._lock = threading.Lock()
         self._stream: Any = None
+        self._closed = False
         self._thread = threading.Thread(target=self._read, name="docker-health", daemon=True)
         self._since = time.time()
         self._thread.start()
@@ -70,10 +75,16 @@ class DockerHealth:
         from drillkit.backends.docker.image import docker_client
 
         with contextlib.suppress(Exception):  # the Engine going away ends the stream
-            self._stream = docker_client().events(
+            stream = docker_client().events(
                 decode=True, filters=self._filters, since=int(self._since)
             )
-            for event in self._stream:
+            with self._lock:
+                self._stream = stream
+                closed = self._closed
+            if closed:  # closed while the stream was being opened
+                stream.close()
+                return
+            for event in stream:
                 self._take(event)
 
     def _take(self, event: dict[str, Any]) -> None:
@@ -101,7 +112,9 @@ class DockerHealth:
             return events, {}
 
     def close(self) -> None:
-        stream = self._stream
+        with self._lock:
+            self._closed = True
+            stream = self._stream
         if stream is not None:
             with contextlib.suppress(Exception):
                 stream.close()
@@ -174,11 +187,16 @@ class HttpHealth:
         return events, {self.subject: new}
 
 
+_BACKEND: list[Any] = []
+
+
 def _owners(state: ComposeStack) -> dict[str, str]:
     """Each container address of the project, with its service."""
     from drillkit.backends.compose import ComposeBackend
 
-    backend = ComposeBackend()
+    if not _BACKEND:  # one Docker client for every look, not one per refresh
+        _BACKEND.append(ComposeBackend())
+    backend = _BACKEND[0]
     owners: dict[str, str] = {}
     for name in state.services:
         with contextlib.suppress(Exception):
@@ -191,9 +209,6 @@ def sources(state: ComposeStack) -> list[Any]:
     """The watch sources of a Compose stack: Docker's healthchecks where a service has one,
     and each status endpoint the scenario names."""
     found: list[Any] = []
-    health = state.plan.settings.get("health") or {}
-    if isinstance(health, dict) and any(health.values()):
-        found.append(DockerHealth(state))
     detect = state.plan.settings.get("detect") or []
     for item in detect if isinstance(detect, list) else []:
         if not isinstance(item, dict):
@@ -211,4 +226,8 @@ def sources(state: ComposeStack) -> list[Any]:
         else:
             subject = str(item.get("service") or name)
             found.append(HttpHealth(url, subject, name))
+    # Last: the one with a thread of its own, once nothing above can fail.
+    health = state.plan.settings.get("health") or {}
+    if isinstance(health, dict) and any(health.values()):
+        found.append(DockerHealth(state))
     return found

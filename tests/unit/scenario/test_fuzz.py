@@ -39,7 +39,7 @@ from typing import Any
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, assume, given, settings
 from hypothesis import strategies as st
 
 from drillkit.errors import ScenarioError
@@ -379,8 +379,15 @@ def valid_docs(draw: st.DrawFn) -> tuple[dict[str, Any], Expected]:
     shared = {"detect_within": "1s", "max_failed_requests": "0.5%"}
     if count:
         doc["faults"] = []
+        cut: set[str] = set()  # one network fault at a time per service: a target once
         for index in range(1, count + 1):
             fault, expected = draw(faults(index, replicas, int(duration_s * 1000), shared))
+            if fault["kind"] in ("cut_network", "latency"):
+                names = (
+                    {fault["target"]} if isinstance(fault["target"], str) else set(fault["target"])
+                )
+                assume(not names & cut and "random" not in names | cut)
+                cut |= names
             doc["faults"].append(fault)
             want.faults.append(expected)
     elif draw(st.booleans()):

@@ -170,3 +170,59 @@ def test_a_shared_scenario_cannot_run_a_project_or_locustfile_from_elsewhere(
             _scenario(base=BASE.replace("compose: compose.yaml", field))
     with pytest.raises(ScenarioError, match="load.locustfile: .* is not a relative path"):
         _scenario("  locustfile: /root/locustfile.py\n")
+
+
+def test_network_and_spike_targets_are_checked_against_the_projects_ports() -> None:
+    known = {"lb": "service", "web": "service", "db": "service"}
+    linked, published = frozenset({"lb", "web"}), frozenset({"lb"})
+    cases = [
+        ("{kind: cut_network, target: db, at: 2}", "db exposes no port"),
+        ("{kind: latency, target: web, at: 2, params: {source: web}}", "not another service"),
+        ("{kind: cut_network, target: web, at: 2, params: {source: cache}}", "'cache' is not"),
+        ("{kind: load_spike, target: web, at: 2, params: {rate: 10}}", "publishes no port"),
+    ]
+    for fault, message in cases:
+        scenario = _scenario(f"faults:\n  - {fault}\n")
+        with pytest.raises(TargetError, match=message):
+            scenario.check_targets(known, linked=linked, published=published)
+    fine = _scenario("faults:\n  - {kind: cut_network, target: web, at: 2, params: {source: lb}}\n")
+    fine.check_targets(known, linked=linked, published=published)
+
+
+def test_two_network_faults_on_one_service_at_once_are_refused() -> None:
+    # Healing one removes every rule drillkit set in that namespace: the other would end early.
+    overlapping = (
+        "faults:\n"
+        "  - {kind: cut_network, target: web, at: 2, duration: 5}\n"
+        "  - {kind: latency, target: web, at: 4, duration: 2}\n"
+    )
+    with pytest.raises(ScenarioError, match=r"faults\[1\].at: latency on web overlaps"):
+        _scenario(overlapping)
+    _scenario(overlapping.replace("at: 4", "at: 7"))  # one after the other
+    _scenario(overlapping.replace("target: web, at: 4", "target: lb, at: 4"))
+
+
+def test_a_project_name_is_for_attaching_only() -> None:
+    with pytest.raises(ScenarioError, match="stack.project: project names a project that is"):
+        _scenario(
+            base=BASE.replace(
+                "  compose: compose.yaml\n", "  compose: compose.yaml\n  project: shop\n"
+            )
+        )
+    attached = BASE.replace(
+        "  compose: compose.yaml\n", "  compose: compose.yaml\n  project: shop\n  attach: true\n"
+    )
+    assert _scenario(base=attached).stack.project == "shop"
+
+
+@pytest.mark.parametrize("mode", ["host", "none", "container:abc", "service:db"])
+def test_a_service_without_a_namespace_of_its_own_is_no_network_target(mode: str) -> None:
+    from drillkit.backends.compose import ComposeBackend
+
+    class Container:
+        def __init__(self, network_mode: str) -> None:
+            self.attrs = {"HostConfig": {"NetworkMode": network_mode}}
+
+    with pytest.raises(TargetError, match="no network namespace of its own"):
+        ComposeBackend._own_namespace(Container(mode), "web")
+    ComposeBackend._own_namespace(Container("shop_default"), "web")
