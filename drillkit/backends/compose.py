@@ -25,7 +25,6 @@ import contextlib
 import ipaddress
 import random
 import re
-import secrets
 import time
 from pathlib import Path
 from typing import Any
@@ -49,13 +48,16 @@ from drillkit.backends.docker import (
     LABEL_SESSION,
     LABEL_STACK,
     SESSION_ID,
+    EngineClient,
     _cut_script,
     _latency_script,
     _restore_script,
     _translate_daemon_errors,
+    netem_available,
     run_privileged,
+    run_sidecar,
 )
-from drillkit.backends.docker.image import docker_client, image_plan, image_present
+from drillkit.backends.docker.image import image_plan, image_present
 from drillkit.errors import (
     BackendUnavailable,
     EnvironmentFailure,
@@ -134,20 +136,11 @@ class ComposeStack(StackState[ComposeService]):
 
 
 @_translate_daemon_errors
-class ComposeBackend(Backend[ComposeStack]):
+class ComposeBackend(EngineClient, Backend[ComposeStack]):
     """A Compose project's containers."""
 
     name = "compose"
     State = ComposeStack
-
-    def __init__(self) -> None:
-        self._client: Any = None
-
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            self._client = docker_client()
-        return self._client
 
     # -- lifecycle -------------------------------------------------------------------------
     def up(
@@ -484,23 +477,10 @@ class ComposeBackend(Backend[ComposeStack]):
         self._own_namespace(container, name)
         if container.status not in ("running", "paused"):
             raise EnvironmentFailure(f"{name} is {container.status}: its network cannot be changed")
-        code, output = run_privileged(
-            self.client,
-            state.sidecar_image,
-            ["sh", "-c", script],
-            network_mode=f"container:{container.id}",
-            labels={
-                LABEL_STACK: state.id,
-                LABEL_SESSION: state.session,
-                LABEL_ROLE: "sidecar",
-            },
-            name=f"drillkit-{state.id}-netfault-{name}-{secrets.token_hex(3)}",
+        labels = {LABEL_STACK: state.id, LABEL_SESSION: state.session, LABEL_ROLE: "sidecar"}
+        return run_sidecar(
+            self.client, state.sidecar_image, container, name, script, labels, state.id
         )
-        if code != 0:
-            raise EnvironmentFailure(
-                f"{name}: network sidecar failed: {' | '.join(output.splitlines()[-3:])}"
-            )
-        return output
 
     def cut_link(self, state: ComposeStack, link: Link, *, mode: str) -> str:
         peers = self._addresses(state, link.source)
@@ -513,12 +493,7 @@ class ComposeBackend(Backend[ComposeStack]):
         peers = self._addresses(state, link.source)
         script = _latency_script(peers, delay * 1000, jitter * 1000)
         for container in self.targets(state, link.target):
-            try:
-                self._sidecar(state, container, link.target, script)
-            except EnvironmentFailure as exc:
-                if "qdisc kind is unknown" in str(exc):
-                    raise BackendUnavailable(_NO_NETEM) from None
-                raise
+            self._sidecar(state, container, link.target, script)
         return f"netem in {link.target}'s namespace: +{delay * 1000:.0f} ms towards {link.source}"
 
     def restore_link(self, state: ComposeStack, link: Link) -> None:
@@ -572,13 +547,5 @@ class ComposeBackend(Backend[ComposeStack]):
             self.client, image_plan(gpu=False).tag
         ):
             raise BackendUnavailable(_NO_SIDECAR)
-        if "slow_link" in needs:
-            code, _ = run_privileged(
-                self.client,
-                image_plan(gpu=False).tag,
-                ["tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"],
-                network_mode="none",
-                labels={LABEL_SESSION: SESSION_ID, LABEL_ROLE: "sidecar"},
-            )
-            if code != 0:
-                raise BackendUnavailable(_NO_NETEM)
+        if "slow_link" in needs and not netem_available(self.client):
+            raise BackendUnavailable(_NO_NETEM)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -211,4 +212,37 @@ def test_the_reference_stack_exported_as_compose_drills_like_the_native_backend(
         checks(mine),
         checks(theirs),
     )
+    assert project_leftovers() == []
+
+
+def test_bad_input_is_one_line_before_anything_starts(
+    cli: Cli, tmp_path: Path, example: Path
+) -> None:
+    scenarios = example / "scenarios"
+    kill = (scenarios / "kill-web.yaml").read_text()
+    (example / "broken.yaml").write_text("services:\n  web:\n    image: x\n    ports: oops\n")
+    (example / "badlocust.py").write_text("import no_such_library_here\n")
+    cases = {
+        "broken": (kill.replace("../compose.yaml", "../broken.yaml"), "Compose rejects it: "),
+        "typo": (kill.replace("target: web", "target: wbe"), "did you mean 'web'?"),
+        "badlocust": (
+            kill.replace("../locustfile.py", "../badlocust.py"),
+            "fails to load: ModuleNotFoundError: No module named 'no_such_library_here'",
+        ),
+    }
+    for name, (text, message) in cases.items():
+        (scenarios / f"{name}.yaml").write_text(text)
+        proc = cli("run", str(scenarios / f"{name}.yaml"), "--ci")
+        assert proc.returncode == 2, (name, proc.stderr)
+        assert message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    # No Compose CLI on the PATH: exit 3 naming how to install one.
+    bare = tmp_path / "bin"
+    bare.mkdir()
+    env = {**cli.env, "PATH": str(bare)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "drillkit", "run", str(scenarios / "kill-web.yaml"), "--ci"],
+        env=env, cwd=cli.cwd, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 3, proc.stderr
+    assert "no Docker Compose CLI found" in proc.stderr and "apt install" in proc.stderr
     assert project_leftovers() == []

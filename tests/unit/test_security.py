@@ -572,10 +572,9 @@ _SHELL_CALLS = {
 _SPAWNS = {"run", "Popen", "call", "check_call", "check_output"}
 #: The one place a shell runs: network faults in a sidecar container, scripts made of
 #: drillkit's own constants, a mode from a Literal and an address parsed by ipaddress.
-_SH_C_ALLOWED = {
-    ("backends/docker/__init__.py", "_sidecar"),
-    ("backends/compose.py", "_sidecar"),  # the same scripts, for a Compose project's container
-}
+# The network sidecar: drillkit's own scripts (addresses checked as addresses), for its
+# containers and a Compose project's alike.
+_SH_C_ALLOWED = {("backends/docker/__init__.py", "run_sidecar")}
 
 
 class _CallFinder(ast.NodeVisitor):

@@ -269,6 +269,19 @@ class DockerStack(StackState[DockerService]):
     """The session label on everything this stack created."""
 
 
+class EngineClient:
+    """A backend's connection to the Docker Engine, made on first use."""
+
+    def __init__(self) -> None:
+        self._client: Any = None
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = docker_client()
+        return self._client
+
+
 def daemon_error(exc: BaseException) -> bool:
     """Whether ``exc`` comes from the Docker Engine or the connection to it (the daemon
     stopped, its socket stopped answering, an API error), not from drillkit."""
@@ -311,20 +324,11 @@ def _translate_daemon_errors(cls: type[B]) -> type[B]:
 
 
 @_translate_daemon_errors
-class DockerBackend(Backend[DockerStack]):
+class DockerBackend(EngineClient, Backend[DockerStack]):
     """Services as containers."""
 
     name = "docker"
     State = DockerStack
-
-    def __init__(self) -> None:
-        self._client: Any = None
-
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            self._client = docker_client()
-        return self._client
 
     def gpu_available(self) -> bool:
         return "nvidia" in (self.client.info().get("Runtimes") or {})
@@ -600,18 +604,8 @@ class DockerBackend(Backend[DockerStack]):
         # its target is paused must still be undone).
         if container.status not in ("running", "paused"):
             raise EnvironmentFailure(f"{name} is {container.status}: its network cannot be changed")
-        code, output = self._run_privileged(
-            state.image,
-            ["sh", "-c", script],
-            network_mode=f"container:{container.id}",
-            labels=self._labels(state, f"netfault-{name}", "sidecar"),
-            name=f"drillkit-{state.id}-netfault-{name}-{secrets.token_hex(3)}",
-        )
-        if code != 0:
-            raise EnvironmentFailure(
-                f"{name}: network sidecar failed: {' | '.join(output.splitlines()[-3:])}"
-            )
-        return output
+        labels = self._labels(state, f"netfault-{name}", "sidecar")
+        return run_sidecar(self.client, state.image, container, name, script, labels, state.id)
 
     def cut_link(self, state: DockerStack, link: Link, *, mode: str) -> str:
         peer = self._address(state, link.source)
@@ -621,12 +615,7 @@ class DockerBackend(Backend[DockerStack]):
 
     def slow_link(self, state: DockerStack, link: Link, *, delay: float, jitter: float) -> str:
         peer = self._address(state, link.source)
-        try:
-            self._sidecar(state, link.target, _latency_script([peer], delay * 1000, jitter * 1000))
-        except EnvironmentFailure as exc:
-            if "qdisc kind is unknown" in str(exc):
-                raise BackendUnavailable(_NO_NETEM) from None
-            raise
+        self._sidecar(state, link.target, _latency_script([peer], delay * 1000, jitter * 1000))
         return f"netem in {link.target}'s namespace: +{delay * 1000:.0f} ms towards {peer}"
 
     def restore_link(self, state: DockerStack, link: Link) -> None:
@@ -651,31 +640,48 @@ class DockerBackend(Backend[DockerStack]):
         return str(outcome), float(took)
 
     def check_capabilities(self, needs: set[str]) -> None:
-        if "slow_link" in needs and not self._netem_available():
+        if "slow_link" in needs and not netem_available(self.client):
             raise BackendUnavailable(_NO_NETEM)
 
-    def _netem_available(self) -> bool:
-        """Whether the host kernel has the netem qdisc (tried in a throwaway namespace)."""
-        code, _ = self._run_privileged(
-            image_plan(gpu=False).tag,
-            ["tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"],
-            network_mode="none",
-            labels={LABEL_SESSION: SESSION_ID, LABEL_ROLE: "sidecar"},
-        )
-        return code == 0
 
-    def _run_privileged(
-        self,
-        image: str,
-        command: list[str],
-        *,
-        network_mode: str,
-        labels: dict[str, str],
-        name: str | None = None,
-    ) -> tuple[int, str]:
-        return run_privileged(
-            self.client, image, command, network_mode=network_mode, labels=labels, name=name
+def netem_available(client: Any) -> bool:
+    """Whether the host kernel has the netem qdisc (tried in a throwaway namespace)."""
+    code, _ = run_privileged(
+        client,
+        image_plan(gpu=False).tag,
+        ["tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"],
+        network_mode="none",
+        labels={LABEL_SESSION: SESSION_ID, LABEL_ROLE: "sidecar"},
+    )
+    return code == 0
+
+
+def run_sidecar(
+    client: Any,
+    image: str,
+    container: Any,
+    name: str,
+    script: str,
+    labels: dict[str, str],
+    stack_id: str,
+) -> str:
+    """Run ``script`` as root with NET_ADMIN in ``container``'s network namespace (service
+    ``name`` of stack ``stack_id``); its output, or EnvironmentFailure with its last lines."""
+    code, output = run_privileged(
+        client,
+        image,
+        ["sh", "-c", script],
+        network_mode=f"container:{container.id}",
+        labels=labels,
+        name=f"drillkit-{stack_id}-netfault-{name}-{secrets.token_hex(3)}",
+    )
+    if code != 0:
+        if "qdisc kind is unknown" in output:
+            raise BackendUnavailable(_NO_NETEM)
+        raise EnvironmentFailure(
+            f"{name}: network sidecar failed: {' | '.join(output.splitlines()[-3:])}"
         )
+    return output
 
 
 def run_privileged(
