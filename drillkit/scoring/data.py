@@ -189,7 +189,14 @@ def data_loss_results(
             continue
         held = run.survivors if run.survivors is not None else census.stored
         readable = run.survivors is not None or census.readable
-        before = [e for e in acked if e.done_at < run.injected_at and e.key not in gone]
+        # Acknowledged by the store the fault hit: before the injection, and those in flight
+        # when it came (answered in the milliseconds before the kill, received just after),
+        # up to the first acknowledgement once writes were back, which the store after the
+        # fault gave.
+        during = _during(run, until, events)
+        back = writes_back(during, run.injected_at)
+        cutoff = until if back is None else max(back, run.injected_at)
+        before = [e for e in acked if e.done_at < cutoff and e.key not in gone]
         lost = [e for e in before if e.key not in held] if readable else []
         gone.update(e.key for e in lost)
         results[i] = _event_store_result(run, until, before, lost, readable, events, census)
@@ -238,6 +245,12 @@ def _model_store_result(run: DataLossRun, until: float, census: DataCensus) -> D
     )
 
 
+def _during(run: DataLossRun, until: float, events: Sequence[EventSent]) -> list[EventSent]:
+    """The events sent in the fault's window, in send order."""
+    window = (e for e in events if run.injected_at <= e.sent_at < until)
+    return sorted(window, key=lambda e: e.sent_at)
+
+
 def writes_back(during: Sequence[EventSent], injected: float) -> float | None:
     """When writes were back: the acknowledgement of the first event, after the first refused
     one, from which every event sent over :data:`WRITES_SETTLE_S` was acknowledged; the
@@ -277,8 +290,8 @@ def _event_store_result(
     injected = run.injected_at
     restore = _restore_for(run, until, census)
     restored_at = restore.finished_at if restore is not None else None
-    rpo = injected - min(e.done_at for e in lost) if lost else 0.0
-    during = sorted((e for e in events if injected <= e.sent_at < until), key=lambda e: e.sent_at)
+    rpo = max(0.0, injected - min(e.done_at for e in lost)) if lost else 0.0
+    during = _during(run, until, events)
     back = writes_back(during, injected)
     if back is None:
         rto = None

@@ -50,6 +50,23 @@ def test_lost_events_set_the_recovery_point_and_a_restore_the_rto() -> None:
     assert result.rto_s == pytest.approx(1.5)
 
 
+def test_an_acknowledgement_in_flight_at_the_kill_is_the_faults_loss() -> None:
+    # Sent just before the kill, answered by the store in its last milliseconds, received
+    # just after drillkit stamped the injection; then writes fail until the store is back.
+    before = events([1.0, 2.0])
+    in_flight = [EventSent("f", 0, 4.995, 5.004, True), EventSent("f", 1, 5.001, 5.006, True)]
+    refused = [EventSent("q", 0, 5.1, 6.1, False)]
+    back = [EventSent("q", 1, 6.2, 6.25, True), EventSent("q", 2, 7.0, 7.01, True)]
+    sent = before + in_flight + refused + back
+    stored = frozenset({("p", 0), ("p", 1), ("q", 1), ("q", 2)})  # the two in flight are gone
+    census = DataCensus(stored)
+    result = data_loss_results([DataLossRun("event-store", "wipe", 5.0, 20.0)], sent, census)[0]
+    assert result.events_lost == 2
+    assert result.acked_before == 4
+    assert result.rpo_s == 0.0  # acknowledged at (or after) the fault: nothing before it lost
+    assert event_summary(sent, census).lost == result.events_lost
+
+
 def test_each_fault_is_charged_with_what_its_own_recovery_lacked() -> None:
     # 1 event/s from 0 s; a backup at 1.5 s holds events 0 and 1. A crash at 10 s loses
     # nothing (its survivors hold everything); a wipe at 20 s restores the old backup and loses
