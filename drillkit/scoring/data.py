@@ -190,13 +190,16 @@ def data_loss_results(
         held = run.survivors if run.survivors is not None else census.stored
         readable = run.survivors is not None or census.readable
         # Acknowledged by the store the fault hit: before the injection, and those in flight
-        # when it came (answered in the milliseconds before the kill, received just after),
-        # up to the first acknowledgement once writes were back, which the store after the
-        # fault gave.
-        during = _during(run, until, events)
-        back = writes_back(during, run.injected_at)
-        cutoff = until if back is None else max(back, run.injected_at)
-        before = [e for e in acked if e.done_at < cutoff and e.key not in gone]
+        # when it came (answered in the milliseconds before the kill, received just after):
+        # sent before the first write the fault refused. Anything sent later and acknowledged
+        # was the store's after the fault.
+        refused = next((e.sent_at for e in _during(run, until, events) if not e.acked), None)
+        before = [
+            e
+            for e in acked
+            if e.key not in gone
+            and (e.done_at < run.injected_at or (refused is not None and e.sent_at < refused))
+        ]
         lost = [e for e in before if e.key not in held] if readable else []
         gone.update(e.key for e in lost)
         results[i] = _event_store_result(run, until, before, lost, readable, events, census)

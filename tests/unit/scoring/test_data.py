@@ -67,6 +67,20 @@ def test_an_acknowledgement_in_flight_at_the_kill_is_the_faults_loss() -> None:
     assert event_summary(sent, census).lost == result.events_lost
 
 
+def test_what_the_store_acknowledged_after_the_fault_is_not_the_faults_loss() -> None:
+    # A crash: the survivors are read at the heal; the restarted store acknowledges a first
+    # event just after (sent after the first refusal), before writes count as back. It is
+    # not in the survivors, yet the fault did not lose it.
+    sent = [*events([1.0, 2.0]), EventSent("q", 0, 5.1, 6.1, False)]
+    sent += [EventSent("q", 1, 6.5, 6.51, True), EventSent("q", 2, 6.6, 6.7, False)]
+    sent += [EventSent("r", i, 7.0 + i * 0.1, 7.0 + i * 0.1 + 0.01, True) for i in range(20)]
+    survivors = frozenset({("p", 0), ("p", 1)})  # read at the heal, before ("q", 1)
+    stored = frozenset((e.producer, e.seq) for e in sent if e.acked)
+    run = DataLossRun("event-store", "crash", 5.0, 20.0, survivors=survivors)
+    result = data_loss_results([run], sent, DataCensus(stored))[0]
+    assert result.events_lost == 0 and result.acked_before == 2
+
+
 def test_each_fault_is_charged_with_what_its_own_recovery_lacked() -> None:
     # 1 event/s from 0 s; a backup at 1.5 s holds events 0 and 1. A crash at 10 s loses
     # nothing (its survivors hold everything); a wipe at 20 s restores the old backup and loses
