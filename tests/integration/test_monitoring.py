@@ -210,7 +210,10 @@ def test_killing_alertmanager_delays_the_page_but_prometheus_still_sees_it(
     # No notification while Alertmanager was down: it came after its restart, once Prometheus
     # sent the alert again (monitoring.resend_delay), while it still fired.
     assert kill.get("notified_at") is not None, (kill, am)
-    assert am["healed_at"] < kill["notified_at"] <= am["healed_at"] + 8, (kill, am)
+    # The heal starts at 12 s (at + duration); its `healed_at` is stamped once Alertmanager is
+    # ready again, and the resent alert may reach it while that wait ends (seen: 80 ms before).
+    heal_started = 3.0 + 9.0
+    assert heal_started < kill["notified_at"] <= am["healed_at"] + 8, (kill, am)
     seen = {a["labels"].get("service") for a in report["monitoring"]["alerts"]}
     assert "alertmanager" in seen, report["monitoring"]["alerts"]
 

@@ -35,6 +35,7 @@ BUILTIN_KINDS = {
     "bad_rollout",
     "data_loss",
     "backup_failure",
+    "corrupt_file",
 }
 
 
