@@ -45,6 +45,8 @@ def validate(
         size = f"{stack.replicas} replicas"
         if stack.zones:
             size = f"zones {', '.join(stack.zones)} x {size} behind an HAProxy edge"
+        if stack.compose is not None:
+            size = f"Compose project {stack.compose}"
         t.result(
             f"ok  {path}: {scenario.name} ({size}, "
             f"{scenario.load.rate:g} req/s for {scenario.load.duration:g} s; {faults})"
