@@ -350,11 +350,7 @@ def plan_faults(
         services = (
             scenario.service_names()
             if scenario.stack.compose is None
-            else [
-                t
-                for f in scenario.faults
-                for t in ([f.target] if isinstance(f.target, str) else f.target)
-            ]
+            else [t for f in scenario.faults for t in f.target_names()]
         )
     return [
         FaultRecord(

@@ -288,7 +288,7 @@ class ComposeBackend(EngineClient, Backend[ComposeStack]):
         return bool(isinstance(health, dict) and health.get(name))
 
     def _container_ready(self, state: ComposeStack, name: str, container: Any) -> bool:
-        container.reload()
+        # `container` was just listed or fetched (list and get inspect it): no reload.
         if container.status == "exited" and container.attrs["State"].get("ExitCode") == 0:
             return not state.plan.service(name).ports  # a finished job, not a server
         if container.status != "running":
@@ -473,8 +473,7 @@ class ComposeBackend(EngineClient, Backend[ComposeStack]):
     def _sidecar(self, state: ComposeStack, container: Any, name: str, script: str) -> str:
         if state.sidecar_image is None:
             raise BackendUnavailable(_NO_SIDECAR)
-        container.reload()
-        self._own_namespace(container, name)
+        self._own_namespace(container, name)  # fetched by targets() just before
         if container.status not in ("running", "paused"):
             raise EnvironmentFailure(f"{name} is {container.status}: its network cannot be changed")
         labels = {LABEL_STACK: state.id, LABEL_SESSION: state.session, LABEL_ROLE: "sidecar"}
@@ -498,7 +497,6 @@ class ComposeBackend(EngineClient, Backend[ComposeStack]):
 
     def restore_link(self, state: ComposeStack, link: Link) -> None:
         for container in self.targets(state, link.target):
-            container.reload()
             # A paused container keeps its namespace and the rules in it: undo them too. A
             # stopped one's namespace is gone already.
             if container.status in ("running", "paused"):

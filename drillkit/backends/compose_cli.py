@@ -105,25 +105,19 @@ def compose_env() -> dict[str, str]:
 
 @functools.cache
 def _image_vars() -> dict[str, str]:
-    from drillkit.backends.docker.image import OFFLINE_BASE, image_plan
+    from drillkit.backends.docker.image import (
+        OFFLINE_BASE,
+        docker_client,
+        image_plan,
+        image_present,
+    )
 
-    found: dict[str, str] = {}
-    docker = shutil.which("docker")
-    if docker is None:
-        return found
-    for var, tag in (
-        ("DRILLKIT_BASE_IMAGE", OFFLINE_BASE),
-        ("DRILLKIT_STACK_IMAGE", image_plan(gpu=False).tag),
-    ):
-        done = subprocess.run(
-            [docker, "image", "inspect", "--format", "{{.Id}}", tag],
-            capture_output=True,
-            timeout=30,
-            check=False,
-        )
-        if done.returncode == 0:
-            found[var] = tag
-    return found
+    try:
+        client = docker_client()
+    except EnvironmentFailure:
+        return {}  # no Engine: the Compose CLI will say so itself
+    candidates = (("DRILLKIT_BASE_IMAGE", OFFLINE_BASE), ("DRILLKIT_STACK_IMAGE", image_plan().tag))
+    return {var: tag for var, tag in candidates if image_present(client, tag)}
 
 
 @functools.cache

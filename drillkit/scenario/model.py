@@ -1122,8 +1122,7 @@ class Scenario(_Section):
         for fault in self.faults:
             needs = kinds[fault.kind].cls.needs
             source = getattr(fault.params, "source", None)
-            names = [fault.target] if isinstance(fault.target, str) else list(fault.target)
-            for name in names:
+            for name in fault.target_names():
                 links = needs & {"cut_link", "slow_link"}
                 if linked is not None and links and name in known and name not in linked:
                     raise TargetError(
@@ -1145,8 +1144,7 @@ class Scenario(_Section):
             roles = kinds[fault.kind].target_roles
             if ANY_SERVICE in roles:
                 roles = (roles - {ANY_SERVICE}) | set(known.values())
-            names = [fault.target] if isinstance(fault.target, str) else list(fault.target)
-            for name in names:
+            for name in fault.target_names():
                 if name not in known:
                     hint = _did_you_mean(name, list(known))
                     raise TargetError(

@@ -13,7 +13,6 @@ healthcheck transitions, and the HTTP status endpoints the scenario names.
 from __future__ import annotations
 
 import re
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -245,6 +244,3 @@ class ComposePreset(StackPreset[ComposeSpec]):
         from drillkit.stacks.compose.watch import sources
 
         return sources(state) if isinstance(state, ComposeStack) else []
-
-    def seeded(self, spec: ComposeSpec, seed: int) -> ComposeSpec:
-        return replace(spec, seed=seed)
