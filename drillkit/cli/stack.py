@@ -13,7 +13,7 @@ import typer
 from drillkit import state as state_files
 from drillkit.backends.base import Backend, StackState, get_backend, load_state, load_states
 from drillkit.cli.state import terminal
-from drillkit.errors import NoStackError, StateError
+from drillkit.errors import InputError, NoStackError, StateError
 from drillkit.stacks.base import bring_up, get_preset, take_down
 from drillkit.stacks.recommender.spec import (
     MAX_REPLICAS,
@@ -236,8 +236,16 @@ def down(stack: str | None = STACK) -> None:
 
 @app.command()
 def export(
-    compose: Path = typer.Option(
-        ..., "--compose", help="Write the stack as a Docker Compose project in this folder."
+    compose: Path | None = typer.Option(
+        None, "--compose", help="Write the stack as a Docker Compose project in this folder."
+    ),
+    k8s: Path | None = typer.Option(
+        None, "--k8s", help="Write the stack as Kubernetes manifests in this folder."
+    ),
+    namespace: str | None = typer.Option(
+        None,
+        "--namespace",
+        help="--k8s: the namespace, drillkit-<name> (default: drillkit-recommender).",
     ),
     replicas: int = typer.Option(
         3, "--replicas", "-n", help=f"Model-server replicas (1..{MAX_REPLICAS})."
@@ -251,12 +259,13 @@ def export(
     events: bool = typer.Option(False, "--events", help="The event path, as for `stack up`."),
     force: bool = typer.Option(False, "--force", help="Replace a folder that is not empty."),
 ) -> None:
-    """Write the reference stack as a Docker Compose project (compose.yaml, the model store
-    copies and secrets it mounts) that runs what `stack up --backend docker` would run."""
-    from drillkit.backends.docker.image import image_plan
-    from drillkit.stacks.export import export_compose, missing_images
-
-    t = terminal()
+    """Write the reference stack as a Docker Compose project (--compose: compose.yaml, the
+    model store copies and secrets it mounts) or as Kubernetes manifests (--k8s), running what
+    `stack up --backend docker` would run."""
+    if (compose is None) == (k8s is None):
+        raise InputError("name exactly one of --compose DIR and --k8s DIR")
+    if namespace is not None and k8s is None:
+        raise InputError("--namespace goes with --k8s")
     catalog = CatalogSpec(items=items, dim=dim, seed=seed).resolved()
     names = tuple(filter(None, (zone.strip() for zone in zones.split(","))))
     spec = RecommenderSpec(
@@ -266,17 +275,18 @@ def export(
         gpu="off",
         events=EventSettings(enabled=events),
     )
-    with t.progress("export") as update:
-        result = export_compose(
-            get_preset("recommender"), spec, compose, force=force, progress=update
-        )
-    t.result(
-        f"wrote {result.compose}: {len(result.services)} services, {', '.join(result.services)}"
-    )
-    t.result(f"wrote {result.data}: what they mount (each replica's copy of the model store, ...)")
-    for folder in result.secret_folders:
-        t.result(f"wrote {folder}: secrets, mode 0600")
-    missing = missing_images(result.images)
+    if compose is not None:
+        _export_compose(spec, compose, force=force)
+    elif k8s is not None:
+        _export_k8s(spec, k8s, namespace=namespace, force=force)
+
+
+def _warn_missing_stack_image(images: list[str]) -> None:
+    from drillkit.backends.docker.image import image_plan
+    from drillkit.stacks.export import missing_images
+
+    t = terminal()
+    missing = missing_images(images)
     if missing is None:
         t.warn(
             f"could not reach the Docker Engine to check for image {image_plan(gpu=False).tag}; "
@@ -284,7 +294,53 @@ def export(
         )
     for image in missing or []:
         t.warn(f"image {image} is not built; run `drillkit stack build --backend docker`")
+
+
+def _export_compose(spec: RecommenderSpec, folder: Path, *, force: bool) -> None:
+    from drillkit.stacks.export import export_compose
+
+    t = terminal()
+    with t.progress("export") as update:
+        result = export_compose(
+            get_preset("recommender"), spec, folder, force=force, progress=update
+        )
+    t.result(
+        f"wrote {result.compose}: {len(result.services)} services, {', '.join(result.services)}"
+    )
+    t.result(f"wrote {result.data}: what they mount (each replica's copy of the model store, ...)")
+    for secrets in result.secret_folders:
+        t.result(f"wrote {secrets}: secrets, mode 0600")
+    _warn_missing_stack_image(result.images)
     t.result(f"run it: {result.up_command()}")
+
+
+def _export_k8s(spec: RecommenderSpec, folder: Path, *, namespace: str | None, force: bool) -> None:
+    from drillkit.stacks.export_k8s import export_k8s
+
+    t = terminal()
+    with t.progress("export") as update:
+        result = export_k8s(
+            get_preset("recommender"),
+            spec,
+            folder,
+            namespace=namespace,
+            force=force,
+            progress=update,
+        )
+    t.result(
+        f"wrote {result.directory}: {len(result.services)} services in namespace "
+        f"{result.namespace}, {', '.join(result.services)}"
+    )
+    for path, what in result.files:
+        t.result(f"wrote {path}: {what}")
+    t.result(f"wrote {result.data}: what the pods' volumes start from (the data image)")
+    _warn_missing_stack_image([result.stack_image])
+    t.result(f"build the data image: {result.build_command()}")
+    t.result(
+        f"the cluster must be able to pull {result.stack_image} and {result.data_image} "
+        "(kind load docker-image, or push them and `kustomize edit set image`)"
+    )
+    t.result(f"run it: {result.apply_command()}")
 
 
 @app.command()

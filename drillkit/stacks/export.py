@@ -17,11 +17,7 @@ a failed export leaves nothing half-written behind.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
-import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,17 +25,12 @@ from typing import Any
 import yaml
 
 from drillkit import __version__
-from drillkit.backends.base import Progress, ServiceState, StackState
+from drillkit.backends.base import Progress
 from drillkit.backends.common import secret_files
-from drillkit.backends.docker import (
-    LABEL_ROLE,
-    SECRETS_MOUNT,
-    STOP_GRACE,
-    ContainerSpec,
-    container_spec,
-)
-from drillkit.errors import DrillkitError, InputError
+from drillkit.backends.docker import LABEL_ROLE, SECRETS_MOUNT, STOP_GRACE, ContainerSpec
+from drillkit.errors import DrillkitError
 from drillkit.stacks.base import StackPreset
+from drillkit.stacks.export_common import check_target, docker_spec, docker_view, literal, staged
 from drillkit.stacks.plan import ServicePlan, StackPlan
 
 __all__ = [
@@ -80,11 +71,6 @@ class ExportResult:
         return f"docker-compose -f {self.compose} up -d"
 
 
-def _escape(value: str) -> str:
-    """A value as Compose reads it literally: ``$`` would start a variable."""
-    return value.replace("$", "$$")
-
-
 def _source(path: str, root: Path) -> str:
     """A mount's source: ``./...`` inside the project, else the absolute path as it is."""
     source = Path(path).resolve()
@@ -102,12 +88,12 @@ def _service(
 ) -> dict[str, Any]:
     out: dict[str, Any] = {
         "image": container.image,
-        "command": [_escape(arg) for arg in container.command],
+        "command": [literal(arg) for arg in container.command],
         "hostname": service.name,
     }
     if container.user is not None:
         out["user"] = container.user
-    out["environment"] = {k: _escape(v) for k, v in sorted(container.environment.items())}
+    out["environment"] = {k: literal(v) for k, v in sorted(container.environment.items())}
     if service.ports:
         out["ports"] = [f"127.0.0.1::{port.number}" for port in service.ports]
     volumes = [
@@ -120,7 +106,7 @@ def _service(
         out["volumes"] = volumes
     if (check := container.healthcheck) is not None:
         out["healthcheck"] = {
-            "test": [_escape(part) for part in check.test],
+            "test": [literal(part) for part in check.test],
             "interval": f"{check.interval}s",
             "timeout": f"{check.timeout}s",
             "retries": check.retries,
@@ -149,10 +135,7 @@ def compose_project(
     has secrets, a file per secret (mode 0600)."""
     root = root.resolve()
     # The backend's own helpers read a stack state: this one's folder is the project.
-    state = StackState[ServiceState](
-        id="export", backend="docker", created_at=time.time(), run_dir=str(root), plan=plan
-    )
-    specs = {s.name: container_spec(state, s.name, stack_image=stack_image) for s in plan.services}
+    state, specs = docker_view(plan, root, stack_image=stack_image)
     services: dict[str, Any] = {}
     folders: list[Path] = []
     for service in plan.services:
@@ -181,29 +164,6 @@ def missing_images(images: list[str]) -> list[str] | None:
         raise
 
 
-def _check_target(directory: Path, *, force: bool) -> None:
-    if directory.is_symlink() or (directory.exists() and not directory.is_dir()):
-        raise InputError(f"{directory} exists and is not a folder; name a new folder")
-    if directory.is_dir() and any(directory.iterdir()) and not force:
-        raise InputError(f"{directory} exists and is not empty; name a new folder or add --force")
-
-
-def _move_into_place(tmp: Path, directory: Path) -> None:
-    """``tmp`` renamed to ``directory``; an existing ``directory`` is replaced only once the
-    new one is in place."""
-    if not directory.exists():
-        os.rename(tmp, directory)
-        return
-    aside = Path(tempfile.mkdtemp(prefix=f".{directory.name}.old.", dir=directory.parent))
-    os.rename(directory, aside)  # onto an empty folder: allowed
-    try:
-        os.rename(tmp, directory)
-    except BaseException:
-        os.rename(aside, directory)
-        raise
-    shutil.rmtree(aside, ignore_errors=True)
-
-
 def export_compose(
     preset: StackPreset[Any],
     spec: Any,
@@ -219,14 +179,9 @@ def export_compose(
 
     report = progress or (lambda message, fraction: None)
     directory = Path(os.path.abspath(directory))
-    _check_target(directory, force=force)
-    spec = preset.resolve(spec, "docker")
-    preset.preflight(spec, "docker")
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent)).resolve()
-    try:
-        # Containers run as this user (see container_spec): it owns every file here.
-        os.chmod(tmp, 0o755)
+    check_target(directory, force=force)
+    spec = docker_spec(preset, spec)
+    with staged(directory, force=force) as tmp:
         plan = preset.plan(spec, data_dir=tmp / DATA, gpu=False, progress=report)
         stack_image = image_plan(gpu=False).tag
         compose, folders = compose_project(plan, tmp, stack_image=stack_image)
@@ -238,12 +193,6 @@ def export_compose(
         text = header + yaml.safe_dump(compose, sort_keys=False, width=1_000_000)
         (tmp / COMPOSE_FILE).write_text(text)
         report("written", 1.0)
-        _check_target(directory, force=force)  # nobody filled it in the meantime
-        _move_into_place(tmp, directory)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            shutil.rmtree(tmp)
-        raise
     images = sorted({str(s["image"]) for s in compose["services"].values()})
     return ExportResult(
         directory=directory,

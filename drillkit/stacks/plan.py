@@ -228,6 +228,13 @@ class ServicePlan(_Frozen):
     environment variable to the name of one of the plan's secrets, which are kept out of
     everything drillkit prints. ``target`` marks a service faults may act on (the docker
     backend labels it so, and refuses to touch a container without the label).
+
+    ``ready`` says when the service can take traffic; ``live`` when it still answers at all,
+    which is not the same: a replica whose model does not verify is alive and not ready.
+    drillkit's own backends wait on ``ready`` and never restart a service by themselves;
+    ``live`` is for orchestrators that do (a Kubernetes liveness probe,
+    :mod:`drillkit.stacks.export_k8s`), so that they restart a hung service and leave an
+    unready one alone.
     """
 
     name: str
@@ -238,6 +245,7 @@ class ServicePlan(_Frozen):
     secrets: dict[str, str] = Field(default_factory=dict)
     ports: tuple[Port, ...] = ()
     ready: Readiness | None = None
+    live: Readiness | None = None
     mounts: tuple[Mount, ...] = ()
     depends_on: tuple[Dependency, ...] = ()
     gpu: bool = False
@@ -333,6 +341,8 @@ class StackPlan(_Frozen):
                     raise ValueError(f"{where}: {var} names an unknown secret {secret!r}")
             if service.ready is not None:
                 port_of(service.name, service.ready.port, f"{where} readiness")
+            if service.live is not None:
+                port_of(service.name, service.live.port, f"{where} liveness")
             for dep in service.depends_on:
                 if dep.service not in services or dep.service == service.name:
                     raise ValueError(f"{where}: depends on unknown service {dep.service!r}")

@@ -269,7 +269,9 @@ class RecommenderPreset(StackPreset[RecommenderSpec]):
                 env=env,
                 secrets=replica_secrets,
                 ports=(Port(number=REPLICA_PORT, inherit=True),),
+                # Ready once a verified model is loaded; alive as long as it answers.
                 ready=HttpCheck(path="/readyz"),
+                live=HttpCheck(path="/healthz"),
                 mounts=(Mount(name="store", source=str(node_store), target="/store"),),
                 depends_on=depends,
                 gpu=True,
@@ -304,7 +306,9 @@ class RecommenderPreset(StackPreset[RecommenderSpec]):
                     ),
                 ),
                 ports=(Port(number=GATEWAY_PORT, inherit=True),),
+                # Ready while it routes to a replica; alive as long as it answers.
                 ready=HttpCheck(path="/readyz"),
+                live=HttpCheck(path="/healthz"),
                 mounts=fallback_mounts,
                 env=verifying,
                 # Click events (POST /events) go to the event store.
@@ -430,6 +434,7 @@ class RecommenderPreset(StackPreset[RecommenderSpec]):
                     Port(name=EDGE_ADMIN_PORT_NAME, number=EDGE_ADMIN_PORT, inherit=not own),
                 ),
                 ready=HttpCheck(path="/stats;csv", port=EDGE_ADMIN_PORT_NAME),
+                live=HttpCheck(path="/stats;csv", port=EDGE_ADMIN_PORT_NAME),
                 mounts=mounts,
                 depends_on=tuple(
                     Dependency(service=f"gateway-{zone}", condition="ready") for zone in spec.zones
@@ -711,6 +716,7 @@ def monitoring_services(
             ),
             ports=(Port(number=RECEIVER_PORT, inherit=True),),
             ready=HttpCheck(path="/healthz"),
+            live=HttpCheck(path="/healthz"),
         ),
         ServicePlan(
             name="alertmanager",
@@ -730,6 +736,7 @@ def monitoring_services(
             ),
             ports=(Port(number=ALERTMANAGER_PORT),),
             ready=HttpCheck(path="/-/ready"),
+            live=HttpCheck(path="/-/healthy"),
             mounts=(
                 Mount(
                     name="work", source=str(root / "alertmanager"), target="/am", read_only=False
@@ -758,6 +765,7 @@ def monitoring_services(
             ),
             ports=(Port(number=PROMETHEUS_PORT),),
             ready=HttpCheck(path="/-/ready"),
+            live=HttpCheck(path="/-/healthy"),
             mounts=(
                 Mount(
                     name="work", source=str(root / "prometheus"), target="/prom", read_only=False
@@ -886,6 +894,7 @@ def backup_service(spec: RecommenderSpec, data_dir: Path, origin: Path) -> Servi
         ),
         ports=(Port(number=BACKUP_PORT, inherit=True),),
         ready=HttpCheck(path="/healthz"),
+        live=HttpCheck(path="/healthz"),
         # The token of POST /backup: a backup taken now (a drill's last, before it ends).
         secrets={ADMIN_TOKEN_ENV: ADMIN_TOKEN},
         mounts=(
@@ -914,6 +923,7 @@ def features_service() -> ServicePlan:
         ),
         ports=(Port(number=FEATURES_PORT, inherit=True),),
         ready=HttpCheck(path="/healthz"),
+        live=HttpCheck(path="/healthz"),
         depends_on=(Dependency(service=ROLE_EVENT_STORE, condition="ready"),),
     )
 

@@ -87,6 +87,7 @@ def two_tier() -> StackPlan:
         pytest.param({"cycle": True}, "cycle", id="cycle"),
         pytest.param({"link": Link(source="app", target="db", port="x")}, "no port 'x'", id="link"),
         pytest.param({"entry": Endpoint(service="gone")}, "entry: no service", id="entry"),
+        pytest.param({"live": TcpCheck(port="grpc")}, "liveness: service 'app'", id="live"),
     ],
 )
 def test_a_plan_refuses_what_does_not_fit(change: dict[str, Any], message: str) -> None:
@@ -99,6 +100,8 @@ def test_a_plan_refuses_what_does_not_fit(change: dict[str, Any], message: str) 
         services[0] = app.model_copy(update={"program": Program(module="m", args=change["args"])})
     if "secrets" in change:
         services[0] = app.model_copy(update={"secrets": change["secrets"]})
+    if "live" in change:
+        services[0] = app.model_copy(update={"live": change["live"]})
     if "cycle" in change:
         db = services[1]
         services[1] = db.model_copy(update={"depends_on": (Dependency(service="app"),)})
