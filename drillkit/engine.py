@@ -32,6 +32,7 @@ from drillkit.backends.base import Backend, Owner, StackState, get_backend
 from drillkit.errors import DrillkitError, InputError
 from drillkit.faults.base import FaultKind, fault_kinds, load_fault_kind
 from drillkit.faults.context import FaultContext
+from drillkit.fsutil import read_private
 from drillkit.journal import Journal
 from drillkit.observe.alerts import AlertReader
 from drillkit.observe.quality import QualityProbe
@@ -48,6 +49,7 @@ from drillkit.scoring.analyze import (
     DrillInput,
     Expectation,
     FaultRun,
+    LoadWorker,
     analyze,
 )
 from drillkit.scoring.data import DataCensus, DataLossRun, EventSent
@@ -444,12 +446,14 @@ class DrillRunner:
                 self._enter(DrillState.STARTING)
                 message = f"bringing up the stack ({self.backend_name})"
                 self.on_tick(self._tick("starting", None, records, message=message))
+                listen = scenario.stack.listen
                 state = bring_up(
                     parts.preset,
                     spec,
                     parts.backend,
                     owner=Owner(pid=os.getpid(), scenario=scenario.name),
                     progress=self.on_progress,
+                    listen=str(listen) if listen is not None else None,
                 )
                 self._state = state
                 # Its own journal, in its own folder: this drill heals its faults only.
@@ -555,6 +559,13 @@ class DrillRunner:
                         "the load generator could not hold 90% of its target rate in "
                         "the baseline; the drill is invalid"
                     )
+                    lost = [w for w in analysis.workers if w.lost_at is not None]
+                    if lost:
+                        error += (
+                            " (a load worker was lost: "
+                            + ", ".join(f"{w.name} at {w.lost_at:.1f} s" for w in lost)
+                            + ")"
+                        )
             elif status == "aborted":
                 status = "failed"
         elif status == "running":
@@ -608,11 +619,27 @@ class DrillRunner:
     def _spec(self) -> Any:
         return self.scenario.drill_spec(self.base, self.options.seed)
 
-    def _path(self, name: str) -> Path:
+    def _path(self, name: str, field: str = "load.locustfile") -> Path:
         """A file the scenario names, relative to its own folder, inside the working folder."""
         from drillkit.scenario.model import scenario_file
 
-        return scenario_file(self.base, name, "load.locustfile")
+        return scenario_file(self.base, name, field)
+
+    def _token(self) -> str | None:
+        """The token of ``load.token_file`` (None: a fresh one per drill)."""
+        name = self.scenario.load.token_file
+        if name is None:
+            return None
+        path = self._path(name, "load.token_file")
+        try:
+            token = read_private(path, limit=4096).decode("utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"load.token_file: cannot read {path}: {exc}") from None
+        if not token or len(token) > _MAX_TOKEN or not token.isascii() or not token.isprintable():
+            raise InputError(
+                f"load.token_file: {path}: expected one line of 1..{_MAX_TOKEN} characters"
+            )
+        return token
 
     def _alert_reader(self, state: StackState[Any]) -> AlertReader | None:
         if self.options.prometheus:
@@ -676,7 +703,7 @@ class DrillRunner:
         )
 
     def _load_plan(self, state: StackState[Any]) -> LoadPlan:
-        from drillkit.load.driver import LoadPlan
+        from drillkit.load.driver import LoadPlan, WorkerHost
 
         load = self.scenario.load
         workload = self.parts.preset.workload(state)
@@ -688,7 +715,17 @@ class DrillRunner:
         requests = None
         if load.requests:
             requests = json.dumps([r.model_dump(exclude_none=True) for r in load.requests])
+        hosts = tuple(
+            WorkerHost("netns" if h.netns else "ssh", h.netns or h.ssh or "", h.workers)
+            for h in load.hosts
+        )
         return LoadPlan(
+            bind=str(load.bind) if load.bind is not None else "127.0.0.1",
+            port=load.port,
+            hosts=hosts,
+            expect_remote=load.remote_workers,
+            join_within=load.join_within,
+            token=self._token(),
             host=host,
             locustfile=self._path(load.locustfile) if load.locustfile is not None else None,
             requests=requests,
@@ -909,8 +946,28 @@ class DrillRunner:
                 monitoring=self._monitoring_input(t0),
                 events_sent=events_sent,
                 census=self._census,
+                workers=self._workers(t0),
             )
         )
+
+    def _workers(self, t0: float) -> list[LoadWorker]:
+        """The load processes, when the load had several (or any elsewhere)."""
+        load = self.scenario.load
+        read = getattr(self.parts.load, "sink_stats", None)
+        if not callable(read) or (load.workers <= 1 and not load.distributed):
+            return []
+        return [
+            LoadWorker(
+                name=w.name,
+                host=w.host,
+                address=w.peer,
+                records=w.records,
+                clock_offset_ms=round(w.offset * 1000.0, 3),
+                rtt_ms=round(w.rtt * 1000.0, 3) if w.rtt is not None else None,
+                lost_at=round(w.lost_at - t0, 3) if w.lost_at is not None else None,
+            )
+            for w in read().workers
+        ]
 
 
 #: Labels by which an alert names the service it is about (cAdvisor names a Compose
@@ -985,6 +1042,9 @@ def _saturated(recs: Records, records: list[FaultRecord], rate: float) -> bool:
 def environment(gpu: bool) -> dict[str, Any]:
     return {"gpu": gpu, "python": platform.python_version(), "host_cpus": os.cpu_count() or 1}
 
+
+#: The longest token workers prove.
+_MAX_TOKEN = 256
 
 __all__ = [
     "DrillParts",

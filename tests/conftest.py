@@ -8,7 +8,8 @@ reason, unless ``DRILLKIT_REQUIRE_DOCKER=1`` / ``DRILLKIT_REQUIRE_GPU=1`` /
 there (CI sets them when it is): then the skip becomes a failure. ``zones`` is Debian's haproxy
 and redis-server, what a zoned stack's edge and cache tier run; ``monitoring`` Debian's
 prometheus and prometheus-alertmanager, the stack's monitoring; ``compose`` a Compose CLI
-(``docker compose`` or ``docker-compose``) beside a reachable Docker Engine.
+(``docker compose`` or ``docker-compose``) beside a reachable Docker Engine; ``netns`` root and
+network namespaces (load workers on their own addresses, as other hosts).
 """
 
 from __future__ import annotations
@@ -89,7 +90,23 @@ _PROBES = {
         "DRILLKIT_REQUIRE_MONITORING",
     ),
     "compose": (_compose_usable, "DRILLKIT_REQUIRE_COMPOSE"),
+    "netns": (lambda: _netns_usable(), "DRILLKIT_REQUIRE_NETNS"),
 }
+
+
+def _netns_usable() -> bool:
+    """Root, `ip`, and a network namespace can be made (and removed) here."""
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        return False
+    name = f"dk-probe-{os.getpid()}"
+    try:
+        made = subprocess.run(["ip", "netns", "add", name], capture_output=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=20)
+    return made.returncode == 0
+
+
 _found: dict[str, bool] = {}
 
 

@@ -27,6 +27,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
+from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Generic, TypeVar
 
@@ -86,13 +87,20 @@ class ServiceState(BaseModel):
     name: str = Field(pattern=f"^{NAME_PATTERN}$")
     role: str
     ports: dict[str, Annotated[int, Field(ge=1, le=65535)]] = Field(default_factory=dict)
-    """Where drillkit reaches each named port from the host, on 127.0.0.1."""
+    """Where drillkit reaches each named port from the host, on 127.0.0.1 (or ``hosts``)."""
+    hosts: dict[str, IPv4Address] = Field(default_factory=dict)
+    """A port that listens on another address of the host than 127.0.0.1 (``stack.listen``)."""
     log: str | None = None
+
+    def host(self, port: str) -> str:
+        """The address drillkit reaches a named port at."""
+        address = self.hosts.get(port)
+        return str(address) if address is not None else "127.0.0.1"
 
     def url(self, port: str = "http") -> str:
         """``http://127.0.0.1:PORT`` of a named port, as drillkit reaches it."""
         try:
-            return f"http://127.0.0.1:{self.ports[port]}"
+            return f"http://{self.host(port)}:{self.ports[port]}"
         except KeyError:
             raise InputError(f"service {self.name} has no port {port!r}") from None
 
@@ -228,10 +236,11 @@ class Backend(ABC, Generic[T]):
         port = service.ports.get(check.port)
         if port is None:
             return False
+        host = service.host(check.port)
         if isinstance(check, TcpCheck):
-            return probe_tcp("127.0.0.1", port, timeout=timeout, http=False)[0] == "answered"
+            return probe_tcp(host, port, timeout=timeout, http=False)[0] == "answered"
         assert isinstance(check, HttpCheck)
-        return http_ok("127.0.0.1", port, check.path, timeout=timeout)
+        return http_ok(host, port, check.path, timeout=timeout)
 
     def check_capabilities(self, needs: set[str]) -> None:
         """Raise BackendUnavailable before anything starts when one of the primitives a

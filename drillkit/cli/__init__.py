@@ -9,7 +9,19 @@ import warnings
 import typer
 
 from drillkit import __version__
-from drillkit.cli import backup, drill, fault, heal, model, monitoring, report, run, stack, status
+from drillkit.cli import (
+    backup,
+    drill,
+    fault,
+    heal,
+    model,
+    monitoring,
+    report,
+    run,
+    stack,
+    status,
+    worker,
+)
 from drillkit.cli.console import Terminal
 from drillkit.cli.state import set_terminal, terminal
 from drillkit.errors import DrillkitError
@@ -33,6 +45,7 @@ app.command()(drill.validate)
 app.command(name="schema")(drill.schema)
 app.command(name="list")(drill.list_)
 app.command()(heal.heal)
+app.command()(worker.worker)
 
 
 def _version(value: bool) -> None:

@@ -22,6 +22,7 @@ import contextlib
 import math
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -32,7 +33,7 @@ from typing import IO, Any
 
 from drillkit import procfs, safejson
 from drillkit.errors import EnvironmentFailure, InputError
-from drillkit.load.sink import RecordSink, SinkStats
+from drillkit.load.sink import MAX_CONNECTIONS, RecordSink, SinkStats
 from drillkit.netprobe import free_port
 from drillkit.observe.records import EventRecord, RequestRecord
 from drillkit.state import STACK_ENV
@@ -42,6 +43,7 @@ __all__ = [
     "LoadDriver",
     "LoadPlan",
     "LocustSummary",
+    "WorkerHost",
     "check_locustfile",
     "live_group_members",
 ]
@@ -75,6 +77,29 @@ STATS_NAME = "locust_stats.json"
 _TERM_GRACE = 5.0
 _LOG_TAIL_LINES = 20
 _MAX_SPAWN_RATE = 100.0
+
+
+@dataclass(frozen=True)
+class WorkerHost:
+    """Where drillkit starts ``drillkit worker`` processes that join a drill's master:
+    ``netns`` (a network namespace of this machine, through ``ip netns exec``) or ``ssh`` (a
+    host reached with ``ssh -o BatchMode=yes``, drillkit installed there)."""
+
+    kind: str
+    where: str
+    workers: int = 1
+
+    def prefix(self) -> list[str]:
+        if self.kind == "netns":
+            return ["ip", "netns", "exec", self.where]
+        if self.kind == "ssh":
+            return ["ssh", "-o", "BatchMode=yes", "-T", self.where, "--"]
+        raise InputError(f"load.hosts: unknown kind {self.kind!r}")
+
+    def program(self) -> list[str]:
+        """How the worker program is run there: this interpreter on this machine, the
+        `drillkit` on the PATH over ssh."""
+        return ["drillkit"] if self.kind == "ssh" else [sys.executable, "-m", "drillkit"]
 
 
 @dataclass(frozen=True)
@@ -115,6 +140,30 @@ class LoadPlan:
     ``rate``; None: drillkit's own (the reference stack's requests, or ``requests``)."""
     requests: str | None = None
     """The scenario's ``load.requests`` as JSON: what drillkit's requests user sends."""
+    bind: str = "127.0.0.1"
+    """Where the master and the record sink listen for workers (an address of this host)."""
+    port: int = 0
+    """The drill's address for ``drillkit worker --master``: the record sink's port (0: any)."""
+    hosts: tuple[WorkerHost, ...] = ()
+    """Workers drillkit starts elsewhere (network namespaces, ssh hosts)."""
+    expect_remote: int = 0
+    """Workers started by hand (``drillkit worker``) that must join."""
+    join_within: float = 60.0
+    """How long every worker has to join before the drill gives up (exit 3)."""
+    token: str | None = None
+    """The token workers prove (a team's, for workers started by hand); None: a fresh one."""
+
+    @property
+    def distributed(self) -> bool:
+        """Workers join a master over the network (``drillkit worker``), local ones too."""
+        return bool(self.hosts) or self.expect_remote > 0
+
+    @property
+    def total_workers(self) -> int:
+        """Every load process that must join: local, launched elsewhere, started by hand."""
+        if not self.distributed:
+            return self.workers
+        return self.workers + sum(h.workers for h in self.hosts) + self.expect_remote
 
     @property
     def locustfiles(self) -> str:
@@ -133,13 +182,20 @@ class LoadPlan:
             (self.run_seconds > 0, f"run_seconds: expected > 0, got {self.run_seconds}"),
             (self.timeout > 0, f"timeout: expected > 0, got {self.timeout}"),
             (self.n_users >= 1, f"n_users: expected >= 1, got {self.n_users}"),
-            (self.workers >= 1, f"workers: expected >= 1, got {self.workers}"),
+            (
+                self.workers >= (0 if self.distributed else 1),
+                f"workers: expected >= {0 if self.distributed else 1}, got {self.workers}",
+            ),
+            (self.join_within > 0, f"join_within: expected > 0, got {self.join_within}"),
             (self.k >= 1, f"k: expected >= 1, got {self.k}"),
             (0 <= self.cold_share <= 1, f"cold_share: expected 0..1, got {self.cold_share}"),
             (0 <= self.skew <= 3, f"skew: expected 0..3, got {self.skew}"),
             (0 <= self.event_share < 1, f"event_share: expected 0..1, got {self.event_share}"),
             (self.n_items >= 1, f"n_items: expected >= 1, got {self.n_items}"),
-            (self.users >= self.workers, f"users: expected >= workers ({self.workers})"),
+            (
+                self.users >= self.total_workers,
+                f"users: expected >= workers ({self.total_workers})",
+            ),
         )
         for ok, message in checks:
             if not ok:
@@ -182,6 +238,7 @@ class LoadDriver:
         self.started_at: float | None = None  # epoch time the load processes were ready
         self._sink = RecordSink()
         self._proc: subprocess.Popen[bytes] | None = None
+        self._launched: list[tuple[str, subprocess.Popen[bytes]]] = []  # (name, launcher)
         self.master_port: int | None = None  # where Locust's master meets its workers
         self._log: IO[bytes] | None = None
 
@@ -192,7 +249,7 @@ class LoadDriver:
         # Spawning at `rate` users/s staggers the users over one pacing period, so the
         # offered load is smooth from the start instead of arriving in bursts; above 100
         # users/s per process Locust warns that spawning itself misbehaves.
-        spawn_rate = min(max(plan.rate, float(plan.users)), _MAX_SPAWN_RATE * plan.workers)
+        spawn_rate = min(max(plan.rate, float(plan.users)), _MAX_SPAWN_RATE * plan.total_workers)
         cmd = [
             sys.executable, "-m", "locust",
             "-f", plan.locustfiles,
@@ -208,7 +265,21 @@ class LoadDriver:
             # Locust appends ".json" to this name itself.
             "--json-file", str(self.run_dir / STATS_NAME.removesuffix(".json")),
         ]  # fmt: skip
-        if plan.workers > 1:
+        if plan.distributed:
+            # Workers join from elsewhere (`drillkit worker`): a master that waits for them.
+            port = str(self.master_port or _free_port(plan.bind))
+            self.master_port = int(port)
+            cmd += [
+                "--master",
+                "--master-bind-host", plan.bind,
+                "--master-bind-port", port,
+                "--expect-workers", str(plan.total_workers),
+                # A worker lost mid-drill: its users move to the others once it misses its
+                # heartbeats (about 3 s), so the offered load comes back.
+                "--enable-rebalancing",
+                "--expect-workers-max-wait", f"{math.ceil(plan.join_within)}",
+            ]  # fmt: skip
+        elif plan.workers > 1:
             # Locust's master listens for its workers on every interface, port 5557, unless
             # told otherwise: on loopback, on a port of its own, nothing else can join.
             port = str(self.master_port or free_port())
@@ -250,7 +321,7 @@ class LoadDriver:
         )
         if plan.requests is not None:
             # A file, not the variable itself: one environment string is at most 128 KiB.
-            requests = self.run_dir / "requests.json"
+            requests = (self.run_dir / "requests.json").resolve()
             requests.write_text(plan.requests, encoding="utf-8")
             env["DRILLKIT_REQUESTS_FILE"] = str(requests)
         if plan.stack_id is not None:
@@ -273,6 +344,13 @@ class LoadDriver:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             (self.run_dir / STATS_NAME).unlink()
+        if plan.distributed:
+            self._sink = RecordSink(
+                plan.bind,
+                port=plan.port,
+                token=plan.token,
+                max_connections=max(MAX_CONNECTIONS, 2 * plan.total_workers + 8),
+            )
         self._sink.start()
         self._log = (self.run_dir / LOG_NAME).open("wb")
         try:
@@ -289,16 +367,95 @@ class LoadDriver:
             self.stop()
             raise EnvironmentFailure(f"load generator: cannot start Locust: {exc}") from None
         try:
+            if plan.distributed:
+                self._launch(plan)
             self._wait_ready(plan)
         except BaseException:
             self.stop()
             raise
         self.started_at = time.time()
 
+    def join_offer(self, plan: LoadPlan) -> dict[str, object]:
+        """What a ``drillkit worker`` is told when it joins (see :mod:`drillkit.load.worker`)."""
+        from drillkit.load.worker import SETTINGS
+
+        env = self.environment(plan, self._sink.address)
+        return {
+            "master_port": self.master_port,
+            "locustfile": "requests" if plan.requests is not None else "drillkit",
+            "settings": {k: v for k, v in env.items() if k in SETTINGS},
+            "requests": plan.requests,
+            "stop_timeout": plan.stop_timeout,
+        }
+
+    def _launch(self, plan: LoadPlan) -> None:
+        """Offer the plan to joining workers; start the local ones and those of ``hosts``."""
+        if plan.locustfile is not None:
+            raise InputError("load.locustfile: workers elsewhere run drillkit's requests only")
+        self._sink.offer(self.join_offer(plan))
+        master = f"{plan.bind}:{self._sink.port}"
+        local = WorkerHost("local", "", plan.workers)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("LOCUST_", "DRILLKIT_"))}
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(LOCUSTFILE.parents[2]), env.get("PYTHONPATH")) if p
+        )
+        if plan.stack_id is not None:
+            env[STACK_ENV] = plan.stack_id
+        for host in (local, *plan.hosts):
+            for i in range(1, host.workers + 1):
+                name = f"{host.where or 'local'}-{i}"
+                prefix = [] if host.kind == "local" else host.prefix()
+                cmd = [
+                    *prefix, *(host.program() if prefix else [sys.executable, "-m", "drillkit"]),
+                    "worker", "--master", master, "--name", name, "--token-stdin",
+                    "--wait", f"{plan.join_within:g}",
+                ]  # fmt: skip
+                log = (self.run_dir / f"worker-{_file_name(name)}.log").open("wb")
+                try:
+                    proc = subprocess.Popen(
+                        cmd,
+                        cwd=self.run_dir,
+                        env=env,
+                        stdin=subprocess.PIPE,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
+                except OSError as exc:
+                    raise EnvironmentFailure(
+                        f"load: cannot start worker {name} ({cmd[0]}): {exc.strerror or exc}"
+                    ) from None
+                finally:
+                    log.close()
+                self._launched.append((name, proc))
+                assert proc.stdin is not None
+                with contextlib.suppress(OSError):  # a launcher that died says why in its log
+                    proc.stdin.write(self._sink.token.encode() + b"\n")
+                    proc.stdin.close()
+
+    def _check_launched(self) -> None:
+        for name, proc in self._launched:
+            rc = proc.poll()
+            if rc is not None and rc != 0:
+                raise EnvironmentFailure(
+                    f"load: worker {name} exited with code {rc}: "
+                    f"{_last_line(self.run_dir / f'worker-{_file_name(name)}.log')}"
+                )
+
     def _wait_ready(self, plan: LoadPlan) -> None:
         assert self._proc is not None
-        deadline = time.monotonic() + self.ready_timeout
-        while self._sink.stats().connections < plan.workers:
+        wait = plan.join_within if plan.distributed else self.ready_timeout
+        deadline = time.monotonic() + wait
+        while (stats := self._sink.stats()).ready < plan.total_workers:
+            if plan.distributed:
+                self._check_launched()
+                if time.monotonic() > deadline:
+                    joined = ", ".join(w.name for w in stats.workers) or "none"
+                    raise EnvironmentFailure(
+                        f"load: {stats.ready} of {plan.total_workers} workers joined within "
+                        f"{wait:g} s (joined: {joined}); the drill's address "
+                        f"{plan.bind}:{self._sink.port}"
+                    )
             rc = self._proc.poll()
             if rc is not None:
                 raise EnvironmentFailure(
@@ -349,6 +506,18 @@ class LoadDriver:
         """
         rc: int | None = None
         proc = self._proc
+        if proc is not None or self._launched:
+            rc = self._stop_processes(proc, grace)
+        self._sink.stop()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        return rc
+
+    def _stop_processes(
+        self, proc: subprocess.Popen[bytes] | None, grace: float | None
+    ) -> int | None:
+        rc: int | None = None
         if proc is not None:
             if grace is None:
                 grace = (self.plan.stop_timeout if self.plan else 1) + _TERM_GRACE
@@ -366,10 +535,22 @@ class LoadDriver:
                 if not _wait_group_gone(proc.pid, 2.0):
                     _signal_group(proc.pid, signal.SIGKILL)
                     _wait_group_gone(proc.pid, 2.0)
-        self._sink.stop()
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+        # Workers that joined from elsewhere end with their master (it tells them to quit,
+        # they flush their records); a launcher still running after that is stopped.
+        deadline = time.monotonic() + _TERM_GRACE
+        for _, launcher in self._launched:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                launcher.wait(max(0.0, deadline - time.monotonic()))
+            if launcher.poll() is None:
+                _signal_group(launcher.pid, signal.SIGTERM)
+                try:
+                    launcher.wait(_TERM_GRACE)
+                except subprocess.TimeoutExpired:
+                    _signal_group(launcher.pid, signal.SIGKILL)
+                    launcher.wait()
+            if live_group_members(launcher.pid):
+                _signal_group(launcher.pid, signal.SIGKILL)
+                _wait_group_gone(launcher.pid, 2.0)
         return rc
 
     def __enter__(self) -> LoadDriver:
@@ -406,7 +587,7 @@ class LoadDriver:
         """True once every load process closed its stream with a trailer and none of them
         dropped a record: :meth:`records` then holds every request Locust completed."""
         stats = self._sink.stats()
-        workers = self.plan.workers if self.plan else 1
+        workers = self.plan.total_workers if self.plan else 1
         return (
             stats.trailers == workers
             and stats.reported_dropped == 0
@@ -496,6 +677,24 @@ def check_locustfile(path: Path) -> None:
         raise InputError(
             f"load.locustfile: {path} fails to load: {lines[-1] if lines else 'no output'}"
         )
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _file_name(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = [x.strip() for x in path.read_text(errors="replace").splitlines() if x.strip()]
+    except OSError:
+        return "(no log)"
+    return lines[-1] if lines else "(no output)"
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:

@@ -31,12 +31,15 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
+import hmac
 import itertools
 import json
 import logging
 import os
 import random
 import socket
+import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -44,7 +47,8 @@ from urllib.parse import urlsplit
 import gevent  # type: ignore[import-untyped]
 from gevent.event import Event  # type: ignore[import-untyped]
 from locust import events
-from locust.runners import MasterRunner
+from locust.rpc import Message
+from locust.runners import STATE_RUNNING, MasterRunner, WorkerRunner
 from locust.user.wait_time import constant_throughput
 
 from drillkit.load.sink import AUTH_PREFIX
@@ -58,6 +62,8 @@ _FLUSH_LINES = 256
 # pending lines, records are dropped (and counted).
 _MAX_PENDING = 1 << 20
 _SEND_TIMEOUT = 10.0
+_HEARTBEAT_SECONDS = 1.0
+_MAX_CONTROL = 4096
 _CONNECT_ERRNOS = frozenset(
     {errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EADDRNOTAVAIL}
 )
@@ -133,23 +139,49 @@ def _zipf_cumulative(n: int, skew: float) -> list[float] | None:
 CUMULATIVE = _zipf_cumulative(SETTINGS.n_users, SETTINGS.skew)
 
 
+def _line(message: dict[str, Any]) -> bytes:
+    return json.dumps(message).encode() + b"\n"
+
+
 class _Writer:
     """Buffers wire lines and sends them to the sink from one greenlet.
 
     Only the flusher greenlet writes to the socket, so batches never interleave.
     """
 
-    def __init__(self, address: tuple[str, int], token: str) -> None:
+    def __init__(self, address: tuple[str, int], token: str, name: str) -> None:
         self.lines: list[str] = []
         self.sent = 0
         self.dropped = 0
         self.failed = False
         self._closing = False
         self._wake = Event()
+        self._quiet = 0.0
         self._sock = socket.create_connection(address, timeout=_SEND_TIMEOUT)
-        # The first line proves to the sink that this is the drill's own generator.
-        self._sock.sendall(AUTH_PREFIX + token.encode() + b"\n")
+        # The first line proves to the sink that this is the drill's own generator; the
+        # hello that follows has the sink measure this host's clock (see drillkit.load.sink).
+        hello = {"hello": {"name": name, "host": socket.gethostname(), "pid": os.getpid()}}
+        self._sock.sendall(AUTH_PREFIX + token.encode() + b"\n" + _line(hello))
+        self.offset = self._clock()
         self._greenlet = gevent.spawn(self._loop)
+
+    def _clock(self) -> float:
+        """Answer the sink's pings until it says ready; the offset it will correct."""
+        reader = self._sock.makefile("rb")
+        try:
+            while True:
+                raw = reader.readline(_MAX_CONTROL)
+                if not raw:
+                    raise OSError("the record sink closed the connection (the wrong token?)")
+                message = json.loads(raw)
+                if "ping" in message:
+                    self._sock.sendall(_line({"pong": message["ping"], "t": time.time()}))
+                elif "ready" in message:
+                    return float(message["ready"]["offset"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise OSError(f"the record sink answered something else: {exc}") from None
+        finally:
+            reader.close()
 
     def add(self, line: str) -> None:
         lines = self.lines
@@ -170,7 +202,17 @@ class _Writer:
 
     def _flush(self) -> None:
         if not self.lines:
+            self._quiet += _FLUSH_SECONDS
+            if self._quiet >= _HEARTBEAT_SECONDS and not self.failed:
+                # An empty line: alive, nothing to say (the sink takes silence for a loss).
+                self._quiet = 0.0
+                try:
+                    self._sock.sendall(b"\n")
+                except OSError as exc:
+                    self.failed = True
+                    logger.error("drillkit: record sink write failed: %s", exc)
             return
+        self._quiet = 0.0
         batch, self.lines = self.lines, []
         if self.failed:
             self.dropped += len(batch)
@@ -300,17 +342,91 @@ def _check_host(host: str | None) -> None:
         raise SystemExit(f"drillkit locustfile: bad --host {host!r}: {exc}") from None
 
 
+#: The custom message in which a worker proves to its master that it holds the drill's token.
+HELLO = "drillkit_hello"
+#: How long a worker that joined the master has to prove it, before it is sent away.
+PROVE_SECONDS = 3.0
+
+
+def proof(client_id: str) -> str:
+    """What a worker sends its master: the token's HMAC of the worker's Locust client id (the
+    token itself never crosses Locust's unauthenticated channel)."""
+    key = SETTINGS.sink_token.encode()
+    return hmac.new(key, client_id.encode(), hashlib.sha256).hexdigest()
+
+
+class _Gate:
+    """The master's side: a worker that does not prove the drill's token within
+    :data:`PROVE_SECONDS` of joining is told to quit and its users go to the others.
+
+    Locust's master/worker channel has no authentication of its own; without this, anything
+    that reaches the master's port could join and take a share of the drill's users."""
+
+    def __init__(self, runner: Any) -> None:
+        self.runner = runner
+        self.proven: set[str] = set()
+        self.joined: dict[str, float] = {}
+        runner.register_message(HELLO, self._hello)
+        runner.environment.events.worker_connect.add_listener(self._connect)
+        gevent.spawn(self._watch)
+
+    def _connect(self, client_id: str, **_: Any) -> None:
+        if client_id not in self.proven:
+            self.joined.setdefault(client_id, time.monotonic())
+
+    def _hello(self, environment: Any, msg: Any, **_: Any) -> None:
+        data = msg.data if isinstance(msg.data, dict) else {}
+        given = data.get("proof")
+        if isinstance(given, str) and hmac.compare_digest(given, proof(str(msg.node_id))):
+            self.proven.add(msg.node_id)
+            self.joined.pop(msg.node_id, None)
+        else:
+            self._expel(str(msg.node_id), "a wrong proof")
+
+    def _watch(self) -> None:
+        while True:
+            gevent.sleep(0.25)
+            now = time.monotonic()
+            for client_id, since in list(self.joined.items()):
+                if now - since > PROVE_SECONDS:
+                    self._expel(client_id, "no proof")
+
+    def _expel(self, client_id: str, why: str) -> None:
+        self.joined.pop(client_id, None)
+        runner = self.runner
+        logger.error(
+            "drillkit: worker %s did not prove the drill's token (%s); sent away", client_id, why
+        )
+        runner.server.send_to_client(Message("quit", None, client_id))  # type: ignore[no-untyped-call]
+        node = runner.clients.get(client_id)
+        if node is None:
+            return
+        del runner.clients[client_id]
+        dispatcher = runner._users_dispatcher
+        if dispatcher is not None:
+            dispatcher.remove_worker(node)
+            if not dispatcher.dispatch_in_progress and runner.state == STATE_RUNNING:
+                runner.start(runner.target_user_count, runner.spawn_rate)
+
+
 def _on_init(environment: Any, runner: Any = None, **_: Any) -> None:
     global _writer
-    _check_host(environment.host)  # in the master too: its workers would exit, it would wait
+    if not isinstance(runner, WorkerRunner) or environment.host is not None:
+        # In the master too (its workers would exit, it would wait); a worker that joins
+        # from elsewhere (`drillkit worker`) is told the host by its master at the start.
+        _check_host(environment.host)
     if os.environ.get("DRILLKIT_PACE") == "1":
         pace = constant_throughput(SETTINGS.rate / SETTINGS.users)
         for user_class in environment.user_classes or []:
             user_class.wait_time = pace
     if isinstance(runner, MasterRunner):
-        return  # the master of --processes sends no requests
+        _Gate(runner)
+        return  # the master sends no requests
+    if isinstance(runner, WorkerRunner):
+        runner.send_message(HELLO, {"proof": proof(runner.client_id)})
+    name = os.environ.get("DRILLKIT_WORKER_NAME") or f"{socket.gethostname()}:{os.getpid()}"
     try:
-        _writer = _Writer(SETTINGS.sink, SETTINGS.sink_token)
+        _writer = _Writer(SETTINGS.sink, SETTINGS.sink_token, name)
     except OSError as exc:
         raise SystemExit(f"drillkit locustfile: cannot reach the record sink: {exc}") from None
     if SETTINGS.emit:

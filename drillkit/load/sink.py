@@ -10,6 +10,22 @@ every record's fields in range. A connection may end with one *trailer*, a JSON 
 wrote and how many it had to drop (a write error, or a sink that stopped reading); the sink
 sums them so a caller can tell a complete record set from a lossy one.
 
+A generator that says who it is, with a control line ``{"hello": {"name": ..., "host": ...,
+"role": "records"}}`` after the token, gets its clock measured before it sends a record: the
+sink sends ``{"ping": T1}`` (its wall clock), the generator answers ``{"pong": T1, "t": TW}``
+(its own), the sink notes when the answer came (T2); of :data:`CLOCK_ROUNDS` rounds the one
+with the shortest round trip gives the offset ``TW - (T1 + T2) / 2``, known within half that
+round trip. When the offset is larger than that uncertainty (another host whose clock is off),
+every record of that connection is moved onto the sink's clock; otherwise the clocks agree as
+far as can be measured and records are kept as stamped. The sink then answers
+``{"ready": {"offset": O, "rtt": R}}``; :attr:`SinkStats.ready` counts such connections.
+A generator that said hello sends an empty line at least once a second: one that ends its
+stream without a trailer, or falls silent for :data:`LOST_SILENCE` seconds, while the sink
+runs, is *lost* (killed, or its host cut off); :attr:`SinkStats.workers` says which and when.
+A ``"role": "join"`` connection is a ``drillkit worker`` on another host asking what to run: the
+sink answers one ``{"join": ...}`` line (what :meth:`RecordSink.offer` set) and keeps the
+connection open until it stops, so that the worker ends with the drill.
+
 The server runs on one background thread around :mod:`selectors`. It never blocks the
 generator for long: it reads whatever is available on every ready connection, splits it at
 newlines (keeping a partial last line for the next read) and parses outside the lock that
@@ -25,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import hmac
+import json
 import logging
 import secrets
 import selectors
@@ -37,7 +54,7 @@ from drillkit import safejson
 from drillkit.errors import EnvironmentFailure
 from drillkit.observe.records import EventRecord, RequestRecord
 
-__all__ = ["RecordSink", "SinkStats"]
+__all__ = ["RecordSink", "SinkStats", "WorkerInfo"]
 
 logger = logging.getLogger("drillkit.load.sink")
 
@@ -48,8 +65,14 @@ _POLL_SECONDS = 0.05
 AUTH_PREFIX = b"DRILLKIT-SINK "
 #: A record line is about 150 bytes; a line this long is not one of ours.
 MAX_LINE = 4096
-#: One connection per load-generator process, and room to spare.
+#: One connection per load-generator process, and room to spare (by default; a drill with
+#: workers elsewhere allows two per worker: its records and its join).
 MAX_CONNECTIONS = 64
+#: Rounds of the clock handshake; the one with the shortest round trip gives the offset.
+CLOCK_ROUNDS = 5
+#: A generator that said hello and sent nothing for this long is lost.
+LOST_SILENCE = 5.0
+_TEXT = 128
 # An unproven connection is closed after this long.
 _AUTH_SECONDS = 10.0
 
@@ -68,6 +91,28 @@ class SinkStats:
     reported_sent: int = 0  # sum of the trailers' "sent"
     reported_dropped: int = 0  # sum of the trailers' "dropped"
     senders: dict[int, int] = field(default_factory=dict)  # trailer pid -> records it sent
+    ready: int = 0  # generators that said hello and whose clock was measured
+    joined: int = 0  # `drillkit worker` processes that asked what to run
+    workers: list[WorkerInfo] = field(default_factory=list)  # generators that said hello
+
+
+@dataclass
+class WorkerInfo:
+    """A load-generator process that said who it is; a snapshot."""
+
+    name: str
+    host: str
+    peer: str  # the address it connected from
+    offset: float = 0.0  # seconds its clock is ahead of the sink's, as corrected (0: agree)
+    measured_offset: float | None = None  # what the clock handshake measured
+    rtt: float | None = None  # the shortest round trip of the handshake, seconds
+    pid: int = 0  # its process id on its own host (as it said)
+    records: int = 0  # request records received from it
+    events: int = 0  # click-event lines received from it
+    sent: int | None = None  # what its trailer said it sent (records and events); None: no trailer
+    dropped: int = 0  # what its trailer said it dropped
+    finished: bool = False  # ended its stream with a trailer
+    lost_at: float | None = None  # sink wall time it was found lost (ended or fell silent)
 
 
 @dataclass
@@ -76,6 +121,12 @@ class _Conn:
     pending: bytearray = field(default_factory=bytearray)
     trusted: bool = False
     opened: float = field(default_factory=time.monotonic)
+    seen: float = field(default_factory=time.monotonic)
+    worker: WorkerInfo | None = None  # a generator that said hello
+    join: bool = False
+    ping: float | None = None  # the sink time of the ping awaiting its answer
+    samples: list[tuple[float, float]] = field(default_factory=list)  # (rtt, offset)
+    shift: float = 0.0  # subtracted from every time this connection sends
 
 
 class RecordSink:
@@ -87,8 +138,17 @@ class RecordSink:
     already wrote) when done.
     """
 
-    def __init__(self, host: str = "127.0.0.1", *, token: str | None = None) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        *,
+        token: str | None = None,
+        port: int = 0,
+        max_connections: int = MAX_CONNECTIONS,
+    ) -> None:
         self._host = host
+        self._max_connections = max_connections
+        self._want_port = port
         self.token = token or secrets.token_hex(16)
         self._auth_line = AUTH_PREFIX + self.token.encode()
         self._lock = threading.Lock()
@@ -102,20 +162,25 @@ class RecordSink:
         self._port = 0
         self._error: BaseException | None = None
         self._drain_deadline = 0.0
+        self._offer: bytes | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
 
     def start(self) -> int:
-        """Bind an ephemeral port, start the reader thread and return the port."""
+        """Bind the port (an ephemeral one by default), start the reader thread and return
+        the port."""
         if self._thread is not None:
             raise RuntimeError("RecordSink.start() called twice")
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
-            listener.bind((self._host, 0))
+            if self._want_port:
+                listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind((self._host, self._want_port))
             listener.listen(128)
         except OSError as exc:
             listener.close()
-            raise EnvironmentFailure(f"record sink: cannot listen on {self._host}: {exc}") from None
+            where = f"{self._host}:{self._want_port}" if self._want_port else self._host
+            raise EnvironmentFailure(f"record sink: cannot listen on {where}: {exc}") from None
         listener.setblocking(False)
         self._listener = listener
         self._port = int(listener.getsockname()[1])
@@ -132,6 +197,10 @@ class RecordSink:
     def address(self) -> str:
         """``host:port`` as the generator expects it in ``DRILLKIT_SINK``."""
         return f"{self._host}:{self._port}"
+
+    def offer(self, join: dict[str, object]) -> None:
+        """What a ``drillkit worker`` that proves the token and asks to join is told."""
+        self._offer = json.dumps({"join": join}).encode() + b"\n"
 
     def stop(self, drain_timeout: float = 2.0) -> None:
         """Stop accepting, read what the connections already hold, close everything.
@@ -188,7 +257,11 @@ class RecordSink:
     def stats(self) -> SinkStats:
         """A copy of the counters."""
         with self._lock:
-            return replace(self._stats, senders=dict(self._stats.senders))
+            return replace(
+                self._stats,
+                senders=dict(self._stats.senders),
+                workers=[replace(w) for w in self._stats.workers],
+            )
 
     @property
     def error(self) -> BaseException | None:
@@ -234,7 +307,7 @@ class RecordSink:
             except OSError as exc:
                 logger.warning("record sink: accept failed: %s", exc)
                 return
-            if len(self._conns) >= MAX_CONNECTIONS:
+            if len(self._conns) >= self._max_connections:
                 sock.close()
                 with self._lock:
                     self._stats.refused += 1
@@ -256,13 +329,18 @@ class RecordSink:
         if not data:
             # The end of the stream: a last line without its newline still counts.
             if conn.pending and conn.trusted:
-                self._ingest([bytes(conn.pending)])
+                self._ingest([bytes(conn.pending)], conn)
             conn.pending.clear()
             if conn.trusted:
+                worker = conn.worker
+                if worker is not None and not worker.finished and not self._stopping.is_set():
+                    with self._lock:
+                        worker.lost_at = worker.lost_at or time.time()
                 self._close(selector, conn)
             else:
                 self._refuse(selector, conn)
             return
+        conn.seen = time.monotonic()
         end = data.rfind(b"\n")
         if end < 0:
             conn.pending += data
@@ -288,7 +366,7 @@ class RecordSink:
             with self._lock:
                 self._stats.connections += 1
             lines = lines[1:]
-        self._ingest(lines)
+        self._ingest(lines, conn)
 
     def _refuse(self, selector: selectors.BaseSelector, conn: _Conn) -> None:
         """Close a connection that is not the drill's generator's, unheard."""
@@ -302,8 +380,69 @@ class RecordSink:
         for conn in list(self._conns.values()):
             if not conn.trusted and now - conn.opened > _AUTH_SECONDS:
                 self._refuse(selector, conn)
+            worker = conn.worker
+            if worker is not None and worker.lost_at is None and now - conn.seen > LOST_SILENCE:
+                with self._lock:
+                    worker.lost_at = time.time() - (now - conn.seen)
 
-    def _ingest(self, lines: list[bytes]) -> None:
+    def _send(self, conn: _Conn, line: bytes) -> bool:
+        """Answer a generator (a few bytes on a fresh connection: the kernel takes them)."""
+        try:
+            conn.sock.sendall(line)
+        except OSError:
+            return False
+        return True
+
+    def _control(self, conn: _Conn, message: dict[str, object]) -> bool:
+        """Act on a hello or a pong; False when ``message`` is neither."""
+        hello = message.get("hello")
+        if isinstance(hello, dict) and conn.worker is None and not conn.join:
+            if hello.get("role") == "join":
+                conn.join = True
+                with self._lock:
+                    self._stats.joined += 1
+                offer = self._offer or b'{"error": "this drill takes no workers from elsewhere"}\n'
+                self._send(conn, offer)
+                return True
+            peer = "?"
+            with contextlib.suppress(OSError):
+                peer = str(conn.sock.getpeername()[0])
+            worker = WorkerInfo(
+                name=_text(hello.get("name")) or f"pid {_as_int(hello.get('pid'))}",
+                host=_text(hello.get("host")),
+                peer=peer,
+                pid=_as_int(hello.get("pid")),
+            )
+            conn.worker = worker
+            with self._lock:
+                self._stats.workers.append(worker)
+            conn.ping = time.time()
+            self._send(conn, json.dumps({"ping": conn.ping}).encode() + b"\n")
+            return True
+        if "pong" in message and conn.ping is not None and conn.worker is not None:
+            now = time.time()
+            theirs = message.get("t")
+            if message.get("pong") != conn.ping or not isinstance(theirs, float):
+                return True  # not the answer to this ping: ignored
+            conn.samples.append((now - conn.ping, theirs - (conn.ping + now) / 2))
+            if len(conn.samples) < CLOCK_ROUNDS:
+                conn.ping = time.time()
+                self._send(conn, json.dumps({"ping": conn.ping}).encode() + b"\n")
+                return True
+            conn.ping = None
+            rtt, offset = min(conn.samples)
+            # Within half a round trip the clocks agree as far as can be told: no correction.
+            conn.shift = offset if abs(offset) > rtt / 2 else 0.0
+            worker = conn.worker
+            with self._lock:
+                worker.rtt, worker.measured_offset, worker.offset = rtt, offset, conn.shift
+                self._stats.ready += 1
+            ready = {"ready": {"offset": conn.shift, "rtt": rtt}}
+            self._send(conn, json.dumps(ready).encode() + b"\n")
+            return True
+        return False
+
+    def _ingest(self, lines: list[bytes], conn: _Conn) -> None:
         parsed: list[RequestRecord] = []
         events: list[EventRecord] = []
         malformed = 0
@@ -321,10 +460,10 @@ class RecordSink:
                 except ValueError:
                     malformed += 1
                     continue
-                if isinstance(trailer, dict):
-                    trailers.append(trailer)
-                else:
+                if not isinstance(trailer, dict):
                     malformed += 1
+                elif not self._control(conn, trailer):
+                    trailers.append(trailer)
                 continue
             try:
                 if line[0] == 0x45:  # "E": a click event
@@ -333,9 +472,22 @@ class RecordSink:
                     parsed.append(from_wire(line))
             except (ValueError, TypeError, UnicodeDecodeError):
                 malformed += 1
+        if conn.shift and (parsed or events):
+            # Onto the sink's clock (see the module's docstring).
+            shift = conn.shift
+            parsed = [replace(r, sent_at=r.sent_at - shift) for r in parsed]
+            events = [replace(e, sent_at=e.sent_at - shift) for e in events]
         with self._lock:
             self._records.extend(parsed)
             self._events.extend(events)
+            worker = conn.worker
+            if worker is not None:
+                worker.records += len(parsed)
+                worker.events += len(events)
+                for trailer in trailers:
+                    worker.sent = (worker.sent or 0) + _as_int(trailer.get("sent"))
+                    worker.dropped += _as_int(trailer.get("dropped"))
+                worker.finished = worker.finished or bool(trailers)
             stats = self._stats
             stats.records += len(parsed)
             stats.events += len(events)
@@ -357,6 +509,13 @@ class RecordSink:
         conn.sock.close()
         with self._lock:
             self._stats.open_connections -= 1
+
+
+def _text(value: object) -> str:
+    """A name a generator gave, printable and bounded."""
+    if not isinstance(value, str):
+        return ""
+    return "".join(c for c in value if c.isprintable())[:_TEXT]
 
 
 def _as_int(value: object) -> int:

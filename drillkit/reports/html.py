@@ -34,7 +34,7 @@ from drillkit.reports.format import (
     zone_table,
 )
 from drillkit.reports.jsonfile import REPORT_MODE
-from drillkit.reports.model import CheckReport, DrillReport
+from drillkit.reports.model import CheckReport, DrillReport, lost_load_note
 from drillkit.reports.plot import figure_svg, timeline_figure, write_png
 
 __all__ = ["render_html", "score_breakdown", "write_html"]
@@ -202,14 +202,16 @@ def _kpis(report: DrillReport) -> str:
     ]
     if restored:
         rto_note += f"; target back in service after {max(restored):.2f}s"
-    saturated = " (generator saturated)" if load.generator_saturated else ""
+    saturated = (" (generator saturated)" if load.generator_saturated else "") + lost_load_note(
+        load
+    )
     failed_share = _share(failed / load.requests, 3) if load.requests else _DASH
     cards = [
         (
             "requests",
             f"{load.requests:,}",
             f"{load.achieved_rps:.1f} of {load.target_rps:g} rps{saturated}",
-            "bad" if load.generator_saturated else "",
+            "bad" if load.generator_saturated or load.lost_requests else "",
         ),
         ("failed", f"{failed:,}", f"{failed_share} of requests", "bad" if failed else ""),
         ("wrong-model", f"{wrong:,}", "responses from an unverified model", "bad" if wrong else ""),

@@ -23,7 +23,7 @@ from drillkit.reports.format import (
     rollout_lines,
     rollout_step_rows,
 )
-from drillkit.reports.model import DrillReport
+from drillkit.reports.model import DrillReport, lost_load_note
 from drillkit.text import printable
 
 __all__ = ["Raw", "cell", "report_markdown", "table"]
@@ -74,7 +74,9 @@ def report_markdown(report: DrillReport) -> str:
         f"{format_score(report.score)} ({'>=' if passed else '<'} pass score "
         f"{report.pass_score:g})",
         f"backend {cell(report.backend)}; {load.requests} requests, {load.achieved_rps:.1f} of "
-        f"{load.target_rps:g} rps" + (" (generator saturated)" if load.generator_saturated else ""),
+        f"{load.target_rps:g} rps"
+        + (" (generator saturated)" if load.generator_saturated else "")
+        + cell(lost_load_note(load)),
     ]
     if report.error:
         parts.append(f"**{report.status}:** {cell(report.error)}")

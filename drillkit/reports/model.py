@@ -39,7 +39,7 @@ import platform
 from datetime import datetime
 from typing import Any, ClassVar, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, SerializationInfo, SerializerFunctionWrapHandler
+from pydantic import BaseModel, ConfigDict, Field, SerializationInfo, SerializerFunctionWrapHandler
 from pydantic import model_serializer as _model_serializer
 
 from drillkit import __version__
@@ -55,6 +55,7 @@ __all__ = [
     "EventsReport",
     "FaultReport",
     "LoadSummary",
+    "LoadWorkerReport",
     "MonitoringReport",
     "PhaseReport",
     "RolloutReport",
@@ -115,13 +116,51 @@ class Environment(_Model):
         return cls(gpu=gpu, python=platform.python_version(), host_cpus=os.cpu_count() or 1)
 
 
-class LoadSummary(_Model):
+class LoadWorkerReport(_Model):
+    """One load-generator process, as the drill's record sink saw it."""
+
+    model_config = ConfigDict(extra="forbid", from_attributes=True)
+
+    name: str
+    host: str
+    address: str = Field(description="The address it connected to the drill from.")
+    records: int = Field(ge=0)
+    clock_offset_ms: float = Field(
+        description="How far its clock was ahead of the drill's, corrected in its records "
+        "(0: the same within the measurement)."
+    )
+    rtt_ms: float | None = Field(description="Round trip of the clock measurement.")
+    lost_at: float | None = Field(
+        default=None, description="Seconds from t=0 it was lost (ended or fell silent)."
+    )
+
+
+class LoadSummary(_Extended):
     """What the load generator was asked for and what it achieved over the scored time."""
+
+    _omit_when_none = ("workers", "lost_requests")
 
     target_rps: float
     achieved_rps: float
     requests: int
     generator_saturated: bool
+    workers: list[LoadWorkerReport] | None = Field(
+        default=None, description="Each load process (a drill whose load had workers)."
+    )
+    lost_requests: int | None = Field(
+        default=None,
+        ge=0,
+        description="Requests a lost load worker did not offer (with ``workers``).",
+    )
+
+
+def lost_load_note(load: LoadSummary) -> str:
+    """What a report says after its rates when a load worker was lost ("" otherwise)."""
+    lost = [w for w in load.workers or [] if w.lost_at is not None]
+    if not lost:
+        return ""
+    who = ", ".join(f"{w.name} at {w.lost_at:.1f}s" for w in lost)
+    return f"; load worker lost ({who}): {load.lost_requests} requests not offered"
 
 
 class PhaseReport(_Extended):
@@ -417,7 +456,14 @@ class DrillReport(_Extended):
             pass_score=analysis.pass_score,
             # The report models mirror the analysis dataclasses field by field (extension
             # fields included); pydantic reads the attributes it declares and ignores the rest.
-            load=LoadSummary.model_validate(analysis, from_attributes=True),
+            load=LoadSummary(
+                target_rps=analysis.target_rps,
+                achieved_rps=analysis.achieved_rps,
+                requests=analysis.requests,
+                generator_saturated=analysis.generator_saturated,
+                workers=[LoadWorkerReport.model_validate(w) for w in analysis.workers] or None,
+                lost_requests=analysis.lost_requests if analysis.workers else None,
+            ),
             phases=[PhaseReport.model_validate(p, from_attributes=True) for p in analysis.phases],
             faults=[FaultReport.model_validate(f, from_attributes=True) for f in analysis.faults],
             checks=[CheckReport.model_validate(c, from_attributes=True) for c in analysis.checks],

@@ -31,7 +31,7 @@ from drillkit.reports.format import (
     rollout_step_rows,
     zone_table,
 )
-from drillkit.reports.model import DrillReport
+from drillkit.reports.model import DrillReport, lost_load_note
 from drillkit.text import printable
 
 if TYPE_CHECKING:
@@ -139,6 +139,7 @@ def _header(report: DrillReport) -> Text:
     header.append(
         f"\n{load.requests} requests, {load.achieved_rps:.1f} of {load.target_rps:g} rps"
         + (" (generator saturated)" if load.generator_saturated else "")
+        + lost_load_note(load)
         + f"; {printable(report.scenario.path)}",
         style="dim",
     )

@@ -16,6 +16,7 @@ import difflib
 import random
 import re
 from collections.abc import Sequence
+from ipaddress import IPv4Address
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit
@@ -384,6 +385,9 @@ _RECOMMENDER_ONLY = (
     "store",
 )
 _COMPOSE_ONLY = ("project", "attach", "containers", "ready_timeout", "detect")
+#: Where ``drillkit worker`` may be started by drillkit: a network namespace, an ssh host.
+_NETNS = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_SSH_DEST = re.compile(r"([A-Za-z0-9_][A-Za-z0-9_.-]{0,63}@)?[A-Za-z0-9][A-Za-z0-9.:-]{0,252}")
 
 
 class StackSection(_Section):
@@ -451,6 +455,11 @@ class StackSection(_Section):
         default=(),
         max_length=16,
         description="compose: HTTP status endpoints that show the project noticing a fault.",
+    )
+    listen: IPv4Address | None = Field(
+        default=None,
+        description="local backend: an address of this host the stack's entry listens on "
+        "instead of 127.0.0.1, so that load workers on other hosts (load.hosts) reach it.",
     )
 
     @field_validator("compose")
@@ -624,6 +633,39 @@ class RequestSection(_Section):
         return value
 
 
+class WorkerHostSection(_Section):
+    """Where drillkit starts load workers that join the drill's master (`drillkit worker`)."""
+
+    netns: str | None = Field(
+        default=None, description="A network namespace of this machine (`ip netns exec`; root)."
+    )
+    ssh: str | None = Field(
+        default=None,
+        description="[USER@]HOST reached by `ssh -o BatchMode=yes`, with drillkit installed.",
+    )
+    workers: Int = Field(default=1, ge=1, le=64, description="Worker processes there.")
+
+    @field_validator("netns")
+    @classmethod
+    def _netns(cls, value: str | None) -> str | None:
+        if value is not None and not _NETNS.fullmatch(value):
+            raise FieldError(f"expected a network namespace's name, got {show_value(value)}")
+        return value
+
+    @field_validator("ssh")
+    @classmethod
+    def _ssh(cls, value: str | None) -> str | None:
+        if value is not None and not _SSH_DEST.fullmatch(value):
+            raise FieldError(f"expected [USER@]HOST, got {show_value(value)}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_place(self) -> WorkerHostSection:
+        if (self.netns is None) == (self.ssh is None):
+            raise FieldError("give netns or ssh (one of them)")
+        return self
+
+
 class LoadSection(_Section):
     """The load driven at the gateway."""
 
@@ -634,7 +676,11 @@ class LoadSection(_Section):
     duration: PositiveDuration = Field(default=60.0, description="Load time after warmup.")
     warmup: Duration = Field(default=5.0, description="Load before t=0, excluded from scoring.")
     timeout: PositiveDuration = Field(default=2.0, description="Client timeout of one request.")
-    workers: Int = Field(default=1, ge=1, description="Load-generator processes.")
+    workers: Int = Field(
+        default=1,
+        ge=0,
+        description="Load-generator processes on this machine (0: only workers elsewhere).",
+    )
     skew: Number = Field(
         default=0.0,
         ge=0,
@@ -658,6 +704,40 @@ class LoadSection(_Section):
         max_length=64,
         description="Weighted HTTP requests, for a drill without a locustfile.",
     )
+    bind: IPv4Address | None = Field(
+        default=None,
+        description="An address of this host where the drill's Locust master and record "
+        "sink listen for workers on other hosts (default 127.0.0.1: this machine only).",
+    )
+    port: Int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="The drill's port for `drillkit worker --master BIND:PORT` (0: any; "
+        "workers started by hand need a fixed one).",
+    )
+    hosts: tuple[WorkerHostSection, ...] = Field(
+        default=(),
+        max_length=64,
+        description="Where drillkit starts load workers that join the drill (network "
+        "namespaces, ssh hosts).",
+    )
+    remote_workers: Int = Field(
+        default=0,
+        ge=0,
+        le=1000,
+        description="Workers started by hand (`drillkit worker --master BIND:PORT "
+        "--token-file FILE`) that must join.",
+    )
+    join_within: PositiveDuration = Field(
+        default=60.0, description="Longest wait for every worker to join (exit 3 after it)."
+    )
+    token_file: str | None = Field(
+        default=None,
+        min_length=1,
+        description="A file holding the token workers prove (relative to the scenario file's "
+        "folder); needed for workers started by hand, default a fresh token per drill.",
+    )
 
     @field_validator("host")
     @classmethod
@@ -669,10 +749,49 @@ class LoadSection(_Section):
     def _locustfile_is_relative(cls, value: str | None) -> str | None:
         return None if value is None else _relative(value)
 
+    @field_validator("token_file")
+    @classmethod
+    def _token_file_is_relative(cls, value: str | None) -> str | None:
+        return None if value is None else _relative(value)
+
     @model_validator(mode="after")
     def _one_kind_of_load(self) -> LoadSection:
         if self.locustfile is not None and self.requests:
             raise FieldError("give a locustfile or requests, not both", ("requests",))
+        return self
+
+    @property
+    def distributed(self) -> bool:
+        """Workers join from elsewhere: ``hosts`` or ``remote_workers``."""
+        return bool(self.hosts) or self.remote_workers > 0
+
+    @model_validator(mode="after")
+    def _workers_elsewhere(self) -> LoadSection:
+        if not self.distributed:
+            if self.workers < 1:
+                raise FieldError("expected >= 1 (or workers elsewhere: hosts)", ("workers",))
+            for name in ("bind", "port", "token_file"):
+                if name in self.model_fields_set and getattr(self, name):
+                    raise FieldError(f"{name} needs workers elsewhere (hosts)", (name,))
+            return self
+        if self.bind is None:
+            raise FieldError(
+                "workers elsewhere need an address of this host they reach (load.bind)",
+                ("bind",),
+            )
+        if self.locustfile is not None:
+            raise FieldError(
+                "workers elsewhere run drillkit's own requests (load.requests), not a locustfile",
+                ("locustfile",),
+            )
+        if self.remote_workers and (not self.port or self.token_file is None):
+            raise FieldError(
+                "workers started by hand need a fixed port and a token_file to join with",
+                ("port" if not self.port else "token_file",),
+            )
+        total = self.workers + sum(h.workers for h in self.hosts) + self.remote_workers
+        if self.users < total:
+            raise FieldError(f"expected >= the {total} workers (one user each)", ("users",))
         return self
 
 

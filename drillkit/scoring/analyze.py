@@ -195,6 +195,20 @@ class DetectionEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class LoadWorker:
+    """A load-generator process as the record sink saw it; ``lost_at`` from t=0 (None: it
+    ran to the end)."""
+
+    name: str
+    host: str
+    address: str  # where it connected from
+    records: int
+    clock_offset_ms: float  # how far its clock was ahead, as corrected in its records
+    rtt_ms: float | None
+    lost_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class DrillInput:
     """Everything :func:`analyze` needs; ``records`` are relative to t=0 (end of warmup)."""
 
@@ -212,6 +226,7 @@ class DrillInput:
     # stack has no event path.
     events_sent: Sequence[EventSent] | None = None
     census: DataCensus | None = None
+    workers: Sequence[LoadWorker] = ()
 
 
 # -- results ------------------------------------------------------------------------------------
@@ -316,6 +331,8 @@ class Analysis:
     generator_saturated: bool
     monitoring: MonitoringResult | None = None
     events: EventSummary | None = None  # None: the stack has no event path
+    workers: list[LoadWorker] = field(default_factory=list)
+    lost_requests: int = 0  # requests a lost worker did not offer (not the stack's doing)
 
     @property
     def critical_failures(self) -> list[Check]:
@@ -995,15 +1012,17 @@ def analyze(inp: DrillInput) -> Analysis:
             detail=f"{total.wrong_model} of {total.requests} responses",
         )
     )
+    lost, lost_note = lost_load(records, inp.workers, inp.target_rps, duration)
     checks.append(
         _boolean(
             "load.generator",
             DRILL_PHASE,
-            not inp.generator_saturated,
+            not inp.generator_saturated and not lost_note,
             weight=WEIGHT_LOAD,
             critical=False,
             detail=f"achieved {achieved:.1f} of {inp.target_rps:g} rps"
-            + (", generator saturated" if inp.generator_saturated else ""),
+            + (", generator saturated" if inp.generator_saturated else "")
+            + lost_note,
         )
     )
 
@@ -1025,12 +1044,37 @@ def analyze(inp: DrillInput) -> Analysis:
         achieved_rps=achieved,
         requests=total.requests,
         generator_saturated=inp.generator_saturated,
+        workers=list(inp.workers),
+        lost_requests=lost,
         monitoring=monitoring,
         events=(
             event_summary(inp.events_sent, inp.census)
             if inp.events_sent is not None and inp.census is not None
             else None
         ),
+    )
+
+
+def lost_load(
+    records: Records, workers: Sequence[LoadWorker], target_rps: float, duration: float
+) -> tuple[int, str]:
+    """The requests not offered after the first load worker was lost inside the window, and
+    the load check's words for it ("" when none was lost): the offered rate from then on
+    against the target. Locust moves a lost worker's users to the others once it misses its
+    heartbeats, so the shortfall is what the load lacked, not what the stack failed."""
+    lost = sorted((w.lost_at, w.name) for w in workers if w.lost_at is not None)
+    lost = [(t, name) for t, name in lost if t < duration]
+    if not lost:
+        return 0, ""
+    start = max(0.0, lost[0][0])
+    sent = len(records.window(start, duration))
+    missing = max(0, round(target_rps * (duration - start)) - sent)
+    expected = target_rps * duration
+    who = ", ".join(f"{name} at {t:.1f} s" for t, name in lost)
+    share = f" ({missing / expected:.1%} of the load)" if expected > 0 else ""
+    return missing, (
+        f"; load worker lost: {who}; {missing} requests not offered{share}, "
+        "lost load, not the stack's failures"
     )
 
 

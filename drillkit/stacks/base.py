@@ -197,12 +197,19 @@ def bring_up(
     *,
     owner: Owner | None = None,
     progress: Progress | None = None,
+    listen: str | None = None,
 ) -> StackState[Any]:
     """Plan the stack and start it; return once the backend and the preset say it is ready.
+    ``listen``: an address of the host where the entry port listens (the local backend).
 
     On any failure nothing is left running and no state is saved.
     """
     report = progress or (lambda message, fraction: None)
+    if listen is not None and backend.name != "local":
+        raise InputError(
+            f"stack.listen: the {backend.name} backend publishes its ports on 127.0.0.1; "
+            "only the local backend listens elsewhere"
+        )
     spec = preset.resolve(spec, backend.name)
     preset.preflight(spec, backend.name)
     gpu = _gpu(preset.gpu_wanted(spec), backend)
@@ -215,6 +222,8 @@ def bring_up(
     data_dir = run_dir / "data"
     try:
         plan = preset.plan(spec, data_dir=data_dir, gpu=gpu, progress=report)
+        if listen is not None:
+            plan = plan.model_copy(update={"listen": listen})
     except BaseException:
         shutil.rmtree(data_dir, ignore_errors=True)
         state_files.release(stack_id)

@@ -305,6 +305,9 @@ class StackPlan(_Frozen):
     secrets: dict[str, str] = Field(default_factory=dict)
     settings: dict[str, JsonValue] = Field(default_factory=dict)
     data: str | None = None
+    listen: str | None = None
+    """An address of the host where the entry port listens instead of 127.0.0.1, so that load
+    generators on other hosts reach it (the local backend; ``stack.listen``)."""
 
     @model_validator(mode="after")
     def _consistent(self) -> StackPlan:

@@ -176,6 +176,8 @@ faults:
 """
 
 
+# Two drills of about 100 s each: kept out of .ci/run's time budget (`pytest -m slow`).
+@pytest.mark.slow
 def test_the_reference_stack_exported_as_compose_drills_like_the_native_backend(
     cli: Cli, tmp_path: Path, stack_image: str
 ) -> None:

@@ -402,6 +402,11 @@ def test_report_dir_is_the_only_path_a_scenario_names() -> None:
         "faults.params[latency].source",
         "faults.params[load_spike].path",  # a URL path ('/...') of the extra GETs
         "faults.params[corrupt_file].path",  # inside the target's mounts, links refused
+        # Relative, inside the working folder (scenario_file), read without following a
+        # link and only when this user's (read_private).
+        "load.token_file",
+        "load.hosts.netns",  # a namespace's name (a pattern), one argument of `ip netns exec`
+        "load.hosts.ssh",  # [USER@]HOST, never starting with '-': ssh cannot take it for an option
     }
 
 

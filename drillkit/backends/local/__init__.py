@@ -25,6 +25,7 @@ import subprocess
 import sys
 import threading
 import time
+from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -49,7 +50,7 @@ from drillkit.backends.common import (
     service_log,
     start_in_order,
 )
-from drillkit.errors import EnvironmentFailure, StackNotReady
+from drillkit.errors import EnvironmentFailure, InputError, StackNotReady
 from drillkit.fsutil import atomic_write, read_private
 from drillkit.netprobe import free_port
 from drillkit.stacks.plan import Link, MountRef, StackPlan, UrlRef
@@ -214,9 +215,23 @@ class LocalBackend(Backend[LocalStack]):
     def _port(self, state: LocalStack, owner: str, name: str, *, inherit: bool) -> int:
         """A port for ``owner``'s port ``name``: bound now and kept for the process when it
         can take a socket, else only chosen (the program binds it itself)."""
+        host = _host(state, owner, name)
         if not inherit:
+            if host != "127.0.0.1":
+                raise InputError(
+                    f"stack.listen: {owner}'s port {name} is bound by its own program, on "
+                    "127.0.0.1; it cannot listen elsewhere"
+                )
             return free_port()
-        sock = listen.bind()
+        try:
+            sock = listen.bind(host=host)
+        except OSError as exc:
+            if host == "127.0.0.1":
+                raise
+            raise EnvironmentFailure(
+                f"stack.listen: cannot listen on {host}: {exc.strerror or exc} (an address of "
+                "this host is expected)"
+            ) from None
         self._bound.setdefault((state.id, owner), {})[name] = sock
         return int(sock.getsockname()[1])
 
@@ -234,7 +249,7 @@ class LocalBackend(Backend[LocalStack]):
             for name in sorted(inherit):
                 while True:
                     try:
-                        sockets[name] = listen.bind(ports[name])
+                        sockets[name] = listen.bind(ports[name], _host(state, owner, name))
                         break
                     except OSError as exc:  # the old process may still be closing it
                         if exc.errno != errno.EADDRINUSE or time.monotonic() > deadline:
@@ -279,6 +294,9 @@ class LocalBackend(Backend[LocalStack]):
                     },
                     log=service_log(state, service.name),
                 )
+            if plan.listen is not None:
+                entry = state.services[plan.entry.service]
+                entry.hosts[plan.entry.port] = IPv4Address(plan.listen)
             if plan.links:
                 # The services reach each other over the links through the proxy, so that
                 # one link can be cut or slowed (network faults) without privileges.
@@ -516,3 +534,11 @@ class LocalBackend(Backend[LocalStack]):
 def _proxy_token(state: LocalStack) -> str:
     path = Path(state.run_dir) / PROXY_TOKEN_FILE
     return read_private(path, limit=256).decode("ascii", "replace").strip()
+
+
+def _host(state: LocalStack, owner: str, port: str) -> str:
+    """Where ``owner``'s port listens: the plan's ``listen`` address for the entry port."""
+    entry = state.plan.entry
+    if state.plan.listen is not None and (owner, port) == (entry.service, entry.port):
+        return state.plan.listen
+    return "127.0.0.1"

@@ -35,6 +35,14 @@ FAKE_GENERATOR = textwrap.dedent(
     host, _, port = os.environ["DRILLKIT_SINK"].rpartition(":")
     sock = socket.create_connection((host, int(port)))
     sock.sendall(b"DRILLKIT-SINK " + os.environ["DRILLKIT_SINK_TOKEN"].encode() + b"\\n")
+    # Says who it is and answers the sink's clock pings, as the locustfile's writer does.
+    sock.sendall(json.dumps({"hello": {"name": "fake"}}).encode() + b"\\n")
+    reader = sock.makefile("rb")
+    while True:
+        message = json.loads(reader.readline())
+        if "ready" in message:
+            break
+        sock.sendall(json.dumps({"pong": message["ping"], "t": time.time()}).encode() + b"\\n")
     n = int(os.environ["FAKE_RECORDS"])
     t0 = float(os.environ["FAKE_T0"])
     lines = [json.dumps([t0 + i, 500.0, 200, "", 0, "v1", "d", "r1"]) for i in range(n)]

@@ -552,7 +552,8 @@ TEXT_CASES = [
         3,
         "load.zzz",
         "unknown key 'zzz' (expected one of: rate, users, duration, warmup, timeout, workers, "
-        "skew, host, locustfile, requests)",
+        "skew, host, locustfile, requests, bind, port, hosts, remote_workers, join_within, "
+        "token_file)",
         id="unknown-key-lists-keys",
     ),
 ]

@@ -1,0 +1,59 @@
+"""``drillkit worker``: join a drill's load from another host."""
+
+from __future__ import annotations
+
+import socket
+import sys
+from pathlib import Path
+
+import typer
+
+from drillkit.cli.state import terminal
+from drillkit.errors import InputError
+
+_MAX_TOKEN = 256
+
+
+def worker(
+    master: str = typer.Option(
+        ...,
+        "--master",
+        help="The drill's address, HOST:PORT (its load.bind and load.port).",
+    ),
+    token_file: Path | None = typer.Option(
+        None, "--token-file", help="A file holding the drill's token (load.token_file)."
+    ),
+    token_stdin: bool = typer.Option(
+        False, "--token-stdin", help="Read the drill's token from the first line of stdin."
+    ),
+    name: str = typer.Option(
+        "", "--name", help="How the drill's report names this worker (default: the host name)."
+    ),
+    wait: float = typer.Option(
+        30.0, "--wait", min=0.0, help="Seconds to keep trying to reach the drill."
+    ),
+) -> None:
+    """Run a drill's load from this host: a Locust worker that joins the drill's master and
+    streams its records to the drill; it ends when the drill does."""
+    from drillkit.load.worker import run_worker
+
+    if (token_file is None) == (not token_stdin):
+        raise InputError("drillkit worker: give --token-file FILE or --token-stdin (one of them)")
+    if token_file is not None:
+        try:
+            raw = token_file.read_text(encoding="utf-8", errors="strict")[: _MAX_TOKEN + 1]
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"--token-file: cannot read {token_file}: {exc}") from None
+    else:
+        raw = sys.stdin.readline(_MAX_TOKEN + 1)
+    token = raw.strip()
+    if not token or len(token) > _MAX_TOKEN or not token.isascii() or not token.isprintable():
+        raise InputError(
+            f"drillkit worker: the token must be one line of 1..{_MAX_TOKEN} characters"
+        )
+    t = terminal()
+    t.info(f"joining the drill at {master}")
+    rc = run_worker(master, token, name or socket.gethostname(), wait=wait)
+    if rc:
+        raise typer.Exit(rc)
+    t.result("the drill's load is done")
