@@ -50,10 +50,9 @@ matter. The CPU-per-request ratio is not moved by it.
 **Records**, for every drillkit run of both parts: the records of every load process must
 arrive. The sink's count must equal the sum of what the processes say they sent (the ``sent``
 of their trailers, ``SinkStats.reported_sent``), one trailer per process, none dropped, none
-lost, and each process's own count must match: the records the sink received on each
-worker's connection (``SinkStats.workers[i].records``) against the trailers' counts (matched
-as a multiset: a ``WorkerInfo`` does not carry the pid its trailer names). Printed per run;
-the bench exits 1 when a run fails it.
+lost, and each process's own count must match: the records and events the sink received on
+each worker's connection (``SinkStats.workers[i]``) against what that worker's trailer says it
+sent. Printed per run; the bench exits 1 when a run fails it.
 
 ``--netns`` (root, iproute2) sets up its own network: a bridge ``dkbench0`` at 10.213.9.1/24
 and namespaces ``dkb-a`` and ``dkb-b`` (10.213.9.2 and .3), each joined to it by a veth pair,
@@ -195,12 +194,8 @@ class Config:
 @dataclass(frozen=True)
 class RecordCheck:
     """Did the records of every load process of a drillkit run arrive? The sink's count
-    against what the processes say they sent (their trailers), in all and one by one.
-
-    One by one means as a multiset: the sink keeps the trailers' counts by pid
-    (``SinkStats.senders``) and a ``WorkerInfo`` knows no pid. It holds here, where every
-    process shares this machine's pids and no click events are sent (a trailer counts its
-    event lines, ``WorkerInfo.records`` does not).
+    against what the processes say they sent (their trailers), in all and one by one (each
+    worker's connection against its own trailer).
     """
 
     expected: int  # the plan's load processes
@@ -215,10 +210,9 @@ class RecordCheck:
             found.append(f"{s.trailers} of {self.expected} trailers")
         if s.records + s.events != s.reported_sent:
             found.append(f"received {s.records + s.events:,} != sent {s.reported_sent:,}")
-        received = sorted(w.records for w in s.workers)
-        sent = sorted(s.senders.values())
-        if received != sent:
-            found.append(f"per process received {received} != sent {sent}")
+        for w in s.workers:
+            if w.sent != w.records + w.events:
+                found.append(f"{w.name}: received {w.records + w.events:,} != sent {w.sent}")
         if s.reported_dropped:
             found.append(f"{s.reported_dropped:,} dropped")
         if s.malformed:
@@ -234,7 +228,7 @@ class RecordCheck:
 
     def line(self) -> str:
         s = self.stats
-        sent = " + ".join(f"{n:,}" for n in sorted(s.senders.values())) or "no trailer"
+        sent = " + ".join(f"{w.sent:,}" for w in s.workers if w.sent is not None) or "no trailer"
         each = ", ".join(f"{w.name}@{w.peer} {w.records:,}" for w in s.workers)
         problems = self.problems()
         verdict = "ok" if not problems else "FAILED: " + "; ".join(problems)
