@@ -40,8 +40,10 @@ def worker(
     if (token_file is None) == (not token_stdin):
         raise InputError("drillkit worker: give --token-file FILE or --token-stdin (one of them)")
     if token_file is not None:
+        from drillkit.fsutil import read_private
+
         try:
-            raw = token_file.read_text(encoding="utf-8", errors="strict")[: _MAX_TOKEN + 1]
+            raw = read_private(token_file, limit=4096).decode("utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise InputError(f"--token-file: cannot read {token_file}: {exc}") from None
     else:

@@ -345,12 +345,17 @@ class LoadDriver:
         with contextlib.suppress(FileNotFoundError):
             (self.run_dir / STATS_NAME).unlink()
         if plan.distributed:
+            if plan.locustfile is not None:
+                raise InputError("load.locustfile: workers elsewhere run drillkit's requests only")
+            self.master_port = _free_port(plan.bind)
             self._sink = RecordSink(
                 plan.bind,
                 port=plan.port,
                 token=plan.token,
                 max_connections=max(MAX_CONNECTIONS, 2 * plan.total_workers + 8),
             )
+            # Before the sink listens: a worker that joins at once is told what to run.
+            self._sink.offer(self.join_offer(plan))
         self._sink.start()
         self._log = (self.run_dir / LOG_NAME).open("wb")
         try:
@@ -382,6 +387,7 @@ class LoadDriver:
         env = self.environment(plan, self._sink.address)
         return {
             "master_port": self.master_port,
+            "host": plan.host,
             "locustfile": "requests" if plan.requests is not None else "drillkit",
             "settings": {k: v for k, v in env.items() if k in SETTINGS},
             "requests": plan.requests,
@@ -389,10 +395,7 @@ class LoadDriver:
         }
 
     def _launch(self, plan: LoadPlan) -> None:
-        """Offer the plan to joining workers; start the local ones and those of ``hosts``."""
-        if plan.locustfile is not None:
-            raise InputError("load.locustfile: workers elsewhere run drillkit's requests only")
-        self._sink.offer(self.join_offer(plan))
+        """Start the local workers and those of ``hosts`` (the sink offers them the plan)."""
         master = f"{plan.bind}:{self._sink.port}"
         local = WorkerHost("local", "", plan.workers)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("LOCUST_", "DRILLKIT_"))}
@@ -421,13 +424,13 @@ class LoadDriver:
                         stderr=subprocess.STDOUT,
                         start_new_session=True,
                     )
+                    self._launched.append((name, proc))  # stop() finds it from here on
                 except OSError as exc:
                     raise EnvironmentFailure(
                         f"load: cannot start worker {name} ({cmd[0]}): {exc.strerror or exc}"
                     ) from None
                 finally:
                     log.close()
-                self._launched.append((name, proc))
                 assert proc.stdin is not None
                 with contextlib.suppress(OSError):  # a launcher that died says why in its log
                     proc.stdin.write(self._sink.token.encode() + b"\n")
@@ -536,8 +539,10 @@ class LoadDriver:
                     _signal_group(proc.pid, signal.SIGKILL)
                     _wait_group_gone(proc.pid, 2.0)
         # Workers that joined from elsewhere end with their master (it tells them to quit,
-        # they flush their records); a launcher still running after that is stopped.
-        deadline = time.monotonic() + _TERM_GRACE
+        # they let in-flight requests finish and flush their records); a launcher still
+        # running after that is stopped.
+        stop_timeout = self.plan.stop_timeout if self.plan else 1
+        deadline = time.monotonic() + stop_timeout + _TERM_GRACE
         for _, launcher in self._launched:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 launcher.wait(max(0.0, deadline - time.monotonic()))

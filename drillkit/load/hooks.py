@@ -48,10 +48,10 @@ import gevent  # type: ignore[import-untyped]
 from gevent.event import Event  # type: ignore[import-untyped]
 from locust import events
 from locust.rpc import Message
-from locust.runners import STATE_RUNNING, MasterRunner, WorkerRunner
+from locust.runners import MasterRunner, WorkerRunner
 from locust.user.wait_time import constant_throughput
 
-from drillkit.load.sink import AUTH_PREFIX
+from drillkit.load.sink import prove
 from drillkit.observe.records import CACHE_OUTCOMES, MAX_TEXT, event_line, wire_line, wire_tail
 
 logger = logging.getLogger("drillkit.load")
@@ -158,10 +158,12 @@ class _Writer:
         self._wake = Event()
         self._quiet = 0.0
         self._sock = socket.create_connection(address, timeout=_SEND_TIMEOUT)
-        # The first line proves to the sink that this is the drill's own generator; the
-        # hello that follows has the sink measure this host's clock (see drillkit.load.sink).
+        # Prove to the sink that this is the drill's own generator (and that the sink is the
+        # drill's), without the token crossing the network; the hello that follows has the
+        # sink measure this host's clock (see drillkit.load.sink).
+        prove(self._sock, token)
         hello = {"hello": {"name": name, "host": socket.gethostname(), "pid": os.getpid()}}
-        self._sock.sendall(AUTH_PREFIX + token.encode() + b"\n" + _line(hello))
+        self._sock.sendall(_line(hello))
         self.offset = self._clock()
         self._greenlet = gevent.spawn(self._loop)
 
@@ -344,8 +346,11 @@ def _check_host(host: str | None) -> None:
 
 #: The custom message in which a worker proves to its master that it holds the drill's token.
 HELLO = "drillkit_hello"
-#: How long a worker that joined the master has to prove it, before it is sent away.
-PROVE_SECONDS = 3.0
+#: How long a worker that joined the master has to prove it, before it is sent away (it gets
+#: no users meanwhile, so this can be generous: a master busy spreading users answers late).
+PROVE_SECONDS = 10.0
+#: What a frame that is not a Locust message raises while it is read.
+_MALFORMED = (TypeError, ValueError, IndexError, KeyError, AttributeError)
 
 
 def proof(client_id: str) -> str:
@@ -356,57 +361,112 @@ def proof(client_id: str) -> str:
 
 
 class _Gate:
-    """The master's side: a worker that does not prove the drill's token within
-    :data:`PROVE_SECONDS` of joining is told to quit and its users go to the others.
+    """The master's side of Locust's channel, which has no authentication of its own: a
+    worker joins only once it proves the drill's token.
 
-    Locust's master/worker channel has no authentication of its own; without this, anything
-    that reaches the master's port could join and take a share of the drill's users."""
+    - A frame that is not a well-formed message, or whose sender id is not the connection's
+      own, is dropped (one malformed frame would otherwise end the master's listener).
+    - A worker's ``client_ready`` is acknowledged (the worker waits for that before it can say
+      anything else) but held: it reaches Locust, which then counts the worker and gives it
+      users, only after the worker's :data:`HELLO` with the right proof for that connection.
+    - Anything else from a worker that has not proved itself is dropped; one that has not done
+      so within :data:`PROVE_SECONDS`, or sends a wrong proof, is told to quit.
+
+    Locust's own structures (its workers, its dispatcher) are never touched from here."""
 
     def __init__(self, runner: Any) -> None:
         self.runner = runner
         self.proven: set[str] = set()
-        self.joined: dict[str, float] = {}
-        runner.register_message(HELLO, self._hello)
-        runner.environment.events.worker_connect.add_listener(self._connect)
+        self.held: dict[str, tuple[Any, float]] = {}  # connection id -> (client_ready, since)
+        self._recv = runner.server.recv_from_client
+        self._handle = runner.handle_message
+        runner.server.recv_from_client = self._recv_checked
+        runner.handle_message = self._handle_checked
+        # Locust tells its own workers when it quits; one held here is not one of them yet.
+        self._quit = runner.quit
+        runner.quit = self._quit_all
         gevent.spawn(self._watch)
 
-    def _connect(self, client_id: str, **_: Any) -> None:
-        if client_id not in self.proven:
-            self.joined.setdefault(client_id, time.monotonic())
+    def _quit_all(self) -> None:
+        for client_id in list(self.held):
+            self.held.pop(client_id, None)
+            self._send(Message("quit", None, client_id))  # type: ignore[no-untyped-call]
+        self._quit()  # which waits a moment for its messages to go out
 
-    def _hello(self, environment: Any, msg: Any, **_: Any) -> None:
-        data = msg.data if isinstance(msg.data, dict) else {}
-        given = data.get("proof")
-        if isinstance(given, str) and hmac.compare_digest(given, proof(str(msg.node_id))):
-            self.proven.add(msg.node_id)
-            self.joined.pop(msg.node_id, None)
-        else:
-            self._expel(str(msg.node_id), "a wrong proof")
+    def _recv_checked(self) -> tuple[str, Any]:
+        while True:
+            try:
+                client_id, msg = self._recv()
+                kind, node = msg.type, msg.node_id
+            except _MALFORMED as exc:
+                logger.warning("drillkit: a malformed message to the master, dropped: %r", exc)
+                continue
+            if isinstance(kind, str) and isinstance(node, str) and node == client_id:
+                return client_id, msg
+            logger.warning("drillkit: a message whose sender is not its connection, dropped")
+
+    def _handle_checked(self, client_id: str, msg: Any) -> None:
+        if client_id in self.proven:
+            if msg.type != HELLO:
+                self._handle(client_id, msg)
+            return
+        if msg.type == "client_ready":
+            self.held.setdefault(client_id, (msg, time.monotonic()))
+            index = self.runner.get_worker_index(client_id)
+            self._send(Message("ack", {"index": index}, client_id))  # type: ignore[no-untyped-call]
+        elif msg.type == HELLO and client_id in self.held:
+            data = msg.data if isinstance(msg.data, dict) else {}
+            given = data.get("proof")
+            if isinstance(given, str) and hmac.compare_digest(given, proof(client_id)):
+                self.proven.add(client_id)
+                ready, _ = self.held.pop(client_id)
+                self._handle(client_id, ready)  # now Locust counts it
+            else:
+                self._send_away(client_id, "a wrong proof")
 
     def _watch(self) -> None:
         while True:
             gevent.sleep(0.25)
             now = time.monotonic()
-            for client_id, since in list(self.joined.items()):
+            for client_id, (_, since) in list(self.held.items()):
                 if now - since > PROVE_SECONDS:
-                    self._expel(client_id, "no proof")
+                    self._send_away(client_id, "no proof")
 
-    def _expel(self, client_id: str, why: str) -> None:
-        self.joined.pop(client_id, None)
-        runner = self.runner
+    def _send(self, message: Any) -> None:
+        with contextlib.suppress(Exception):  # a connection that went away
+            self.runner.server.send_to_client(message)
+
+    def _send_away(self, client_id: str, why: str) -> None:
+        self.held.pop(client_id, None)
         logger.error(
             "drillkit: worker %s did not prove the drill's token (%s); sent away", client_id, why
         )
-        runner.server.send_to_client(Message("quit", None, client_id))  # type: ignore[no-untyped-call]
-        node = runner.clients.get(client_id)
-        if node is None:
+        self._send(Message("quit", None, client_id))  # type: ignore[no-untyped-call]
+
+
+def _guard_worker(runner: Any) -> None:
+    """A worker that joined from elsewhere takes from its master only the load its drill
+    offered: the host of the offer (``DRILLKIT_HOST``), at most the drill's users, and no
+    changes to its user classes."""
+    start = runner.start_worker
+    host = os.environ.get("DRILLKIT_HOST")
+
+    def start_checked(user_classes_count: dict[str, int], **kwargs: Any) -> None:
+        if host is not None and runner.environment.host != host:
+            logger.error(
+                "drillkit: the master asked for load on %r, not the drill's %r; refused",
+                runner.environment.host,
+                host,
+            )
+            runner.environment.host = host
+        counts = {k: v for k, v in user_classes_count.items() if isinstance(v, int) and v >= 0}
+        if sum(counts.values()) > SETTINGS.users:
+            logger.error("drillkit: the master asked for more users than the drill has; refused")
             return
-        del runner.clients[client_id]
-        dispatcher = runner._users_dispatcher
-        if dispatcher is not None:
-            dispatcher.remove_worker(node)
-            if not dispatcher.dispatch_in_progress and runner.state == STATE_RUNNING:
-                runner.start(runner.target_user_count, runner.spawn_rate)
+        start(counts, **kwargs)
+
+    runner.start_worker = start_checked
+    runner.environment.update_user_class = lambda *_args, **_kw: None
 
 
 def _on_init(environment: Any, runner: Any = None, **_: Any) -> None:
@@ -424,6 +484,7 @@ def _on_init(environment: Any, runner: Any = None, **_: Any) -> None:
         return  # the master sends no requests
     if isinstance(runner, WorkerRunner):
         runner.send_message(HELLO, {"proof": proof(runner.client_id)})
+        _guard_worker(runner)
     name = os.environ.get("DRILLKIT_WORKER_NAME") or f"{socket.gethostname()}:{os.getpid()}"
     try:
         _writer = _Writer(SETTINGS.sink, SETTINGS.sink_token, name)

@@ -40,9 +40,13 @@ patching would break.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import hmac
+import ipaddress
 import json
 import logging
+import math
+import re
 import secrets
 import selectors
 import socket
@@ -61,8 +65,11 @@ logger = logging.getLogger("drillkit.load.sink")
 _READ_SIZE = 1 << 18
 # How long the selector sleeps when nothing happens: it bounds how late stop() is noticed.
 _POLL_SECONDS = 0.05
-#: The first line of every connection: this prefix and the sink's token.
+#: The first line of every connection: this prefix and the sink's token (loopback) ...
 AUTH_PREFIX = b"DRILLKIT-SINK "
+#: ... or this prefix and a nonce, for a proof that never sends the token (:func:`prove`).
+HMAC_PREFIX = b"DRILLKIT-SINK-HMAC "
+_NONCE = re.compile(rb"[0-9a-f]{32}")
 #: A record line is about 150 bytes; a line this long is not one of ours.
 MAX_LINE = 4096
 #: One connection per load-generator process, and room to spare (by default; a drill with
@@ -73,8 +80,16 @@ CLOCK_ROUNDS = 5
 #: A generator that said hello and sent nothing for this long is lost.
 LOST_SILENCE = 5.0
 _TEXT = 128
+#: What a control line (not a trailer) holds.
+_CONTROL_KEYS = frozenset({"hello", "pong", "ping", "ready", "join", "challenge"})
+_CHALLENGE_MAX = 512
 # An unproven connection is closed after this long.
-_AUTH_SECONDS = 10.0
+_AUTH_SECONDS = 5.0
+#: Connections that have not proven the token yet, in all and from one address.
+MAX_UNPROVEN = 64
+MAX_UNPROVEN_PER_ADDRESS = 4
+#: The largest clock offset taken from a worker: beyond it the host's clock is broken.
+MAX_OFFSET = 86400.0
 
 
 @dataclass
@@ -112,12 +127,14 @@ class WorkerInfo:
     sent: int | None = None  # what its trailer said it sent (records and events); None: no trailer
     dropped: int = 0  # what its trailer said it dropped
     finished: bool = False  # ended its stream with a trailer
+    ended: bool = False  # its connection ended
     lost_at: float | None = None  # sink wall time it was found lost (ended or fell silent)
 
 
 @dataclass
 class _Conn:
     sock: socket.socket
+    peer: str = "?"
     pending: bytearray = field(default_factory=bytearray)
     trusted: bool = False
     opened: float = field(default_factory=time.monotonic)
@@ -126,6 +143,9 @@ class _Conn:
     join: bool = False
     ping: float | None = None  # the sink time of the ping awaiting its answer
     samples: list[tuple[float, float]] = field(default_factory=list)  # (rtt, offset)
+    challenge: tuple[bytes, bytes] | None = None  # (their nonce, ours) while proving
+    trailer: bool = False  # its one trailer came
+    broken: str | None = None  # why it is to be closed (it said something impossible)
     shift: float = 0.0  # subtracted from every time this connection sends
 
 
@@ -307,13 +327,23 @@ class RecordSink:
             except OSError as exc:
                 logger.warning("record sink: accept failed: %s", exc)
                 return
-            if len(self._conns) >= self._max_connections:
+            peer = _peer(sock)
+            # Connections not proven yet get a budget of their own, and a small one per
+            # address: a host that opens many and says nothing cannot crowd the workers out
+            # (the oldest of its unproven ones makes room for the newest).
+            unproven = [c for c in self._conns.values() if not c.trusted]
+            # (Not for this machine's own processes: a drill's local ones connect at once.)
+            from_peer = [] if _loopback(peer) else [c for c in unproven if c.peer == peer]
+            for crowd, limit in ((from_peer, MAX_UNPROVEN_PER_ADDRESS), (unproven, MAX_UNPROVEN)):
+                if len(crowd) >= limit:
+                    self._refuse(selector, min(crowd, key=lambda c: c.opened))
+            if len(self._conns) - len(unproven) >= self._max_connections:
                 sock.close()
                 with self._lock:
                     self._stats.refused += 1
                 continue
             sock.setblocking(False)
-            conn = _Conn(sock)
+            conn = _Conn(sock, peer=peer)
             self._conns[sock.fileno()] = conn
             selector.register(sock, selectors.EVENT_READ, conn)
             with self._lock:
@@ -333,14 +363,19 @@ class RecordSink:
             conn.pending.clear()
             if conn.trusted:
                 worker = conn.worker
-                if worker is not None and not worker.finished and not self._stopping.is_set():
+                if worker is not None:
                     with self._lock:
-                        worker.lost_at = worker.lost_at or time.time()
+                        worker.ended = True
+                        if not worker.finished and not self._stopping.is_set():
+                            worker.lost_at = worker.lost_at or time.time()
                 self._close(selector, conn)
             else:
                 self._refuse(selector, conn)
             return
         conn.seen = time.monotonic()
+        if conn.worker is not None and conn.worker.lost_at is not None and not conn.worker.ended:
+            with self._lock:
+                conn.worker.lost_at = None  # silent for a while, and back
         end = data.rfind(b"\n")
         if end < 0:
             conn.pending += data
@@ -359,14 +394,57 @@ class RecordSink:
             return
         lines = chunk.split(b"\n")
         if not conn.trusted:
-            if not hmac.compare_digest(lines[0], self._auth_line):
+            after = self._authenticate(conn, lines)
+            if after is None:
                 self._refuse(selector, conn)
                 return
-            conn.trusted = True
-            with self._lock:
-                self._stats.connections += 1
-            lines = lines[1:]
+            if not conn.trusted:
+                return  # the challenge is out; its answer comes next
+            lines = after
         self._ingest(lines, conn)
+        if conn.broken is not None:
+            logger.warning("record sink: %s from %s; connection closed", conn.broken, conn.peer)
+            self._refuse(selector, conn)
+
+    def _authenticate(self, conn: _Conn, lines: list[bytes]) -> list[bytes] | None:
+        """The lines after a proof of the token (None: no proof; refuse the connection).
+
+        Two forms: ``DRILLKIT-SINK <token>`` (on loopback, drillkit's local tests), or the
+        challenge of :func:`prove` that never sends the token: the generator's nonce, the
+        sink's nonce and the sink's own proof, then the generator's proof."""
+        if conn.challenge is None:
+            first, rest = lines[0], lines[1:]
+            if first.startswith(HMAC_PREFIX):
+                theirs = first[len(HMAC_PREFIX) :]
+                if not _NONCE.fullmatch(theirs):
+                    return None
+                ours = secrets.token_hex(16).encode()
+                conn.challenge = (theirs, ours)
+                answer = {
+                    "challenge": ours.decode(),
+                    "proof": _mac(self.token, b"sink", theirs, ours),
+                }
+                if not self._send(conn, json.dumps(answer).encode() + b"\n"):
+                    return None
+                if not rest or rest == [b""]:
+                    return rest
+                return self._authenticate(conn, rest)
+            # The token itself, only from this machine: it never crosses a network.
+            if not _loopback(conn.peer) or not hmac.compare_digest(first, self._auth_line):
+                return None
+            self._trust(conn)
+            return rest
+        theirs, ours = conn.challenge
+        expected = _mac(self.token, b"worker", theirs, ours).encode()
+        if not hmac.compare_digest(lines[0], expected):
+            return None
+        self._trust(conn)
+        return lines[1:]
+
+    def _trust(self, conn: _Conn) -> None:
+        conn.trusted = True
+        with self._lock:
+            self._stats.connections += 1
 
     def _refuse(self, selector: selectors.BaseSelector, conn: _Conn) -> None:
         """Close a connection that is not the drill's generator's, unheard."""
@@ -396,7 +474,9 @@ class RecordSink:
     def _control(self, conn: _Conn, message: dict[str, object]) -> bool:
         """Act on a hello or a pong; False when ``message`` is neither."""
         hello = message.get("hello")
-        if isinstance(hello, dict) and conn.worker is None and not conn.join:
+        if "hello" in message and (not isinstance(hello, dict) or conn.worker or conn.join):
+            return False  # a second hello, or not one
+        if isinstance(hello, dict):
             if hello.get("role") == "join":
                 conn.join = True
                 with self._lock:
@@ -404,9 +484,7 @@ class RecordSink:
                 offer = self._offer or b'{"error": "this drill takes no workers from elsewhere"}\n'
                 self._send(conn, offer)
                 return True
-            peer = "?"
-            with contextlib.suppress(OSError):
-                peer = str(conn.sock.getpeername()[0])
+            peer = conn.peer
             worker = WorkerInfo(
                 name=_text(hello.get("name")) or f"pid {_as_int(hello.get('pid'))}",
                 host=_text(hello.get("host")),
@@ -419,12 +497,19 @@ class RecordSink:
             conn.ping = time.time()
             self._send(conn, json.dumps({"ping": conn.ping}).encode() + b"\n")
             return True
-        if "pong" in message and conn.ping is not None and conn.worker is not None:
+        if "pong" in message:
+            if conn.ping is None or conn.worker is None:
+                return False  # no ping is out
+
             now = time.time()
             theirs = message.get("t")
             if message.get("pong") != conn.ping or not isinstance(theirs, float):
                 return True  # not the answer to this ping: ignored
-            conn.samples.append((now - conn.ping, theirs - (conn.ping + now) / 2))
+            offset = theirs - (conn.ping + now) / 2
+            if not math.isfinite(offset) or abs(offset) > MAX_OFFSET:
+                conn.broken = f"a clock {offset:g} s off"
+                return True
+            conn.samples.append((now - conn.ping, offset))
             if len(conn.samples) < CLOCK_ROUNDS:
                 conn.ping = time.time()
                 self._send(conn, json.dumps({"ping": conn.ping}).encode() + b"\n")
@@ -462,8 +547,15 @@ class RecordSink:
                     continue
                 if not isinstance(trailer, dict):
                     malformed += 1
+                elif _CONTROL_KEYS.isdisjoint(trailer):
+                    # A trailer: one per connection, with the counts it is for.
+                    if conn.trailer or not isinstance(trailer.get("sent"), int):
+                        malformed += 1
+                    else:
+                        conn.trailer = True
+                        trailers.append(trailer)
                 elif not self._control(conn, trailer):
-                    trailers.append(trailer)
+                    malformed += 1
                 continue
             try:
                 if line[0] == 0x45:  # "E": a click event
@@ -509,6 +601,59 @@ class RecordSink:
         conn.sock.close()
         with self._lock:
             self._stats.open_connections -= 1
+
+
+def _mac(token: str, who: bytes, theirs: bytes, ours: bytes) -> str:
+    message = who + b":" + theirs + b":" + ours
+    return hmac.new(token.encode(), message, hashlib.sha256).hexdigest()
+
+
+def prove(sock: socket.socket, token: str) -> None:
+    """Prove to the sink at the other end of ``sock`` that this process holds the drill's
+    token, and check that the sink holds it too, without the token crossing the network: a
+    host that listens on the way learns nothing it can use, one that poses as the drill at
+    its address cannot answer. OSError when the sink refuses or cannot prove itself.
+
+    The exchange: ``DRILLKIT-SINK-HMAC <ours>`` -> ``{"challenge": C, "proof": HMAC(token,
+    "sink:<ours>:C")}`` -> ``HMAC(token, "worker:<ours>:C")``.
+    """
+    ours = secrets.token_hex(16).encode()
+    sock.sendall(HMAC_PREFIX + ours + b"\n")
+    line = b""
+    while not line.endswith(b"\n"):  # one byte at a time: nothing after it is read here
+        byte = sock.recv(1)
+        if not byte:
+            raise OSError("the drill closed the connection")
+        line += byte
+        if len(line) > _CHALLENGE_MAX:
+            raise OSError("the drill's answer is too long")
+    try:
+        answer = json.loads(line)
+        challenge = str(answer["challenge"]).encode()
+        proof = str(answer["proof"])
+    except (ValueError, KeyError, TypeError):
+        raise OSError("the drill answered something else than a challenge") from None
+    if not _NONCE.fullmatch(challenge) or not hmac.compare_digest(
+        proof, _mac(token, b"sink", ours, challenge)
+    ):
+        raise OSError(
+            "it does not hold this process's token (a wrong token, or not the drill there)"
+        )
+    sock.sendall(_mac(token, b"worker", ours, challenge).encode() + b"\n")
+
+
+def _peer(sock: socket.socket) -> str:
+    try:
+        return str(sock.getpeername()[0])
+    except OSError:
+        return "?"
+
+
+def _loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
 
 
 def _text(value: object) -> str:

@@ -29,9 +29,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from drillkit.errors import EnvironmentFailure, InputError
-from drillkit.load.sink import AUTH_PREFIX
+from drillkit.load.sink import prove
 from drillkit.state import STACK_ENV
 
 __all__ = ["SETTINGS", "JoinOffer", "parse_master", "run_worker"]
@@ -58,7 +59,7 @@ LOCUSTFILES = {
     "requests": Path(__file__).with_name("requests_user.py"),
 }
 _VALUE = re.compile(r"[0-9A-Za-z.+-]{1,40}")
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/-]{0,63}")
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._:@/-]{0,299}")
 _MAX_OFFER = 1 << 20
 _RETRY_SECONDS = 0.5
 # After the drill's connection closes, how long Locust may take to quit by itself (its
@@ -71,6 +72,7 @@ class JoinOffer:
     """What a drill tells a worker that joins, checked."""
 
     master_port: int
+    host: str
     locustfile: Path
     settings: dict[str, str]
     requests: str | None
@@ -84,6 +86,10 @@ class JoinOffer:
         port = data.get("master_port")
         if not isinstance(port, int) or not 1 <= port <= 65535:
             raise ValueError(f"master_port: {port!r}")
+        host = data.get("host")
+        parts = urlsplit(host) if isinstance(host, str) and len(host) <= 2000 else None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"host: {host!r} is not an http(s) URL")
         locustfile = LOCUSTFILES.get(str(data.get("locustfile")))
         if locustfile is None:
             raise ValueError(f"locustfile: {data.get('locustfile')!r} is not one of drillkit's")
@@ -99,7 +105,7 @@ class JoinOffer:
         stop = data.get("stop_timeout")
         if not isinstance(stop, int) or not 1 <= stop <= 3600:
             raise ValueError(f"stop_timeout: {stop!r}")
-        return cls(port, locustfile, dict(settings), requests, stop)
+        return cls(port, str(host), locustfile, dict(settings), requests, stop)
 
 
 def parse_master(value: str) -> tuple[str, int]:
@@ -133,9 +139,10 @@ def join(
     where = f"{address[0]}:{address[1]}"
     sock = _connect(address, wait)
     try:
-        hello = {"hello": {"role": "join", "name": name, "host": socket.gethostname()}}
-        sock.sendall(AUTH_PREFIX + token.encode() + b"\n" + json.dumps(hello).encode() + b"\n")
         sock.settimeout(max(wait, 5.0))
+        prove(sock, token)
+        hello = {"hello": {"role": "join", "name": name, "host": socket.gethostname()}}
+        sock.sendall(json.dumps(hello).encode() + b"\n")
         reader = sock.makefile("rb")
         try:
             raw = reader.readline(_MAX_OFFER)
@@ -152,7 +159,8 @@ def join(
     try:
         message = json.loads(raw)
         if isinstance(message, dict) and "error" in message:
-            raise EnvironmentFailure(f"drillkit worker: the drill at {where}: {message['error']}")
+            said = "".join(c for c in str(message["error"])[:200] if c.isprintable())
+            raise EnvironmentFailure(f"drillkit worker: the drill at {where}: {said}")
         offer = JoinOffer.parse(message.get("join") if isinstance(message, dict) else None)
     except ValueError as exc:
         sock.close()
@@ -163,6 +171,11 @@ def join(
         sock.close()
         raise
     sock.settimeout(None)
+    # A drill host that vanishes without closing the connection is noticed in about 11 s.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for option, value in (("TCP_KEEPIDLE", 5), ("TCP_KEEPINTVL", 2), ("TCP_KEEPCNT", 3)):
+        if hasattr(socket, option):
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
     return sock, offer
 
 
@@ -190,6 +203,7 @@ def worker_environment(
         DRILLKIT_SINK=f"{address[0]}:{address[1]}",
         DRILLKIT_SINK_TOKEN=token,
         DRILLKIT_WORKER_NAME=name,
+        DRILLKIT_HOST=offer.host,  # the only host its master may point it at
         PYTHONUNBUFFERED="1",
     )
     if offer.requests is not None:

@@ -336,6 +336,14 @@ def _relative(value: str) -> str:
     return value
 
 
+def _one_address(value: IPv4Address | None) -> IPv4Address | None:
+    """An address of this host, not 0.0.0.0 (every interface: what workers could not dial,
+    and what would open the drill to every network the host is on)."""
+    if value is not None and (value.is_unspecified or value.is_multicast):
+        raise FieldError(f"expected one address of this host, got {value}")
+    return value
+
+
 def _http_url(value: str) -> str:
     parts = urlsplit(value)
     try:
@@ -461,6 +469,11 @@ class StackSection(_Section):
         description="local backend: an address of this host the stack's entry listens on "
         "instead of 127.0.0.1, so that load workers on other hosts (load.hosts) reach it.",
     )
+
+    @field_validator("listen")
+    @classmethod
+    def _listen_is_one_address(cls, value: IPv4Address | None) -> IPv4Address | None:
+        return _one_address(value)
 
     @field_validator("compose")
     @classmethod
@@ -748,6 +761,11 @@ class LoadSection(_Section):
     @classmethod
     def _locustfile_is_relative(cls, value: str | None) -> str | None:
         return None if value is None else _relative(value)
+
+    @field_validator("bind")
+    @classmethod
+    def _bind_is_one_address(cls, value: IPv4Address | None) -> IPv4Address | None:
+        return _one_address(value)
 
     @field_validator("token_file")
     @classmethod

@@ -1017,7 +1017,7 @@ def analyze(inp: DrillInput) -> Analysis:
         _boolean(
             "load.generator",
             DRILL_PHASE,
-            not inp.generator_saturated and not lost_note,
+            not inp.generator_saturated and not lost,
             weight=WEIGHT_LOAD,
             critical=False,
             detail=f"achieved {achieved:.1f} of {inp.target_rps:g} rps"

@@ -4,6 +4,7 @@ the ssh launcher through a stand-in ``ssh`` that runs the command here."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import random
@@ -21,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from drillkit.load.driver import LoadDriver, LoadPlan, WorkerHost
+from drillkit.load.driver import LOCUSTFILE, LoadDriver, LoadPlan, WorkerHost
 
 pytestmark = pytest.mark.timeout(420)
 
@@ -220,7 +221,7 @@ def test_a_worker_that_cannot_prove_the_token_is_sent_away_from_the_master(
         host=f"http://127.0.0.1:{server.server_port}",
         rate=40,
         users=4,
-        run_seconds=8,
+        run_seconds=14,  # past the master's 10 s for a proof
         timeout=1,
         n_users=10,
         workers=1,
@@ -269,3 +270,71 @@ def test_a_worker_that_cannot_prove_the_token_is_sent_away_from_the_master(
     stats = driver.sink_stats()
     assert {w.name for w in stats.workers} == {"local-1", "honest"}
     assert driver.records_complete and driver.count == stats.reported_sent
+
+
+def _master(tmp_path: Path, port: int) -> subprocess.Popen[bytes]:
+    """drillkit's Locust master waiting for one worker, as a distributed drill starts it."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(Path(__file__).parents[2]),
+        "DRILLKIT_SINK": "127.0.0.1:9",
+        "DRILLKIT_SINK_TOKEN": "s3cret",
+        "DRILLKIT_RATE": "1",
+        "DRILLKIT_USERS": "4",
+        "DRILLKIT_N_USERS": "1",
+        "DRILLKIT_TIMEOUT": "1",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--master", "--headless",
+         "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port),
+         "--expect-workers", "1", "-u", "4", "-r", "4", "--run-time", "30s",
+         "--enable-rebalancing", "--host", "http://127.0.0.1:9", "--loglevel", "INFO"],
+        env=env, stdout=(tmp_path / "master.log").open("wb"), stderr=subprocess.STDOUT,
+    )  # fmt: skip
+
+
+def test_the_master_gives_no_users_to_a_worker_without_the_proof(tmp_path: Path) -> None:
+    # Locust's channel (ZeroMQ, msgpack) spoken by hand: a worker that says it is another
+    # one, one that sends a frame that is not a message, one that never proves the token.
+    import msgpack  # type: ignore[import-untyped]
+    import zmq
+
+    version = importlib.metadata.version("locust")
+    port = _free_port()
+    master = _master(tmp_path, port)
+    context = zmq.Context()
+    got: dict[str, list[str]] = {}
+    try:
+        time.sleep(3)  # the master is listening
+        rogues = {}
+        for name in ("liar", "garbler", "silent"):
+            sock = context.socket(zmq.DEALER)
+            sock.setsockopt(zmq.IDENTITY, name.encode())
+            sock.connect(f"tcp://127.0.0.1:{port}")
+            node = "someone-else" if name == "liar" else name
+            sock.send(msgpack.dumps(("client_ready", version, node)))
+            if name == "garbler":
+                sock.send(msgpack.dumps(("oops",)))  # not a (type, data, node id) message
+            rogues[name] = sock
+            got[name] = []
+        deadline = time.monotonic() + 14
+        while time.monotonic() < deadline:
+            for name, sock in rogues.items():
+                if sock.poll(50):
+                    kind = msgpack.loads(sock.recv(), raw=False, strict_map_key=False)[0]
+                    got[name].append(kind)
+                    if kind == "ack":  # as a worker does: heartbeats from now on
+                        sock.send(msgpack.dumps(("heartbeat", {"state": "ready"}, name)))
+        assert master.poll() is None, "the master died"  # the garbled frame did not end it
+    finally:
+        master.terminate()
+        master.wait(30)
+        context.destroy(linger=0)
+    for name, kinds in got.items():
+        assert "spawn" not in kinds, (name, kinds)  # no users, ever
+    assert got["silent"][:1] == ["ack"] and "quit" in got["silent"]
+    log = (tmp_path / "master.log").read_text()
+    assert "a message whose sender is not its connection, dropped" in log
+    assert "a malformed message to the master, dropped" in log
+    assert "worker silent did not prove the drill's token (no proof); sent away" in log
+    assert "0 of 1 connected" in log  # none of them counted as a worker

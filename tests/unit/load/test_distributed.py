@@ -14,7 +14,7 @@ import pytest
 
 from drillkit.errors import InputError, ScenarioError
 from drillkit.load import sink as sink_module
-from drillkit.load.sink import AUTH_PREFIX, CLOCK_ROUNDS, RecordSink
+from drillkit.load.sink import AUTH_PREFIX, CLOCK_ROUNDS, RecordSink, prove
 from drillkit.load.worker import JoinOffer, parse_master
 from drillkit.observe.records import Records, RequestRecord
 from drillkit.scenario import loads_scenario as load_scenario_text
@@ -172,6 +172,7 @@ def test_a_worker_asking_to_join_gets_the_offer_and_a_wrong_token_gets_nothing(
 def _offer(**changes: object) -> dict[str, object]:
     offer: dict[str, object] = {
         "master_port": 5999,
+        "host": "http://10.0.0.5:8080",
         "locustfile": "drillkit",
         "settings": {"DRILLKIT_RATE": "50.0", "DRILLKIT_USERS": "4"},
         "requests": None,
@@ -189,6 +190,8 @@ def test_a_worker_takes_only_drillkits_locustfiles_and_settings() -> None:
         _offer(settings={"PYTHONPATH": "/tmp"}),
         _offer(settings={"DRILLKIT_RATE": "1; rm -rf /"}),
         _offer(master_port=0),
+        _offer(host="file:///etc/passwd"),
+        _offer(host=None),
         _offer(stop_timeout="3"),
         _offer(requests=["/"]),
     ):
@@ -233,7 +236,10 @@ def test_a_worker_with_the_wrong_token_is_refused_exit_3(sink: RecordSink) -> No
     sink.offer({"master_port": 5999})
     done = _drillkit_worker("--master", sink.address, "--token-stdin", stdin="wrong\n")
     assert done.returncode == 3
-    assert "refused this worker (the wrong token?)" in done.stderr
+    assert (
+        f"drillkit worker: the drill at {sink.address}: it does not hold this process's token "
+        "(a wrong token, or not the drill there)"
+    ) in done.stderr
     assert "Traceback" not in done.stderr
     assert sink.stats().joined == 0
 
@@ -270,6 +276,7 @@ def _scenario(load: str, stack: str = "") -> str:
         ("bind: 10.0.0.1, hosts: [{ssh: -oProxyCommand=x}]", "expected [USER@]HOST"),
         ("bind: 10.0.0.1, hosts: [{netns: ../x}]", "expected a network namespace's name"),
         ("bind: not-an-ip, hosts: [{netns: a}]", "load.bind"),
+        ("bind: 0.0.0.0, hosts: [{netns: a}]", "expected one address of this host, got 0.0.0.0"),
         (
             "bind: 10.0.0.1, port: 7557, remote_workers: 1, token_file: /etc/shadow",
             "is not a relative path",
@@ -313,3 +320,138 @@ def test_lost_load_is_the_shortfall_after_the_first_loss() -> None:
     assert lost_load(_records(times), [kept], 10.0, 10.0) == (0, "")
     late = LoadWorker("a-1", "h", "10.0.0.2", 30, 0.0, 0.1, lost_at=10.5)  # after the window
     assert lost_load(_records(times), [late], 10.0, 10.0) == (0, "")
+
+
+def test_the_proof_never_sends_the_token_and_needs_it_on_both_ends(sink: RecordSink) -> None:
+    sent: list[bytes] = []
+
+    class Recording(socket.socket):
+        def sendall(self, data: bytes, *args: object) -> None:  # type: ignore[override]
+            sent.append(bytes(data))
+            super().sendall(data, *args)  # type: ignore[arg-type]
+
+    with Recording(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.connect(("127.0.0.1", sink.port))
+        prove(sock, sink.token)
+        sock.sendall(b"\n")
+        _wait(lambda: sink.stats().connections == 1)
+    assert sent and not any(sink.token.encode() in data for data in sent)
+    # A wrong token: the sink's proof does not check out; nothing more is sent to it.
+    with (
+        socket.create_connection(("127.0.0.1", sink.port)) as other,
+        pytest.raises(OSError, match="does not hold this process's token"),
+    ):
+        prove(other, "not-the-token")
+    # A sink that answers the challenge without the token (one posing as the drill).
+    with socket.socket() as fake:
+        fake.bind(("127.0.0.1", 0))
+        fake.listen(1)
+        client = socket.create_connection(fake.getsockname())
+        server, _ = fake.accept()
+        server.sendall(_line({"challenge": "ab" * 16, "proof": "00" * 32}))
+        with pytest.raises(OSError, match="does not hold this process's token"):
+            prove(client, sink.token)
+        server.settimeout(0.2)
+        got = server.recv(4096)
+        assert got.startswith(b"DRILLKIT-SINK-HMAC ") and got.count(b"\n") == 1  # no proof
+        client.close()
+        server.close()
+
+
+def test_a_wrong_proof_is_refused(sink: RecordSink) -> None:
+    with socket.create_connection(("127.0.0.1", sink.port), timeout=5) as sock:
+        sock.sendall(b"DRILLKIT-SINK-HMAC " + b"cd" * 16 + b"\n")
+        reader = sock.makefile("rb")
+        assert "challenge" in json.loads(reader.readline())
+        sock.sendall(b"ff" * 32 + b"\n")
+        assert reader.readline() == b""  # closed
+        reader.close()
+    _wait(lambda: sink.stats().refused == 1)
+    assert sink.stats().connections == 0
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        pytest.param([{"pong": 1.0, "t": 2.0}], id="pong-before-ping"),
+        pytest.param([{"hello": "x"}], id="hello-not-an-object"),
+        pytest.param([{"hello": {"name": "again"}}], id="second-hello"),
+        pytest.param([{"dropped": 0}], id="trailer-without-sent"),
+        pytest.param([{"sent": 0}, {"sent": 0}], id="two-trailers"),
+    ],
+)
+def test_a_control_line_out_of_place_is_malformed_not_a_trailer(
+    sink: RecordSink, lines: list[dict[str, object]]
+) -> None:
+    worker = FakeWorker(sink)
+    worker.sock.sendall(b"".join(_line(line) for line in lines))
+    worker.close()
+    _wait(lambda: sink.stats().open_connections == 0)
+    stats = sink.stats()
+    expected_trailers = 1 if lines[0].get("sent") == 0 else 0
+    assert stats.trailers == expected_trailers
+    assert stats.malformed == len(lines) - expected_trailers
+    (info,) = stats.workers
+    # The one that ended without a (proper) trailer is lost, whatever it said.
+    assert (info.lost_at is None) == (expected_trailers == 1)
+
+
+@pytest.mark.parametrize("t", ["Infinity", "1e308", "NaN"])
+def test_a_clock_that_cannot_be_is_refused(sink: RecordSink, t: str) -> None:
+    sock = socket.create_connection(("127.0.0.1", sink.port), timeout=5)
+    sock.sendall(AUTH_PREFIX + sink.token.encode() + b"\n" + _line({"hello": {"name": "g"}}))
+    reader = sock.makefile("rb")
+    ping = json.loads(reader.readline())["ping"]
+    sock.sendall(b'{"pong": %r, "t": %s}\n' % (ping, t.encode()))
+    assert reader.readline() == b""  # closed, no "ready"
+    reader.close()
+    sock.close()
+    _wait(lambda: sink.stats().refused == 1)
+    assert sink.stats().ready == 0
+
+
+def test_a_worker_silent_for_a_while_and_back_is_not_lost(
+    sink: RecordSink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sink_module, "LOST_SILENCE", 0.2)
+    worker = FakeWorker(sink)
+    _wait(lambda: sink.stats().workers[0].lost_at is not None)
+    worker.send([_record(1_700_000_000.0)])  # back, and it ends with its trailer
+    worker.close()
+    _wait(lambda: sink.stats().open_connections == 0)
+    (info,) = sink.stats().workers
+    assert info.lost_at is None and info.finished
+
+
+def test_the_plain_token_is_taken_from_this_machine_only(
+    sink: RecordSink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As if every connection came from another host: the token line is refused there, the
+    # challenge (which never sends the token) is taken.
+    monkeypatch.setattr(sink_module, "_peer", lambda sock: "10.0.0.9")
+    plain = socket.create_connection(("127.0.0.1", sink.port), timeout=5)
+    plain.sendall(AUTH_PREFIX + sink.token.encode() + b"\n")
+    assert plain.recv(10) == b""
+    plain.close()
+    with socket.create_connection(("127.0.0.1", sink.port), timeout=5) as proven:
+        prove(proven, sink.token)
+        proven.sendall(b"\n")
+        _wait(lambda: sink.stats().connections == 1)
+    assert sink.stats().refused == 1
+
+
+def test_a_host_that_opens_many_connections_cannot_crowd_out_a_worker(
+    sink: RecordSink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sink_module, "_peer", lambda sock: "10.0.0.9")
+    idle = [socket.create_connection(("127.0.0.1", sink.port), timeout=5) for _ in range(8)]
+    try:
+        # Only the newest few of one address wait for their proof; the others were closed.
+        _wait(lambda: sink.stats().refused >= 8 - sink_module.MAX_UNPROVEN_PER_ADDRESS)
+        with socket.create_connection(("127.0.0.1", sink.port), timeout=5) as worker:
+            prove(worker, sink.token)
+            worker.sendall(b"\n")
+            _wait(lambda: sink.stats().connections == 1)
+    finally:
+        for sock in idle:
+            sock.close()
