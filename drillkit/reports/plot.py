@@ -78,6 +78,8 @@ _CACHE = "#57606a"
 _DETECTED = "#6e40c9"
 _RECOVERED = "#1a7f37"
 _RESTORED = "#0969da"
+#: A load worker lost: the rate's drop after it is lost load, not the stack's.
+_LOST_WORKER = "#bf8700"
 #: The width of one character of a mark's label, as a share of the time axis (8 pt text).
 _CHAR_WIDTH = 0.0062
 _PHASE = "#8c959f"
@@ -276,6 +278,7 @@ def timeline_figure(report: DrillReport, *, max_points: int = MAX_POINTS) -> Fig
         _target_line(rps_ax, report.load.target_rps)
         rps_ax.set_ylabel("requests / s")
         rps_ax.set_ylim(bottom=0, top=_top(cols.rps, report.load.target_rps))
+        _lost_workers(rps_ax, report)
 
         _latency(p99_ax, cols, _target(report, ".p99_ms"))
 
@@ -420,6 +423,26 @@ def _latency(ax: Axes, cols: _Series, target: float | None) -> None:
     # the major ones are enough.
     ax.yaxis.set_minor_formatter(NullFormatter())
     _note(ax, "log scale")
+
+
+def _lost_workers(ax: Axes, report: DrillReport) -> None:
+    """Where a load worker was lost: the drop in the rate that follows is lost load, not
+    the stack's doing, and the chart says so where it happens."""
+    for worker in report.load.workers or []:
+        if worker.lost_at is None or worker.lost_at < 0:
+            continue
+        ax.axvline(worker.lost_at, color=_LOST_WORKER, linewidth=1.0, linestyle="-.", zorder=3)
+        ax.text(
+            worker.lost_at,
+            0.04,
+            f" load worker {worker.name} lost",
+            transform=ax.get_xaxis_transform(),
+            ha="left",
+            va="bottom",
+            fontsize=7,
+            color=_LOST_WORKER,
+            parse_math=False,  # a worker names itself: "$" is a dollar, not TeX
+        )
 
 
 def _note(ax: Axes, text: str) -> None:

@@ -123,6 +123,9 @@ faults:
     # The stack's own figures are not charged with it.
     assert checks["kill-1.max_failed_requests"]["passed"]
     assert checks["kill-1.detect_within"]["passed"]
+    # The stack's own monitoring scrapes the entry where it listens: no alert outside the fault.
+    alerts = report["monitoring"]["alerts"]
+    assert alerts and all(a["fault"] == "kill-1" for a in alerts), alerts
     assert not _netns_pids(ns_a) and not _netns_pids(ns_b)  # nothing left on either "host"
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     assert str(drillkit_home) not in ps  # the drill's master and launchers: its run folder

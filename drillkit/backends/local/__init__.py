@@ -297,6 +297,13 @@ class LocalBackend(Backend[LocalStack]):
             if plan.listen is not None:
                 entry = state.services[plan.entry.service]
                 entry.hosts[plan.entry.port] = IPv4Address(plan.listen)
+                for link in plan.links:
+                    if (link.target, link.port) == (plan.entry.service, plan.entry.port):
+                        # The link proxy reaches its targets on 127.0.0.1.
+                        raise InputError(
+                            f"stack.listen: {link.source} reaches the entry over a link; "
+                            "this stack's entry cannot listen elsewhere"
+                        )
             if plan.links:
                 # The services reach each other over the links through the proxy, so that
                 # one link can be cut or slowed (network faults) without privileges.
@@ -336,7 +343,8 @@ class LocalBackend(Backend[LocalStack]):
             if link is not None and link.port == ref.port and state.proxy is not None:
                 port = state.proxy.links[link.name]
             else:
-                port = state.service(ref.service).ports[ref.port]
+                target = state.service(ref.service)
+                return f"http://{target.host(ref.port)}:{target.ports[ref.port]}{ref.path}"
             return f"http://127.0.0.1:{port}{ref.path}"
 
         def mount(ref: MountRef) -> str:

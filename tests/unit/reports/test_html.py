@@ -564,3 +564,32 @@ def test_a_data_loss_has_its_section_and_its_restore_on_the_timeline(
     _, plain = write_html(realistic, tmp_path / "plain.html")
     assert colour_share(read_png(plain), BACKUP) == 0.0
     assert "<h2>Data</h2>" not in plain.with_suffix(".html").read_text()
+
+
+def test_a_lost_load_worker_is_marked_where_the_rate_drops(realistic: DrillReport) -> None:
+    from drillkit.reports.model import LoadWorkerReport
+
+    def worker(name: str, address: str, lost_at: float | None = None) -> LoadWorkerReport:
+        return LoadWorkerReport(
+            name=name, host="gen", address=address, records=10, clock_offset_ms=0.0,
+            rtt_ms=0.1, lost_at=lost_at,
+        )  # fmt: skip
+
+    load = realistic.load.model_copy(
+        update={
+            "workers": [
+                worker("gen-$a$-1", "10.0.0.2", lost_at=21.5),
+                worker("gen-b-1", "10.0.0.3"),
+            ],
+            "lost_requests": 120,
+        }
+    )
+    report = realistic.model_copy(update={"load": load})
+    figure = timeline_figure(report)
+    rps = next(ax for ax in figure.axes if ax.get_ylabel() == "requests / s")
+    assert [t.get_text() for t in rps.texts if "lost" in t.get_text()] == [
+        " load worker gen-$a$-1 lost"  # a dollar, not TeX
+    ]
+    assert any(np.asarray(line.get_xdata()).tolist() == [21.5, 21.5] for line in rps.get_lines())
+    page = render_html(report, svg="", png_name="r.png")
+    assert "load worker lost (gen-$a$-1 at 21.5s): 120 requests not offered" in page
