@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 
 import pytest
 
@@ -19,14 +19,6 @@ from drillkit.load.worker import JoinOffer, parse_master
 from drillkit.observe.records import Records, RequestRecord
 from drillkit.scenario import loads_scenario as load_scenario_text
 from drillkit.scoring.analyze import LoadWorker, lost_load
-
-
-@pytest.fixture
-def sink() -> Iterator[RecordSink]:
-    s = RecordSink()
-    s.start()
-    yield s
-    s.stop()
 
 
 class FakeWorker:

@@ -7,7 +7,6 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -30,14 +29,6 @@ def record(i: int, **overrides: object) -> RequestRecord:
 
 def wire(records: list[RequestRecord]) -> bytes:
     return "".join(r.to_wire() + "\n" for r in records).encode()
-
-
-@pytest.fixture
-def sink() -> Iterator[RecordSink]:
-    s = RecordSink()
-    s.start()
-    yield s
-    s.stop()
 
 
 def connect(sink: RecordSink, *, token: str | None = None) -> socket.socket:
