@@ -389,8 +389,7 @@ class _Gate:
 
     def _quit_all(self) -> None:
         for client_id in list(self.held):
-            self.held.pop(client_id, None)
-            self._send(Message("quit", None, client_id))  # type: ignore[no-untyped-call]
+            self._send_away(client_id, "the master quits")
         self._quit()  # which waits a moment for its messages to go out
 
     def _recv_checked(self) -> tuple[str, Any]:

@@ -8,6 +8,7 @@ import importlib.metadata
 import json
 import os
 import random
+import re
 import signal
 import socket
 import stat
@@ -269,7 +270,10 @@ def test_a_worker_that_cannot_prove_the_token_is_sent_away_from_the_master(
     assert rogue, "the rogue worker never started"
     assert rogue[0].wait(30) == 0  # told to quit by the master
     log = (tmp_path / "run" / "locust.log").read_text()
-    assert "did not prove the drill's token (no proof); sent away" in log
+    # Within its 10 s, or when the drill ended first (a slow start on a busy machine).
+    assert re.search(
+        r"did not prove the drill's token \((no proof|the master quits)\); sent away", log
+    )
     stats = driver.sink_stats()
     assert {w.name for w in stats.workers} == {"local-1", "honest"}
     assert driver.records_complete and driver.count == stats.reported_sent
