@@ -34,6 +34,7 @@ from drillkit.faults.base import FaultKind, fault_kinds, load_fault_kind
 from drillkit.faults.context import FaultContext
 from drillkit.fsutil import read_private
 from drillkit.journal import Journal
+from drillkit.load.worker import check_token
 from drillkit.observe.alerts import AlertReader
 from drillkit.observe.quality import QualityProbe
 from drillkit.observe.records import WIRE_FIELDS, EventRecord, Records, RequestRecord, is_failed
@@ -635,11 +636,7 @@ class DrillRunner:
             token = read_private(path, limit=4096).decode("utf-8").strip()
         except (OSError, UnicodeDecodeError) as exc:
             raise InputError(f"load.token_file: cannot read {path}: {exc}") from None
-        if not token or len(token) > _MAX_TOKEN or not token.isascii() or not token.isprintable():
-            raise InputError(
-                f"load.token_file: {path}: expected one line of 1..{_MAX_TOKEN} characters"
-            )
-        return token
+        return check_token(token, f"load.token_file: {path}")
 
     def _alert_reader(self, state: StackState[Any]) -> AlertReader | None:
         if self.options.prometheus:
@@ -1042,9 +1039,6 @@ def _saturated(recs: Records, records: list[FaultRecord], rate: float) -> bool:
 def environment(gpu: bool) -> dict[str, Any]:
     return {"gpu": gpu, "python": platform.python_version(), "host_cpus": os.cpu_count() or 1}
 
-
-#: The longest token workers prove.
-_MAX_TOKEN = 256
 
 __all__ = [
     "DrillParts",

@@ -48,8 +48,8 @@ def http_ok(host: str, port: int, path: str, *, timeout: float) -> bool:
         conn.close()
 
 
-def free_port() -> int:
-    """A TCP port nothing listens on now, on 127.0.0.1."""
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on now, on ``host``."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((host, 0))
         return int(sock.getsockname()[1])

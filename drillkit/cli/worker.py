@@ -11,8 +11,6 @@ import typer
 from drillkit.cli.state import terminal
 from drillkit.errors import InputError
 
-_MAX_TOKEN = 256
-
 
 def worker(
     master: str = typer.Option(
@@ -35,7 +33,7 @@ def worker(
 ) -> None:
     """Run a drill's load from this host: a Locust worker that joins the drill's master and
     streams its records to the drill; it ends when the drill does."""
-    from drillkit.load.worker import run_worker
+    from drillkit.load.worker import MAX_TOKEN, check_token, run_worker
 
     if (token_file is None) == (not token_stdin):
         raise InputError("drillkit worker: give --token-file FILE or --token-stdin (one of them)")
@@ -47,12 +45,8 @@ def worker(
         except (OSError, UnicodeDecodeError) as exc:
             raise InputError(f"--token-file: cannot read {token_file}: {exc}") from None
     else:
-        raw = sys.stdin.readline(_MAX_TOKEN + 1)
-    token = raw.strip()
-    if not token or len(token) > _MAX_TOKEN or not token.isascii() or not token.isprintable():
-        raise InputError(
-            f"drillkit worker: the token must be one line of 1..{_MAX_TOKEN} characters"
-        )
+        raw = sys.stdin.readline(MAX_TOKEN + 1)
+    token = check_token(raw, "drillkit worker: the token")
     t = terminal()
     t.info(f"joining the drill at {master}")
     rc = run_worker(master, token, name or socket.gethostname(), wait=wait)

@@ -22,7 +22,6 @@ import contextlib
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -267,7 +266,7 @@ class LoadDriver:
         ]  # fmt: skip
         if plan.distributed:
             # Workers join from elsewhere (`drillkit worker`): a master that waits for them.
-            port = str(self.master_port or _free_port(plan.bind))
+            port = str(self.master_port or free_port(plan.bind))
             self.master_port = int(port)
             cmd += [
                 "--master",
@@ -347,7 +346,7 @@ class LoadDriver:
         if plan.distributed:
             if plan.locustfile is not None:
                 raise InputError("load.locustfile: workers elsewhere run drillkit's requests only")
-            self.master_port = _free_port(plan.bind)
+            self.master_port = free_port(plan.bind)
             self._sink = RecordSink(
                 plan.bind,
                 port=plan.port,
@@ -682,12 +681,6 @@ def check_locustfile(path: Path) -> None:
         raise InputError(
             f"load.locustfile: {path} fails to load: {lines[-1] if lines else 'no output'}"
         )
-
-
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def _file_name(name: str) -> str:

@@ -108,6 +108,18 @@ class JoinOffer:
         return cls(port, str(host), locustfile, dict(settings), requests, stop)
 
 
+#: The longest token workers prove.
+MAX_TOKEN = 256
+
+
+def check_token(text: str, where: str) -> str:
+    """The token in ``text`` (one line, stripped); InputError naming ``where`` otherwise."""
+    token = text.strip()
+    if not token or len(token) > MAX_TOKEN or not token.isascii() or not token.isprintable():
+        raise InputError(f"{where}: expected one line of 1..{MAX_TOKEN} characters")
+    return token
+
+
 def parse_master(value: str) -> tuple[str, int]:
     """``HOST:PORT`` -> (host, port); InputError otherwise."""
     host, sep, port = value.rpartition(":")

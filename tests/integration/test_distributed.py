@@ -138,6 +138,22 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _plan(server: ThreadingHTTPServer, *, run_seconds: float, **more: Any) -> LoadPlan:
+    """40 req/s of GET / at ``server`` from one local worker and what ``more`` adds."""
+    return LoadPlan(
+        host=f"http://127.0.0.1:{server.server_port}",
+        rate=40,
+        users=4,
+        run_seconds=run_seconds,
+        timeout=1,
+        n_users=10,
+        workers=1,
+        requests=json.dumps([{"path": "/"}]),
+        join_within=60,
+        **more,
+    )
+
+
 class _Ok(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self.send_response(200)
@@ -171,18 +187,7 @@ def test_the_ssh_launcher_starts_a_worker_with_the_token_on_stdin(
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Ok)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    plan = LoadPlan(
-        host=f"http://127.0.0.1:{server.server_port}",
-        rate=40,
-        users=4,
-        run_seconds=4,
-        timeout=1,
-        n_users=10,
-        workers=1,
-        hosts=(WorkerHost("ssh", "loadgen@gen-1", 1),),
-        requests=json.dumps([{"path": "/"}]),
-        join_within=60,
-    )
+    plan = _plan(server, run_seconds=4, hosts=(WorkerHost("ssh", "loadgen@gen-1", 1),))
     driver = LoadDriver(tmp_path / "run")
     try:
         driver.start(plan)
@@ -221,19 +226,12 @@ def test_a_worker_that_cannot_prove_the_token_is_sent_away_from_the_master(
     (tmp_path / "token").write_text("s3cret\n")
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Ok)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    plan = LoadPlan(
-        host=f"http://127.0.0.1:{server.server_port}",
-        rate=40,
-        users=4,
+    plan = _plan(
+        server,
         run_seconds=14,  # past the master's 10 s for a proof
-        timeout=1,
-        n_users=10,
-        workers=1,
         expect_remote=1,
         token="s3cret",
         port=_free_port(),
-        requests=json.dumps([{"path": "/"}]),
-        join_within=60,
     )
     driver = LoadDriver(tmp_path / "run")
     rogue: list[subprocess.Popen[bytes]] = []
