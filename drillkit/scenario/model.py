@@ -391,6 +391,7 @@ _RECOMMENDER_ONLY = (
     "cache",
     "events",
     "store",
+    "readiness",
 )
 _COMPOSE_ONLY = ("project", "attach", "containers", "ready_timeout", "detect")
 #: Where ``drillkit worker`` may be started by drillkit: a network namespace, an ssh host.
@@ -413,6 +414,11 @@ class StackSection(_Section):
     )
     gpu: Annotated[Literal["auto", "on", "off"], BeforeValidator(_gpu_word)] = Field(
         default="auto", description="on fails with exit 3 when no GPU is usable."
+    )
+    readiness: Literal["deep", "shallow"] = Field(
+        default="deep",
+        description="A replica's /readyz: deep runs one real inference on its GPU; shallow "
+        "reports ready whenever a verified model is loaded, whatever the GPU does.",
     )
     catalog: CatalogSection = Field(default_factory=CatalogSection)
     gateway: GatewaySection = Field(default_factory=GatewaySection)
@@ -1209,6 +1215,17 @@ class Scenario(_Section):
                                 "(healing one undoes the other's rules)",
                                 (*here, "at"),
                             )
+            if fault.kind == _ONE_PER_DEVICE:
+                for earlier in self.faults[:index]:
+                    if earlier.kind == fault.kind and _overlap(earlier, fault, self.load.duration):
+                        shared = set(earlier.target_names()) & set(fault.target_names())
+                        if shared:
+                            raise FieldError(
+                                f"{fault.kind} on {', '.join(sorted(shared))} overlaps "
+                                f"{earlier.id} on it: one GPU fault at a time per replica "
+                                "(healing one resets the device)",
+                                (*here, "at"),
+                            )
             if fault.at >= self.load.duration:
                 raise FieldError(
                     f"at {format_duration(fault.at)} is not inside the load window "
@@ -1344,6 +1361,7 @@ class Scenario(_Section):
                 items=stack.catalog.items, dim=stack.catalog.dim, seed=stack.catalog.seed
             ),
             gpu=stack.gpu,
+            readiness=stack.readiness,
             gateway=GatewaySettings(**stack.gateway.model_dump()),
             store=Path(stack.store) if stack.store is not None else None,
             zones=tuple(stack.zones),
@@ -1394,6 +1412,10 @@ def _span(names: list[str]) -> str:
     if len(names) > 2 and all(_REPLICA_RE.fullmatch(n) for n in names):
         return f"{names[0]}..{names[-1]}"
     return ", ".join(names)
+
+
+#: A kind of which one fault at a time may hold a target: its heal resets the whole device.
+_ONE_PER_DEVICE = "gpu_fault"
 
 
 def _overlap(a: FaultSpec, b: FaultSpec, duration: float) -> bool:

@@ -36,6 +36,7 @@ BUILTIN_KINDS = {
     "data_loss",
     "backup_failure",
     "corrupt_file",
+    "gpu_fault",
 }
 
 

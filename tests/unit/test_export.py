@@ -73,7 +73,7 @@ def test_the_export_is_the_docker_backends_stack_as_compose(
     assert replica["command"] == [
         "python3", "-m", "drillkit.stacks.recommender.replica",
         "--store", "/store", "--name", "replica-1", "--host", "0.0.0.0", "--port", "8000",
-        "--device", "cpu",
+        "--device", "cpu", "--readiness", "deep",
     ]  # fmt: skip
     gateway = services["gateway"]
     assert "replica-2=http://replica-2:8000" in gateway["command"]

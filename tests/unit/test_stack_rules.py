@@ -66,6 +66,11 @@ def test_every_shipped_rule_has_a_case_that_fires_and_one_that_does_not() -> Non
         ("== 0", "== 2"),  # replica down / target down never matches
         ("for: 2s", "for: 30s"),
         ('state="DOWN"', 'state="MAINT"'),
+        ("XID_ERRORS > 0", "XID_ERRORS >= 0"),  # Xid 0 is no error
+        ("< 0.05", "< 0.02"),  # the free frame buffer threshold
+        ("REASONS / 8) % 2", "REASONS / 1) % 2"),  # the idle bit is no throttle
+        ("REASONS / 128) % 2", "REASONS / 256) % 2"),  # power brake, not display clock
+        ("_VOL_TOTAL[20s]) > 0 or", "_VOL_TOTAL[20s]) +"),  # a GPU with one ECC count only
     ],
 )
 def test_the_cases_catch_a_broken_rule(tmp_path: Path, old: str, new: str) -> None:

@@ -218,6 +218,47 @@ RULES: tuple[AlertRule, ...] = (
         "users' recent-activity features are stale: the event store is unreachable, emptied or "
         "the updater is behind",
     ),
+    # GPU failure modes, on the series (names and labels) of NVIDIA's dcgm-exporter, so the
+    # rules a team runs on dcgm-exporter are the ones a drill fires.
+    AlertRule(
+        "RecommenderGpuXidError",
+        "DCGM_FI_DEV_XID_ERRORS > 0",
+        "page",
+        "{{ $labels.service }}'s GPU reported Xid {{ $value }}: inference on it fails while the "
+        "process may look alive",
+    ),
+    AlertRule(
+        "RecommenderGpuMemoryFull",
+        "DCGM_FI_DEV_FB_FREE / (DCGM_FI_DEV_FB_FREE + DCGM_FI_DEV_FB_USED) < 0.05",
+        "warning",
+        "{{ $labels.service }}'s GPU has less than 5% of its memory free: inference will hit "
+        "CUDA out of memory",
+    ),
+    # NVML's clock throttle reasons are a bitmask and PromQL has no bitwise operators: bit b
+    # is set when floor(x / b) % 2 == 1. Hardware reasons only: HW slowdown (0x8), SW thermal
+    # (0x20), HW thermal (0x40), HW power brake (0x80); idle, application clocks, the SW power
+    # cap, sync boost and display clocks are normal.
+    AlertRule(
+        "RecommenderGpuThrottled",
+        "floor(DCGM_FI_DEV_CLOCK_THROTTLE_REASONS / 8) % 2 == 1"
+        " or floor(DCGM_FI_DEV_CLOCK_THROTTLE_REASONS / 32) % 2 == 1"
+        " or floor(DCGM_FI_DEV_CLOCK_THROTTLE_REASONS / 64) % 2 == 1"
+        " or floor(DCGM_FI_DEV_CLOCK_THROTTLE_REASONS / 128) % 2 == 1",
+        "warning",
+        "{{ $labels.service }}'s GPU clocks are held down by a hardware reason (thermal, power "
+        "brake or HW slowdown): latency multiplies",
+    ),
+    # increase() drops the metric name, so both sides carry the same labels: `or` gives one
+    # series per GPU, and a GPU that exports only one of the two counts still alerts.
+    AlertRule(
+        "RecommenderGpuEccErrors",
+        "increase(DCGM_FI_DEV_ECC_SBE_VOL_TOTAL[{long}]) > 0"
+        " or increase(DCGM_FI_DEV_ECC_DBE_VOL_TOTAL[{long}]) > 0",
+        "warning",
+        "{{ $labels.service }}'s GPU reports new ECC memory errors: scores may be silently "
+        "corrupted, check recommendation quality",
+        fires_for=False,
+    ),
 )
 
 

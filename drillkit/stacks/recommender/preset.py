@@ -263,13 +263,16 @@ class RecommenderPreset(StackPreset[RecommenderSpec]):
                         PortRef(),
                         "--device",
                         "cuda" if gpu else "cpu",
+                        "--readiness",
+                        spec.readiness,
                         *cache,
                     ),
                 ),
                 env=env,
                 secrets=replica_secrets,
                 ports=(Port(number=REPLICA_PORT, inherit=True),),
-                # Ready once a verified model is loaded; alive as long as it answers.
+                # Ready once a verified model is loaded (and, with deep readiness, its GPU
+                # runs an inference); alive as long as it answers.
                 ready=HttpCheck(path="/readyz"),
                 live=HttpCheck(path="/healthz"),
                 mounts=(Mount(name="store", source=str(node_store), target="/store"),),

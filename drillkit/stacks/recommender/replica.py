@@ -15,6 +15,19 @@ Rules it keeps, whatever happens to the store under it:
 
 Every refusal is one log line and a metric, so a drill can see when the replica noticed.
 
+Its GPU (:mod:`drillkit.stacks.recommender.gpu`) is where inference runs. An inference the
+device fails (CUDA out of memory, a lost device, any other CUDA error) is answered 503 at
+once, with ``Retry-After``, so the gateway retries it on another replica; after an out of
+memory the replica releases PyTorch's cached blocks, so the next request may fit. Each
+episode is one log line and an entry in ``/info``'s events, as is a critical Xid or a clock
+throttle its watcher reads from the device. ``/healthz`` says only that the process answers;
+``/readyz`` with ``--readiness deep`` (the default) runs one real inference on the device, so a
+replica whose GPU fails leaves rotation at the gateway's next checks; ``--readiness shallow``
+reports ready whenever a verified model is loaded, whatever the device does (the check many
+servers ship, and what a drill shows the cost of). ``/metrics`` carries the device's DCGM
+fields by dcgm-exporter's names; token-protected ``POST /admin/gpu`` is how a drill's
+``gpu_fault`` acts on the device.
+
 Under overload a replica sheds work nobody waits for: a request whose ``X-Drillkit-Deadline``
 (unix seconds, set by the gateway) has passed by the time it is served gets an immediate 503
 (``outcome="expired"``) instead of a model computation. Requests are computed one at a time on
@@ -35,19 +48,22 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from drillkit import safejson
 from drillkit.errors import ArtifactError, MissingFeatures, SanityGateError
 from drillkit.stacks.recommender.cache import (
     CacheConfig,
@@ -56,6 +72,13 @@ from drillkit.stacks.recommender.cache import (
     ReplicaCache,
 )
 from drillkit.stacks.recommender.gateway import DEADLINE_HEADER, admin_token
+from drillkit.stacks.recommender.gpu import (
+    HARDWARE_THROTTLE,
+    Gpu,
+    GpuCondition,
+    throttle_words,
+    trouble_of,
+)
 from drillkit.stacks.recommender.store import (
     MODEL_FILES,
     Manifest,
@@ -90,6 +113,7 @@ class ReplicaConfig:
     admin_token: str | None = None
     cache: CacheConfig | None = None  # the zone's Redis (cache-aside); None: no cache tier
     features: str | None = None  # the event store's redis://: users' recent clicks left out
+    readiness: str = "deep"  # deep: /readyz runs an inference; shallow: a model is loaded
 
 
 #: A version's runtime settings, in its manifest's ``info`` (signed with the rest):
@@ -124,6 +148,37 @@ def fetch_delay_of(manifest: Manifest) -> float:
 
 #: The stages at which a replica refuses a model version (the refusal counter's label).
 REFUSAL_STAGES = ("integrity", "sanity")
+READINESS = ("deep", "shallow")
+#: The user a deep readiness check asks for (every model knows user 0).
+PROBE_USER = 0
+#: Largest body of POST /admin/gpu.
+_MAX_ADMIN_BODY = 1024
+#: dcgm-exporter's help text of each field the replica exports.
+DCGM_FIELDS = {
+    "DCGM_FI_DEV_XID_ERRORS": "Value of the last XID error encountered.",
+    "DCGM_FI_DEV_FB_USED": "Framebuffer memory used (in MiB).",
+    "DCGM_FI_DEV_FB_FREE": "Framebuffer memory free (in MiB).",
+    "DCGM_FI_DEV_GPU_TEMP": "GPU temperature (in C).",
+    "DCGM_FI_DEV_SM_CLOCK": "SM clock frequency (in MHz).",
+    "DCGM_FI_DEV_CLOCK_THROTTLE_REASONS": "Current clock throttle reasons (bitmask).",
+    "DCGM_FI_DEV_ECC_SBE_VOL_TOTAL": "Total number of single-bit volatile ECC errors.",
+    "DCGM_FI_DEV_ECC_DBE_VOL_TOTAL": "Total number of double-bit volatile ECC errors.",
+}
+
+
+class _DcgmCollector(Collector):
+    """The device's fields, named and labelled as dcgm-exporter names and labels them."""
+
+    def __init__(self, gpu: Gpu) -> None:
+        self._gpu = gpu
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        labels = self._gpu.labels()
+        values = self._gpu.sample()
+        for name, help_text in DCGM_FIELDS.items():
+            family = GaugeMetricFamily(name, help_text, labels=list(labels))
+            family.add_metric(list(labels.values()), values[name])
+            yield family
 
 
 @dataclass
@@ -191,6 +246,14 @@ class _Metrics:
         )
         for result in ("hit", "miss", "bypass"):
             self.cache.labels(result=result)
+        self.device_failures = Counter(
+            "drillkit_replica_device_failures",
+            "Inferences the GPU failed, by what it said: out of memory, device lost, device error.",
+            ["trouble"],
+            registry=r,
+        )
+        for trouble in ("out of memory", "device lost", "device error"):
+            self.device_failures.labels(trouble=trouble)
         for outcome in ("loaded", "refused"):
             self.reloads.labels(outcome=outcome)
 
@@ -214,6 +277,13 @@ class Replica:
         self._load_lock = threading.Lock()
         self._seen: dict[str, tuple[tuple[int, int, int], ...]] = {}
         self._stop = threading.Event()
+        from drillkit.stacks.recommender.index import select_device
+
+        self.gpu = Gpu(select_device(config.device), config.name)
+        self.metrics.registry.register(_DcgmCollector(self.gpu))
+        self._failing: str | None = None  # the device trouble of the episode under way
+        self._throttled = 0  # hardware throttle bits the watcher saw last
+        self._xid = 0  # the last Xid the watcher saw
 
     # -- loading ---------------------------------------------------------------------------
     def _fingerprint(self, version: str) -> tuple[tuple[int, int, int], ...]:
@@ -252,6 +322,7 @@ class Replica:
                 f"{folder}: sample recall@10 {result.sample_recall_at_10:.4f} is below "
                 f"{floor:.4f} (manifest {expected:.4f})"
             )
+        model.accelerator = self.gpu
         return ServedModel(
             version, manifest, manifest.digest, model, time.time(), fetch_delay_of(manifest)
         )
@@ -280,6 +351,7 @@ class Replica:
     def _swap(self, served: ServedModel) -> None:
         old = self.served
         self.served = served
+        self.gpu.hold(served.model.resident_bytes)
         if old is not None:
             self.metrics.model_info.remove(old.version, old.digest)
         self.metrics.model_info.labels(served.version, served.digest).set(1)
@@ -365,9 +437,60 @@ class Replica:
     def _serving_version(self) -> str | None:
         return self.served.version if self.served is not None else None
 
+    # -- the device -------------------------------------------------------------------------
+    def _device_event(self, what: str) -> None:
+        self.last_event = {"time": time.time(), "outcome": "device", "what": what}
+        self.events.append(self.last_event)
+
+    def device_failed(self, trouble: str, exc: BaseException) -> None:
+        """An inference failed on the device: counted, and the first of an episode logged
+        and kept in ``/info``'s events."""
+        self.metrics.device_failures.labels(trouble=trouble).inc()
+        if trouble == "out of memory" and self.gpu.device == "cuda":
+            import torch
+
+            torch.cuda.empty_cache()  # give the next request the cached blocks
+        if self._failing != trouble:
+            self._failing = trouble
+            log.error("%s: inference failed on the GPU (%s): %s", self.config.name, trouble, exc)
+            self._device_event(f"inference failed: {trouble}")
+
+    def device_ok(self) -> None:
+        """An inference ran: an episode of device failures is over."""
+        if self._failing is not None:
+            log.warning("%s: inference runs again after %s", self.config.name, self._failing)
+            self._failing = None
+            self._device_event("inference runs again")
+
+    def watch_device(self) -> None:
+        """Read the device as its monitoring does: a new critical Xid, or the clocks held
+        down for a hardware reason, is logged and kept in ``/info``'s events."""
+        fields = self.gpu.sample()
+        xid = int(fields["DCGM_FI_DEV_XID_ERRORS"])
+        if xid != self._xid:
+            self._xid = xid
+            if xid:
+                log.error("%s: the GPU reports Xid %d", self.config.name, xid)
+                self._device_event(f"GPU Xid {xid}")
+        throttled = int(fields["DCGM_FI_DEV_CLOCK_THROTTLE_REASONS"]) & HARDWARE_THROTTLE
+        if throttled != self._throttled:
+            self._throttled = throttled
+            if throttled:
+                clock = fields["DCGM_FI_DEV_SM_CLOCK"]
+                what = f"GPU clocks throttled ({throttle_words(throttled)}; SM {clock:.0f} MHz)"
+                log.warning("%s: %s", self.config.name, what)
+                self._device_event(what)
+            else:
+                self._device_event("GPU clocks no longer throttled")
+
     def watch(self) -> None:
-        """Poll CURRENT and the served version's files; reload when either changes."""
+        """Poll CURRENT and the served version's files, reloading when either changes, and
+        the device."""
         while not self._stop.wait(self.config.watch_interval):
+            try:
+                self.watch_device()
+            except Exception:  # the watcher must never die; log and keep watching
+                log.exception("%s: device watcher error", self.config.name)
             try:
                 target = self.store.current()
                 if target is None:
@@ -483,6 +606,7 @@ def create_app(config: ReplicaConfig) -> Starlette:
         # Ask for as many more as the user clicked: those are left out of the answer.
         wanted = k + len(clicked)
         try:
+            device_trouble: str | None = None
             if cache is None:
                 rec = served.model.recommend(user_id, wanted)
                 items, cold_start = list(zip(rec.items, rec.scores, strict=True)), rec.cold_start
@@ -496,6 +620,20 @@ def create_app(config: ReplicaConfig) -> Starlette:
         except MissingFeatures as exc:
             metrics.requests.labels("error").inc()
             return JSONResponse({"error": str(exc)}, status_code=500, headers=headers)
+        except Exception as exc:
+            device_trouble = trouble_of(exc)
+            if device_trouble is None:
+                raise
+            # Another replica can answer: 503 says "not here, not now", and the gateway
+            # retries it elsewhere.
+            replica.device_failed(device_trouble, exc)
+            metrics.requests.labels(device_trouble.replace(" ", "_")).inc()
+            return JSONResponse(
+                {"error": f"the GPU failed the inference: {device_trouble}"},
+                status_code=503,
+                headers={**headers, "Retry-After": "1"},
+            )
+        replica.device_ok()
         body = {
             "user_id": user_id,
             "items": [{"item_id": i, "score": round(s, 6)} for i, s in items],
@@ -519,6 +657,23 @@ def create_app(config: ReplicaConfig) -> Starlette:
                 {"ready": False, "replica": config.name, "reason": replica.last_error or "loading"},
                 status_code=503,
             )
+        if config.readiness == "deep":
+            # One real inference on the device: a model in memory is not a working GPU.
+            try:
+                served.model.recommend(PROBE_USER, 10)
+            except Exception as exc:
+                trouble = trouble_of(exc)
+                if trouble is None:
+                    raise
+                replica.device_failed(trouble, exc)
+                return JSONResponse(
+                    {
+                        "ready": False,
+                        "replica": config.name,
+                        "reason": f"deep check: the GPU failed an inference: {trouble}",
+                    },
+                    status_code=503,
+                )
         return JSONResponse(
             {
                 "ready": True,
@@ -550,13 +705,16 @@ def create_app(config: ReplicaConfig) -> Starlette:
                 "events": list(replica.events),
                 "cache": cache.status() if cache is not None else None,
                 "features": activity.status() if activity is not None else None,
+                "readiness": config.readiness,
+                "gpu": replica.gpu.status(),
             }
         )
 
     async def metrics_endpoint(request: Request) -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    async def admin_reload(request: Request) -> Response:
+    def refused(request: Request) -> Response | None:
+        """The answer to an admin request without the right token; None when it has it."""
         if not config.admin_token:
             return JSONResponse(
                 {"error": "admin endpoints are disabled (no token set)"}, status_code=403
@@ -564,8 +722,29 @@ def create_app(config: ReplicaConfig) -> Starlette:
         given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
         if not given or not hmac.compare_digest(given.encode(), config.admin_token.encode()):
             return JSONResponse({"error": "missing or wrong admin token"}, status_code=401)
+        return None
+
+    async def admin_reload(request: Request) -> Response:
+        if (answer := refused(request)) is not None:
+            return answer
         outcome = await run_in_threadpool(replica.reload, force=True)
         return JSONResponse(outcome)
+
+    async def admin_gpu(request: Request) -> Response:
+        if (answer := refused(request)) is not None:
+            return answer
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > _MAX_ADMIN_BODY:
+                return _bad_request(f"body: expected at most {_MAX_ADMIN_BODY} bytes")
+        try:
+            condition = GpuCondition.parse(safejson.loads(body))
+        except ValueError as exc:
+            return _bad_request(f"body: {exc}")
+        # Filling a real device's memory takes a moment: not on the event loop.
+        await run_in_threadpool(replica.gpu.set_condition, condition)
+        return JSONResponse(replica.gpu.status())
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -592,6 +771,7 @@ def create_app(config: ReplicaConfig) -> Starlette:
             Route("/info", info),
             Route("/metrics", metrics_endpoint),
             Route("/admin/reload", admin_reload, methods=["POST"]),
+            Route("/admin/gpu", admin_gpu, methods=["POST"]),
         ],
         lifespan=lifespan,
     )
@@ -615,6 +795,12 @@ def main(argv: list[str] | None = None) -> None:
         "--features", help="the event store, redis://HOST:PORT: users' recent clicks left out"
     )
     parser.add_argument("--cache-budget", type=float, default=0.02, help="seconds")
+    parser.add_argument(
+        "--readiness",
+        choices=READINESS,
+        default="deep",
+        help="deep: /readyz runs one inference on the device; shallow: a model is loaded",
+    )
     args = parser.parse_args(argv)
 
     logging.basicConfig(
@@ -632,6 +818,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.cache
         else None,
         features=args.features,
+        readiness=args.readiness,
     )
     from drillkit.listen import serve_asgi
 

@@ -13,10 +13,11 @@ model that verifies but was poisoned (NaN or random weights) is caught before it
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -61,6 +62,15 @@ _REQUIRED_TABLES = (
 #: raises :class:`MissingFeatures` (the replica answers 500), as a server does for a user
 #: whose features are not there; a version built without the table serves everyone.
 UNSERVABLE_TABLE = "unservable_users"
+
+
+class Accelerator(Protocol):
+    """Where a replica's inference runs (:class:`drillkit.stacks.recommender.gpu.Gpu`):
+    each step launches on it, and what comes back from its memory passes through it."""
+
+    def launch(self, work_bytes: int) -> contextlib.AbstractContextManager[None]: ...
+
+    def corrupt(self, values: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]: ...
 
 
 @dataclass(frozen=True)
@@ -118,6 +128,13 @@ class LoadedModel:
         self._unservable = frozenset(
             int(u) for u in (unservable.tolist() if unservable is not None else [])
         )
+        #: The device every inference step launches on; None: run as is (offline use).
+        self.accelerator: Accelerator | None = None
+        config = model.config
+        # Working memory of one user's inference: the tower's activations over the history,
+        # and the index's score row over the catalog.
+        self._tower_bytes = 4 * config.dim * (config.history_len + 4)
+        self._search_bytes = 4 * (config.n_items + 2 * MAX_K)
 
     @classmethod
     def load(cls, directory: Path, *, device: str = "auto", threads: int | None = 1) -> LoadedModel:
@@ -264,12 +281,27 @@ class LoadedModel:
         users = np.array([user_id], dtype=np.int64)
         return self._ranked(users, vector.reshape(1, -1).astype(np.float32, copy=False), k)[0]
 
+    @property
+    def resident_bytes(self) -> int:
+        """Device memory the model holds: the weights, the users' inputs, the index."""
+        tensors = [*self._model.parameters(), *self._model.buffers()]
+        held = sum(t.numel() * t.element_size() for t in tensors)
+        inputs = (self._inputs.history, self._inputs.history_len, self._inputs.category_counts)
+        held += sum(t.numel() * t.element_size() for t in inputs)
+        return int(held + 4 * self.n_items * self.dim)
+
+    def _launch(self, work_bytes: int) -> contextlib.AbstractContextManager[None]:
+        device = self.accelerator
+        return contextlib.nullcontext() if device is None else device.launch(work_bytes)
+
     def _vectors(self, users: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
-        with torch.inference_mode():
+        with self._launch(users.size * self._tower_bytes), torch.inference_mode():
             ids = torch.from_numpy(users).to(self._device)
             out: npt.NDArray[np.float32] = (
                 self._model.user_vectors(ids, self._inputs).float().cpu().numpy()
             )
+        if self.accelerator is not None:
+            out = self.accelerator.corrupt(out)
         return out
 
     def _rank(self, users: npt.NDArray[np.int64], k: int) -> list[Recommendation]:
@@ -278,9 +310,10 @@ class LoadedModel:
     def _ranked(
         self, users: npt.NDArray[np.int64], vectors: npt.NDArray[np.float32], k: int
     ) -> list[Recommendation]:
-        scores, items = rank_items(
-            self._index, vectors, users, self._seen_indptr, self._seen_items, k
-        )
+        with self._launch(users.size * self._search_bytes):
+            scores, items = rank_items(
+                self._index, vectors, users, self._seen_indptr, self._seen_items, k
+            )
         results = []
         for row in range(users.size):
             keep = items[row] >= 0

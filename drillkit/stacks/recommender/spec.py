@@ -340,6 +340,7 @@ class RecommenderSpec:
     replicas: int = 3
     catalog: CatalogSpec = field(default_factory=CatalogSpec)
     gpu: str = "auto"  # auto | on | off
+    readiness: str = "deep"  # a replica's /readyz: deep (one inference) | shallow
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
     store: Path | None = None  # serve this store instead of a copy of the built artifacts
     zones: tuple[str, ...] = ()  # empty: one zone, the first wave's stack, unchanged
@@ -353,6 +354,8 @@ class RecommenderSpec:
             raise InputError(f"replicas: expected 1..{MAX_REPLICAS}, got {self.replicas}")
         if self.gpu not in ("auto", "on", "off"):
             raise InputError(f"gpu: expected auto, on or off, got {self.gpu!r}")
+        if self.readiness not in ("deep", "shallow"):
+            raise InputError(f"readiness: expected deep or shallow, got {self.readiness!r}")
         if self.zones:
             if not 2 <= len(self.zones) <= MAX_ZONES:
                 raise InputError(f"zones: expected 2..{MAX_ZONES} zones, got {len(self.zones)}")
@@ -425,6 +428,7 @@ class RecommenderSpec:
             replicas=int(data["replicas"]),
             catalog=CatalogSpec(**data["catalog"]),
             gpu=str(data["gpu"]),
+            readiness=str(data.get("readiness") or "deep"),  # absent in older saved states
             gateway=GatewaySettings(**data["gateway"]),
             store=Path(data["store"]) if data.get("store") else None,
             zones=tuple(data.get("zones") or ()),

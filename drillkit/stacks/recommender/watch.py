@@ -51,26 +51,31 @@ class GatewayStatus:
 
 
 class ReplicaInfo:
-    """A replica's own reports of model versions it refused and, in a zoned stack, of its
-    zone's Redis going away (``cache``: that Redis's service name) and coming back."""
+    """A replica's own reports of model versions it refused, of its GPU (an inference the
+    device failed, an Xid, clocks throttled) and, in a zoned stack, of its zone's Redis going
+    away (``cache``: that Redis's service name) and coming back."""
 
     def __init__(self, name: str, url: str, cache: str | None = None) -> None:
         self.name = name
         self.url = url
         self.cache = cache
-        self._last_refusal = 0.0
+        self._last_event = 0.0
         self._cache_down: float | None = None
 
     def poll(self, client: httpx.Client) -> tuple[list[StackEvent], dict[str, str]]:
         info: dict[str, Any] = client.get(self.url + "/info", timeout=0.25).json()
         events = []
         for event in info.get("events") or []:
-            if event.get("outcome") != "refused":
+            outcome = event.get("outcome")
+            if outcome not in ("refused", "device"):
                 continue
             when = float(event["time"])
-            if when > self._last_refusal:
-                self._last_refusal = when
-                what = f"refused model {event.get('version')} ({event.get('reason')})"
+            if when > self._last_event:
+                self._last_event = when
+                if outcome == "refused":
+                    what = f"refused model {event.get('version')} ({event.get('reason')})"
+                else:  # its GPU: a failed inference, an Xid, a throttle
+                    what = str(event.get("what") or "GPU event")[:120]
                 events.append(StackEvent(when, self.name, self.name, what))
         cache = info.get("cache")
         if self.cache is not None and isinstance(cache, dict):

@@ -208,6 +208,14 @@ def fault_params(draw: st.DrawFn, kind: str) -> tuple[Any, dict[str, Any]]:
         if draw(st.booleans()):
             params["connections"] = loaded["connections"] = draw(st.integers(1, 4096))
         return params, loaded
+    if kind == "gpu_fault":
+        mode = draw(st.sampled_from(["oom", "device_lost", "throttle", "ecc"]))
+        params["mode"] = loaded["mode"] = mode
+        if mode == "throttle" and draw(st.booleans()):
+            params["factor"] = loaded["factor"] = draw(st.floats(1.0, 100.0))
+        if mode == "ecc" and draw(st.booleans()):
+            params["noise"] = loaded["noise"] = draw(st.floats(0.001, 10.0))
+        return params, loaded
     if kind == "corrupt_file":
         path = "/" + draw(st.text("abcxyz/._-", min_size=1, max_size=20)).lstrip("/")
         if ".." in path.split("/"):
@@ -379,10 +387,13 @@ def valid_docs(draw: st.DrawFn) -> tuple[dict[str, Any], Expected]:
     shared = {"detect_within": "1s", "max_failed_requests": "0.5%"}
     if count:
         doc["faults"] = []
-        cut: set[str] = set()  # one network fault at a time per service: a target once
+        # One network fault at a time per service, one GPU fault per replica: a target once.
+        held: dict[str, set[str]] = {"network": set(), "gpu": set()}
         for index in range(1, count + 1):
             fault, expected = draw(faults(index, replicas, int(duration_s * 1000), shared))
-            if fault["kind"] in ("cut_network", "latency"):
+            group = {"cut_network": "network", "latency": "network", "gpu_fault": "gpu"}
+            if fault["kind"] in group:
+                cut = held[group[fault["kind"]]]
                 names = (
                     {fault["target"]} if isinstance(fault["target"], str) else set(fault["target"])
                 )

@@ -220,7 +220,7 @@ BAD = [
         "faults[0].kind",
         "unknown fault kind 'kill_nodes' (did you mean 'kill_node'? known kinds: backup_failure, "
         "bad_rollout, cache_flush, corrupt_file, corrupt_model, cut_network, data_loss, "
-        "kill_node, latency, load_spike, pause_node, rollout, zone_outage)",
+        "gpu_fault, kill_node, latency, load_spike, pause_node, rollout, zone_outage)",
         id="unknown-kind",
     ),
     pytest.param(
