@@ -99,6 +99,10 @@ class DrillState(enum.Enum):
     DONE = "done"
 
 
+#: The states a signal may stop: before HEALING. From HEALING on, a signal is deferred.
+_INTERRUPTIBLE = frozenset({DrillState.STARTING, DrillState.WARMUP, DrillState.RUNNING})
+
+
 @dataclass
 class RunOptions:
     backend: str | None = None  # overrides the scenario's stack.backend
@@ -229,19 +233,73 @@ def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
 
 
+class _SignalNote:
+    """The last SIGINT or SIGTERM that :func:`_signals_raise` turned into Interrupted, kept
+    until the engine has that Interrupted in hand.
+
+    The handler raises wherever the main thread is, and that can be a finalizer: ``__del__``
+    or a weakref callback run by the garbage collector. Python swallows an exception raised
+    there (it prints "Exception ignored in: ..." and goes on), so the interrupt would be lost
+    and the drill run to its end; in one CI run a SIGINT 1.5 s into a local stack start did
+    exactly that. The handler therefore notes the signal too, and :meth:`check` raises it
+    again at the engine's next check point.
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.at: float | None = None  # time.monotonic() when it arrived
+        self.raised = False  # check() raised it already: once per signal is enough
+
+    def note(self, signum: int) -> None:
+        self.signum = signum
+        self.at = time.monotonic()
+        self.raised = False
+
+    def clear(self) -> None:
+        """The Interrupted reached the engine: nothing is pending."""
+        self.signum = None
+        self.at = None
+        self.raised = False
+
+    def check(self) -> None:
+        """Raise Interrupted for a noted signal whose own Interrupted never reached the engine,
+        once per signal, in the main thread only (the one a signal is for)."""
+        if self.signum is None or self.raised:
+            return
+        if threading.current_thread() is not threading.main_thread():
+            return
+        self.raised = True
+        late = time.monotonic() - (self.at if self.at is not None else time.monotonic())
+        raise Interrupted(
+            f"interrupted by {signal.Signals(self.signum).name} (acted on {late:.1f} s after "
+            "it arrived: its first Interrupted was swallowed, likely by a finalizer)"
+        )
+
+
 @contextlib.contextmanager
-def _signals_raise() -> Iterator[None]:
-    """SIGINT and SIGTERM raise Interrupted in the main thread for the duration."""
+def _signals_raise(note: _SignalNote | None = None) -> Iterator[_SignalNote]:
+    """SIGINT and SIGTERM raise Interrupted in the main thread for the duration, and are
+    noted in ``note`` (a new one if none is given), which is yielded.
+
+    The caller calls ``note.check()`` where it can stop and ``note.clear()`` once it has
+    caught the Interrupted: see :class:`_SignalNote`. A noted signal that no check point
+    raised by the end of the block is raised as the block ends.
+    """
+    note = note if note is not None else _SignalNote()
 
     def handler(signum: int, frame: FrameType | None) -> None:
+        note.note(signum)  # first: the raise below may land in a finalizer and be lost
         raise Interrupted(f"interrupted by {signal.Signals(signum).name}")
 
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield note
         return
     old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield
+        yield note
+        # The block ended without an Interrupted; one swallowed since its last check point
+        # (while the drill's last tick ran) still ends the drill as interrupted.
+        note.check()
     finally:
         for s, h in old.items():
             signal.signal(s, h)
@@ -398,10 +456,28 @@ class DrillRunner:
         self.state = DrillState.CREATED
         self._observed: tuple[str, list[Any], str | None] | None = None
         self.history: list[DrillState] = [self.state]
+        self._signal = _SignalNote()
 
     def _enter(self, state: DrillState) -> None:
+        if state in _INTERRUPTIBLE:
+            # A state change is a check point: a signal whose Interrupted was swallowed
+            # stops the drill here. Never on the way to HEALING and after: healing must
+            # not be cut short (a second signal then is deferred, see signals_deferred).
+            self._signal.check()
         self.state = state
         self.history.append(state)
+
+    def _check_signal(self) -> None:
+        """A check point inside a state (a tick of the watch loop, a step of the stack's
+        start): raise a signal whose Interrupted was swallowed, see :class:`_SignalNote`."""
+        if self.state in _INTERRUPTIBLE:
+            self._signal.check()
+
+    def _progress(self, message: str, fraction: float) -> None:
+        # The stack's start reports each step, the waits for readiness included: each
+        # report is a check point, so a lost signal does not wait for the whole start.
+        self._check_signal()
+        self.on_progress(message, fraction)
 
     def run(self) -> DrillResult:
         scenario = self.scenario
@@ -443,7 +519,7 @@ class DrillRunner:
         self._census: DataCensus | None = None
         self._state: StackState[Any] | None = None
         try:
-            with _signals_raise():
+            with _signals_raise(self._signal):
                 self._enter(DrillState.STARTING)
                 message = f"bringing up the stack ({self.backend_name})"
                 self.on_tick(self._tick("starting", None, records, message=message))
@@ -453,7 +529,7 @@ class DrillRunner:
                     spec,
                     parts.backend,
                     owner=Owner(pid=os.getpid(), scenario=scenario.name),
-                    progress=self.on_progress,
+                    progress=self._progress,
                     listen=str(listen) if listen is not None else None,
                 )
                 self._state = state
@@ -486,6 +562,7 @@ class DrillRunner:
                     probing = True
                 status = self._watch(records, t0)
         except Interrupted as exc:
+            self._signal.clear()  # it arrived: no check point is to raise it again
             status = "interrupted"
             error = str(exc)
         except DrillkitError as exc:
@@ -755,6 +832,7 @@ class DrillRunner:
         latencies: list[tuple[float, float]] = []
         never = threading.Event()
         while True:
+            self._check_signal()  # each tick is a check point (the load's calls, a GC)
             now = clock.now()
             if now >= end + load.timeout + 0.5:
                 return "running"
