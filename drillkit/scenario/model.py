@@ -1215,17 +1215,16 @@ class Scenario(_Section):
                                 "(healing one undoes the other's rules)",
                                 (*here, "at"),
                             )
-            if fault.kind == _ONE_PER_DEVICE:
-                for earlier in self.faults[:index]:
-                    if earlier.kind == fault.kind and _overlap(earlier, fault, self.load.duration):
-                        shared = set(earlier.target_names()) & set(fault.target_names())
-                        if shared:
-                            raise FieldError(
-                                f"{fault.kind} on {', '.join(sorted(shared))} overlaps "
-                                f"{earlier.id} on it: one GPU fault at a time per replica "
-                                "(healing one resets the device)",
-                                (*here, "at"),
-                            )
+            for earlier in self.faults[:index]:
+                why = _exclusive(earlier.kind, fault.kind)
+                if why and _overlap(earlier, fault, self.load.duration):
+                    shared = set(earlier.target_names()) & set(fault.target_names())
+                    if shared:
+                        raise FieldError(
+                            f"{fault.kind} on {', '.join(sorted(shared))} overlaps "
+                            f"{earlier.id} on it: {why}",
+                            (*here, "at"),
+                        )
             if fault.at >= self.load.duration:
                 raise FieldError(
                     f"at {format_duration(fault.at)} is not inside the load window "
@@ -1414,8 +1413,17 @@ def _span(names: list[str]) -> str:
     return ", ".join(names)
 
 
-#: A kind of which one fault at a time may hold a target: its heal resets the whole device.
-_ONE_PER_DEVICE = "gpu_fault"
+def _exclusive(a: str, b: str) -> str | None:
+    """Why faults of kinds ``a`` and ``b`` may not hold one target at the same time, or
+    None when they may."""
+    kinds = {a, b}
+    if kinds == {"gpu_fault"}:
+        return "one GPU fault at a time per replica (healing one resets the device)"
+    if kinds == {"gpu_fault", "pause_node"}:
+        # A paused replica cannot take its GPU's condition or reset, and the pause's heal
+        # waits for a readiness the GPU fault denies.
+        return "a paused replica's GPU cannot fail or be reset"
+    return None
 
 
 def _overlap(a: FaultSpec, b: FaultSpec, duration: float) -> bool:

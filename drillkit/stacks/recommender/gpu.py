@@ -144,9 +144,10 @@ def _number(
 ) -> float:
     """``data[name]``, a number in ``[low, high]`` (``bracket`` "[") or ``(low, high]``."""
     value = data.get(name, default)
+    # Compared, never converted: a 400-digit integer is out of range, not an OverflowError;
+    # NaN and the infinities fail the comparisons.
     fits = (
         type(value) in (int, float)
-        and math.isfinite(value)
         and value <= high
         and (value >= low if bracket == "[" else value > low)
     )
@@ -178,6 +179,9 @@ class Gpu:
         self._lock = threading.Lock()
         self._resident = 0  # bytes the served model holds on the device
         self._filler: Any = None  # oom on a CUDA device: the tensor holding the free memory
+        self._capped = False  # oom on a CUDA device: the process's memory fraction is set
+        #: Launches that ran to the end: how the replica tells an inference from a cache hit.
+        self.launches = 0
         self._rng: Any = None  # numpy's generator, made on the first ecc read
         self._nvml = _Nvml.open() if not self.simulated else None
         self._labels = self._make_labels()
@@ -197,6 +201,8 @@ class Gpu:
             self._release_filler()
             if condition.mode is None:
                 self._books = _Books()
+                if self._nvml is not None:
+                    self._nvml.xid = 0  # a reset clears the last Xid
                 if self._condition.mode is not None:
                     log.warning("%s: GPU reset: %s cleared", self.name, self._condition.describe())
                 self._condition = condition
@@ -220,20 +226,24 @@ class Gpu:
                 "CUDA error: unspecified launch failure (the GPU has fallen off the bus, "
                 f"Xid {XID_FALLEN_OFF_BUS})"
             )
-        if condition.mode == "oom" and self.simulated:
-            free = self._simulated_memory()[1]
-            if work_bytes > free * _MIB:  # nothing is free under the fault
-                # PyTorch's allocator takes device memory in blocks of 2 MiB or more.
-                block = max(2 * _MIB, -(-work_bytes // (2 * _MIB)) * 2 * _MIB)
+        if condition.mode == "oom":
+            # The budget check a launch makes: the device's free memory (the simulated books,
+            # or the driver's figure with the filler holding the rest) against the work's.
+            free = self._free_mib()
+            # PyTorch's allocator takes device memory in blocks of 2 MiB or more.
+            block = max(2 * _MIB, -(-work_bytes // (2 * _MIB)) * 2 * _MIB)
+            if block > free * _MIB:
+                where = "drillkit's simulated device" if self.simulated else "memory filled"
                 raise out_of_memory_error(
                     f"CUDA out of memory. Tried to allocate {block / _MIB:.2f} MiB. GPU 0 "
-                    f"has a total capacity of {SIM_TOTAL_MIB / 1024:.2f} GiB of which {free} MiB "
-                    "is free (drillkit's simulated device)"
+                    f"has a total capacity of {self._total_mib() / 1024:.2f} GiB of which "
+                    f"{free} MiB is free ({where})"
                 )
         started = time.perf_counter()
         yield
         if condition.mode == "throttle" and condition.factor > 1:
             time.sleep((condition.factor - 1.0) * (time.perf_counter() - started))
+        self.launches += 1
 
     def corrupt(self, values: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """``values`` read back from device memory: under ``ecc``, perturbed by noise of
@@ -257,8 +267,9 @@ class Gpu:
     def sample(self) -> dict[str, float]:
         """The device's DCGM fields now, by dcgm-exporter's metric name."""
         condition = self._condition
-        values = self._nvml.read() if self._nvml is not None else None
-        if values is None:
+        if self._nvml is not None:
+            values = self._nvml.read()
+        else:
             used, free = self._simulated_memory()
             values = {
                 "DCGM_FI_DEV_FB_USED": float(used),
@@ -308,30 +319,58 @@ class Gpu:
         used = min(used, SIM_TOTAL_MIB)
         return used, SIM_TOTAL_MIB - used
 
+    def _free_mib(self) -> int:
+        """Free device memory now: the simulated books, or the driver's own figure
+        (``cudaMemGetInfo``) on a CUDA device."""
+        if self.simulated:
+            return self._simulated_memory()[1]
+        import torch
+
+        return int(torch.cuda.mem_get_info()[0] // _MIB)
+
+    def _total_mib(self) -> int:
+        if self.simulated:
+            return SIM_TOTAL_MIB
+        import torch
+
+        return int(torch.cuda.mem_get_info()[1] // _MIB)
+
     def _fill_memory(self) -> None:
+        """Take every free byte of the CUDA device, and cap PyTorch's allocator at what the
+        process then holds: no new segment can be had until the reset."""
         import torch
 
         torch.cuda.empty_cache()
         free, total = torch.cuda.mem_get_info()
-        size = free
-        while size > _MIB and self._filler is None:
-            try:
-                self._filler = torch.empty(size, dtype=torch.uint8, device="cuda")
-            except torch.OutOfMemoryError:
-                size -= 64 * _MIB
+        fillers: list[Any] = []
+        # One large block, then smaller ones into what is left, down to PyTorch's 2 MiB.
+        for step in (64 * _MIB, 8 * _MIB, 2 * _MIB):
+            size = (torch.cuda.mem_get_info()[0] // step) * step
+            while size >= step:
+                try:
+                    fillers.append(torch.empty(size, dtype=torch.uint8, device="cuda"))
+                    size = (torch.cuda.mem_get_info()[0] // step) * step
+                except torch.OutOfMemoryError:
+                    size -= step
+        self._filler = fillers
         reserved = torch.cuda.memory_reserved()
+        self._capped = True
         torch.cuda.set_per_process_memory_fraction(max(reserved / total, 1e-6))
-        log.warning("%s: filled %d MiB of the GPU's free memory", self.name, size // _MIB)
+        held = sum(int(t.numel()) for t in fillers) // _MIB
+        log.warning("%s: filled %d of %d MiB free on the GPU", self.name, held, free // _MIB)
 
     def _release_filler(self) -> None:
-        if self.simulated:
+        """Undo :meth:`_fill_memory`: the filler freed, the allocator uncapped (PyTorch's
+        default fraction, 1)."""
+        if self.simulated or (self._filler is None and not self._capped):
             return
         import torch
 
-        if self._filler is not None:
-            self._filler = None
+        self._filler = None
+        if self._capped:
+            self._capped = False
             torch.cuda.set_per_process_memory_fraction(1.0)
-            torch.cuda.empty_cache()
+        torch.cuda.empty_cache()
 
     def _make_labels(self) -> dict[str, str]:
         host = socket.gethostname()
@@ -379,35 +418,33 @@ class _Nvml:
             log.warning("NVML unavailable (%s): GPU metrics are simulated", exc)
             return None
 
-    def read(self) -> dict[str, float] | None:
+    def read(self) -> dict[str, float]:
+        """Each field from NVML; one the device does not support (ECC off, throttle reasons
+        on some vGPU or MIG setups) reads 0, the others are still the device's own."""
         nvml, handle = self._nvml, self._handle
-        try:
-            memory = nvml.nvmlDeviceGetMemoryInfo(handle)
-            values = {
-                "DCGM_FI_DEV_FB_USED": float(memory.used // _MIB),
-                "DCGM_FI_DEV_FB_FREE": float(memory.free // _MIB),
-                "DCGM_FI_DEV_GPU_TEMP": float(
-                    nvml.nvmlDeviceGetTemperature(handle, nvml.NVML_TEMPERATURE_GPU)
-                ),
-                "DCGM_FI_DEV_SM_CLOCK": float(
-                    nvml.nvmlDeviceGetClockInfo(handle, nvml.NVML_CLOCK_SM)
-                ),
-                "DCGM_FI_DEV_CLOCK_THROTTLE_REASONS": float(
-                    nvml.nvmlDeviceGetCurrentClocksThrottleReasons(handle)
-                ),
-                "DCGM_FI_DEV_XID_ERRORS": float(self.xid),
-            }
-        except Exception:
-            return None
-        for name, kind in (
-            ("DCGM_FI_DEV_ECC_SBE_VOL_TOTAL", nvml.NVML_MEMORY_ERROR_TYPE_CORRECTED),
-            ("DCGM_FI_DEV_ECC_DBE_VOL_TOTAL", nvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED),
-        ):
+        reads: dict[str, Any] = {
+            "DCGM_FI_DEV_FB_USED": lambda: nvml.nvmlDeviceGetMemoryInfo(handle).used // _MIB,
+            "DCGM_FI_DEV_FB_FREE": lambda: nvml.nvmlDeviceGetMemoryInfo(handle).free // _MIB,
+            "DCGM_FI_DEV_GPU_TEMP": lambda: nvml.nvmlDeviceGetTemperature(
+                handle, nvml.NVML_TEMPERATURE_GPU
+            ),
+            "DCGM_FI_DEV_SM_CLOCK": lambda: nvml.nvmlDeviceGetClockInfo(handle, nvml.NVML_CLOCK_SM),
+            "DCGM_FI_DEV_CLOCK_THROTTLE_REASONS": lambda: (
+                nvml.nvmlDeviceGetCurrentClocksThrottleReasons(handle)
+            ),
+            "DCGM_FI_DEV_XID_ERRORS": lambda: self.xid,
+            "DCGM_FI_DEV_ECC_SBE_VOL_TOTAL": lambda: nvml.nvmlDeviceGetTotalEccErrors(
+                handle, nvml.NVML_MEMORY_ERROR_TYPE_CORRECTED, nvml.NVML_VOLATILE_ECC
+            ),
+            "DCGM_FI_DEV_ECC_DBE_VOL_TOTAL": lambda: nvml.nvmlDeviceGetTotalEccErrors(
+                handle, nvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED, nvml.NVML_VOLATILE_ECC
+            ),
+        }
+        values: dict[str, float] = {}
+        for name, read in reads.items():
             try:
-                values[name] = float(
-                    nvml.nvmlDeviceGetTotalEccErrors(handle, kind, nvml.NVML_VOLATILE_ECC)
-                )
-            except Exception:  # ECC off or not supported: counted as none
+                values[name] = float(read())
+            except Exception:  # not supported here: none to report
                 values[name] = 0.0
         return values
 
@@ -444,7 +481,10 @@ def trouble_of(exc: BaseException) -> str | None:
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(exc, torch.OutOfMemoryError):
         return "out of memory"
-    if isinstance(exc, RuntimeError) and str(exc).startswith("CUDA error"):
+    text = str(exc)
+    if isinstance(exc, RuntimeError) and ("cudaMalloc" in text or "out of memory" in text):
+        return "out of memory"  # faiss-gpu's own allocations say it this way
+    if isinstance(exc, RuntimeError) and text.startswith("CUDA error"):
         return "device error"
     return None
 

@@ -13,7 +13,7 @@
 The fault reaches the replica's device through its token-protected ``POST /admin/gpu`` (the
 admin token is the plan's one secret). The heal is a GPU reset through the same endpoint; a
 replica restarted meanwhile comes up on a reset device anyway, so a replica that is down is
-left alone.
+left alone; a record naming anything but a replica of the stack is never sent the token.
 """
 
 from __future__ import annotations
@@ -119,8 +119,9 @@ class GpuFault(FaultKind[GpuFaultParams]):
     target_roles: ClassVar[frozenset[str]] = frozenset({ROLE_REPLICA})
 
     def apply(self, ctx: FaultContext, target: str, params: GpuFaultParams) -> UndoRecord:
-        if not ctx.backend.service_alive(ctx.state, target):
-            raise EnvironmentFailure(f"{target} is not running: its GPU cannot fail")
+        status = ctx.backend.service_status(ctx.state, target)
+        if status != "running":
+            raise EnvironmentFailure(f"{target} is {status}: its GPU cannot fail now")
         record = ctx.begin(self.name, target, {"replica": target, "mode": params.mode})
         admin_gpu(ctx.state, target, params.body())
         return record
@@ -152,5 +153,9 @@ class GpuFault(FaultKind[GpuFaultParams]):
 
     def heal(self, ctx: FaultContext, record: UndoRecord) -> None:
         target = _Undo.parse(record).replica
-        if target in ctx.state.services and ctx.backend.service_alive(ctx.state, target):
+        # Only a replica of this stack gets the admin token, whatever the record names; one
+        # that is down comes back on a reset device anyway.
+        if target not in ctx.state.names_with_role(ROLE_REPLICA):
+            return
+        if ctx.backend.service_status(ctx.state, target) == "running":
             admin_gpu(ctx.state, target, {"mode": None})

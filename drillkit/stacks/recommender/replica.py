@@ -149,8 +149,6 @@ def fetch_delay_of(manifest: Manifest) -> float:
 #: The stages at which a replica refuses a model version (the refusal counter's label).
 REFUSAL_STAGES = ("integrity", "sanity")
 READINESS = ("deep", "shallow")
-#: The user a deep readiness check asks for (every model knows user 0).
-PROBE_USER = 0
 #: Largest body of POST /admin/gpu.
 _MAX_ADMIN_BODY = 1024
 #: dcgm-exporter's help text of each field the replica exports.
@@ -281,6 +279,8 @@ class Replica:
 
         self.gpu = Gpu(select_device(config.device), config.name)
         self.metrics.registry.register(_DcgmCollector(self.gpu))
+        self._events_lock = threading.Lock()
+        self._seq = 0
         self._failing: str | None = None  # the device trouble of the episode under way
         self._throttled = 0  # hardware throttle bits the watcher saw last
         self._xid = 0  # the last Xid the watcher saw
@@ -337,7 +337,7 @@ class Replica:
             "reason": reason,
             "error": str(exc),
         }
-        self.events.append(self.last_event)
+        self._record(self.last_event)
         stage = "sanity" if isinstance(exc, SanityGateError) else "integrity"
         self.metrics.refusals.labels(stage=stage).inc()
         if isinstance(exc, SanityGateError):
@@ -358,7 +358,7 @@ class Replica:
         self.metrics.ready.set(1)
         self.metrics.reloads.labels("loaded").inc()
         self.last_event = {"time": time.time(), "version": served.version, "outcome": "loaded"}
-        self.events.append(self.last_event)
+        self._record(self.last_event)
         log.info(
             "%s: serving model %s (digest %s, index %s, device %s)",
             self.config.name,
@@ -438,25 +438,36 @@ class Replica:
         return self.served.version if self.served is not None else None
 
     # -- the device -------------------------------------------------------------------------
+    def _record(self, event: dict[str, Any]) -> None:
+        """Keep an event for ``/info``, numbered: events come from the event loop and the
+        watcher thread, and a poller that goes by their number misses none of them."""
+        with self._events_lock:
+            event["seq"] = self._seq = self._seq + 1
+            self.events.append(event)
+
     def _device_event(self, what: str) -> None:
         self.last_event = {"time": time.time(), "outcome": "device", "what": what}
-        self.events.append(self.last_event)
+        self._record(self.last_event)
 
     def device_failed(self, trouble: str, exc: BaseException) -> None:
         """An inference failed on the device: counted, and the first of an episode logged
         and kept in ``/info``'s events."""
         self.metrics.device_failures.labels(trouble=trouble).inc()
-        if trouble == "out of memory" and self.gpu.device == "cuda":
-            import torch
-
-            torch.cuda.empty_cache()  # give the next request the cached blocks
         if self._failing != trouble:
             self._failing = trouble
             log.error("%s: inference failed on the GPU (%s): %s", self.config.name, trouble, exc)
             self._device_event(f"inference failed: {trouble}")
 
+    def device_reset(self, condition: GpuCondition) -> None:
+        """Set the device's condition; a reset (mode None) also ends the episode under way,
+        so that the next failure starts a new one, logged."""
+        self.gpu.set_condition(condition)
+        if condition.mode is None and self._failing is not None:
+            self._failing = None
+            self._device_event("GPU reset")
+
     def device_ok(self) -> None:
-        """An inference ran: an episode of device failures is over."""
+        """An inference ran on the device: an episode of device failures is over."""
         if self._failing is not None:
             log.warning("%s: inference runs again after %s", self.config.name, self._failing)
             self._failing = None
@@ -605,6 +616,7 @@ def create_app(config: ReplicaConfig) -> Starlette:
             headers["X-Features"] = outcome
         # Ask for as many more as the user clicked: those are left out of the answer.
         wanted = k + len(clicked)
+        launches = replica.gpu.launches
         try:
             device_trouble: str | None = None
             if cache is None:
@@ -633,7 +645,8 @@ def create_app(config: ReplicaConfig) -> Starlette:
                 status_code=503,
                 headers={**headers, "Retry-After": "1"},
             )
-        replica.device_ok()
+        if replica.gpu.launches != launches:  # not a cache hit or a cold start: it ran
+            replica.device_ok()
         body = {
             "user_id": user_id,
             "items": [{"item_id": i, "score": round(s, 6)} for i, s in items],
@@ -659,8 +672,11 @@ def create_app(config: ReplicaConfig) -> Starlette:
             )
         if config.readiness == "deep":
             # One real inference on the device: a model in memory is not a working GPU.
+            launches = replica.gpu.launches
             try:
-                served.model.recommend(PROBE_USER, 10)
+                served.model.recommend(served.model.probe_user, 10)
+            except MissingFeatures:
+                pass  # that user's features are gone, not the device: it ran
             except Exception as exc:
                 trouble = trouble_of(exc)
                 if trouble is None:
@@ -674,6 +690,8 @@ def create_app(config: ReplicaConfig) -> Starlette:
                     },
                     status_code=503,
                 )
+            if replica.gpu.launches != launches:
+                replica.device_ok()
         return JSONResponse(
             {
                 "ready": True,
@@ -743,7 +761,7 @@ def create_app(config: ReplicaConfig) -> Starlette:
         except ValueError as exc:
             return _bad_request(f"body: {exc}")
         # Filling a real device's memory takes a moment: not on the event loop.
-        await run_in_threadpool(replica.gpu.set_condition, condition)
+        await run_in_threadpool(replica.device_reset, condition)
         return JSONResponse(replica.gpu.status())
 
     @contextlib.asynccontextmanager

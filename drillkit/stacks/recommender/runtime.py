@@ -282,6 +282,13 @@ class LoadedModel:
         return self._ranked(users, vector.reshape(1, -1).astype(np.float32, copy=False), k)[0]
 
     @property
+    def probe_user(self) -> int:
+        """A user a readiness check may ask for: one of the sanity sample, whom no defect of
+        a version's feature join ever touches (user 0 when the sample is empty)."""
+        sample = self._tables["sample_users"]
+        return int(sample[0]) if sample.size else 0
+
+    @property
     def resident_bytes(self) -> int:
         """Device memory the model holds: the weights, the users' inputs, the index."""
         tensors = [*self._model.parameters(), *self._model.buffers()]

@@ -59,19 +59,25 @@ class ReplicaInfo:
         self.name = name
         self.url = url
         self.cache = cache
-        self._last_event = 0.0
+        # The last event seen, by the replica's process and the event's number there: a
+        # restarted replica numbers its events from 1 again.
+        self._pid: object = None
+        self._last_seq = 0
         self._cache_down: float | None = None
 
     def poll(self, client: httpx.Client) -> tuple[list[StackEvent], dict[str, str]]:
         info: dict[str, Any] = client.get(self.url + "/info", timeout=0.25).json()
         events = []
+        if info.get("pid") != self._pid:
+            self._pid, self._last_seq = info.get("pid"), 0
         for event in info.get("events") or []:
             outcome = event.get("outcome")
-            if outcome not in ("refused", "device"):
+            seq = event.get("seq")
+            if type(seq) is not int or seq <= self._last_seq:
                 continue
-            when = float(event["time"])
-            if when > self._last_event:
-                self._last_event = when
+            self._last_seq = seq
+            if outcome in ("refused", "device"):
+                when = float(event["time"])
                 if outcome == "refused":
                     what = f"refused model {event.get('version')} ({event.get('reason')})"
                 else:  # its GPU: a failed inference, an Xid, a throttle

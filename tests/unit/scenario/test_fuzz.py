@@ -387,18 +387,27 @@ def valid_docs(draw: st.DrawFn) -> tuple[dict[str, Any], Expected]:
     shared = {"detect_within": "1s", "max_failed_requests": "0.5%"}
     if count:
         doc["faults"] = []
-        # One network fault at a time per service, one GPU fault per replica: a target once.
-        held: dict[str, set[str]] = {"network": set(), "gpu": set()}
+        # One network fault at a time per service; one GPU fault per replica, and none on a
+        # paused one: a target once (faults may all overlap).
+        held: dict[str, set[str]] = {"network": set(), "gpu": set(), "pause": set()}
+        clashes = {
+            "cut_network": ("network",),
+            "latency": ("network",),
+            "gpu_fault": ("gpu", "pause"),
+            "pause_node": ("gpu",),
+        }
+        own = {"cut_network": "network", "latency": "network", "gpu_fault": "gpu"}
+        own["pause_node"] = "pause"
         for index in range(1, count + 1):
             fault, expected = draw(faults(index, replicas, int(duration_s * 1000), shared))
-            group = {"cut_network": "network", "latency": "network", "gpu_fault": "gpu"}
-            if fault["kind"] in group:
-                cut = held[group[fault["kind"]]]
+            kind = fault["kind"]
+            if kind in own:
                 names = (
                     {fault["target"]} if isinstance(fault["target"], str) else set(fault["target"])
                 )
-                assume(not names & cut and "random" not in names | cut)
-                cut |= names
+                for group in clashes[kind]:
+                    assume(not names & held[group] and "random" not in names | held[group])
+                held[own[kind]] |= names
             doc["faults"].append(fault)
             want.faults.append(expected)
     elif draw(st.booleans()):

@@ -217,12 +217,11 @@ def test_a_lost_gpu_gets_503_and_a_failing_deep_check_while_healthz_stays_green(
     events = device_events(replica)
     assert events[-2:] == ["inference failed: device lost", "GPU Xid 79"]
     assert replica.fields()["DCGM_FI_DEV_XID_ERRORS"] == XID_FALLEN_OFF_BUS
-    # The reset: inference runs again, and the replica says so once.
+    # The reset ends the episode, and the replica says so once.
     assert replica.gpu(mode=None).json()["condition"] is None
     assert replica.call("GET", "/recommend?user_id=3&k=5").status_code == 200
     assert replica.call("GET", "/readyz").status_code == 200
-    events = device_events(replica)
-    assert events[-1] == "inference runs again"
+    assert device_events(replica)[-1] == "GPU reset"
     metrics = replica.call("GET", "/metrics").text
     assert 'drillkit_replica_device_failures_total{trouble="device lost"} 2.0' in metrics
 
@@ -286,7 +285,7 @@ def test_the_dcgm_fields_carry_dcgm_exporters_labels(replica: Replica) -> None:
         ({}, {"mode": "device_lost"}, 401),
         ({"Authorization": "Bearer wrong"}, {"mode": "device_lost"}, 401),
         (AUTH, {"mode": "melt"}, 400),
-        (AUTH, {"mode": "ecc", "pad": "x" * 2000}, 400),
+        (AUTH, {"mode": "throttle", "factor": 10**400}, 400),  # compared, never converted
     ],
 )
 def test_admin_gpu_wants_the_token_and_a_small_valid_body(
@@ -306,3 +305,114 @@ def test_admin_gpu_is_disabled_without_a_token(tmp_path: Path) -> None:
             return await c.post("/admin/gpu", json={"mode": "oom"}, headers=AUTH)
 
     assert asyncio.run(go()).status_code == 403
+
+
+def test_admin_gpu_refuses_a_body_past_its_limit_unread(replica: Replica) -> None:
+    body = '{"mode": "oom"' + " " * 2000 + "}"  # valid JSON, only too long
+    answer = replica.call(
+        "POST", "/admin/gpu", content=body, headers={**AUTH, "content-type": "application/json"}
+    )
+    assert answer.status_code == 400 and "at most 1024 bytes" in answer.text
+    assert replica.replica.gpu.condition.mode is None
+
+
+def test_the_deep_check_asks_for_a_sample_user_and_blames_only_the_device(
+    replica: Replica,
+) -> None:
+    model = replica.replica.served.model
+    probe = model.probe_user
+    assert probe in {int(u) for u in model._tables["sample_users"]}
+    # A version whose feature join lost users' rows: never the sample's, and even then the
+    # device ran, so the replica is ready (a bad rollout is the rollout's to judge).
+    model._unservable = frozenset({0, probe})
+    assert replica.call("GET", "/readyz").status_code == 200
+
+
+def test_an_answer_that_never_reached_the_device_ends_no_episode(replica: Replica) -> None:
+    replica.gpu(mode="device_lost")
+    assert replica.call("GET", "/recommend?user_id=3&k=5").status_code == 503
+    cold = replica.call("GET", "/recommend?user_id=999999&k=5")  # popular items, no inference
+    assert cold.status_code == 200 and cold.json()["cold_start"] is True
+    assert device_events(replica) == ["inference failed: device lost"]
+
+
+def test_a_reset_ends_the_episode_so_the_next_loss_is_logged_again(replica: Replica) -> None:
+    for _ in range(2):
+        replica.gpu(mode="device_lost")
+        assert replica.call("GET", "/readyz").status_code == 503
+        replica.gpu(mode=None)  # no request ran in between: the deep check is out of rotation
+    assert device_events(replica) == ["inference failed: device lost", "GPU reset"] * 2
+
+
+def test_the_drills_watcher_turns_device_events_into_detections(replica: Replica) -> None:
+    from drillkit.stacks.recommender.watch import ReplicaInfo
+
+    class Client:
+        def get(self, url: str, timeout: float = 0.0) -> httpx.Response:
+            return replica.call("GET", url.removeprefix("http://replica"))
+
+    watcher = ReplicaInfo("replica-1", "http://replica")
+    client: Any = Client()
+    assert watcher.poll(client)[0] == []
+    replica.gpu(mode="device_lost")
+    replica.call("GET", "/recommend?user_id=3&k=5")
+    replica.replica.watch_device()
+    seen = watcher.poll(client)[0]
+    assert [(e.subject, e.what) for e in seen] == [
+        ("replica-1", "inference failed: device lost"),
+        ("replica-1", "GPU Xid 79"),
+    ]
+    assert watcher.poll(client)[0] == []  # each event once
+    # Events numbered out of time order (two threads) are still each seen once.
+    events = replica.replica.events
+    late = {"time": 1.0, "outcome": "device", "what": "late"}
+    replica.replica._record(late)
+    assert [e.what for e in watcher.poll(client)[0]] == ["late"]
+    assert events[-1]["seq"] > events[-2]["seq"]
+
+
+def test_a_gpu_heal_sends_the_token_only_to_a_replica_of_the_stack(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from drillkit.stacks.recommender import gpu_fault
+
+    sent: list[str] = []
+    monkeypatch.setattr(gpu_fault, "admin_gpu", lambda state, name, body: sent.append(name))
+    ctx: Any = SimpleNamespace(
+        state=SimpleNamespace(names_with_role=lambda role: ["replica-1", "replica-2"]),
+        backend=SimpleNamespace(service_status=lambda state, name: "running"),
+    )
+    kind = gpu_fault.GpuFault()
+    kind.heal(ctx, {"replica": "gateway", "mode": "oom"})
+    kind.heal(ctx, {"replica": "replica-2", "mode": "oom"})
+    assert sent == ["replica-2"]
+
+
+def test_oom_on_a_cuda_device_fills_it_caps_the_allocator_and_undoes_both(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # torch.cuda stood in for: what the device layer asks of PyTorch, and in what order.
+    mib = 1 << 20
+    free = [100 * mib + 5 * mib]
+    calls: list[object] = []
+
+    def empty(size: int, **_: object) -> Any:
+        if size > free[0]:
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        free[0] -= size
+        return SimpleNamespace(numel=lambda: size)
+
+    cuda = torch.cuda
+    monkeypatch.setattr(torch, "empty", empty)
+    monkeypatch.setattr(cuda, "empty_cache", lambda: calls.append("empty_cache"))
+    monkeypatch.setattr(cuda, "mem_get_info", lambda: (free[0], 1000 * mib))
+    monkeypatch.setattr(cuda, "memory_reserved", lambda: 500 * mib)
+    monkeypatch.setattr(cuda, "set_per_process_memory_fraction", calls.append)
+    gpu = Gpu("cuda", "replica-1")
+    gpu.set_condition(_condition("oom"))
+    assert free[0] < 2 * mib  # filled down to less than one of PyTorch's blocks
+    assert calls == ["empty_cache", 0.5]  # capped at what the process holds
+    with pytest.raises(torch.OutOfMemoryError, match="memory filled"), gpu.launch(1):
+        pytest.fail("the work ran without memory")
+    gpu.set_condition(_condition(None))
+    assert calls[2:] == [1.0, "empty_cache"]  # uncapped, the filler gone
