@@ -1204,19 +1204,8 @@ class Scenario(_Section):
                     (*here, "id"),
                 )
             seen[fault.id] = index
-            if fault.kind_needs_links():
-                for earlier in self.faults[:index]:
-                    if earlier.kind_needs_links() and _overlap(earlier, fault, self.load.duration):
-                        shared = set(earlier.target_names()) & set(fault.target_names())
-                        if shared:
-                            raise FieldError(
-                                f"{fault.kind} on {', '.join(sorted(shared))} overlaps "
-                                f"{earlier.id} on it: one network fault at a time per service "
-                                "(healing one undoes the other's rules)",
-                                (*here, "at"),
-                            )
             for earlier in self.faults[:index]:
-                why = _exclusive(earlier.kind, fault.kind)
+                why = _exclusive(earlier, fault)
                 if why and _overlap(earlier, fault, self.load.duration):
                     shared = set(earlier.target_names()) & set(fault.target_names())
                     if shared:
@@ -1413,10 +1402,12 @@ def _span(names: list[str]) -> str:
     return ", ".join(names)
 
 
-def _exclusive(a: str, b: str) -> str | None:
-    """Why faults of kinds ``a`` and ``b`` may not hold one target at the same time, or
-    None when they may."""
-    kinds = {a, b}
+def _exclusive(a: FaultSpec, b: FaultSpec) -> str | None:
+    """Why faults ``a`` and ``b`` may not hold one target at the same time, or None when
+    they may."""
+    if a.kind_needs_links() and b.kind_needs_links():
+        return "one network fault at a time per service (healing one undoes the other's rules)"
+    kinds = {a.kind, b.kind}
     if kinds == {"gpu_fault"}:
         return "one GPU fault at a time per replica (healing one resets the device)"
     if kinds == {"gpu_fault", "pause_node"}:

@@ -89,25 +89,12 @@ class _Undo(UndoModel):
     mode: _Mode
 
 
-def admin_gpu(ctx_state: Any, replica: str, body: dict[str, Any]) -> dict[str, Any]:
+def admin_gpu(state: Any, replica: str, body: dict[str, Any]) -> dict[str, Any]:
     """Set (or, with ``{"mode": None}``, reset) a replica's GPU condition through its
     token-protected endpoint; the replica's device status comes back."""
-    import httpx
+    from drillkit.stacks.recommender.preset import admin_post
 
-    from drillkit.stacks.recommender.preset import ADMIN_TOKEN
-
-    headers = {"Authorization": f"Bearer {ctx_state.secret(ADMIN_TOKEN)}"}
-    url = ctx_state.service(replica).url() + "/admin/gpu"
-    try:
-        response = httpx.post(url, headers=headers, json=body, timeout=30.0)
-    except httpx.HTTPError as exc:
-        raise EnvironmentFailure(f"{replica}: POST /admin/gpu failed: {exc}") from exc
-    if response.status_code != 200:
-        raise EnvironmentFailure(
-            f"{replica}: POST /admin/gpu answered {response.status_code}: {response.text[:200]}"
-        )
-    status: dict[str, Any] = response.json()
-    return status
+    return admin_post(state, replica, "/admin/gpu", body, timeout=30.0)
 
 
 class GpuFault(FaultKind[GpuFaultParams]):

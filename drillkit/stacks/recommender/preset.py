@@ -72,6 +72,7 @@ from drillkit.stacks.recommender.spec import (
 __all__ = [
     "ADMIN_TOKEN",
     "RecommenderPreset",
+    "admin_post",
     "admin_reload",
     "all_stores",
     "origin_store",
@@ -988,20 +989,35 @@ def all_stores(state: StackState[Any]) -> list[Path]:
     return [origin_store(state), *(replica_store(state, name) for name in replicas)]
 
 
-def admin_reload(state: StackState[Any], replica: str) -> dict[str, Any]:
-    """Ask a replica to re-verify and reload CURRENT now (token-protected endpoint)."""
+def admin_post(
+    state: StackState[Any],
+    replica: str,
+    path: str,
+    body: dict[str, Any] | None = None,
+    *,
+    timeout: float = 60.0,
+) -> dict[str, Any]:
+    """POST to one of a replica's token-protected admin endpoints (``/admin/reload``,
+    ``/admin/gpu``) with the plan's admin token; its JSON answer, or EnvironmentFailure."""
     import httpx
 
     headers = {"Authorization": f"Bearer {state.secret(ADMIN_TOKEN)}"}
-    url = state.service(replica).url() + "/admin/reload"
+    url = state.service(replica).url() + path
     try:
-        response = httpx.post(url, headers=headers, timeout=60.0)
+        response = httpx.post(url, headers=headers, json=body, timeout=timeout)
     except httpx.HTTPError as exc:
-        raise EnvironmentFailure(f"{replica}: admin reload failed: {exc}") from exc
+        raise EnvironmentFailure(f"{replica}: POST {path} failed: {exc}") from exc
     if response.status_code != 200:
-        raise EnvironmentFailure(f"{replica}: admin reload answered {response.status_code}")
+        raise EnvironmentFailure(
+            f"{replica}: POST {path} answered {response.status_code}: {response.text[:200]}"
+        )
     result: dict[str, Any] = response.json()
     return result
+
+
+def admin_reload(state: StackState[Any], replica: str) -> dict[str, Any]:
+    """Ask a replica to re-verify and reload CURRENT now (token-protected endpoint)."""
+    return admin_post(state, replica, "/admin/reload")
 
 
 def redis_of(state: StackState[Any], service: str, *, timeout: float = 10.0) -> Any:
