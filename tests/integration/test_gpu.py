@@ -87,7 +87,11 @@ def test_each_gpu_failure_fires_its_dcgm_rule_and_no_request_fails(
     # In-band, the replicas saw three of them; ECC errors that get past the correction are
     # silent: only the quality of the answers shows them.
     assert "inference failed: out of memory" in _fault(report, "oom")["detected_by"]
-    assert "inference failed: device lost" in _fault(report, "device-lost")["detected_by"]
+    # A lost device is seen first by whichever comes first: a request routed to replica-2 (its
+    # inference fails) or the replica's watcher reading the Xid off the device. Both are real
+    # signals; which one wins is a race of a few hundred milliseconds.
+    lost_by = _fault(report, "device-lost")["detected_by"]
+    assert lost_by in ("replica-2: inference failed: device lost", "replica-2: GPU Xid 79"), lost_by
     assert "clocks throttled" in _fault(report, "throttle")["detected_by"]
     assert _fault(report, "ecc")["ttd_s"] is None
     assert _phase(report, "fault:ecc")["quality"] < 0.9 * _phase(report, "baseline")["quality"]
