@@ -113,11 +113,15 @@ def test_a_wipe_loses_what_came_after_the_backup_and_the_count_is_exact(
     sent = sent_events(records)
     acked = {(e.producer, e.seq) for e in sent if e.acked}
     lost = acked - stored_in_backup(tmp_path / "backups")
-    assert report["events"]["lost"] == len(lost) == data["events_lost"] > 0
+    assert report["events"]["lost"] == len(lost) == data["events_lost"]
     assert report["events"]["sent"] == len(sent)
-    # Restored from a backup at most one interval (3 s) old: the RPO is bounded by it.
-    assert data["restored_from"] and 0 < data["backup_age_s"] <= 3.5
-    assert 0 < data["rpo_s"] <= data["backup_age_s"] + 0.2
+    # Restored from a backup at most one interval (3 s) old: the RPO is bounded by it. The
+    # backups keep their own schedule, so one may have run in the instant between the fault's
+    # timestamp and the wipe (a slightly negative age): then nothing acknowledged is lost.
+    assert data["restored_from"] and -0.5 < data["backup_age_s"] <= 3.5
+    assert data["rpo_s"] <= max(0.0, data["backup_age_s"]) + 0.2
+    if data["backup_age_s"] > 0.5:  # events (about 18/s) were acknowledged after it: lost
+        assert data["events_lost"] > 0 and data["rpo_s"] > 0, data
     assert data["rto_s"] is not None and data["rto_s"] < 5
     # The fault was detected by the stack (a restore, the feature updater), not guessed.
     assert report["faults"][0]["detected_by"]

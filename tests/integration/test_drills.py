@@ -277,7 +277,10 @@ def test_a_load_spike_is_shed_detected_and_recovered(cli: Cli, tmp_path: Path) -
         "params": {"rate": 3000},
         "expect": {"recover_within": "8s", "max_wrong_model_responses": 0},
     }
-    path = scenario(tmp_path, "spike", [spike], stack={"replicas": 1})
+    # Long enough after the heal (at 7 s) for the 3 clean seconds that recover_within's 8 s allow.
+    path = scenario(
+        tmp_path, "spike", [spike], stack={"replicas": 1}, load={**LOAD, "duration": "14s"}
+    )
     code, report = run_drill(cli, path, tmp_path)
     assert code in (0, 1), report
     (fault,) = report["faults"]

@@ -92,8 +92,19 @@ def test_each_gpu_failure_fires_its_dcgm_rule_and_no_request_fails(
     # signals; which one wins is a race of a few hundred milliseconds.
     lost_by = _fault(report, "device-lost")["detected_by"]
     assert lost_by in ("replica-2: inference failed: device lost", "replica-2: GPU Xid 79"), lost_by
-    assert "clocks throttled" in _fault(report, "throttle")["detected_by"]
-    assert _fault(report, "ecc")["ttd_s"] is None
+    # A throttled replica's watcher reads the clocks within its poll; its slow answers may
+    # get it ejected by the gateway first (it carries the traffic of the two failing ones).
+    # Either way its own log says what it saw; the ECC replica's says nothing.
+    throttle_by = _fault(report, "throttle")["detected_by"]
+    assert throttle_by.startswith(("replica-3: GPU clocks throttled", "gateway: ")), throttle_by
+    ecc_by = _fault(report, "ecc")["detected_by"]
+    assert ecc_by is None or ecc_by.startswith("gateway: "), ecc_by
+    logs = Path(cli.env["DRILLKIT_STATE_DIR"]) / "stacks"
+    (throttled,) = logs.glob("*/logs/replica-3.log")
+    assert "replica-3: GPU clocks throttled" in throttled.read_text()
+    (ecc,) = logs.glob("*/logs/replica-4.log")
+    said = ecc.read_text()
+    assert not [w for w in ("inference failed", "Xid", "clocks throttled") if w in said], said
     assert _phase(report, "fault:ecc")["quality"] < 0.9 * _phase(report, "baseline")["quality"]
     assert not leftovers(cli)
 

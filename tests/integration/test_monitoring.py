@@ -114,9 +114,15 @@ def test_a_killed_replica_pages_within_the_targets_and_every_format_says_so(
     assert {"RecommenderReplicaDown", "RecommenderTargetDown"} <= set(kill["alerts"])
     mine = [a for a in monitoring["alerts"] if a["fault"] == "kill"]
     assert {a["labels"].get("replica") or a["labels"]["service"] for a in mine} == {"replica-1"}
-    for alert in mine:  # pending, then firing, notified, and resolved after the heal
+    for alert in mine:  # pending, then firing, notified, and resolved after the restart
         assert alert["pending_at"] <= alert["firing_at"] <= alert["notified_at"]
-        assert kill["healed_at"] < alert["resolved_at"] <= kill["healed_at"] + 15
+        assert alert["resolved_at"] <= kill["healed_at"] + 15
+        if alert["name"] == "RecommenderTargetDown":
+            # Scraped again as soon as the restarted replica answers HTTP, which may be before
+            # its model is loaded and the heal (which waits for readiness) is stamped.
+            assert alert["firing_at"] < alert["resolved_at"]
+        else:
+            assert kill["healed_at"] < alert["resolved_at"]
     checks = {c["name"]: c for c in report["checks"]}
     for name in ("kill.alerts", "kill.alert_within", "monitoring.missed_faults",
                  "monitoring.false_alerts", "monitoring.alerts_resolved"):  # fmt: skip

@@ -113,7 +113,8 @@ def test_a_bad_canary_is_rolled_back_at_its_first_step(
     r = f["rollout"]
     assert (r["status"], r["expected"], r["defect"]) == ("rolled_back", "rolled_back", defect)
     (step,) = r["steps"]  # judged at 10%, never at 50%
-    assert step["verdict"] == "fail" and step["reasons"][0].startswith(rule)
+    # The defect's own rule among the reasons (a slow canary may also time out an attempt).
+    assert step["verdict"] == "fail" and any(r.startswith(rule) for r in step["reasons"]), step
     assert r["time_to_verdict_s"] < 2 * INTERVAL and r["time_to_rollback_s"] < 2 * INTERVAL
     assert 0 < r["exposed_users_share"] <= 0.15
     # The report's exposure is the generator's own records, counted here independently.

@@ -232,7 +232,9 @@ def test_a_drill_goes_through_every_state_and_leaves_nothing(tmp_path: Path) -> 
     assert backend.downs == 1 and not any(p.alive for p in backend.processes.values())
     (fault,) = result.faults
     assert fault.injected_at is not None and fault.healed_at is not None
-    assert fault.healed_at - fault.injected_at == pytest.approx(1.0, abs=0.3)
+    # Healed at its time, not at the end of the 6 s drill (the clock runs 20x: 0.05 s of
+    # wall time, journal writes included, is a whole second here).
+    assert fault.healed_at - fault.injected_at == pytest.approx(1.0, abs=1.0)
     assert "replica-2 (pid" in fault.evidence
     assert result.stack_id is not None
     assert Journal.for_stack(result.stack_id).pending() == [] and load_state() is None
@@ -241,7 +243,7 @@ def test_a_drill_goes_through_every_state_and_leaves_nothing(tmp_path: Path) -> 
     assert result.analysis is not None
     (run,) = result.analysis.faults
     assert run.detected_at is not None and run.ttd_s is not None
-    assert run.ttd_s < 1.0  # the engine looks every 0.25 s of its clock
+    assert run.ttd_s < 2.0  # the engine looks every 0.25 s of its clock
 
 
 def test_an_interrupt_heals_the_fault_it_lands_in(tmp_path: Path) -> None:
