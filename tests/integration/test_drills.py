@@ -285,15 +285,12 @@ def test_a_load_spike_is_shed_detected_and_recovered(cli: Cli, tmp_path: Path) -
     assert code in (0, 1), report
     (fault,) = report["faults"]
     assert "3000 extra requests/s" in fault["evidence"]
-    # The overload was shed (degraded answers at once), not queued: the steady users' answers
-    # or the spike's own (which of the two gets the shed answers is down to interleaving: on a
-    # quick stack the steady users' few requests may all be served).
-    spike_shed = re.search(r"\((\d+) degraded\)", fault["evidence"])
-    shed = fault["degraded_responses"] + (int(spike_shed[1]) if spike_shed else 0)
-    assert shed > 0, fault
-    assert fault["detected_by"] is not None and fault["detected_by"].startswith(
-        "gateway: shedding load"
-    ), fault
+    # The overload was shed (degraded answers at once), not queued: the gateway says how many
+    # it shed. Whose requests they were is down to interleaving (the steady users', or the
+    # spike's after the first 0.5 s its evidence covers): on a quick stack it may be only the
+    # spike's, and only a few.
+    shedding = re.match(r"gateway: shedding load \((\d+) shed so far\)", fault["detected_by"] or "")
+    assert shedding is not None and int(shedding[1]) > 0, fault
     # Normal again once the spike is over (the SLOs hold for 3 s in a row: rto).
     assert fault["rto_s"] is not None and fault["rto_s"] <= 8.0, fault
     after = next(p for p in report["phases"] if p["name"] == "after")
