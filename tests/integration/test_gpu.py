@@ -87,9 +87,9 @@ def test_each_gpu_failure_fires_its_dcgm_rule_and_no_request_fails(
     # In-band, the replicas saw three of them; ECC errors that get past the correction are
     # silent: only the quality of the answers shows them.
     assert "inference failed: out of memory" in _fault(report, "oom")["detected_by"]
-    # A lost device is seen first by whichever comes first: a request routed to replica-2 (its
-    # inference fails) or the replica's watcher reading the Xid off the device. Both are real
-    # signals; which one wins is a race of a few hundred milliseconds.
+    # A lost device is seen by a request routed to replica-2 (its inference fails) or by the
+    # replica's watcher reading the Xid off the device, whichever comes first: both are real
+    # signals, a few hundred milliseconds apart.
     lost_by = _fault(report, "device-lost")["detected_by"]
     assert lost_by in ("replica-2: inference failed: device lost", "replica-2: GPU Xid 79"), lost_by
     # A throttled replica's watcher reads the clocks within its poll; its slow answers may
@@ -99,10 +99,9 @@ def test_each_gpu_failure_fires_its_dcgm_rule_and_no_request_fails(
     assert throttle_by.startswith(("replica-3: GPU clocks throttled", "gateway: ")), throttle_by
     ecc_by = _fault(report, "ecc")["detected_by"]
     assert ecc_by is None or ecc_by.startswith("gateway: "), ecc_by
-    logs = Path(cli.env["DRILLKIT_STATE_DIR"]) / "stacks"
-    (throttled,) = logs.glob("*/logs/replica-3.log")
+    (throttled,) = stack_files(cli, "logs/replica-3.log")
     assert "replica-3: GPU clocks throttled" in throttled.read_text()
-    (ecc,) = logs.glob("*/logs/replica-4.log")
+    (ecc,) = stack_files(cli, "logs/replica-4.log")
     said = ecc.read_text()
     assert not [w for w in ("inference failed", "Xid", "clocks throttled") if w in said], said
     assert _phase(report, "fault:ecc")["quality"] < 0.9 * _phase(report, "baseline")["quality"]
